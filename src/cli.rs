@@ -1,0 +1,149 @@
+//! Command-line interface: clap definitions turned into validated configurations.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use msntap::event::filter::Filter;
+use msntap::output::{ColorChoice, OutputConfig};
+use msntap::{Dir, Service};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "msntap",
+    version,
+    about = "See everything an MSN Messenger client and server say (MSNP2-MSNP21)",
+    long_about = "msntap decodes MSNP, the MSN Messenger / Windows Live Messenger protocol, into \
+structured events: from session logs (decode), from pcap/pcapng captures (read), or live as a \
+man-in-the-middle proxy between a client and its server (proxy). Events are printed as a \
+colored >>> / <<< log, or written as JSON Lines with --json."
+)]
+pub struct Cli {
+    /// Add or override dissector entries from the *.toml files of DIR (see dissectors/README.md).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub dissectors: Option<PathBuf>,
+
+    /// Diagnostics on stderr: error, warn, info, debug or trace (also RUST_LOG).
+    #[arg(long, global = true, default_value = "warn", value_name = "LEVEL")]
+    pub log_level: String,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Decode a plain-text session log: `C:`/`S:` transcripts (as in the protocol docs, also
+    /// inside markdown code fences) or `>>>`/`<<<` logs.
+    Decode(DecodeArgs),
+    /// Print the merged dissector table: commands with their forms, error codes, capabilities.
+    Dissectors(DissectorArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct DecodeArgs {
+    /// Session log files ("-" for standard input).
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// Assume this MSNP version (e.g. 8 or MSNP8) until a VER exchange says otherwise.
+    #[arg(long = "msnp", value_name = "N", value_parser = parse_version)]
+    pub version: Option<u8>,
+    /// Assume this service (DS, NS or SB) for connections that do not reveal it.
+    #[arg(long = "assume-service", value_name = "SERVICE", value_parser = parse_service)]
+    pub assume_service: Option<Service>,
+    /// In `>>>`/`<<<` logs, read `>>>` as server-to-client (logs written by a server).
+    #[arg(long)]
+    pub flip: bool,
+    #[command(flatten)]
+    pub out: OutputArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct DissectorArgs {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Show only these commands (comma-separated).
+    #[arg(long, value_delimiter = ',', value_name = "CMD")]
+    pub only: Vec<String>,
+}
+
+/// Output and filter options shared by every decoding command.
+#[derive(Args, Debug, Clone)]
+pub struct OutputArgs {
+    /// Write events as JSON Lines to FILE ("-" for standard output, which then replaces the log).
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<String>,
+    /// Color the log: auto (only on a terminal, honouring NO_COLOR), always or never.
+    #[arg(long, value_enum, default_value_t = ColorChoice::Auto)]
+    pub color: ColorChoice,
+    /// Print whole payloads under each command instead of a one-line summary.
+    #[arg(long)]
+    pub full: bool,
+    /// No human log on standard output (with --json FILE: only the file is written).
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Show secrets (cookies, password hashes, tickets, MSPAuth) instead of <redacted>.
+    #[arg(long)]
+    pub no_redact: bool,
+    /// Hide these commands, e.g. --hide PNG,QNG to drop keep-alives.
+    #[arg(long, value_delimiter = ',', value_name = "CMD")]
+    pub hide: Vec<String>,
+    /// Show only these commands (comma-separated).
+    #[arg(long, value_delimiter = ',', value_name = "CMD")]
+    pub only: Vec<String>,
+    /// Show only one service: DS, NS or SB.
+    #[arg(long, value_parser = parse_service, value_name = "SERVICE")]
+    pub service: Option<Service>,
+    /// Show only one direction: c2s or s2c.
+    #[arg(long, value_parser = parse_dir, value_name = "DIR")]
+    pub dir: Option<Dir>,
+    /// Show only the connections of this user handle, and lines that name it.
+    #[arg(long, value_name = "HANDLE")]
+    pub user: Option<String>,
+}
+
+fn parse_service(s: &str) -> Result<Service, String> {
+    Service::parse(s).ok_or_else(|| format!("unknown service {s:?}: expected DS, NS or SB"))
+}
+
+fn parse_dir(s: &str) -> Result<Dir, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "c2s" | ">>>" => Ok(Dir::C2s),
+        "s2c" | "<<<" => Ok(Dir::S2c),
+        _ => Err(format!("unknown direction {s:?}: expected c2s or s2c")),
+    }
+}
+
+pub fn parse_version(s: &str) -> Result<u8, String> {
+    let n = s.trim_start_matches("MSNP").trim_start_matches("msnp");
+    match n.parse::<u8>() {
+        Ok(v) if (2..=21).contains(&v) => Ok(v),
+        _ => Err(format!("unknown MSNP version {s:?}: expected 2 to 21")),
+    }
+}
+
+impl OutputArgs {
+    pub fn config(&self) -> OutputConfig {
+        let up = |v: &Vec<String>| -> HashSet<String> {
+            v.iter().map(|s| s.trim().to_ascii_uppercase()).filter(|s| !s.is_empty()).collect()
+        };
+        let filter = Filter {
+            only: up(&self.only),
+            hide: up(&self.hide),
+            service: self.service,
+            dir: self.dir,
+            user: self.user.as_ref().map(|u| u.to_ascii_lowercase()),
+            ..Filter::default()
+        };
+        OutputConfig {
+            json: self.json.clone(),
+            color: self.color,
+            full: self.full,
+            quiet: self.quiet,
+            no_redact: self.no_redact,
+            filter,
+        }
+    }
+}

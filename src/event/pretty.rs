@@ -1,0 +1,212 @@
+//! The human log in the MSN community's `>>>` / `<<<` style, colored on a terminal.
+
+use std::io::{BufWriter, Write};
+
+use owo_colors::OwoColorize;
+use serde_json::Value;
+
+use super::{Dir, Event, EventKind, Sink};
+
+pub struct PrettySink<W: Write> {
+    out: BufWriter<W>,
+    color: bool,
+    /// Print whole payload bodies instead of a one-line summary.
+    full: bool,
+}
+
+impl<W: Write> PrettySink<W> {
+    pub fn new(w: W, color: bool, full: bool) -> Self {
+        PrettySink {
+            out: BufWriter::new(w),
+            color,
+            full,
+        }
+    }
+}
+
+fn clock(ev: &Event) -> String {
+    let s = ev.ts.to_string();
+    // 2005-01-02T03:04:05.123456Z -> 2005-01-02 03:04:05.123456
+    s.replacen('T', " ", 1).trim_end_matches('Z').to_string()
+}
+
+fn trunc(s: &str, n: usize) -> String {
+    let one: String = s.replace('\r', "").replace('\n', "\u{21b5}");
+    if one.chars().count() > n {
+        let mut t: String = one.chars().take(n).collect();
+        t.push('\u{2026}');
+        t
+    } else {
+        one
+    }
+}
+
+/// A one-line description of a decoded payload.
+pub fn payload_summary(p: &super::Payload) -> String {
+    let mut s = String::new();
+    if p.guess {
+        s.push_str("[payload guessed] ");
+    }
+    if let Some(d) = &p.decoded {
+        if let Some(ct) = d.get("content_type").and_then(Value::as_str) {
+            s.push_str(ct);
+            if let Some(f) = d.get("format") {
+                let mut bits = Vec::new();
+                if let Some(fnt) = f.get("font").and_then(Value::as_str) {
+                    bits.push(fnt.to_string());
+                }
+                if let Some(Value::Array(e)) = f.get("effects") {
+                    bits.extend(e.iter().filter_map(Value::as_str).map(str::to_string));
+                }
+                if let Some(c) = f.get("color").and_then(Value::as_str) {
+                    bits.push(c.to_string());
+                }
+                s.push_str(&format!(" [{}]", bits.join(", ")));
+            }
+            if let Some(u) = d.get("typing_user").and_then(Value::as_str) {
+                s.push_str(&format!(": {u} is typing"));
+            } else if let Some(dc) = d.get("datacast") {
+                s.push_str(&format!(": {}", dc["name"].as_str().unwrap_or("?")));
+            } else if let Some(p2p) = d.get("p2p") {
+                s.push_str(&format!(
+                    ": session {} id {} offset {}/{} size {} flags {}",
+                    p2p["session_id"], p2p["identifier"], p2p["offset"], p2p["total_size"], p2p["message_size"],
+                    p2p["flag_names"].as_array().map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join("|")).unwrap_or_default()
+                ));
+                if let Some(slp) = p2p.get("slp").and_then(Value::as_str) {
+                    s.push_str(&format!(" SLP {}", trunc(slp.lines().next().unwrap_or(""), 60)));
+                }
+            } else if let Some(b) = d.get("body").and_then(Value::as_str) {
+                if !b.trim().is_empty() {
+                    s.push_str(&format!(": {}", trunc(b, 100)));
+                }
+            }
+        } else if let Some(name) = d.get("name").and_then(Value::as_str) {
+            s.push_str(&format!("<{name}> "));
+            if let Some(t) = &p.text {
+                s.push_str(&trunc(t, 100));
+            }
+        }
+    } else if let Some(t) = &p.text {
+        s.push_str(&format!("{}: {}", p.kind, trunc(t, 100)));
+    } else if p.base64.is_some() {
+        s.push_str(&format!("{} ({} bytes, not UTF-8)", p.kind, p.length));
+    } else {
+        s.push_str(&format!("{} ({} bytes)", p.kind, p.length));
+    }
+    if let Some(pr) = &p.problem {
+        s.push_str(&format!(" !! {pr}"));
+    }
+    s
+}
+
+impl<W: Write> PrettySink<W> {
+    fn paint(&self, s: &str, f: impl Fn(&str) -> String) -> String {
+        if self.color {
+            f(s)
+        } else {
+            s.to_string()
+        }
+    }
+}
+
+impl<W: Write> Sink for PrettySink<W> {
+    fn event(&mut self, ev: &Event) -> std::io::Result<()> {
+        let ver = ev.version.map(|v| format!("MSNP{}", v.0)).unwrap_or_else(|| "?".into());
+        let head = format!("{} #{} {}/{}", clock(ev), ev.conn, ev.service, ver);
+        let head = self.paint(&head, |s| s.dimmed().to_string());
+        match &ev.kind {
+            EventKind::Command(c) => {
+                let arrow = match ev.dir {
+                    Some(Dir::C2s) => self.paint(">>>", |s| s.green().bold().to_string()),
+                    _ => self.paint("<<<", |s| s.cyan().bold().to_string()),
+                };
+                let mut line = if c.error.is_some() {
+                    self.paint(&c.line, |s| s.red().to_string())
+                } else if !c.known {
+                    self.paint(&c.line, |s| s.yellow().to_string())
+                } else {
+                    c.line.clone()
+                };
+                if !c.known {
+                    line.push_str(&self.paint("  [unknown command]", |s| s.yellow().italic().to_string()));
+                } else if c.unmatched_form {
+                    line.push_str(&self.paint("  [form not in tables]", |s| s.yellow().italic().to_string()));
+                }
+                if let Some(e) = &c.error {
+                    let m = format!("  [{} {}]", e.name.as_deref().unwrap_or("?"), e.meaning.as_deref().unwrap_or("unknown error"));
+                    line.push_str(&self.paint(&m, |s| s.red().italic().to_string()));
+                }
+                writeln!(self.out, "{head} {arrow} {line}")?;
+                if let Some(p) = &c.payload {
+                    let sum = payload_summary(p);
+                    writeln!(self.out, "{}", self.paint(&format!("        | {sum}"), |s| s.dimmed().to_string()))?;
+                    if self.full {
+                        let body: String = match (&p.text, &p.decoded) {
+                            (Some(t), _) => t.clone(),
+                            (None, Some(d)) => {
+                                let mut t = String::new();
+                                if let Some(Value::Array(h)) = d.get("headers") {
+                                    for kv in h {
+                                        t.push_str(&format!("{}: {}\n", kv[0].as_str().unwrap_or(""), kv[1].as_str().unwrap_or("")));
+                                    }
+                                    t.push('\n');
+                                }
+                                if let Some(b) = d.get("body").and_then(Value::as_str) {
+                                    t.push_str(b);
+                                }
+                                t
+                            }
+                            _ => String::new(),
+                        };
+                        for l in body.lines() {
+                            writeln!(self.out, "        | {l}")?;
+                        }
+                    }
+                }
+            }
+            EventKind::Connect { client, server, detail } => {
+                let m = format!(
+                    "--- connect {} -> {}{}",
+                    client.as_deref().unwrap_or("?"),
+                    server.as_deref().unwrap_or("?"),
+                    detail.as_deref().map(|d| format!(" ({d})")).unwrap_or_default()
+                );
+                writeln!(self.out, "{head} {}", self.paint(&m, |s| s.blue().to_string()))?;
+            }
+            EventKind::Close { by, reason, bytes_c2s, bytes_s2c } => {
+                let m = format!(
+                    "--- close{}{} ({bytes_c2s} bytes c2s, {bytes_s2c} bytes s2c)",
+                    by.as_deref().map(|b| format!(" by {b}")).unwrap_or_default(),
+                    reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default()
+                );
+                writeln!(self.out, "{head} {}", self.paint(&m, |s| s.blue().to_string()))?;
+            }
+            EventKind::Desync { offset, skipped, reason, preview } => {
+                let d = ev.dir.map(|d| d.as_str()).unwrap_or("");
+                let m = format!("!!! desync {d} at {offset}: skipped {skipped} bytes ({reason}): {preview}");
+                writeln!(self.out, "{head} {}", self.paint(&m, |s| s.magenta().bold().to_string()))?;
+            }
+            EventKind::Error { message } => {
+                writeln!(self.out, "{head} {}", self.paint(&format!("!!! error: {message}"), |s| s.red().bold().to_string()))?;
+            }
+            EventKind::Gap { offset, length } => {
+                let d = ev.dir.map(|d| d.as_str()).unwrap_or("");
+                let m = format!("!!! gap {d} at {offset}: {length} bytes missing from the capture");
+                writeln!(self.out, "{head} {}", self.paint(&m, |s| s.magenta().to_string()))?;
+            }
+            EventKind::Redirect { cmd, target, original, rewritten } => {
+                let m = format!("--- redirect {cmd} to {target}: {original} rewritten to {rewritten}");
+                writeln!(self.out, "{head} {}", self.paint(&m, |s| s.blue().to_string()))?;
+            }
+            EventKind::Note { message } => {
+                writeln!(self.out, "{head} {}", self.paint(&format!("--- {message}"), |s| s.dimmed().to_string()))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
+}

@@ -1,0 +1,13 @@
+//! msntap library: the sans-IO MSNP decoder (wire, protocol, payload, event) and the
+//! shells around it. Nothing below `protocol` does I/O.
+#![forbid(unsafe_code)]
+
+pub mod event;
+pub mod logfile;
+pub mod output;
+pub mod payload;
+pub mod protocol;
+pub mod wire;
+
+pub use event::{Dir, Event, EventKind, Service, Ts};
+pub use protocol::{Session, SessionHint, Tables};
