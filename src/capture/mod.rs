@@ -2,4 +2,6 @@
 //! MSNP stream detection, and synthetic capture writing. Decoding itself is the
 //! protocol module's job; nothing here interprets MSNP beyond finding where streams start.
 
+pub mod packet;
+pub mod reasm;
 pub mod writer;
