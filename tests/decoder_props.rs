@@ -14,27 +14,60 @@ fn corpus() -> Vec<Vec<(Dir, Vec<u8>)>> {
     let ubx = "<Data><PSM>busy</PSM><CurrentMedia></CurrentMedia></Data>";
     let adl = "<ml l=\"1\"><d n=\"example.com\"><c n=\"bob\" l=\"3\" t=\"1\"/></d></ml>";
     let sb = vec![
-        (Dir::C2s, b"USR 1 alice@example.com 12345.67890\r\n".to_vec()),
+        (
+            Dir::C2s,
+            b"USR 1 alice@example.com 12345.67890\r\n".to_vec(),
+        ),
         (Dir::S2c, b"USR 1 OK alice@example.com Alice\r\n".to_vec()),
         (Dir::C2s, b"CAL 2 bob@example.com\r\n".to_vec()),
-        (Dir::S2c, b"CAL 2 RINGING 1234\r\nJOI bob@example.com Bob\r\n".to_vec()),
-        (Dir::C2s, format!("MSG 3 N {}\r\n{typing}", typing.len()).into_bytes()),
-        (Dir::C2s, format!("MSG 4 A {}\r\n{mime}", mime.len()).into_bytes()),
+        (
+            Dir::S2c,
+            b"CAL 2 RINGING 1234\r\nJOI bob@example.com Bob\r\n".to_vec(),
+        ),
+        (
+            Dir::C2s,
+            format!("MSG 3 N {}\r\n{typing}", typing.len()).into_bytes(),
+        ),
+        (
+            Dir::C2s,
+            format!("MSG 4 A {}\r\n{mime}", mime.len()).into_bytes(),
+        ),
         (Dir::S2c, b"ACK 4\r\n".to_vec()),
-        (Dir::S2c, format!("MSG bob@example.com Bob {}\r\n{mime}", mime.len()).into_bytes()),
+        (
+            Dir::S2c,
+            format!("MSG bob@example.com Bob {}\r\n{mime}", mime.len()).into_bytes(),
+        ),
         (Dir::S2c, b"BYE bob@example.com\r\n".to_vec()),
     ];
     let ns = vec![
         (Dir::C2s, b"VER 1 MSNP13 CVR0\r\n".to_vec()),
         (Dir::S2c, b"VER 1 MSNP13\r\n".to_vec()),
-        (Dir::C2s, format!("ADL 2 {}\r\n{adl}", adl.len()).into_bytes()),
+        (
+            Dir::C2s,
+            format!("ADL 2 {}\r\n{adl}", adl.len()).into_bytes(),
+        ),
         (Dir::S2c, b"ADL 2 OK\r\n".to_vec()),
-        (Dir::S2c, format!("UBX bob@example.com {}\r\n{ubx}", ubx.len()).into_bytes()),
-        (Dir::C2s, format!("UUX 3 {}\r\n{ubx}", ubx.len()).into_bytes()),
-        (Dir::S2c, b"UUX 3 0\r\nCHL 0 11111111111111111111\r\n".to_vec()),
-        (Dir::C2s, b"QRY 4 PROD0090YUAUV{2B 32\r\n85ecb0db8f32113df79ce0892b9a102cPNG\r\n".to_vec()),
+        (
+            Dir::S2c,
+            format!("UBX bob@example.com {}\r\n{ubx}", ubx.len()).into_bytes(),
+        ),
+        (
+            Dir::C2s,
+            format!("UUX 3 {}\r\n{ubx}", ubx.len()).into_bytes(),
+        ),
+        (
+            Dir::S2c,
+            b"UUX 3 0\r\nCHL 0 11111111111111111111\r\n".to_vec(),
+        ),
+        (
+            Dir::C2s,
+            b"QRY 4 PROD0090YUAUV{2B 32\r\n85ecb0db8f32113df79ce0892b9a102cPNG\r\n".to_vec(),
+        ),
         (Dir::S2c, b"QRY 4\r\nQNG 50\r\n241 5 5\r\n<ml/>".to_vec()),
-        (Dir::C2s, b"ZZZ 6 3\r\nabcPNG\r\n\x00\x01junk\r\nPNG\r\nMSG 7 U 4294967295\r\n".to_vec()),
+        (
+            Dir::C2s,
+            b"ZZZ 6 3\r\nabcPNG\r\n\x00\x01junk\r\nPNG\r\nMSG 7 U 4294967295\r\n".to_vec(),
+        ),
         (Dir::C2s, b"PNG\r\n".to_vec()),
     ];
     vec![sb, ns]
@@ -49,7 +82,10 @@ fn decode(t: &Arc<Tables>, stream: &[(Dir, Vec<u8>)], cuts: &[Vec<usize>]) -> Ve
     let mut s = Session::new(t.clone(), 1, SessionHint::default());
     let mut out = Vec::new();
     for (i, (d, b)) in stream.iter().enumerate() {
-        let mut points: Vec<usize> = cuts.get(i).map(|c| c.iter().map(|x| x % (b.len() + 1)).collect()).unwrap_or_default();
+        let mut points: Vec<usize> = cuts
+            .get(i)
+            .map(|c| c.iter().map(|x| x % (b.len() + 1)).collect())
+            .unwrap_or_default();
         points.push(0);
         points.push(b.len());
         points.sort();
@@ -91,7 +127,11 @@ fn untouched_frames_reencode_to_the_same_bytes() {
     let stream = &corpus()[0];
     let evs = decode(&t, stream, &[]);
     for d in [Dir::C2s, Dir::S2c] {
-        let input: Vec<u8> = stream.iter().filter(|(x, _)| *x == d).flat_map(|(_, b)| b.clone()).collect();
+        let input: Vec<u8> = stream
+            .iter()
+            .filter(|(x, _)| *x == d)
+            .flat_map(|(_, b)| b.clone())
+            .collect();
         let again: Vec<u8> = evs
             .iter()
             .filter(|e| e.dir == Some(d))
@@ -112,13 +152,31 @@ fn hostile_stream_reports_what_happened() {
     let evs = decode(&t, &corpus()[1], &[]);
     let types: Vec<&str> = evs.iter().map(Event::type_name).collect();
     // One desync for the junk line; none for the hostile length, because a command follows it.
-    assert_eq!(types.iter().filter(|t| **t == "desync").count(), 1, "{types:?}");
-    let zzz = evs.iter().filter_map(Event::command).find(|c| c.cmd == "ZZZ").unwrap();
+    assert_eq!(
+        types.iter().filter(|t| **t == "desync").count(),
+        1,
+        "{types:?}"
+    );
+    let zzz = evs
+        .iter()
+        .filter_map(Event::command)
+        .find(|c| c.cmd == "ZZZ")
+        .unwrap();
     assert!(!zzz.known);
     assert!(zzz.payload.as_ref().unwrap().guess);
-    let big = evs.iter().filter_map(Event::command).find(|c| c.trid == Some(7)).unwrap();
+    let big = evs
+        .iter()
+        .filter_map(Event::command)
+        .find(|c| c.trid == Some(7))
+        .unwrap();
     assert_eq!(big.payload.as_ref().unwrap().kind, "skipped");
     // Four PNGs: after the QRY payload, after the guessed payload, after the junk, and the
     // one right after the hostile MSG.
-    assert_eq!(evs.iter().filter_map(Event::command).filter(|c| c.cmd == "PNG").count(), 4);
+    assert_eq!(
+        evs.iter()
+            .filter_map(Event::command)
+            .filter(|c| c.cmd == "PNG")
+            .count(),
+        4
+    );
 }

@@ -66,7 +66,12 @@ impl Session {
         Session::with_limits(tables, conn, hint, Limits::default())
     }
 
-    pub fn with_limits(tables: Arc<Tables>, conn: u64, hint: SessionHint, limits: Limits) -> Session {
+    pub fn with_limits(
+        tables: Arc<Tables>,
+        conn: u64,
+        hint: SessionHint,
+        limits: Limits,
+    ) -> Session {
         let version = hint.version.filter(|v| VersionRange::ALL.contains(*v));
         Session {
             tables,
@@ -154,7 +159,14 @@ impl Session {
         }
         r.skipped += buf.len() as u64 + len;
         st.offset = at + len;
-        out.push(self.event(ts, Some(dir), EventKind::Gap { offset: at, length: len }));
+        out.push(self.event(
+            ts,
+            Some(dir),
+            EventKind::Gap {
+                offset: at,
+                length: len,
+            },
+        ));
     }
 
     /// Ends one direction: whatever is buffered is decoded as far as it goes and reported.
@@ -227,7 +239,9 @@ impl Session {
         loop {
             if let Some(r) = self.dirs[dir.index()].resync.as_mut() {
                 if r.at_line_start {
-                    match wire::looks_like_line_start(&s[pos..], eof, |n: &[u8]| self.tables.is_known(n)) {
+                    match wire::looks_like_line_start(&s[pos..], eof, |n: &[u8]| {
+                        self.tables.is_known(n)
+                    }) {
                         None => return pos,
                         Some(true) => {
                             self.end_resync(dir, ts, out);
@@ -277,13 +291,21 @@ impl Session {
                     continue;
                 }
                 if eof {
-                    self.start_resync(dir, base + pos as u64, "incomplete line at end of stream".into());
+                    self.start_resync(
+                        dir,
+                        base + pos as u64,
+                        "incomplete line at end of stream".into(),
+                    );
                     self.skip(dir, rest);
                     return s.len();
                 }
                 return pos;
             };
-            let line_end = if lf > 0 && rest[lf - 1] == b'\r' { lf - 1 } else { lf };
+            let line_end = if lf > 0 && rest[lf - 1] == b'\r' {
+                lf - 1
+            } else {
+                lf
+            };
             let line = &rest[..line_end];
             if line.len() > self.limits.max_line {
                 let reason = format!("line longer than {} bytes", self.limits.max_line);
@@ -324,7 +346,16 @@ impl Session {
                 PayloadPlan::Oversize(n) => (lf + 1, None, Some(n)),
             };
             let raw = &rest[..frame_len];
-            let cmd = self.build_command(dir, name, args, line, raw, payload_range, oversize, base + pos as u64);
+            let cmd = self.build_command(
+                dir,
+                name,
+                args,
+                line,
+                raw,
+                payload_range,
+                oversize,
+                base + pos as u64,
+            );
             self.update_state(dir, &cmd);
             let over = cmd.payload.as_ref().is_some_and(|p| p.kind == "skipped");
             out.push(self.event(ts, Some(dir), EventKind::Command(Box::new(cmd))));
@@ -349,7 +380,14 @@ impl Session {
     }
 
     /// Decides whether a payload follows the line. None: more bytes needed to decide.
-    fn plan_payload(&self, dir: Dir, name: &str, args: &[String], after: &[u8], eof: bool) -> Option<PayloadPlan> {
+    fn plan_payload(
+        &self,
+        dir: Dir,
+        name: &str,
+        args: &[String],
+        after: &[u8],
+        eof: bool,
+    ) -> Option<PayloadPlan> {
         let nb = name.as_bytes();
         let declared = |i: usize| args.get(i).and_then(|t| wire::parse_len(t));
         let len = if nb[0].is_ascii_digit() {
@@ -362,7 +400,9 @@ impl Session {
         } else if let Some(def) = self.tables.command(nb) {
             let versions = self.versions();
             match Tables::select_form(def, dir, self.service, versions, args) {
-                Some(f) if f.payload == PayloadRule::Last => args.len().checked_sub(1).and_then(declared),
+                Some(f) if f.payload == PayloadRule::Last => {
+                    args.len().checked_sub(1).and_then(declared)
+                }
                 Some(_) => None,
                 // No form fits: fall back to what the command can do in this direction.
                 None if def.may_carry_payload(dir) => args.len().checked_sub(1).and_then(declared),
@@ -379,7 +419,10 @@ impl Session {
                             if eof && after.is_empty() {
                                 return Some(PayloadPlan::None);
                             }
-                            return Some(PayloadPlan::Len { n: n as usize, guess: true });
+                            return Some(PayloadPlan::Len {
+                                n: n as usize,
+                                guess: true,
+                            });
                         }
                     }
                 }
@@ -395,7 +438,10 @@ impl Session {
                 }
             }
             Some(n) if n > self.limits.max_payload as u64 => PayloadPlan::Oversize(n),
-            Some(n) => PayloadPlan::Len { n: n as usize, guess: false },
+            Some(n) => PayloadPlan::Len {
+                n: n as usize,
+                guess: false,
+            },
         })
     }
 
@@ -504,7 +550,9 @@ impl Session {
                     self.service = Service::Ns;
                 }
                 if self.version.is_none() {
-                    if let (Some(lo), Some(hi)) = (self.offered.iter().min(), self.offered.iter().max()) {
+                    if let (Some(lo), Some(hi)) =
+                        (self.offered.iter().min(), self.offered.iter().max())
+                    {
                         self.range = VersionRange { lo: *lo, hi: *hi };
                     }
                 }
@@ -519,10 +567,8 @@ impl Session {
                 }
             }
             (Dir::C2s, "INF") if self.version.is_none() => self.narrow(2, 7),
-            (Dir::C2s, "CVR") if self.version.is_none() => {
-                if cmd.args.len() >= 9 {
-                    self.narrow(8, 21)
-                }
+            (Dir::C2s, "CVR") if self.version.is_none() && cmd.args.len() >= 9 => {
+                self.narrow(8, 21)
             }
             (Dir::C2s, "USR") => {
                 let scheme = a(1).unwrap_or("");
@@ -541,13 +587,18 @@ impl Session {
                 self.service = Service::Sb;
             }
             (Dir::S2c, "USR") if a(1) == Some("OK") => self.logged_in = true,
-            (Dir::S2c, "XFR") => {
-                if a(1) == Some("NS") && a(2) != Some("0") && !self.logged_in && !self.service_hinted {
-                    // A referral answering the login is what a dispatch server does.
-                    self.service = Service::Ds;
-                }
+            // A referral answering the login is what a dispatch server does.
+            (Dir::S2c, "XFR")
+                if a(1) == Some("NS")
+                    && a(2) != Some("0")
+                    && !self.logged_in
+                    && !self.service_hinted =>
+            {
+                self.service = Service::Ds;
             }
-            (Dir::S2c, "IRO" | "JOI" | "BYE" | "ACK" | "NAK") if self.service == Service::Unknown => {
+            (Dir::S2c, "IRO" | "JOI" | "BYE" | "ACK" | "NAK")
+                if self.service == Service::Unknown =>
+            {
                 self.service = Service::Sb;
             }
             _ => {}
@@ -674,7 +725,8 @@ versions = "2-21"
 
     fn tables() -> Arc<Tables> {
         let mut t = Tables::empty();
-        t.add_file("test.toml", TEST_TABLE).expect("test table parses");
+        t.add_file("test.toml", TEST_TABLE)
+            .expect("test table parses");
         Arc::new(t)
     }
 
@@ -703,7 +755,10 @@ versions = "2-21"
         assert_eq!(c[0].trid, Some(1));
         assert_eq!(c[0].payload.as_ref().unwrap().length, body.len() as u64);
         assert_eq!(c[0].payload_bytes(), body);
-        assert_eq!(c[0].payload.as_ref().unwrap().decoded.as_ref().unwrap()["body"], "hi");
+        assert_eq!(
+            c[0].payload.as_ref().unwrap().decoded.as_ref().unwrap()["body"],
+            "hi"
+        );
         assert_eq!(c[1].cmd, "PNG");
         assert_eq!(c[1].line, "PNG");
     }
@@ -711,7 +766,10 @@ versions = "2-21"
     #[test]
     fn numeric_last_token_is_not_a_payload_for_nln() {
         // NLN ends in capability flags: the next bytes are a new command, not a payload.
-        let evs = run(&[(Dir::S2c, b"NLN NLN a@b.c Alice 268435500\r\nNLN BSY d@e.f Dee 12\r\n")]);
+        let evs = run(&[(
+            Dir::S2c,
+            b"NLN NLN a@b.c Alice 268435500\r\nNLN BSY d@e.f Dee 12\r\n",
+        )]);
         let c = cmds(&evs);
         assert_eq!(c.len(), 2);
         assert!(c.iter().all(|c| c.payload.is_none()));
@@ -730,7 +788,10 @@ versions = "2-21"
         assert_eq!(evs[0].version, None);
         assert_eq!(evs[0].service, Service::Ns);
         assert_eq!(evs[1].version, Some(Version(11)));
-        assert_eq!(evs[0].command().unwrap().fields["dialects"], serde_json::json!(["MSNP11", "MSNP10", "CVR0"]));
+        assert_eq!(
+            evs[0].command().unwrap().fields["dialects"],
+            serde_json::json!(["MSNP11", "MSNP10", "CVR0"])
+        );
     }
 
     #[test]
@@ -743,14 +804,20 @@ versions = "2-21"
     fn uux_zero_length_reply_and_error_with_payload_in_msnp13() {
         let evs = run(&[
             (Dir::C2s, b"VER 1 MSNP13\r\n"),
-            (Dir::S2c, b"VER 1 MSNP13\r\nUUX 2 0\r\n241 3 5\r\n<ml/>VER 9 X\r\n"),
+            (
+                Dir::S2c,
+                b"VER 1 MSNP13\r\nUUX 2 0\r\n241 3 5\r\n<ml/>VER 9 X\r\n",
+            ),
         ]);
         let c = cmds(&evs);
         assert_eq!(c[2].cmd, "UUX");
         assert_eq!(c[2].payload.as_ref().unwrap().length, 0);
         assert_eq!(c[3].cmd, "241");
         assert_eq!(c[3].payload.as_ref().unwrap().length, 5);
-        assert_eq!(c[3].payload.as_ref().unwrap().decoded.as_ref().unwrap()["name"], "ml");
+        assert_eq!(
+            c[3].payload.as_ref().unwrap().decoded.as_ref().unwrap()["name"],
+            "ml"
+        );
         assert_eq!(c[4].cmd, "VER");
     }
 
@@ -783,9 +850,17 @@ versions = "2-21"
 
     #[test]
     fn garbage_becomes_one_desync_and_decoding_resumes() {
-        let evs = run(&[(Dir::C2s, b"PNG\r\n\x00\x01garbage here\r\nmore junk\r\nPNG\r\n")]);
+        let evs = run(&[(
+            Dir::C2s,
+            b"PNG\r\n\x00\x01garbage here\r\nmore junk\r\nPNG\r\n",
+        )]);
         assert_eq!(kinds(&evs), ["command", "desync", "command"]);
-        let EventKind::Desync { offset, skipped, .. } = &evs[1].kind else { panic!() };
+        let EventKind::Desync {
+            offset, skipped, ..
+        } = &evs[1].kind
+        else {
+            panic!()
+        };
         assert_eq!(*offset, 5);
         // "\x00\x01garbage here\r\n" is 16 bytes, "more junk\r\n" 11.
         assert_eq!(*skipped, 27);
@@ -811,7 +886,10 @@ versions = "2-21"
 
     #[test]
     fn endless_line_is_bounded() {
-        let limits = Limits { max_line: 100, ..Limits::default() };
+        let limits = Limits {
+            max_line: 100,
+            ..Limits::default()
+        };
         let mut sess = Session::with_limits(tables(), 1, SessionHint::default(), limits);
         let mut out = Vec::new();
         for _ in 0..100 {
@@ -837,7 +915,10 @@ versions = "2-21"
     fn dispatch_and_switchboard_detection() {
         let evs = run(&[
             (Dir::C2s, b"VER 1 MSNP8 CVR0\r\nUSR 2 TWN I a@b.c\r\n"),
-            (Dir::S2c, b"VER 1 MSNP8\r\nXFR 2 NS 10.0.0.5:1863 0 10.0.0.1:1863\r\n"),
+            (
+                Dir::S2c,
+                b"VER 1 MSNP8\r\nXFR 2 NS 10.0.0.5:1863 0 10.0.0.1:1863\r\n",
+            ),
         ]);
         assert_eq!(evs.last().unwrap().service, Service::Ds);
         let r = evs.last().unwrap().command().unwrap().referral().unwrap();
