@@ -64,9 +64,7 @@ pub fn ip_of_frame(linktype: u16, f: &[u8]) -> Option<&[u8]> {
         // IPv4 is 2 everywhere, IPv6 is 24, 28 or 30 depending on the OS.
         0 | 108 => {
             let b: [u8; 4] = f.get(..4)?.try_into().ok()?;
-            let fam = if linktype == 108 {
-                u32::from_be_bytes(b)
-            } else if b[0] == 0 && b[1] == 0 {
+            let fam = if linktype == 108 || (b[0] == 0 && b[1] == 0) {
                 u32::from_be_bytes(b)
             } else {
                 u32::from_le_bytes(b)
@@ -220,6 +218,7 @@ struct Partial {
 }
 
 /// Bounded IP fragment reassembly. Overlapping fragments: the bytes received first win.
+#[derive(Default)]
 pub struct Defrag {
     pending: HashMap<FragKey, Partial>,
     bytes: usize,
@@ -234,17 +233,6 @@ const MAX_PENDING: usize = 256;
 const MAX_BYTES: usize = 4 << 20;
 /// Largest reassembled datagram payload.
 const MAX_DATAGRAM: usize = 65_535;
-
-impl Default for Defrag {
-    fn default() -> Self {
-        Defrag {
-            pending: HashMap::new(),
-            bytes: 0,
-            clock: 0,
-            dropped: 0,
-        }
-    }
-}
 
 impl Defrag {
     /// Adds a fragment; returns the whole datagram payload once every piece is there.

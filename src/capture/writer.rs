@@ -590,7 +590,7 @@ pub fn set_ipv4_checksum(p: &mut [u8]) {
 pub fn fragment_ipv4(p: &[u8], max: usize) -> Vec<Vec<u8>> {
     let ihl = usize::from(p.first().map_or(0, |b| b & 0x0f)) * 4;
     let step = (max / 8) * 8;
-    if p.first().map_or(true, |b| b >> 4 != 4)
+    if p.first().is_none_or(|b| b >> 4 != 4)
         || ihl < 20
         || p.len() <= ihl
         || step == 0
