@@ -129,10 +129,12 @@ fn plausible_line(b: &[u8], tables: &Tables) -> Option<bool> {
                 Some(false)
             }
         }
+        // An HTTP request line ("GET / HTTP/1.1") is not MSNP even if its verb is a command.
         Some(lf) => Some(
             lf >= 4
                 && window[lf - 1] == b'\r'
-                && window[..lf - 1].iter().all(|&c| (0x20..0x7f).contains(&c)),
+                && window[..lf - 1].iter().all(|&c| (0x20..0x7f).contains(&c))
+                && !window[..lf - 1].windows(6).any(|w| w == b" HTTP/"),
         ),
     }
 }
