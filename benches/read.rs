@@ -180,8 +180,15 @@ fn main() {
     )
     .expect("read");
     let dec = t_dec.elapsed().as_secs_f64();
+    let hwm = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:").map(|v| v.trim().to_string()))
+        })
+        .unwrap_or_else(|| "unknown".into());
     println!(
-        "read + reassemble + decode (events dropped): {:.2} s, {:.0} MB/s, {:.0} packets/s, {n_events} events, {} connections",
+        "read + reassemble + decode (events dropped): {:.2} s, {:.0} MB/s, {:.0} packets/s, {n_events} events, {} connections, peak RSS of this process {hwm}",
         dec,
         size as f64 / 1e6 / dec,
         st.packets as f64 / dec,

@@ -211,4 +211,13 @@ fn wireshark_sample_msnms() {
         .map(|e| e.conn)
         .collect();
     assert_eq!(iro_conns.len(), 3);
+    // No VER in the capture, so no version; the service still shows from the commands:
+    // five switchboards (client MSG) and one notification server (PNG/QNG).
+    let mut svc: std::collections::BTreeMap<u64, Service> = Default::default();
+    for e in evs.iter().filter(|e| e.command().is_some()) {
+        svc.insert(e.conn, e.service);
+    }
+    let sb = svc.values().filter(|s| **s == Service::Sb).count();
+    let ns = svc.values().filter(|s| **s == Service::Ns).count();
+    assert_eq!((sb, ns), (5, 1), "{svc:?}");
 }
