@@ -41,6 +41,40 @@ fn trunc(s: &str, n: usize) -> String {
     }
 }
 
+/// `: v1 session 5 id 7 data 0+1202/5000 [data]` and the SLP start line, if any.
+fn p2p_summary(p2p: &Value) -> String {
+    let names = |k: &str| {
+        p2p[k].as_array().map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join("|")).unwrap_or_default()
+    };
+    let mut s = format!(
+        ": P2P {} session {} id {} {}",
+        p2p["header"].as_str().unwrap_or("?"),
+        p2p["session_id"],
+        p2p["identifier"],
+        p2p["kind"].as_str().unwrap_or("?")
+    );
+    if let Some(n) = p2p["data_length"].as_u64().filter(|&n| n > 0) {
+        match (p2p["offset"].as_u64(), p2p["total_size"].as_u64(), p2p["data_remaining"].as_u64()) {
+            (Some(o), Some(t), _) => s.push_str(&format!(" {o}+{n}/{t}")),
+            (_, _, Some(r)) => s.push_str(&format!(" {n} bytes, {r} remaining")),
+            _ => s.push_str(&format!(" {n} bytes")),
+        }
+    }
+    let f = if p2p["header"] == "v2" { names("tf_names") } else { names("flag_names") };
+    if !f.is_empty() {
+        s.push_str(&format!(" [{f}]"));
+    }
+    if let Some(a) = p2p["ack_identifier"].as_u64().filter(|_| p2p["kind"] == "ack") {
+        s.push_str(&format!(" acks {a}"));
+    }
+    if let Some(slp) = p2p.get("slp").and_then(|v| v["start_line"].as_str()) {
+        s.push_str(&format!(" SLP {}", trunc(slp, 60)));
+    } else if let Some(fr) = p2p.get("slp_fragment").and_then(Value::as_str) {
+        s.push_str(&format!(" SLP (part) {}", trunc(fr, 60)));
+    }
+    s
+}
+
 /// A one-line description of a decoded payload.
 pub fn payload_summary(p: &super::Payload) -> String {
     let mut s = String::new();
@@ -68,14 +102,7 @@ pub fn payload_summary(p: &super::Payload) -> String {
             } else if let Some(dc) = d.get("datacast") {
                 s.push_str(&format!(": {}", dc["name"].as_str().unwrap_or("?")));
             } else if let Some(p2p) = d.get("p2p") {
-                s.push_str(&format!(
-                    ": session {} id {} offset {}/{} size {} flags {}",
-                    p2p["session_id"], p2p["identifier"], p2p["offset"], p2p["total_size"], p2p["message_size"],
-                    p2p["flag_names"].as_array().map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join("|")).unwrap_or_default()
-                ));
-                if let Some(slp) = p2p.get("slp").and_then(Value::as_str) {
-                    s.push_str(&format!(" SLP {}", trunc(slp.lines().next().unwrap_or(""), 60)));
-                }
+                s.push_str(&p2p_summary(p2p));
             } else if let Some(b) = d.get("body").and_then(Value::as_str) {
                 if !b.trim().is_empty() {
                     s.push_str(&format!(": {}", trunc(b, 100)));
