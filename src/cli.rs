@@ -127,7 +127,10 @@ pub fn parse_version(s: &str) -> Result<u8, String> {
 impl OutputArgs {
     pub fn config(&self) -> OutputConfig {
         let up = |v: &Vec<String>| -> HashSet<String> {
-            v.iter().map(|s| s.trim().to_ascii_uppercase()).filter(|s| !s.is_empty()).collect()
+            v.iter()
+                .map(|s| s.trim().to_ascii_uppercase())
+                .filter(|s| !s.is_empty())
+                .collect()
         };
         let filter = Filter {
             only: up(&self.only),

@@ -32,7 +32,11 @@ enum Style {
 }
 
 fn classify(line: &str, flip: bool) -> Option<(Dir, &str, Option<u64>)> {
-    let (c2s, s2c) = if flip { (Dir::S2c, Dir::C2s) } else { (Dir::C2s, Dir::S2c) };
+    let (c2s, s2c) = if flip {
+        (Dir::S2c, Dir::C2s)
+    } else {
+        (Dir::C2s, Dir::S2c)
+    };
     if let Some(r) = line.strip_prefix("C: ") {
         return Some((Dir::C2s, r, None));
     }
@@ -80,7 +84,11 @@ pub fn parse(text: &str, tables: &Tables, flip: bool) -> Vec<LogConn> {
             i += 1;
             continue;
         };
-        style.get_or_insert(if raw.starts_with("C: ") || raw.starts_with("S: ") { Style::Transcript } else { Style::Arrows });
+        style.get_or_insert(if raw.starts_with("C: ") || raw.starts_with("S: ") {
+            Style::Transcript
+        } else {
+            Style::Arrows
+        });
         let line_no = i + 1;
         // Join `.. ` continuations.
         let mut line = body.to_string();
@@ -124,7 +132,9 @@ pub fn parse(text: &str, tables: &Tables, flip: bool) -> Vec<LogConn> {
         let may_payload = toks.len() >= 2
             && declared.is_some()
             && (name.bytes().all(|c| c.is_ascii_digit())
-                || tables.command(name.as_bytes()).is_none_or(|d| d.may_carry_payload(dir)));
+                || tables
+                    .command(name.as_bytes())
+                    .is_none_or(|d| d.may_carry_payload(dir)));
         let mut bytes = Vec::new();
         if may_payload {
             let want = declared.unwrap_or(0) as usize;

@@ -21,7 +21,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cli.log_level));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -33,7 +36,8 @@ fn main() -> ExitCode {
 
 fn load_tables(cli: &Cli) -> Result<Arc<Tables>> {
     let t = match &cli.dissectors {
-        Some(d) => Tables::with_overrides(d).with_context(|| format!("loading dissectors from {}", d.display()))?,
+        Some(d) => Tables::with_overrides(d)
+            .with_context(|| format!("loading dissectors from {}", d.display()))?,
         None => Tables::builtin().context("loading the built-in dissector tables")?,
     };
     Ok(Arc::new(t))
@@ -50,7 +54,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
 fn read_input(path: &std::path::Path) -> Result<String> {
     let mut bytes = Vec::new();
     if path.as_os_str() == "-" {
-        std::io::stdin().read_to_end(&mut bytes).context("reading standard input")?;
+        std::io::stdin()
+            .read_to_end(&mut bytes)
+            .context("reading standard input")?;
     } else {
         bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     }
@@ -77,7 +83,13 @@ fn decode(a: &cli::DecodeArgs, tables: Arc<Tables>) -> Result<ExitCode> {
             let mut notes = c.notes.iter().peekable();
             for ch in &c.chunks {
                 while let Some((ln, msg)) = notes.next_if(|(ln, _)| *ln <= ch.line_no) {
-                    evs.push(s.event(ch.ts, Some(ch.dir), EventKind::Note { message: format!("{}:{ln}: {msg}", f.display()) }));
+                    evs.push(s.event(
+                        ch.ts,
+                        Some(ch.dir),
+                        EventKind::Note {
+                            message: format!("{}:{ln}: {msg}", f.display()),
+                        },
+                    ));
                 }
                 s.feed(ch.dir, &ch.bytes, ch.ts, &mut evs);
                 out.emit_all(&mut evs)?;
@@ -95,7 +107,10 @@ fn decode(a: &cli::DecodeArgs, tables: Arc<Tables>) -> Result<ExitCode> {
 
 fn dissectors(a: &cli::DissectorArgs, tables: &Tables) -> Result<ExitCode> {
     let only: Vec<String> = a.only.iter().map(|s| s.to_ascii_uppercase()).collect();
-    let cmds: Vec<_> = tables.commands().filter(|c| only.is_empty() || only.contains(&c.name)).collect();
+    let cmds: Vec<_> = tables
+        .commands()
+        .filter(|c| only.is_empty() || only.contains(&c.name))
+        .collect();
     let mut stdout = std::io::stdout().lock();
     if a.json {
         let v = serde_json::json!({
@@ -110,12 +125,23 @@ fn dissectors(a: &cli::DissectorArgs, tables: &Tables) -> Result<ExitCode> {
     }
     for c in cmds {
         let svcs: Vec<&str> = c.services.iter().map(|s| s.as_str()).collect();
-        writeln!(stdout, "{}  MSNP{}  {}  {}", c.name, c.versions, svcs.join(","), c.meaning)?;
+        writeln!(
+            stdout,
+            "{}  MSNP{}  {}  {}",
+            c.name,
+            c.versions,
+            svcs.join(","),
+            c.meaning
+        )?;
         for f in &c.forms {
             let mut shape = vec![c.name.clone()];
             for (i, p) in f.params.iter().enumerate() {
                 let opt = i >= f.params.len() - f.optional;
-                let lit = f.matchers.iter().find(|(j, _)| *j == i).map(|(_, l)| l.join("|"));
+                let lit = f
+                    .matchers
+                    .iter()
+                    .find(|(j, _)| *j == i)
+                    .map(|(_, l)| l.join("|"));
                 let mut t = lit.unwrap_or_else(|| p.name.clone());
                 if f.repeat_last && i + 1 == f.params.len() {
                     t.push_str("...");
@@ -128,7 +154,11 @@ fn dissectors(a: &cli::DissectorArgs, tables: &Tables) -> Result<ExitCode> {
                 msntap::protocol::tables::DirSpec::Both => "both",
             };
             let ver = f.versions.unwrap_or(c.versions);
-            let pl = if f.payload == msntap::protocol::tables::PayloadRule::Last { "  +payload" } else { "" };
+            let pl = if f.payload == msntap::protocol::tables::PayloadRule::Last {
+                "  +payload"
+            } else {
+                ""
+            };
             writeln!(stdout, "    {dir} MSNP{ver:<6} {}{pl}", shape.join(" "))?;
         }
     }

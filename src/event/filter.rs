@@ -28,7 +28,10 @@ fn redact_value(v: &mut Value, depth: usize) -> bool {
         Value::Array(items) => {
             for it in items.iter_mut() {
                 if let Some(pair) = it.as_array_mut() {
-                    if pair.len() == 2 && pair[0].as_str().is_some_and(is_secret_name) && pair[1].as_str() != Some(REDACTED) {
+                    if pair.len() == 2
+                        && pair[0].as_str().is_some_and(is_secret_name)
+                        && pair[1].as_str() != Some(REDACTED)
+                    {
                         pair[1] = Value::String(REDACTED.into());
                         changed = true;
                         continue;
@@ -68,7 +71,13 @@ fn redact_lines(text: &str) -> Option<String> {
     for line in text.split_inclusive('\n') {
         match line.split_once(':') {
             Some((k, rest)) if is_secret_name(k.trim()) && rest.trim() != REDACTED => {
-                let end = if line.ends_with("\r\n") { "\r\n" } else if line.ends_with('\n') { "\n" } else { "" };
+                let end = if line.ends_with("\r\n") {
+                    "\r\n"
+                } else if line.ends_with('\n') {
+                    "\n"
+                } else {
+                    ""
+                };
                 out.push_str(k);
                 out.push_str(": ");
                 out.push_str(REDACTED);
@@ -107,7 +116,11 @@ fn bare_handle(h: &str) -> String {
 
 impl Filter {
     pub fn is_empty(&self) -> bool {
-        self.only.is_empty() && self.hide.is_empty() && self.service.is_none() && self.dir.is_none() && self.user.is_none()
+        self.only.is_empty()
+            && self.hide.is_empty()
+            && self.service.is_none()
+            && self.dir.is_none()
+            && self.user.is_none()
     }
 
     /// Decides whether `ev` passes. Stateful: it learns which user owns which connection.
@@ -115,7 +128,9 @@ impl Filter {
         if let (Some(user), EventKind::Command(c)) = (&self.user, &ev.kind) {
             // `USR t SCHEME I handle`, `USR t handle cookie` (SB), `ANS t handle cookie sid`.
             let owner = match (ev.dir, c.cmd.as_str()) {
-                (Some(Dir::C2s), "USR") if c.args.get(2).map(String::as_str) == Some("I") => c.args.get(3),
+                (Some(Dir::C2s), "USR") if c.args.get(2).map(String::as_str) == Some("I") => {
+                    c.args.get(3)
+                }
                 (Some(Dir::C2s), "USR") if c.args.len() == 3 => c.args.get(1),
                 (Some(Dir::C2s), "ANS") => c.args.get(1),
                 _ => None,
@@ -164,10 +179,14 @@ impl Filter {
 
 /// Replaces secrets (cookies, hashes, tickets, MSPAuth) in `ev` by `<redacted>`.
 pub fn redact(ev: &mut Event) {
-    let EventKind::Command(c) = &mut ev.kind else { return };
+    let EventKind::Command(c) = &mut ev.kind else {
+        return;
+    };
     let mut changed = false;
     for &i in &c.secret_args {
-        let Some(a) = c.args.get(i).cloned() else { continue };
+        let Some(a) = c.args.get(i).cloned() else {
+            continue;
+        };
         if a == REDACTED {
             continue;
         }
@@ -214,13 +233,24 @@ mod tests {
         let wire = format!("MSG alice@example.com Alice {}\r\n{body}", body.len());
         let tables = Arc::new(Tables::builtin().unwrap());
         let mut evs = decode_all(tables, &[(Dir::S2c, wire.as_bytes())]);
-        let ev = evs.iter_mut().find(|e| e.command().is_some_and(|c| c.cmd == "MSG")).unwrap();
+        let ev = evs
+            .iter_mut()
+            .find(|e| e.command().is_some_and(|c| c.cmd == "MSG"))
+            .unwrap();
         let before = serde_json::to_string(&*ev).unwrap();
         assert!(before.contains("99887766"));
         redact(ev);
         let after = serde_json::to_string(&*ev).unwrap();
         assert!(!after.contains("99887766"), "{after}");
-        let d = ev.command().unwrap().payload.as_ref().unwrap().decoded.as_ref().unwrap();
+        let d = ev
+            .command()
+            .unwrap()
+            .payload
+            .as_ref()
+            .unwrap()
+            .decoded
+            .as_ref()
+            .unwrap();
         assert_eq!(d["msnftp"]["auth_cookie"], REDACTED);
         assert_eq!(d["fields"]["AuthCookie"], REDACTED);
         // What is not secret stays.
@@ -230,7 +260,10 @@ mod tests {
 
     #[test]
     fn secret_lines_in_text() {
-        assert_eq!(redact_lines("A: 1\r\nAuthCookie: 5\r\n").as_deref(), Some("A: 1\r\nAuthCookie: <redacted>\r\n"));
+        assert_eq!(
+            redact_lines("A: 1\r\nAuthCookie: 5\r\n").as_deref(),
+            Some("A: 1\r\nAuthCookie: <redacted>\r\n")
+        );
         assert_eq!(redact_lines("A: 1\n"), None);
     }
 }

@@ -44,7 +44,15 @@ fn trunc(s: &str, n: usize) -> String {
 /// `: v1 session 5 id 7 data 0+1202/5000 [data]` and the SLP start line, if any.
 fn p2p_summary(p2p: &Value) -> String {
     let names = |k: &str| {
-        p2p[k].as_array().map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join("|")).unwrap_or_default()
+        p2p[k]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join("|")
+            })
+            .unwrap_or_default()
     };
     let mut s = format!(
         ": P2P {} session {} id {} {}",
@@ -54,17 +62,28 @@ fn p2p_summary(p2p: &Value) -> String {
         p2p["kind"].as_str().unwrap_or("?")
     );
     if let Some(n) = p2p["data_length"].as_u64().filter(|&n| n > 0) {
-        match (p2p["offset"].as_u64(), p2p["total_size"].as_u64(), p2p["data_remaining"].as_u64()) {
+        match (
+            p2p["offset"].as_u64(),
+            p2p["total_size"].as_u64(),
+            p2p["data_remaining"].as_u64(),
+        ) {
             (Some(o), Some(t), _) => s.push_str(&format!(" {o}+{n}/{t}")),
             (_, _, Some(r)) => s.push_str(&format!(" {n} bytes, {r} remaining")),
             _ => s.push_str(&format!(" {n} bytes")),
         }
     }
-    let f = if p2p["header"] == "v2" { names("tf_names") } else { names("flag_names") };
+    let f = if p2p["header"] == "v2" {
+        names("tf_names")
+    } else {
+        names("flag_names")
+    };
     if !f.is_empty() {
         s.push_str(&format!(" [{f}]"));
     }
-    if let Some(a) = p2p["ack_identifier"].as_u64().filter(|_| p2p["kind"] == "ack") {
+    if let Some(a) = p2p["ack_identifier"]
+        .as_u64()
+        .filter(|_| p2p["kind"] == "ack")
+    {
         s.push_str(&format!(" acks {a}"));
     }
     if let Some(slp) = p2p.get("slp").and_then(|v| v["start_line"].as_str()) {
@@ -139,7 +158,10 @@ impl<W: Write> PrettySink<W> {
 
 impl<W: Write> Sink for PrettySink<W> {
     fn event(&mut self, ev: &Event) -> std::io::Result<()> {
-        let ver = ev.version.map(|v| format!("MSNP{}", v.0)).unwrap_or_else(|| "?".into());
+        let ver = ev
+            .version
+            .map(|v| format!("MSNP{}", v.0))
+            .unwrap_or_else(|| "?".into());
         let head = format!("{} #{} {}/{}", clock(ev), ev.conn, ev.service, ver);
         let head = self.paint(&head, |s| s.dimmed().to_string());
         match &ev.kind {
@@ -156,18 +178,30 @@ impl<W: Write> Sink for PrettySink<W> {
                     c.line.clone()
                 };
                 if !c.known {
-                    line.push_str(&self.paint("  [unknown command]", |s| s.yellow().italic().to_string()));
+                    line.push_str(
+                        &self.paint("  [unknown command]", |s| s.yellow().italic().to_string()),
+                    );
                 } else if c.unmatched_form {
-                    line.push_str(&self.paint("  [form not in tables]", |s| s.yellow().italic().to_string()));
+                    line.push_str(&self.paint("  [form not in tables]", |s| {
+                        s.yellow().italic().to_string()
+                    }));
                 }
                 if let Some(e) = &c.error {
-                    let m = format!("  [{} {}]", e.name.as_deref().unwrap_or("?"), e.meaning.as_deref().unwrap_or("unknown error"));
+                    let m = format!(
+                        "  [{} {}]",
+                        e.name.as_deref().unwrap_or("?"),
+                        e.meaning.as_deref().unwrap_or("unknown error")
+                    );
                     line.push_str(&self.paint(&m, |s| s.red().italic().to_string()));
                 }
                 writeln!(self.out, "{head} {arrow} {line}")?;
                 if let Some(p) = &c.payload {
                     let sum = payload_summary(p);
-                    writeln!(self.out, "{}", self.paint(&format!("        | {sum}"), |s| s.dimmed().to_string()))?;
+                    writeln!(
+                        self.out,
+                        "{}",
+                        self.paint(&format!("        | {sum}"), |s| s.dimmed().to_string())
+                    )?;
                     if self.full {
                         let body: String = match (&p.text, &p.decoded) {
                             (Some(t), _) => t.clone(),
@@ -175,7 +209,11 @@ impl<W: Write> Sink for PrettySink<W> {
                                 let mut t = String::new();
                                 if let Some(Value::Array(h)) = d.get("headers") {
                                     for kv in h {
-                                        t.push_str(&format!("{}: {}\n", kv[0].as_str().unwrap_or(""), kv[1].as_str().unwrap_or("")));
+                                        t.push_str(&format!(
+                                            "{}: {}\n",
+                                            kv[0].as_str().unwrap_or(""),
+                                            kv[1].as_str().unwrap_or("")
+                                        ));
                                     }
                                     t.push('\n');
                                 }
@@ -192,42 +230,103 @@ impl<W: Write> Sink for PrettySink<W> {
                     }
                 }
             }
-            EventKind::Connect { client, server, detail } => {
+            EventKind::Connect {
+                client,
+                server,
+                detail,
+            } => {
                 let m = format!(
                     "--- connect {} -> {}{}",
                     client.as_deref().unwrap_or("?"),
                     server.as_deref().unwrap_or("?"),
-                    detail.as_deref().map(|d| format!(" ({d})")).unwrap_or_default()
+                    detail
+                        .as_deref()
+                        .map(|d| format!(" ({d})"))
+                        .unwrap_or_default()
                 );
-                writeln!(self.out, "{head} {}", self.paint(&m, |s| s.blue().to_string()))?;
+                writeln!(
+                    self.out,
+                    "{head} {}",
+                    self.paint(&m, |s| s.blue().to_string())
+                )?;
             }
-            EventKind::Close { by, reason, bytes_c2s, bytes_s2c } => {
+            EventKind::Close {
+                by,
+                reason,
+                bytes_c2s,
+                bytes_s2c,
+            } => {
                 let m = format!(
                     "--- close{}{} ({bytes_c2s} bytes c2s, {bytes_s2c} bytes s2c)",
-                    by.as_deref().map(|b| format!(" by {b}")).unwrap_or_default(),
-                    reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default()
+                    by.as_deref()
+                        .map(|b| format!(" by {b}"))
+                        .unwrap_or_default(),
+                    reason
+                        .as_deref()
+                        .map(|r| format!(": {r}"))
+                        .unwrap_or_default()
                 );
-                writeln!(self.out, "{head} {}", self.paint(&m, |s| s.blue().to_string()))?;
+                writeln!(
+                    self.out,
+                    "{head} {}",
+                    self.paint(&m, |s| s.blue().to_string())
+                )?;
             }
-            EventKind::Desync { offset, skipped, reason, preview } => {
+            EventKind::Desync {
+                offset,
+                skipped,
+                reason,
+                preview,
+            } => {
                 let d = ev.dir.map(|d| d.as_str()).unwrap_or("");
-                let m = format!("!!! desync {d} at {offset}: skipped {skipped} bytes ({reason}): {preview}");
-                writeln!(self.out, "{head} {}", self.paint(&m, |s| s.magenta().bold().to_string()))?;
+                let m = format!(
+                    "!!! desync {d} at {offset}: skipped {skipped} bytes ({reason}): {preview}"
+                );
+                writeln!(
+                    self.out,
+                    "{head} {}",
+                    self.paint(&m, |s| s.magenta().bold().to_string())
+                )?;
             }
             EventKind::Error { message } => {
-                writeln!(self.out, "{head} {}", self.paint(&format!("!!! error: {message}"), |s| s.red().bold().to_string()))?;
+                writeln!(
+                    self.out,
+                    "{head} {}",
+                    self.paint(&format!("!!! error: {message}"), |s| s
+                        .red()
+                        .bold()
+                        .to_string())
+                )?;
             }
             EventKind::Gap { offset, length } => {
                 let d = ev.dir.map(|d| d.as_str()).unwrap_or("");
                 let m = format!("!!! gap {d} at {offset}: {length} bytes missing from the capture");
-                writeln!(self.out, "{head} {}", self.paint(&m, |s| s.magenta().to_string()))?;
+                writeln!(
+                    self.out,
+                    "{head} {}",
+                    self.paint(&m, |s| s.magenta().to_string())
+                )?;
             }
-            EventKind::Redirect { cmd, target, original, rewritten } => {
-                let m = format!("--- redirect {cmd} to {target}: {original} rewritten to {rewritten}");
-                writeln!(self.out, "{head} {}", self.paint(&m, |s| s.blue().to_string()))?;
+            EventKind::Redirect {
+                cmd,
+                target,
+                original,
+                rewritten,
+            } => {
+                let m =
+                    format!("--- redirect {cmd} to {target}: {original} rewritten to {rewritten}");
+                writeln!(
+                    self.out,
+                    "{head} {}",
+                    self.paint(&m, |s| s.blue().to_string())
+                )?;
             }
             EventKind::Note { message } => {
-                writeln!(self.out, "{head} {}", self.paint(&format!("--- {message}"), |s| s.dimmed().to_string()))?;
+                writeln!(
+                    self.out,
+                    "{head} {}",
+                    self.paint(&format!("--- {message}"), |s| s.dimmed().to_string())
+                )?;
             }
         }
         Ok(())

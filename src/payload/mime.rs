@@ -13,7 +13,12 @@ pub fn looks_like_headers(b: &[u8]) -> bool {
         None => b,
     };
     match line.iter().position(|&c| c == b':') {
-        Some(i) => i > 0 && line[..i].iter().all(|c| c.is_ascii_alphanumeric() || *c == b'-' || *c == b'_'),
+        Some(i) => {
+            i > 0
+                && line[..i]
+                    .iter()
+                    .all(|c| c.is_ascii_alphanumeric() || *c == b'-' || *c == b'_')
+        }
         None => false,
     }
 }
@@ -39,7 +44,10 @@ fn split_headers(b: &[u8]) -> Result<(Vec<(String, String)>, &[u8], bool), Strin
             }
             _ => {
                 if headers.is_empty() {
-                    return Err(format!("not a MIME header line: {:?}", crate::event::preview(line, 40)));
+                    return Err(format!(
+                        "not a MIME header line: {:?}",
+                        crate::event::preview(line, 40)
+                    ));
                 }
                 // A folded or stray line: keep it attached to the previous header.
                 if let Some(last) = headers.last_mut() {
@@ -54,7 +62,9 @@ fn split_headers(b: &[u8]) -> Result<(Vec<(String, String)>, &[u8], bool), Strin
 }
 
 fn header<'a>(h: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    h.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    h.iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
 }
 
 fn headers_value(h: &[(String, String)]) -> Value {
@@ -86,7 +96,15 @@ pub fn decode(b: &[u8], tables: &Tables, version: Option<u8>) -> Result<Value, S
     if let Some(cs) = params.iter().find(|(k, _)| k == "charset") {
         o.insert("charset".into(), json!(cs.1));
     }
-    typed(&mut o, &ct, &headers, body, b.len() - body.len(), tables, version);
+    typed(
+        &mut o,
+        &ct,
+        &headers,
+        body,
+        b.len() - body.len(),
+        tables,
+        version,
+    );
     Ok(Value::Object(o))
 }
 
@@ -95,14 +113,27 @@ fn split_ct(ct: &str) -> (String, Vec<(String, String)>) {
     let main = parts.next().unwrap_or("").trim().to_ascii_lowercase();
     let params = parts
         .filter_map(|p| p.split_once('='))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().trim_matches('"').to_string()))
+        .map(|(k, v)| {
+            (
+                k.trim().to_ascii_lowercase(),
+                v.trim().trim_matches('"').to_string(),
+            )
+        })
         .collect();
     (main, params)
 }
 
 /// `body_offset` is where `body` starts in the whole payload (the extractor slices the
 /// P2P data out of the frame with it).
-fn typed(o: &mut Map<String, Value>, ct: &str, headers: &[(String, String)], body: &[u8], body_offset: usize, tables: &Tables, version: Option<u8>) {
+fn typed(
+    o: &mut Map<String, Value>,
+    ct: &str,
+    headers: &[(String, String)],
+    body: &[u8],
+    body_offset: usize,
+    tables: &Tables,
+    version: Option<u8>,
+) {
     match ct {
         "application/x-msnmsgrp2p" => {
             let hint = p2p::Hint {
@@ -129,7 +160,10 @@ fn typed(o: &mut Map<String, Value>, ct: &str, headers: &[(String, String)], bod
         }
         "text/x-msnmsgr-datacast" => {
             let kv = kv_body(body);
-            let id = kv.get("ID").and_then(Value::as_str).and_then(|s| s.trim().parse::<u32>().ok());
+            let id = kv
+                .get("ID")
+                .and_then(Value::as_str)
+                .and_then(|s| s.trim().parse::<u32>().ok());
             let name = match id {
                 Some(1) => "nudge",
                 Some(2) => "wink",
@@ -174,15 +208,23 @@ fn typed(o: &mut Map<String, Value>, ct: &str, headers: &[(String, String)], bod
             o.insert("fields".into(), Value::Object(kv));
         }
         "text/x-msmsgsprofile" => {
-            if let Some(p) = header(headers, "ClientPort").and_then(|p| p.trim().parse::<u32>().ok()) {
+            if let Some(p) =
+                header(headers, "ClientPort").and_then(|p| p.trim().parse::<u32>().ok())
+            {
                 // The profile's ClientPort is byte-swapped (msnp-wiki versions/msnp8.md).
-                o.insert("client_port".into(), json!(((p & 0xff) << 8) | ((p & 0xff00) >> 8)));
+                o.insert(
+                    "client_port".into(),
+                    json!(((p & 0xff) << 8) | ((p & 0xff00) >> 8)),
+                );
             }
         }
         _ => {}
     }
     if ct.ends_with("xml") && body.trim_ascii_start().starts_with(b"<") {
-        if let Ok(x) = std::str::from_utf8(body).map_err(|e| e.to_string()).and_then(|t| xml::parse(t).map_err(|e| e.to_string())) {
+        if let Ok(x) = std::str::from_utf8(body)
+            .map_err(|e| e.to_string())
+            .and_then(|t| xml::parse(t).map_err(|e| e.to_string()))
+        {
             o.insert("xml".into(), x);
         }
     }
@@ -205,13 +247,23 @@ fn msnftp(kv: &Map<String, Value>) -> Value {
     };
     let num = |k: &str| get(k).and_then(|s| s.parse::<u64>().ok()).map(|n| json!(n));
     let text = |k: &str| get(k).map(|s| json!(s));
-    put("command", get("Invitation-Command").map(|c| json!(c.to_ascii_uppercase())));
-    put("cookie", num("Invitation-Cookie").or_else(|| text("Invitation-Cookie")));
+    put(
+        "command",
+        get("Invitation-Command").map(|c| json!(c.to_ascii_uppercase())),
+    );
+    put(
+        "cookie",
+        num("Invitation-Cookie").or_else(|| text("Invitation-Cookie")),
+    );
     put("application_name", text("Application-Name"));
     put("application_guid", text("Application-GUID"));
     let is_ft = get("Application-GUID").is_some_and(|g| g.eq_ignore_ascii_case(MSNFTP_GUID))
-        || get("Application-Name").is_some_and(|n| n.to_ascii_lowercase().contains("file transfer"));
-    put("application", Some(json!(if is_ft { "file_transfer" } else { "other" })));
+        || get("Application-Name")
+            .is_some_and(|n| n.to_ascii_lowercase().contains("file transfer"));
+    put(
+        "application",
+        Some(json!(if is_ft { "file_transfer" } else { "other" })),
+    );
     put("file_name", text("Application-File"));
     put("file_size", num("Application-FileSize"));
     put("connectivity", text("Connectivity"));
@@ -244,7 +296,9 @@ fn msnftp(kv: &Map<String, Value>) -> Value {
 pub fn im_format(f: &str) -> Value {
     let mut o = Map::new();
     for part in f.split(';') {
-        let Some((k, v)) = part.trim().split_once('=') else { continue };
+        let Some((k, v)) = part.trim().split_once('=') else {
+            continue;
+        };
         match k.trim() {
             "FN" => {
                 o.insert("font".into(), json!(urldecode(v)));
@@ -303,7 +357,10 @@ pub fn decode_multipart(b: &[u8], tables: &Tables, version: Option<u8>) -> Resul
             break;
         }
         let (h, r, _) = split_headers(rest)?;
-        let name = h.first().map(|(k, _)| k.to_ascii_lowercase()).unwrap_or_default();
+        let name = h
+            .first()
+            .map(|(k, _)| k.to_ascii_lowercase())
+            .unwrap_or_default();
         o.insert(name, headers_value(&h));
         last = h;
         rest = r;
@@ -314,7 +371,15 @@ pub fn decode_multipart(b: &[u8], tables: &Tables, version: Option<u8>) -> Resul
     let ct_full = header(&last, "Content-Type").unwrap_or("").to_string();
     let (ct, _) = split_ct(&ct_full);
     o.insert("content_type".into(), json!(ct));
-    typed(&mut o, &ct, &last, rest, b.len() - rest.len(), tables, version);
+    typed(
+        &mut o,
+        &ct,
+        &last,
+        rest,
+        b.len() - rest.len(),
+        tables,
+        version,
+    );
     Ok(Value::Object(o))
 }
 
@@ -342,7 +407,10 @@ mod tests {
     #[test]
     fn typing_and_nudge() {
         let m = b"MIME-Version: 1.0\r\nContent-Type: text/x-msmsgscontrol\r\nTypingUser: bob@example.com\r\n\r\n\r\n";
-        assert_eq!(decode(m, &t(), None).unwrap()["typing_user"], "bob@example.com");
+        assert_eq!(
+            decode(m, &t(), None).unwrap()["typing_user"],
+            "bob@example.com"
+        );
         let m = b"MIME-Version: 1.0\r\nContent-Type: text/x-msnmsgr-datacast\r\n\r\nID: 1\r\n\r\n";
         let v = decode(m, &t(), None).unwrap();
         assert_eq!(v["datacast"]["id"], 1);

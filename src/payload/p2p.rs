@@ -122,7 +122,16 @@ fn u32le(b: &[u8], o: usize) -> u32 {
     u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]])
 }
 fn u64le(b: &[u8], o: usize) -> u64 {
-    u64::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3], b[o + 4], b[o + 5], b[o + 6], b[o + 7]])
+    u64::from_le_bytes([
+        b[o],
+        b[o + 1],
+        b[o + 2],
+        b[o + 3],
+        b[o + 4],
+        b[o + 5],
+        b[o + 6],
+        b[o + 7],
+    ])
 }
 
 /// Big-endian integer of up to 8 bytes.
@@ -168,22 +177,39 @@ fn fits_v2(body: &[u8]) -> bool {
 
 /// Decides between v1 and v2 and says why.
 pub fn choose_layout(body: &[u8], hint: &Hint) -> (Layout, String) {
-    let guid = [hint.dest, hint.src].iter().flatten().any(|h| h.contains(";{"));
+    let guid = [hint.dest, hint.src]
+        .iter()
+        .flatten()
+        .any(|h| h.contains(";{"));
     let (v1, v2) = (fits_v1(body), fits_v2(body));
     let expected = if guid {
-        Some((Layout::V2, "P2P-Dest/P2P-Src name an endpoint GUID".to_string()))
-    } else if let Some(v) = hint.version.filter(|&v| v < 16) {
-        Some((Layout::V1, format!("MSNP{v} predates P2P v2")))
+        Some((
+            Layout::V2,
+            "P2P-Dest/P2P-Src name an endpoint GUID".to_string(),
+        ))
     } else {
-        None
+        hint.version
+            .filter(|&v| v < 16)
+            .map(|v| (Layout::V1, format!("MSNP{v} predates P2P v2")))
     };
     let fits = |l: Layout| if l == Layout::V1 { v1 } else { v2 };
     match expected {
         Some((l, why)) if fits(l) => (l, why),
         Some((l, why)) => {
-            let other = if l == Layout::V1 { Layout::V2 } else { Layout::V1 };
+            let other = if l == Layout::V1 {
+                Layout::V2
+            } else {
+                Layout::V1
+            };
             if fits(other) {
-                (other, format!("assumed {}: the lengths fit it, not {} ({why})", other.as_str(), l.as_str()))
+                (
+                    other,
+                    format!(
+                        "assumed {}: the lengths fit it, not {} ({why})",
+                        other.as_str(),
+                        l.as_str()
+                    ),
+                )
             } else {
                 (l, why)
             }
@@ -191,8 +217,14 @@ pub fn choose_layout(body: &[u8], hint: &Hint) -> (Layout, String) {
         None => match (v1, v2) {
             (true, false) => (Layout::V1, "assumed v1: only the v1 lengths fit".into()),
             (false, true) => (Layout::V2, "assumed v2: only the v2 lengths fit".into()),
-            (true, true) => (Layout::V1, "assumed v1: both layouts fit and no endpoint GUID was given".into()),
-            (false, false) => (Layout::V1, "assumed v1: neither layout's lengths fit".into()),
+            (true, true) => (
+                Layout::V1,
+                "assumed v1: both layouts fit and no endpoint GUID was given".into(),
+            ),
+            (false, false) => (
+                Layout::V1,
+                "assumed v1: neither layout's lengths fit".into(),
+            ),
         },
     }
 }
@@ -218,7 +250,13 @@ pub fn decode(body: &[u8], hint: Hint) -> Value {
 }
 
 /// Puts the data position, the footer and the SLP text (if whole) into `o`.
-fn finish_chunk(o: &mut Map<String, Value>, body: &[u8], start: usize, declared: usize, slp_whole: bool) -> Result<(), String> {
+fn finish_chunk(
+    o: &mut Map<String, Value>,
+    body: &[u8],
+    start: usize,
+    declared: usize,
+    slp_whole: bool,
+) -> Result<(), String> {
     let rest = &body[start..];
     let data_len = declared.min(rest.len());
     let data = &rest[..data_len];
@@ -243,18 +281,27 @@ fn finish_chunk(o: &mut Map<String, Value>, body: &[u8], start: usize, declared:
         } else {
             // Part of a larger SLP message: the extractor reassembles it.
             let first = data.split(|&c| c == b'\n').next().unwrap_or(&[]);
-            o.insert("slp_fragment".into(), json!(String::from_utf8_lossy(first).trim_end()));
+            o.insert(
+                "slp_fragment".into(),
+                json!(String::from_utf8_lossy(first).trim_end()),
+            );
         }
     }
     if declared > rest.len() {
-        return Err(format!("header says {declared} data bytes, {} present", rest.len()));
+        return Err(format!(
+            "header says {declared} data bytes, {} present",
+            rest.len()
+        ));
     }
     Ok(())
 }
 
 fn decode_v1(body: &[u8], o: &mut Map<String, Value>) -> Result<(), String> {
     if body.len() < 48 {
-        return Err(format!("P2P body of {} bytes is shorter than the 48-byte v1 header", body.len()));
+        return Err(format!(
+            "P2P body of {} bytes is shorter than the 48-byte v1 header",
+            body.len()
+        ));
     }
     let h = &body[..48];
     let session = u32le(h, 0);
@@ -322,7 +369,10 @@ fn tlv_json(t: u8, v: &[u8], name: &str, value: Value) -> Value {
 
 fn decode_v2(body: &[u8], o: &mut Map<String, Value>) -> Result<(), String> {
     if body.len() < 8 {
-        return Err(format!("P2P body of {} bytes is shorter than the 8-byte v2 header", body.len()));
+        return Err(format!(
+            "P2P body of {} bytes is shorter than the 8-byte v2 header",
+            body.len()
+        ));
     }
     let hl = body[0] as usize;
     let op = body[1];
@@ -333,7 +383,10 @@ fn decode_v2(body: &[u8], o: &mut Map<String, Value>) -> Result<(), String> {
     o.insert("message_size".into(), json!(size));
     o.insert("identifier".into(), json!(u32be(body, 4)));
     if hl < 8 || hl > body.len() {
-        return Err(format!("v2 header length {hl} does not fit a body of {} bytes", body.len()));
+        return Err(format!(
+            "v2 header length {hl} does not fit a body of {} bytes",
+            body.len()
+        ));
     }
     let mut list = Vec::new();
     let mut kind = "control";
@@ -375,7 +428,10 @@ fn decode_v2(body: &[u8], o: &mut Map<String, Value>) -> Result<(), String> {
     let d = &body[hl..];
     if d.len() < 8 {
         o.insert("kind".into(), json!("control"));
-        return Err(format!("v2 message of {size} bytes but only {} after the header", d.len()));
+        return Err(format!(
+            "v2 message of {size} bytes but only {} after the header",
+            d.len()
+        ));
     }
     let dhl = d[0] as usize;
     let tf = d[1];
@@ -387,7 +443,9 @@ fn decode_v2(body: &[u8], o: &mut Map<String, Value>) -> Result<(), String> {
     o.insert("session_id".into(), json!(session));
     if dhl < 8 || dhl > size || dhl > d.len() {
         o.insert("kind".into(), json!("control"));
-        return Err(format!("v2 data header length {dhl} does not fit message size {size}"));
+        return Err(format!(
+            "v2 data header length {dhl} does not fit message size {size}"
+        ));
     }
     let mut remaining = None;
     let mut dl = Vec::new();
@@ -409,7 +467,10 @@ fn decode_v2(body: &[u8], o: &mut Map<String, Value>) -> Result<(), String> {
     let first = tf & 0x1 != 0;
     if first {
         o.insert("offset".into(), json!(0));
-        o.insert("total_size".into(), json!((data_size as u64).saturating_add(rem)));
+        o.insert(
+            "total_size".into(),
+            json!((data_size as u64).saturating_add(rem)),
+        );
     }
     let kind = if session == 0 {
         "slp"
@@ -428,7 +489,15 @@ fn decode_v2(body: &[u8], o: &mut Map<String, Value>) -> Result<(), String> {
 pub mod build {
     /// A v1 body: 48-byte header, `data`, and a footer when `app_id` is given.
     #[allow(clippy::too_many_arguments)]
-    pub fn v1(session: u32, identifier: u32, offset: u64, total: u64, flags: u32, data: &[u8], app_id: Option<u32>) -> Vec<u8> {
+    pub fn v1(
+        session: u32,
+        identifier: u32,
+        offset: u64,
+        total: u64,
+        flags: u32,
+        data: &[u8],
+        app_id: Option<u32>,
+    ) -> Vec<u8> {
         let mut b = Vec::with_capacity(52 + data.len());
         b.extend_from_slice(&session.to_le_bytes());
         b.extend_from_slice(&identifier.to_le_bytes());
@@ -447,7 +516,16 @@ pub mod build {
     /// A v2 body with one data chunk: header (optionally with an ACK TLV), data header with
     /// the data-remaining TLV, `data`, and a footer.
     #[allow(clippy::too_many_arguments)]
-    pub fn v2(identifier: u32, ack: Option<u32>, tf: u8, package: u16, session: u32, remaining: u64, data: &[u8], app_id: u32) -> Vec<u8> {
+    pub fn v2(
+        identifier: u32,
+        ack: Option<u32>,
+        tf: u8,
+        package: u16,
+        session: u32,
+        remaining: u64,
+        data: &[u8],
+        app_id: u32,
+    ) -> Vec<u8> {
         let mut htlv = Vec::new();
         if let Some(a) = ack {
             htlv.extend_from_slice(&[2, 4]);
@@ -463,7 +541,11 @@ pub mod build {
             t
         };
         let hl = 8 + htlv.len();
-        let msg = if data.is_empty() { 0 } else { 8 + dtlv.len() + data.len() };
+        let msg = if data.is_empty() {
+            0
+        } else {
+            8 + dtlv.len() + data.len()
+        };
         let mut b = vec![hl as u8, 0];
         b.extend_from_slice(&(msg as u16).to_be_bytes());
         b.extend_from_slice(&identifier.to_be_bytes());
@@ -555,7 +637,14 @@ mod tests {
         b.extend_from_slice(&[1, 8, 0, 0, 0, 0, 0, 0, 0x03, 0xe8, 0, 0]);
         b.extend_from_slice(b"xyz");
         b.extend_from_slice(&[0, 0, 0, 12]);
-        let v = decode(&b, Hint { version: Some(18), dest: Some("bob@example.com;{aa}"), src: None });
+        let v = decode(
+            &b,
+            Hint {
+                version: Some(18),
+                dest: Some("bob@example.com;{aa}"),
+                src: None,
+            },
+        );
         assert_eq!(v["header"], "v2");
         assert_eq!(v["header_basis"], "P2P-Dest/P2P-Src name an endpoint GUID");
         assert_eq!(v["opcode_names"], json!(["rak"]));
@@ -574,7 +663,10 @@ mod tests {
         assert!(v.get("problem").is_none(), "{v}");
         // The builder produces the same bytes, except that it sets no opcode.
         b[1] = 0;
-        assert_eq!(build::v2(0x11223344, Some(256), 5, 7, 0x0a0b0c0d, 1000, b"xyz", 12), b);
+        assert_eq!(
+            build::v2(0x11223344, Some(256), 5, 7, 0x0a0b0c0d, 1000, b"xyz", 12),
+            b
+        );
     }
 
     #[test]
@@ -586,9 +678,15 @@ mod tests {
         let v1 = build::v1(9, 1, 0, 5, 0x20, b"hello", Some(1));
         let v = decode(&v1, hint(Some(18)));
         assert_eq!(v["header"], "v1");
-        assert!(v["header_basis"].as_str().unwrap().starts_with("assumed v1"));
+        assert!(v["header_basis"]
+            .as_str()
+            .unwrap()
+            .starts_with("assumed v1"));
         // MSNP11 says v1 even though sniffing would be needed otherwise.
-        assert_eq!(decode(&v1, hint(Some(11)))["header_basis"], "MSNP11 predates P2P v2");
+        assert_eq!(
+            decode(&v1, hint(Some(11)))["header_basis"],
+            "MSNP11 predates P2P v2"
+        );
     }
 
     #[test]
@@ -599,13 +697,36 @@ mod tests {
         assert!(decode(&b, hint(Some(11)))["problem"].is_string());
         // v2 with a data header length larger than the message.
         let mut b = vec![8, 0, 0, 9, 0, 0, 0, 1, 200, 4, 0, 1, 0, 0, 0, 1, 0];
-        assert!(decode(&b, Hint { version: Some(18), dest: Some("a;{b}"), src: None })["problem"].is_string());
+        assert!(decode(
+            &b,
+            Hint {
+                version: Some(18),
+                dest: Some("a;{b}"),
+                src: None
+            }
+        )["problem"]
+            .is_string());
         b.truncate(9);
-        assert!(decode(&b, Hint { version: Some(18), dest: Some("a;{b}"), src: None })["problem"].is_string());
+        assert!(decode(
+            &b,
+            Hint {
+                version: Some(18),
+                dest: Some("a;{b}"),
+                src: None
+            }
+        )["problem"]
+            .is_string());
         for n in 0..60 {
             let junk: Vec<u8> = (0..n).map(|i| (i * 37 + 11) as u8).collect();
             let _ = decode(&junk, hint(None));
-            let _ = decode(&junk, Hint { version: Some(18), dest: Some("x;{y}"), src: None });
+            let _ = decode(
+                &junk,
+                Hint {
+                    version: Some(18),
+                    dest: Some("x;{y}"),
+                    src: None,
+                },
+            );
         }
     }
 }

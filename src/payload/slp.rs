@@ -32,7 +32,10 @@ const FT_NAME_UNITS: usize = 260;
 /// Decodes the binary context of a file-transfer INVITE.
 pub fn file_context(b: &[u8]) -> Result<Value, String> {
     if b.len() < FT_NAME_AT {
-        return Err(format!("file-transfer context of {} bytes is shorter than its 20-byte start", b.len()));
+        return Err(format!(
+            "file-transfer context of {} bytes is shorter than its 20-byte start",
+            b.len()
+        ));
     }
     let le32 = |o: usize| u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
     let header_len = le32(0) as usize;
@@ -69,7 +72,10 @@ pub fn file_context(b: &[u8]) -> Result<Value, String> {
 /// `<msnmsgr:alice@example.com;{guid}>` -> (`alice@example.com`, Some(`{guid}`)).
 pub fn address(v: &str) -> (String, Option<String>) {
     let v = v.trim().trim_start_matches('<').trim_end_matches('>');
-    let v = v.strip_prefix("msnmsgr:").or_else(|| v.strip_prefix("MSNMSGR:")).unwrap_or(v);
+    let v = v
+        .strip_prefix("msnmsgr:")
+        .or_else(|| v.strip_prefix("MSNMSGR:"))
+        .unwrap_or(v);
     match v.split_once(';') {
         Some((h, g)) => (h.to_string(), Some(g.to_string())),
         None => (v.to_string(), None),
@@ -116,7 +122,10 @@ pub fn parse(data: &[u8]) -> Result<Value, String> {
         };
         o.insert("kind".into(), json!(kind));
     } else {
-        return Err(format!("not an MSNSLP start line: {}", crate::event::preview(start.as_bytes(), 60)));
+        return Err(format!(
+            "not an MSNSLP start line: {}",
+            crate::event::preview(start.as_bytes(), 60)
+        ));
     }
     let mut headers = Vec::new();
     for l in lines {
@@ -179,12 +188,16 @@ pub fn parse(data: &[u8]) -> Result<Value, String> {
         let ctx = match unb64(c) {
             None => json!({"problem": "Context is not base64", "raw": c}),
             Some(bytes) => match app {
-                Some("file_transfer") => file_context(&bytes).unwrap_or_else(|e| json!({"problem": e})),
+                Some("file_transfer") => {
+                    file_context(&bytes).unwrap_or_else(|e| json!({"problem": e}))
+                }
                 _ => {
                     let t = String::from_utf8_lossy(&bytes);
                     match msnobj::parse(&t) {
                         Some(m) => json!({"msnobj": m}),
-                        None if app == Some("msnobj") => json!({"problem": "Context is not an MSNObject", "text": t.trim_end_matches('\0')}),
+                        None if app == Some("msnobj") => {
+                            json!({"problem": "Context is not an MSNObject", "text": t.trim_end_matches('\0')})
+                        }
                         None => json!({"base64": c, "length": bytes.len()}),
                     }
                 }
@@ -215,7 +228,10 @@ mod tests {
         assert_eq!(v["session_id"], 2328520848u32);
         assert_eq!(v["app_id"], 1);
         assert_eq!(v["application"], "msnobj");
-        assert_eq!(v["context"]["msnobj"]["SHA1D"], "mZPtHSeB/a/YdgOOa+ChFi03e+E=");
+        assert_eq!(
+            v["context"]["msnobj"]["SHA1D"],
+            "mZPtHSeB/a/YdgOOa+ChFi03e+E="
+        );
         assert_eq!(v["context"]["msnobj"]["Size"], "70");
     }
 
@@ -234,7 +250,10 @@ mod tests {
         assert_eq!(v["reason"], "Decline");
         assert!(parse(b"hello world").is_err());
         assert!(parse(b"MSNSLP/1.0 abc").is_err());
-        assert_eq!(parse(b"ACK MSNMSGR:x MSNSLP/1.0\r\n\r\n").unwrap()["kind"], "ack");
+        assert_eq!(
+            parse(b"ACK MSNMSGR:x MSNSLP/1.0\r\n\r\n").unwrap()["kind"],
+            "ack"
+        );
     }
 
     #[test]

@@ -64,7 +64,12 @@ impl Session {
         Session::with_limits(tables, conn, hint, Limits::default())
     }
 
-    pub fn with_limits(tables: Arc<Tables>, conn: u64, hint: SessionHint, limits: Limits) -> Session {
+    pub fn with_limits(
+        tables: Arc<Tables>,
+        conn: u64,
+        hint: SessionHint,
+        limits: Limits,
+    ) -> Session {
         let version = hint.version.filter(|v| VersionRange::ALL.contains(*v));
         Session {
             tables,
@@ -151,7 +156,14 @@ impl Session {
         }
         r.skipped += buf.len() as u64 + len;
         st.offset = at + len;
-        out.push(self.event(ts, Some(dir), EventKind::Gap { offset: at, length: len }));
+        out.push(self.event(
+            ts,
+            Some(dir),
+            EventKind::Gap {
+                offset: at,
+                length: len,
+            },
+        ));
     }
 
     /// Ends one direction: whatever is buffered is decoded as far as it goes and reported.
@@ -260,13 +272,21 @@ impl Session {
                     continue;
                 }
                 if eof {
-                    self.start_resync(dir, base + pos as u64, "incomplete line at end of stream".into());
+                    self.start_resync(
+                        dir,
+                        base + pos as u64,
+                        "incomplete line at end of stream".into(),
+                    );
                     self.skip(dir, rest);
                     return s.len();
                 }
                 return pos;
             };
-            let line_end = if lf > 0 && rest[lf - 1] == b'\r' { lf - 1 } else { lf };
+            let line_end = if lf > 0 && rest[lf - 1] == b'\r' {
+                lf - 1
+            } else {
+                lf
+            };
             let line = &rest[..line_end];
             if line.len() > self.limits.max_line {
                 let reason = format!("line longer than {} bytes", self.limits.max_line);
@@ -307,7 +327,16 @@ impl Session {
                 PayloadPlan::Oversize(n) => (lf + 1, None, Some(n)),
             };
             let raw = &rest[..frame_len];
-            let cmd = self.build_command(dir, name, args, line, raw, payload_range, oversize, base + pos as u64);
+            let cmd = self.build_command(
+                dir,
+                name,
+                args,
+                line,
+                raw,
+                payload_range,
+                oversize,
+                base + pos as u64,
+            );
             self.update_state(dir, &cmd);
             let over = cmd.payload.as_ref().is_some_and(|p| p.kind == "skipped");
             out.push(self.event(ts, Some(dir), EventKind::Command(Box::new(cmd))));
@@ -328,7 +357,14 @@ impl Session {
     }
 
     /// Decides whether a payload follows the line. None: more bytes needed to decide.
-    fn plan_payload(&self, dir: Dir, name: &str, args: &[String], after: &[u8], eof: bool) -> Option<PayloadPlan> {
+    fn plan_payload(
+        &self,
+        dir: Dir,
+        name: &str,
+        args: &[String],
+        after: &[u8],
+        eof: bool,
+    ) -> Option<PayloadPlan> {
         let nb = name.as_bytes();
         let declared = |i: usize| args.get(i).and_then(|t| wire::parse_len(t));
         let len = if nb[0].is_ascii_digit() {
@@ -341,7 +377,9 @@ impl Session {
         } else if let Some(def) = self.tables.command(nb) {
             let versions = self.versions();
             match Tables::select_form(def, dir, self.service, versions, args) {
-                Some(f) if f.payload == PayloadRule::Last => args.len().checked_sub(1).and_then(declared),
+                Some(f) if f.payload == PayloadRule::Last => {
+                    args.len().checked_sub(1).and_then(declared)
+                }
                 Some(_) => None,
                 // No form fits: fall back to what the command can do in this direction.
                 None if def.may_carry_payload(dir) => args.len().checked_sub(1).and_then(declared),
@@ -358,7 +396,10 @@ impl Session {
                             if eof && after.is_empty() {
                                 return Some(PayloadPlan::None);
                             }
-                            return Some(PayloadPlan::Len { n: n as usize, guess: true });
+                            return Some(PayloadPlan::Len {
+                                n: n as usize,
+                                guess: true,
+                            });
                         }
                     }
                 }
@@ -374,7 +415,10 @@ impl Session {
                 }
             }
             Some(n) if n > self.limits.max_payload as u64 => PayloadPlan::Oversize(n),
-            Some(n) => PayloadPlan::Len { n: n as usize, guess: false },
+            Some(n) => PayloadPlan::Len {
+                n: n as usize,
+                guess: false,
+            },
         })
     }
 
@@ -483,7 +527,9 @@ impl Session {
                     self.service = Service::Ns;
                 }
                 if self.version.is_none() {
-                    if let (Some(lo), Some(hi)) = (self.offered.iter().min(), self.offered.iter().max()) {
+                    if let (Some(lo), Some(hi)) =
+                        (self.offered.iter().min(), self.offered.iter().max())
+                    {
                         self.range = VersionRange { lo: *lo, hi: *hi };
                     }
                 }
@@ -521,12 +567,18 @@ impl Session {
             }
             (Dir::S2c, "USR") if a(1) == Some("OK") => self.logged_in = true,
             (Dir::S2c, "XFR") => {
-                if a(1) == Some("NS") && a(2) != Some("0") && !self.logged_in && !self.service_hinted {
+                if a(1) == Some("NS")
+                    && a(2) != Some("0")
+                    && !self.logged_in
+                    && !self.service_hinted
+                {
                     // A referral answering the login is what a dispatch server does.
                     self.service = Service::Ds;
                 }
             }
-            (Dir::S2c, "IRO" | "JOI" | "BYE" | "ACK" | "NAK") if self.service == Service::Unknown => {
+            (Dir::S2c, "IRO" | "JOI" | "BYE" | "ACK" | "NAK")
+                if self.service == Service::Unknown =>
+            {
                 self.service = Service::Sb;
             }
             _ => {}

@@ -52,7 +52,8 @@ impl VersionRange {
             if t.is_empty() {
                 return Ok(default);
             }
-            t.parse::<u8>().map_err(|_| format!("bad version number {t:?}"))
+            t.parse::<u8>()
+                .map_err(|_| format!("bad version number {t:?}"))
         };
         let (lo, hi) = match s.split_once('-') {
             Some((a, b)) => (num(a, 2)?, num(b, 21)?),
@@ -244,7 +245,10 @@ impl FormDef {
             ));
         }
         if self.payload == PayloadRule::Last
-            && self.params.last().is_some_and(|p| p.ty != ParamType::Length)
+            && self
+                .params
+                .last()
+                .is_some_and(|p| p.ty != ParamType::Length)
         {
             return Err("payload = \"last\" but the last param is not of type length".into());
         }
@@ -372,7 +376,9 @@ fn slot(name: &[u8]) -> Option<usize> {
         return None;
     }
     Some(
-        (name[0] - b'A') as usize * 676 + (name[1] - b'A') as usize * 26 + (name[2] - b'A') as usize,
+        (name[0] - b'A') as usize * 676
+            + (name[1] - b'A') as usize * 26
+            + (name[2] - b'A') as usize,
     )
 }
 
@@ -511,9 +517,15 @@ impl Tables {
         def.forms.iter().find(|f| {
             f.dir.fits(dir)
                 && (service == Service::Unknown
-                    || f.services.as_ref().unwrap_or(&def.services).contains(&service)
+                    || f.services
+                        .as_ref()
+                        .unwrap_or(&def.services)
+                        .contains(&service)
                     || (service == Service::Ds
-                        && f.services.as_ref().unwrap_or(&def.services).contains(&Service::Ns)))
+                        && f.services
+                            .as_ref()
+                            .unwrap_or(&def.services)
+                            .contains(&Service::Ns)))
                 && f.versions.unwrap_or(def.versions).intersects(&versions)
                 && f.arity_fits(args.len())
                 && f.matches_args(args)
