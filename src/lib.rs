@@ -2,6 +2,7 @@
 //! shells around it. Nothing below `protocol` does I/O.
 #![forbid(unsafe_code)]
 
+pub mod analysis;
 pub mod event;
 pub mod logfile;
 pub mod output;

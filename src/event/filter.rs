@@ -143,6 +143,12 @@ pub fn redact(ev: &mut Event) {
             }
         }
     }
+    if let Some(Value::Object(pw)) = c.annotations.get_mut("auth").and_then(|a| a.get_mut("password")) {
+        if pw.contains_key("value") {
+            pw.insert("value".into(), Value::String(REDACTED.into()));
+            changed = true;
+        }
+    }
     if changed {
         c.redacted = true;
     }

@@ -1,0 +1,4 @@
+//! Analysis over the event stream: authentication annotations, the discovery report and
+//! conversation transcripts. It consumes events; it never re-parses bytes off the wire.
+
+pub mod auth;
