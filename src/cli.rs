@@ -102,6 +102,12 @@ pub struct OutputArgs {
     /// Show only the connections of this user handle, and lines that name it.
     #[arg(long, value_name = "HANDLE")]
     pub user: Option<String>,
+    /// Check MD5 logins (MSNP2-7) against this password (repeatable).
+    #[arg(long, value_name = "PASSWORD")]
+    pub password: Vec<String>,
+    /// Check MD5 logins against every line of FILE.
+    #[arg(long, value_name = "FILE")]
+    pub wordlist: Option<PathBuf>,
 }
 
 fn parse_service(s: &str) -> Result<Service, String> {
@@ -125,7 +131,7 @@ pub fn parse_version(s: &str) -> Result<u8, String> {
 }
 
 impl OutputArgs {
-    pub fn config(&self) -> OutputConfig {
+    pub fn config(&self) -> anyhow::Result<OutputConfig> {
         let up = |v: &Vec<String>| -> HashSet<String> {
             v.iter()
                 .map(|s| s.trim().to_ascii_uppercase())
@@ -140,13 +146,25 @@ impl OutputArgs {
             user: self.user.as_ref().map(|u| u.to_ascii_lowercase()),
             ..Filter::default()
         };
-        OutputConfig {
+        let mut passwords = self.password.clone();
+        if let Some(w) = &self.wordlist {
+            let text = std::fs::read(w).map_err(|e| anyhow::anyhow!("reading word list {}: {e}", w.display()))?;
+            passwords.extend(
+                String::from_utf8_lossy(&text)
+                    .lines()
+                    .map(|l| l.trim_end_matches('\r').to_string())
+                    .filter(|l| !l.is_empty()),
+            );
+        }
+        Ok(OutputConfig {
             json: self.json.clone(),
             color: self.color,
             full: self.full,
             quiet: self.quiet,
             no_redact: self.no_redact,
             filter,
-        }
+            passwords,
+            challenge_keys: Vec::new(),
+        })
     }
 }

@@ -64,7 +64,9 @@ fn read_input(path: &std::path::Path) -> Result<String> {
 }
 
 fn decode(a: &cli::DecodeArgs, tables: Arc<Tables>) -> Result<ExitCode> {
-    let mut out = Output::new(&a.out.config())?;
+    let mut cfg = a.out.config()?;
+    cfg.challenge_keys = tables.challenge_keys.clone();
+    let mut out = Output::new(&cfg)?;
     let mut conn_id = 0u64;
     for f in &a.files {
         let text = read_input(f)?;

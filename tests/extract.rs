@@ -426,7 +426,7 @@ fn json_lines_alone_are_enough() {
         .collect();
     assert!(back
         .iter()
-        .all(|e| e.command().map_or(true, |c| c.raw.is_empty())));
+        .all(|e| e.command().is_none_or(|c| c.raw.is_empty())));
     let (objs, _) = extract(&back);
     assert_eq!(objs.len(), 1);
     assert_eq!(objs[0].data, PNG);

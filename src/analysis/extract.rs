@@ -890,7 +890,7 @@ pub fn sanitize(s: &str) -> String {
             break;
         }
     }
-    let t = out.trim_start_matches('.').trim_matches('_');
+    let t = out.trim_matches(['.', '_']);
     if t.is_empty() {
         "unnamed".into()
     } else {

@@ -1,4 +1,6 @@
-//! Analyses that consume the decoded event stream (object extraction, ...). They read
-//! events only: they never frame or re-decode the wire themselves, and never do network I/O.
+//! Analysis over the event stream: authentication annotations, object extraction, the
+//! discovery report and conversation transcripts. It consumes events; it never re-parses
+//! bytes off the wire.
 
+pub mod auth;
 pub mod extract;

@@ -206,6 +206,16 @@ pub fn redact(ev: &mut Event) {
         }
         c.line = line;
     }
+    if let Some(Value::Object(pw)) = c
+        .annotations
+        .get_mut("auth")
+        .and_then(|a| a.get_mut("password"))
+    {
+        if pw.contains_key("value") {
+            pw.insert("value".into(), Value::String(REDACTED.into()));
+            changed = true;
+        }
+    }
     if let Some(p) = c.payload.as_mut() {
         if let Some(d) = p.decoded.as_mut() {
             changed |= redact_value(d, 0);

@@ -25,7 +25,9 @@ pub fn looks_like_headers(b: &[u8]) -> bool {
 
 /// Splits a header block off `b`: returns (headers, rest after the blank line).
 /// Without a blank line the whole input is headers.
-fn split_headers(b: &[u8]) -> Result<(Vec<(String, String)>, &[u8], bool), String> {
+type Headers = Vec<(String, String)>;
+
+fn split_headers(b: &[u8]) -> Result<(Headers, &[u8], bool), String> {
     let mut headers = Vec::new();
     let mut pos = 0;
     while pos < b.len() {
