@@ -39,6 +39,34 @@ pub enum Command {
     Decode(DecodeArgs),
     /// Print the merged dissector table: commands with their forms, error codes, capabilities.
     Dissectors(DissectorArgs),
+    /// Extract display pictures, emoticons and files carried over P2P into a directory, and
+    /// verify each against its MSNObject's SHA1D. Inputs: session logs or JSON Lines events.
+    Extract(ExtractArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ExtractArgs {
+    /// Inputs: session logs, or JSON Lines written by `--json` ("-" for standard input).
+    #[arg(required = true, value_name = "INPUT")]
+    pub inputs: Vec<PathBuf>,
+    /// Directory to write the objects into (created if missing; files are never overwritten).
+    #[arg(short = 'o', long = "output", value_name = "DIR")]
+    pub output: PathBuf,
+    /// Also write one JSON report per object to FILE ("-" for standard output).
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<String>,
+    /// Largest object to reassemble, in bytes (larger announced sizes are refused).
+    #[arg(long, value_name = "BYTES", default_value_t = 64 << 20)]
+    pub max_object_size: u64,
+    /// Assume this MSNP version for session logs (e.g. 11 or MSNP11).
+    #[arg(long = "msnp", value_name = "N", value_parser = parse_version)]
+    pub version: Option<u8>,
+    /// Assume this service (DS, NS or SB) for connections that do not reveal it.
+    #[arg(long = "assume-service", value_name = "SERVICE", value_parser = parse_service)]
+    pub assume_service: Option<Service>,
+    /// In `>>>`/`<<<` logs, read `>>>` as server-to-client.
+    #[arg(long)]
+    pub flip: bool,
 }
 
 #[derive(Args, Debug)]

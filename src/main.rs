@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod cli;
+mod extract_cmd;
 
 use std::io::{Read, Write};
 use std::process::ExitCode;
@@ -48,6 +49,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
     match &cli.command {
         Command::Decode(a) => decode(a, tables),
         Command::Dissectors(a) => dissectors(a, &tables),
+        Command::Extract(a) => extract_cmd::run(a, tables),
     }
 }
 

@@ -565,3 +565,56 @@ fn memory_stays_bounded() {
     );
     assert!(out.iter().all(|o| !o.complete));
 }
+
+#[test]
+fn cli_extracts_from_json_lines() {
+    let dir = tempdir("cli");
+    std::fs::create_dir_all(&dir).unwrap();
+    let input = dir.join("events.jsonl");
+    let mut text = String::new();
+    for e in msnp11_picture(1) {
+        text.push_str(&serde_json::to_string(&e).unwrap());
+        text.push('\n');
+    }
+    std::fs::write(&input, text).unwrap();
+    let out_dir = dir.join("objects");
+    let report = dir.join("report.jsonl");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_msntap"))
+        .arg("extract")
+        .arg(&input)
+        .arg("-o")
+        .arg(&out_dir)
+        .arg("--json")
+        .arg(&report)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("display_picture 70 bytes"), "{stdout}");
+    assert!(stdout.contains("SHA1D match, complete"), "{stdout}");
+    assert!(
+        stderr.contains("1 objects (1 complete, 0 truncated, 0 duplicates); SHA1D: 1 match"),
+        "{stderr}"
+    );
+    let written = out_dir.join("bob@example.com-display_picture-PIC.png");
+    assert_eq!(std::fs::read(&written).unwrap(), PNG);
+    let r: serde_json::Value =
+        serde_json::from_str(std::fs::read_to_string(&report).unwrap().trim()).unwrap();
+    assert_eq!(r["sha1d_check"], "match");
+    assert_eq!(r["sha1"], PNG_SHA1D);
+    assert_eq!(r["complete"], true);
+    // A capture is refused with a clear message until the capture reader is here.
+    let pcap = dir.join("x.pcap");
+    std::fs::write(&pcap, [0xd4, 0xc3, 0xb2, 0xa1, 2, 0, 4, 0]).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_msntap"))
+        .args(["extract"])
+        .arg(&pcap)
+        .arg("-o")
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("capture reader"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
