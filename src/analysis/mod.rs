@@ -2,3 +2,5 @@
 //! conversation transcripts. It consumes events; it never re-parses bytes off the wire.
 
 pub mod auth;
+pub mod report;
+pub mod transcript;

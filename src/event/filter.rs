@@ -143,7 +143,11 @@ pub fn redact(ev: &mut Event) {
             }
         }
     }
-    if let Some(Value::Object(pw)) = c.annotations.get_mut("auth").and_then(|a| a.get_mut("password")) {
+    if let Some(Value::Object(pw)) = c
+        .annotations
+        .get_mut("auth")
+        .and_then(|a| a.get_mut("password"))
+    {
         if pw.contains_key("value") {
             pw.insert("value".into(), Value::String(REDACTED.into()));
             changed = true;
