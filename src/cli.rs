@@ -39,16 +39,62 @@ pub enum Command {
     Decode(DecodeArgs),
     /// Print the merged dissector table: commands with their forms, error codes, capabilities.
     Dissectors(DissectorArgs),
+    /// Discovery report: commands per version and service, unknown commands and forms,
+    /// unfamiliar payload vocabulary, error codes, payload guesses and desyncs.
+    Report(ReportArgs),
+    /// Switchboard conversations: who joined and left, messages with formatting, typing,
+    /// nudges, invitations.
+    Transcript(TranscriptArgs),
     /// Extract display pictures, emoticons and files carried over P2P into a directory, and
-    /// verify each against its MSNObject's SHA1D. Inputs: session logs or JSON Lines events.
+    /// verify each against its MSNObject's SHA1D.
     Extract(ExtractArgs),
+}
+
+/// Inputs of the analysis commands: captures, session logs, or JSON Lines written earlier.
+#[derive(Args, Debug)]
+pub struct InputArgs {
+    /// Input files: pcap/pcapng captures, session logs, or JSON Lines from --json.
+    #[arg(required = true, value_name = "INPUT")]
+    pub inputs: Vec<PathBuf>,
+    /// For session logs: assume this MSNP version until a VER exchange says otherwise.
+    #[arg(long = "msnp", value_name = "N", value_parser = parse_version)]
+    pub version: Option<u8>,
+    /// For session logs: assume this service (DS, NS or SB).
+    #[arg(long = "assume-service", value_name = "SERVICE", value_parser = parse_service)]
+    pub assume_service: Option<Service>,
+    /// For `>>>`/`<<<` logs: read `>>>` as server-to-client.
+    #[arg(long)]
+    pub flip: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ReportArgs {
+    #[command(flatten)]
+    pub input: InputArgs,
+    /// Write the report as JSON to FILE ("-" for standard output).
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<String>,
+    /// Write a dissector stub (dissectors/ format) for each unknown command into DIR.
+    #[arg(long, value_name = "DIR")]
+    pub stubs: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct TranscriptArgs {
+    #[command(flatten)]
+    pub input: InputArgs,
+    /// Write the conversations as JSON to FILE ("-" for standard output).
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<String>,
+    /// Show invitation cookies instead of <redacted>.
+    #[arg(long)]
+    pub no_redact: bool,
 }
 
 #[derive(Args, Debug)]
 pub struct ExtractArgs {
-    /// Inputs: session logs, or JSON Lines written by `--json` ("-" for standard input).
-    #[arg(required = true, value_name = "INPUT")]
-    pub inputs: Vec<PathBuf>,
+    #[command(flatten)]
+    pub input: InputArgs,
     /// Directory to write the objects into (created if missing; files are never overwritten).
     #[arg(short = 'o', long = "output", value_name = "DIR")]
     pub output: PathBuf,
@@ -58,15 +104,6 @@ pub struct ExtractArgs {
     /// Largest object to reassemble, in bytes (larger announced sizes are refused).
     #[arg(long, value_name = "BYTES", default_value_t = 64 << 20)]
     pub max_object_size: u64,
-    /// Assume this MSNP version for session logs (e.g. 11 or MSNP11).
-    #[arg(long = "msnp", value_name = "N", value_parser = parse_version)]
-    pub version: Option<u8>,
-    /// Assume this service (DS, NS or SB) for connections that do not reveal it.
-    #[arg(long = "assume-service", value_name = "SERVICE", value_parser = parse_service)]
-    pub assume_service: Option<Service>,
-    /// In `>>>`/`<<<` logs, read `>>>` as server-to-client.
-    #[arg(long)]
-    pub flip: bool,
 }
 
 #[derive(Args, Debug)]
@@ -176,7 +213,8 @@ impl OutputArgs {
         };
         let mut passwords = self.password.clone();
         if let Some(w) = &self.wordlist {
-            let text = std::fs::read(w).map_err(|e| anyhow::anyhow!("reading word list {}: {e}", w.display()))?;
+            let text = std::fs::read(w)
+                .map_err(|e| anyhow::anyhow!("reading word list {}: {e}", w.display()))?;
             passwords.extend(
                 String::from_utf8_lossy(&text)
                     .lines()

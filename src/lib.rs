@@ -4,6 +4,7 @@
 
 pub mod analysis;
 pub mod event;
+pub mod input;
 pub mod logfile;
 pub mod output;
 pub mod payload;

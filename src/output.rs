@@ -8,10 +8,10 @@ use std::path::Path;
 
 use crate::analysis::auth::AuthAnnotator;
 use crate::event::filter::{redact, Filter};
-use crate::protocol::tables::{ChallengeKey, Tables};
 use crate::event::jsonl::JsonlSink;
 use crate::event::pretty::PrettySink;
 use crate::event::{Event, EventKind, Sink};
+use crate::protocol::tables::{ChallengeKey, Tables};
 
 /// When to color the human log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -114,7 +114,9 @@ pub struct Output {
 fn annotator(cfg: &OutputConfig) -> AuthAnnotator {
     let mut t = Tables::empty();
     t.challenge_keys = if cfg.challenge_keys.is_empty() {
-        Tables::builtin().map(|b| b.challenge_keys).unwrap_or_default()
+        Tables::builtin()
+            .map(|b| b.challenge_keys)
+            .unwrap_or_default()
     } else {
         cfg.challenge_keys.clone()
     };

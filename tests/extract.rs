@@ -615,6 +615,6 @@ fn cli_extracts_from_json_lines() {
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("capture reader"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("captures"));
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -58,7 +58,10 @@ pub fn msnp11_response(challenge: &str, product_id: &str, product_key: &str) -> 
         (hw[2] ^ high) as u32,
         (hw[3] ^ low) as u32,
     ];
-    hex(&out.iter().flat_map(|w| w.to_le_bytes()).collect::<Vec<u8>>())
+    hex(&out
+        .iter()
+        .flat_map(|w| w.to_le_bytes())
+        .collect::<Vec<u8>>())
 }
 
 /// Which known key produces `response` to `challenge`.
@@ -150,7 +153,9 @@ impl AuthAnnotator {
             self.close(conn);
             return;
         }
-        let EventKind::Command(c) = &mut ev.kind else { return };
+        let EventKind::Command(c) = &mut ev.kind else {
+            return;
+        };
         let st = self.conns.entry(conn).or_default();
         let a = |i: usize| c.args.get(i).map(String::as_str);
         match (dir, c.cmd.as_str()) {
@@ -164,7 +169,9 @@ impl AuthAnnotator {
                 let product = a(1).unwrap_or("").to_string();
                 let v = match &st.challenge {
                     Some(ch) => check_challenge(&self.keys, ch, &product, &response, version),
-                    None => json!({"product_id": product, "valid": null, "note": "no CHL seen on this connection"}),
+                    None => {
+                        json!({"product_id": product, "valid": null, "note": "no CHL seen on this connection"})
+                    }
                 };
                 c.annotations.insert("challenge".into(), v);
             }
@@ -190,25 +197,40 @@ fn usr_annotation(dir: Dir, c: &Command, st: &mut ConnAuth, passwords: &[String]
         }
         (Dir::C2s, "MD5", "S") => {
             let hash = a(3).unwrap_or("").to_ascii_lowercase();
-            let mut v = json!({"scheme": "MD5", "stage": "response", "salt_seen": st.salt.is_some()});
+            let mut v =
+                json!({"scheme": "MD5", "stage": "response", "salt_seen": st.salt.is_some()});
             match (&st.salt, passwords.is_empty()) {
-                (_, true) => v["password"] = json!({"checked": 0, "note": "give --password or --wordlist to check"}),
-                (None, false) => v["password"] = json!({"checked": 0, "note": "the salt (USR MD5 S from the server) was not seen"}),
+                (_, true) => {
+                    v["password"] =
+                        json!({"checked": 0, "note": "give --password or --wordlist to check"})
+                }
+                (None, false) => {
+                    v["password"] = json!({"checked": 0, "note": "the salt (USR MD5 S from the server) was not seen"})
+                }
                 (Some(salt), false) => {
                     let found = passwords.iter().position(|p| md5_hex(salt, p) == hash);
                     v["password"] = match found {
-                        Some(i) => json!({"checked": i + 1, "matched": true, "candidate": i + 1, "value": passwords[i]}),
+                        Some(i) => {
+                            json!({"checked": i + 1, "matched": true, "candidate": i + 1, "value": passwords[i]})
+                        }
                         None => json!({"checked": passwords.len(), "matched": false}),
                     };
                 }
             }
             Some(v)
         }
-        (_, "MD5" | "TWN" | "SSO" | "CTP" | "SHA", "I") => Some(json!({"scheme": scheme, "stage": "initial", "handle": a(3)})),
-        (Dir::S2c, "TWN", "S") => Some(json!({"scheme": "TWN", "stage": "passport challenge", "params": passport_params(a(3).unwrap_or(""))})),
+        (_, "MD5" | "TWN" | "SSO" | "CTP" | "SHA", "I") => {
+            Some(json!({"scheme": scheme, "stage": "initial", "handle": a(3)}))
+        }
+        (Dir::S2c, "TWN", "S") => Some(
+            json!({"scheme": "TWN", "stage": "passport challenge", "params": passport_params(a(3).unwrap_or(""))}),
+        ),
         (Dir::C2s, "TWN", "S") => {
             let p = passport_params(a(3).unwrap_or(""));
-            let tickets: Vec<String> = p.as_object().map(|m| m.keys().cloned().collect()).unwrap_or_default();
+            let tickets: Vec<String> = p
+                .as_object()
+                .map(|m| m.keys().cloned().collect())
+                .unwrap_or_default();
             Some(json!({"scheme": "TWN", "stage": "ticket", "tickets": tickets}))
         }
         (Dir::S2c, "SSO", "S") => Some(json!({"scheme": "SSO", "stage": "nonce", "policy": a(3)})),
@@ -219,7 +241,9 @@ fn usr_annotation(dir: Dir, c: &Command, st: &mut ConnAuth, passwords: &[String]
             }
             Some(v)
         }
-        (Dir::C2s, "CTP", "S") => Some(json!({"scheme": "CTP", "stage": "plain password", "note": "the password travels in clear"})),
+        (Dir::C2s, "CTP", "S") => Some(
+            json!({"scheme": "CTP", "stage": "plain password", "note": "the password travels in clear"}),
+        ),
         (Dir::C2s, "SHA", "A") => Some(json!({"scheme": "SHA", "stage": "signed ticket"})),
         (Dir::S2c, "OK", _) => Some(json!({"stage": "success", "handle": a(2)})),
         _ => None,
@@ -243,19 +267,33 @@ mod tests {
     #[test]
     fn msnp6_vectors_from_the_wiki() {
         // protocol-facts C.2, recomputed there from the wiki's examples.
-        assert_eq!(md5_hex("11111111111111111111", "Q1P7W2E4J9R8U3S5"), "3b6666b60157322b6fc6e41a115968f5");
-        assert_eq!(md5_hex("12345678901234567890", "Q1P7W2E4J9R8U3S5"), "8ba1bb9d6dbf624fee31a2053af5fdd0");
+        assert_eq!(
+            md5_hex("11111111111111111111", "Q1P7W2E4J9R8U3S5"),
+            "3b6666b60157322b6fc6e41a115968f5"
+        );
+        assert_eq!(
+            md5_hex("12345678901234567890", "Q1P7W2E4J9R8U3S5"),
+            "8ba1bb9d6dbf624fee31a2053af5fdd0"
+        );
     }
 
     #[test]
     fn msnp11_vectors() {
         // protocol-facts C.2 (em-msn's spec vectors).
         assert_eq!(
-            msnp11_response("22210219642164014968", "PROD0090YUAUV{2B", "YMM8C_H7KCQ2S_KL"),
+            msnp11_response(
+                "22210219642164014968",
+                "PROD0090YUAUV{2B",
+                "YMM8C_H7KCQ2S_KL"
+            ),
             "85ecb0db8f32113df79ce0892b9a102c"
         );
         assert_eq!(
-            msnp11_response("11533365622852247127", "PROD0113H11T8$X_", "RG@XY*28Q5QHS%Q5"),
+            msnp11_response(
+                "11533365622852247127",
+                "PROD0113H11T8$X_",
+                "RG@XY*28Q5QHS%Q5"
+            ),
             "f086d1ded067186deca8dba2231602cf"
         );
     }
@@ -263,16 +301,40 @@ mod tests {
     #[test]
     fn check_names_the_key_and_validity() {
         let t = Tables::builtin().unwrap();
-        let v = check_challenge(&t.challenge_keys, "22210219642164014968", "PROD0090YUAUV{2B", "85ecb0db8f32113df79ce0892b9a102c", Some(11));
+        let v = check_challenge(
+            &t.challenge_keys,
+            "22210219642164014968",
+            "PROD0090YUAUV{2B",
+            "85ecb0db8f32113df79ce0892b9a102c",
+            Some(11),
+        );
         assert_eq!(v["valid"], true);
         assert_eq!(v["algorithm"], "msnp11");
-        let v = check_challenge(&t.challenge_keys, "22210219642164014968", "PROD0090YUAUV{2B", "00000000000000000000000000000000", Some(11));
+        let v = check_challenge(
+            &t.challenge_keys,
+            "22210219642164014968",
+            "PROD0090YUAUV{2B",
+            "00000000000000000000000000000000",
+            Some(11),
+        );
         assert_eq!(v["valid"], false);
-        let v = check_challenge(&t.challenge_keys, "11111111111111111111", "msmsgs@msnmsgr.com", "3b6666b60157322b6fc6e41a115968f5", Some(8));
+        let v = check_challenge(
+            &t.challenge_keys,
+            "11111111111111111111",
+            "msmsgs@msnmsgr.com",
+            "3b6666b60157322b6fc6e41a115968f5",
+            Some(8),
+        );
         assert_eq!(v["valid"], true);
         assert_eq!(v["algorithm"], "md5");
         // A response from a known key under an id nobody knows.
-        let v = check_challenge(&t.challenge_keys, "11111111111111111111", "MYCLIENT", "3b6666b60157322b6fc6e41a115968f5", Some(8));
+        let v = check_challenge(
+            &t.challenge_keys,
+            "11111111111111111111",
+            "MYCLIENT",
+            "3b6666b60157322b6fc6e41a115968f5",
+            Some(8),
+        );
         assert_eq!(v["answered_with_key_of"], "msmsgs@msnmsgr.com");
     }
 }

@@ -4,3 +4,5 @@
 
 pub mod auth;
 pub mod extract;
+pub mod report;
+pub mod transcript;

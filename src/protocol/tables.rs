@@ -517,6 +517,25 @@ impl Tables {
         Ok(())
     }
 
+    /// Drops a command from the tables (to study what msntap makes of it unknown).
+    pub fn remove_command(&mut self, name: &str) -> bool {
+        let Some(s) = slot(name.as_bytes()) else {
+            return false;
+        };
+        let i = self.index[s];
+        if i == u16::MAX {
+            return false;
+        }
+        self.commands.remove(i as usize);
+        self.index = vec![u16::MAX; SLOTS];
+        for (j, c) in self.commands.iter().enumerate() {
+            if let Some(k) = slot(c.name.as_bytes()) {
+                self.index[k] = j as u16;
+            }
+        }
+        true
+    }
+
     pub fn command(&self, name: &[u8]) -> Option<&CommandDef> {
         let s = slot(name)?;
         match self.index[s] {
