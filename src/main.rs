@@ -2,6 +2,7 @@
 //! Errors are reported here, with context; the library never exits the process.
 #![forbid(unsafe_code)]
 
+mod capture_cmd;
 mod cli;
 
 use std::io::{Read, Write};
@@ -52,6 +53,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Dissectors(a) => dissectors(a, &tables),
         Command::Report(a) => report(a, tables),
         Command::Transcript(a) => transcript(a, tables),
+        Command::Read(a) => capture_cmd::read(a, tables),
+        Command::Synth(a) => capture_cmd::synth(a, tables),
     }
 }
 
