@@ -98,10 +98,12 @@ fn for_each_input_event(
                 )?;
             }
             InputKind::Pcap | InputKind::Pcapng => {
-                anyhow::bail!(
-                    "{}: reading captures is not built into this msntap yet",
-                    path.display()
-                )
+                let opts = msntap::capture::ReadOptions {
+                    first_conn: conn_base + 1,
+                    ..Default::default()
+                };
+                let stats = msntap::capture::read_path(path, tables.clone(), &opts, f)?;
+                conn_base = stats.next_conn.saturating_sub(1).max(conn_base);
             }
         }
     }
