@@ -48,6 +48,10 @@ pub enum Command {
     /// Extract display pictures, emoticons and files carried over P2P into a directory, and
     /// verify each against its MSNObject's SHA1D.
     Extract(ExtractArgs),
+    /// Decode pcap/pcapng captures: TCP reassembly, MSNP found on any port.
+    Read(ReadArgs),
+    /// Turn a session log into a pcap/pcapng capture (one TCP connection per log connection).
+    Synth(SynthArgs),
 }
 
 /// Inputs of the analysis commands: captures, session logs, or JSON Lines written earlier.
@@ -104,6 +108,58 @@ pub struct ExtractArgs {
     /// Largest object to reassemble, in bytes (larger announced sizes are refused).
     #[arg(long, value_name = "BYTES", default_value_t = 64 << 20)]
     pub max_object_size: u64,
+}
+
+#[derive(Args, Debug)]
+pub struct ReadArgs {
+    /// Capture files (pcap or pcapng, any byte order, micro- or nanosecond timestamps).
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// Also treat these server ports as MSNP (comma-separated; 1863 always is).
+    #[arg(long, value_delimiter = ',', value_name = "PORT")]
+    pub port: Vec<u16>,
+    /// Most TCP connections tracked at once (the least recently active are closed first).
+    #[arg(long, default_value_t = 20_000, value_name = "N")]
+    pub max_flows: usize,
+    /// No progress bar, even on a terminal.
+    #[arg(long)]
+    pub no_progress: bool,
+    #[command(flatten)]
+    pub out: OutputArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct SynthArgs {
+    /// Session log (`C:`/`S:` transcript or `>>>`/`<<<` log).
+    #[arg(value_name = "LOG")]
+    pub log: PathBuf,
+    /// Output capture file.
+    #[arg(short, long, value_name = "OUT")]
+    pub output: PathBuf,
+    /// Largest TCP payload per segment.
+    #[arg(long, default_value_t = 1460, value_name = "N")]
+    pub segment: usize,
+    /// Write pcapng instead of pcap.
+    #[arg(long)]
+    pub pcapng: bool,
+    /// Shuffle the segments of each burst of one direction.
+    #[arg(long)]
+    pub reorder: bool,
+    /// Send some segments twice.
+    #[arg(long)]
+    pub duplicate: bool,
+    /// Add retransmissions that overlap neighbouring segments (same bytes).
+    #[arg(long)]
+    pub overlap: bool,
+    /// Drop every Nth data segment (simulated capture loss; the peer still acknowledges it).
+    #[arg(long, value_name = "N")]
+    pub drop: Option<usize>,
+    /// Seed of the pseudo-random choices.
+    #[arg(long, default_value_t = 1, value_name = "S")]
+    pub seed: u64,
+    /// In `>>>`/`<<<` logs, read `>>>` as server-to-client.
+    #[arg(long)]
+    pub flip: bool,
 }
 
 #[derive(Args, Debug)]

@@ -2,6 +2,7 @@
 //! Errors are reported here, with context; the library never exits the process.
 #![forbid(unsafe_code)]
 
+mod capture_cmd;
 mod cli;
 mod extract_cmd;
 
@@ -54,6 +55,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Extract(a) => extract_cmd::run(a, tables),
         Command::Report(a) => report(a, tables),
         Command::Transcript(a) => transcript(a, tables),
+        Command::Read(a) => capture_cmd::read(a, tables),
+        Command::Synth(a) => capture_cmd::synth(a, tables),
     }
 }
 
@@ -97,10 +100,12 @@ fn for_each_input_event(
                 )?;
             }
             InputKind::Pcap | InputKind::Pcapng => {
-                anyhow::bail!(
-                    "{}: reading captures is not built into this msntap yet",
-                    path.display()
-                )
+                let opts = msntap::capture::ReadOptions {
+                    first_conn: conn_base + 1,
+                    ..Default::default()
+                };
+                let stats = msntap::capture::read_path(path, tables.clone(), &opts, f)?;
+                conn_base = stats.next_conn.saturating_sub(1).max(conn_base);
             }
         }
     }

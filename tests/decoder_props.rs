@@ -75,7 +75,8 @@ fn corpus() -> Vec<Vec<(Dir, Vec<u8>)>> {
 
 fn tables() -> Arc<Tables> {
     static T: std::sync::OnceLock<Arc<Tables>> = std::sync::OnceLock::new();
-    T.get_or_init(|| Arc::new(Tables::builtin().expect("built-in tables"))).clone()
+    T.get_or_init(|| Arc::new(Tables::builtin().expect("built-in tables")))
+        .clone()
 }
 
 /// Feeds `stream` with each chunk cut at the given fractions.

@@ -604,17 +604,74 @@ fn cli_extracts_from_json_lines() {
     assert_eq!(r["sha1d_check"], "match");
     assert_eq!(r["sha1"], PNG_SHA1D);
     assert_eq!(r["complete"], true);
-    // A capture is refused with a clear message until the capture reader is here.
-    let pcap = dir.join("x.pcap");
-    std::fs::write(&pcap, [0xd4, 0xc3, 0xb2, 0xa1, 2, 0, 4, 0]).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The real capture: msnp11-sdk against Escargot, where alice fetches bob's display picture.
+/// The picture travels on both switchboard legs (bob's upload, alice's download).
+#[test]
+fn real_capture_display_picture_matches_its_sha1d() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("captures/msnp11_msnp11-sdk_escargot.pcap");
+    if !path.exists() {
+        println!("skipped: {} is not present", path.display());
+        return;
+    }
+    let tables = Arc::new(Tables::builtin().unwrap());
+    let mut ex = Extractor::new(Limits::default());
+    let mut objs = Vec::new();
+    msntap::capture::read_path(&path, tables, &Default::default(), &mut |ev| {
+        ex.event(&ev, &mut objs);
+        Ok(())
+    })
+    .unwrap();
+    ex.finish(&mut objs);
+    assert_eq!(objs.len(), 2, "{objs:#?}");
+    for o in &objs {
+        assert_eq!(o.kind, "display_picture");
+        assert_eq!(o.sender.as_deref(), Some("bob@example.com"));
+        assert!(o.complete);
+        assert_eq!(o.data.len(), 70);
+        // Hashed here, compared with the SHA1D from the client log.
+        assert_eq!(sha1d(&o.data), PNG_SHA1D);
+        assert_eq!(o.check, Check::Match);
+    }
+    assert_eq!(objs[0].duplicate_of, None);
+    assert_eq!(objs[1].duplicate_of, Some(1));
+}
+
+#[test]
+fn cli_extracts_from_the_real_capture() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("captures/msnp11_msnp11-sdk_escargot.pcap");
+    if !path.exists() {
+        println!("skipped: {} is not present", path.display());
+        return;
+    }
+    let dir = tempdir("cli-pcap");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_msntap"))
-        .args(["extract"])
-        .arg(&pcap)
+        .arg("extract")
+        .arg(&path)
         .arg("-o")
-        .arg(&out_dir)
+        .arg(&dir)
         .output()
         .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("captures"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        stdout
+            .lines()
+            .filter(|l| l.contains("SHA1D match, complete"))
+            .count(),
+        2,
+        "{stdout}"
+    );
+    let written = dir.join("bob@example.com-display_picture-PIC.png");
+    assert_eq!(sha1d(&std::fs::read(&written).unwrap()), PNG_SHA1D);
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
     std::fs::remove_dir_all(&dir).unwrap();
 }
