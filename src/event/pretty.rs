@@ -80,10 +80,7 @@ fn p2p_summary(p2p: &Value) -> String {
     if !f.is_empty() {
         s.push_str(&format!(" [{f}]"));
     }
-    if let Some(a) = p2p["ack_identifier"]
-        .as_u64()
-        .filter(|_| p2p["kind"] == "ack")
-    {
+    if let Some(a) = p2p["acked_identifier"].as_u64() {
         s.push_str(&format!(" acks {a}"));
     }
     if let Some(slp) = p2p.get("slp").and_then(|v| v["start_line"].as_str()) {

@@ -343,6 +343,11 @@ fn decode_v1(body: &[u8], o: &mut Map<String, Value>) -> Result<(), String> {
         "data"
     };
     o.insert("kind".into(), json!(kind));
+    if kind == "ack" || kind == "nak" {
+        // Captures show the acknowledged message's identifier at offset 32 (the field MSNPSharp
+        // calls AckSessionID); offset 36 echoes that message's own offset-32 value.
+        o.insert("acked_identifier".into(), json!(u32le(h, 32)));
+    }
     let whole = offset == 0 && total == size as u64;
     finish_chunk(o, body, 48, size, whole)
 }
@@ -405,6 +410,7 @@ fn decode_v2(body: &[u8], o: &mut Map<String, Value>) -> Result<(), String> {
             }
             (2, 4 | 8) => {
                 o.insert("ack_identifier".into(), json!(be_uint(v)));
+                o.insert("acked_identifier".into(), json!(be_uint(v)));
                 kind = "ack";
                 tlv_json(t, v, "ack", json!(be_uint(v)))
             }
@@ -606,8 +612,11 @@ mod tests {
 
     #[test]
     fn v1_ack_and_preparation_kinds() {
-        let ack = build::v1(0, 5, 0, 329, 0x2, &[], Some(0));
-        assert_eq!(decode(&ack, hint(Some(11)))["kind"], "ack");
+        let mut ack = build::v1(0, 5, 0, 329, 0x2, &[], Some(0));
+        ack[32..36].copy_from_slice(&4258587639u32.to_le_bytes());
+        let v = decode(&ack, hint(Some(11)));
+        assert_eq!(v["kind"], "ack");
+        assert_eq!(v["acked_identifier"], 4258587639u32);
         let prep = build::v1(44, 6, 0, 4, 0, &[0, 0, 0, 0], Some(1));
         assert_eq!(decode(&prep, hint(Some(11)))["kind"], "data_preparation");
     }
