@@ -382,7 +382,7 @@ fn truncated_transfer_is_reported_and_written_as_partial() {
     assert!(!o.complete);
     assert_eq!(o.received, 2400);
     assert_eq!(o.expected_size, Some(3000));
-    assert_eq!(&o.data[..], &d[..2400]);
+    assert_eq!(o.size, 2400);
     assert!(matches!(o.check, Check::Mismatch { .. }));
     let p = sink.done[0].path.clone().unwrap();
     assert!(

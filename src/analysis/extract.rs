@@ -5,7 +5,7 @@
 //! re-decodes the wire, and it holds a bounded amount of data.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -85,8 +85,11 @@ pub struct Object {
     pub application: Option<String>,
     /// The size the context (MSNObject Size, file size) or the P2P header announced.
     pub expected_size: Option<u64>,
-    /// Data as reassembled; holes of a truncated object are zero-filled.
+    /// Data as reassembled; holes of a truncated object are zero-filled. ExtractSink
+    /// empties it once the object is written, to hold no more than it must.
     pub data: Vec<u8>,
+    /// Length of the reassembled data.
+    pub size: u64,
     /// Bytes actually received (without holes).
     pub received: u64,
     pub complete: bool,
@@ -110,7 +113,7 @@ impl Object {
             "dir": self.dir.as_str(),
             "session_id": self.session_id,
             "kind": self.kind,
-            "size": self.data.len(),
+            "size": self.size,
             "received": self.received,
             "expected_size": self.expected_size,
             "complete": self.complete,
@@ -145,7 +148,7 @@ impl Object {
 
     /// One human line: `#1 display_picture 70 bytes from bob@example.com: SHA1D match, complete`.
     pub fn line(&self, path: Option<&Path>) -> String {
-        let mut s = format!("#{} {} {} bytes", self.index, self.kind, self.data.len());
+        let mut s = format!("#{} {} {} bytes", self.index, self.kind, self.size);
         if let Some(n) = self.name.as_deref().filter(|n| !n.is_empty()) {
             s.push_str(&format!(" {n:?}"));
         }
@@ -406,18 +409,27 @@ pub struct Extractor {
     slp_partials: HashMap<Key, Partial>,
     sessions: HashMap<(u64, u32), SlpSession>,
     calls: HashMap<(u64, String), u32>,
+    session_order: VecDeque<(u64, u32)>,
     buffered: u64,
     seen: HashMap<(u32, String), usize>,
-    /// Things worth telling the user that belong to no object (declined sessions, ...).
+    /// Things worth telling the user that belong to no object (declined sessions, ...);
+    /// at most MAX_NOTES, then one line saying how many more there were.
     pub notes: Vec<String>,
+    notes_dropped: u64,
 }
+
+/// Most SLP sessions remembered at once (INVITEs whose connection is still open).
+const MAX_SESSIONS: usize = 4096;
+/// Most notes kept.
+const MAX_NOTES: usize = 1000;
 
 /// The P2P body of a command: sliced from the frame (events decoded in this process) or
 /// decoded from the JSON body (events read back from JSON Lines).
 fn p2p_body<'a>(c: &'a Command, d: &Value) -> Option<Cow<'a, [u8]>> {
     let pb = c.payload_bytes();
-    if let Some(off) = d["body_offset"].as_u64() {
-        if !pb.is_empty() && (off as usize) <= pb.len() {
+    if let (Some(off), Some(len)) = (d["body_offset"].as_u64(), d["body_length"].as_u64()) {
+        // Only when the frame holds exactly the decoded payload (not a stream cut short).
+        if (off as usize).checked_add(len as usize) == Some(pb.len()) {
             return Some(Cow::Borrowed(&pb[off as usize..]));
         }
     }
@@ -463,6 +475,11 @@ impl Extractor {
             EventKind::Command(c) => c,
             EventKind::Close { .. } => {
                 self.flush(|k| k.conn == ev.conn, out);
+                // SLP sessions live on one connection: forget them with it.
+                let conn = ev.conn;
+                self.sessions.retain(|(c, _), _| *c != conn);
+                self.calls.retain(|(c, _), _| *c != conn);
+                self.session_order.retain(|(c, _)| *c != conn);
                 return;
             }
             _ => return,
@@ -504,7 +521,7 @@ impl Extractor {
             if let Some(s) = p2p.get("slp") {
                 self.slp(ev.conn, dir, s);
             } else {
-                self.slp_chunk(key, place, total, data, ev.ts);
+                self.slp_chunk(key, place, total, data, ev.ts, out);
             }
             return;
         }
@@ -532,6 +549,18 @@ impl Extractor {
     pub fn finish(&mut self, out: &mut Vec<Object>) {
         self.flush(|_| true, out);
         self.slp_partials.clear();
+        if self.notes_dropped > 0 {
+            let n = std::mem::take(&mut self.notes_dropped);
+            self.notes.push(format!("... and {n} more notes"));
+        }
+    }
+
+    fn note(&mut self, n: String) {
+        if self.notes.len() < MAX_NOTES {
+            self.notes.push(n);
+        } else {
+            self.notes_dropped += 1;
+        }
     }
 
     fn context_size(&self, conn: u64, session: u32) -> Option<u64> {
@@ -597,19 +626,20 @@ impl Extractor {
         }
     }
 
-    fn slp_chunk(&mut self, key: Key, place: Place, total: Option<u64>, data: &[u8], ts: Ts) {
+    fn slp_chunk(
+        &mut self,
+        key: Key,
+        place: Place,
+        total: Option<u64>,
+        data: &[u8],
+        ts: Ts,
+        out: &mut Vec<Object>,
+    ) {
         if !self.slp_partials.contains_key(&key) {
-            let mut sink = Vec::new();
-            self.make_room(0, &mut sink);
+            self.make_room(0, out);
             self.seq += 1;
             self.slp_partials
                 .insert(key, Partial::new(self.seq, self.limits.max_slp, ts));
-            // Objects given up to make room for SLP state are lost to the caller here only
-            // if there were any; keep them as notes.
-            for o in sink {
-                self.notes
-                    .push(format!("gave up object #{} to make room", o.index));
-            }
         }
         let Some(p) = self.slp_partials.get_mut(&key) else {
             return;
@@ -626,9 +656,7 @@ impl Extractor {
                 let (bytes, _) = p.assemble();
                 match slp::parse(&bytes) {
                     Ok(v) => self.slp(key.conn, key.dir, &v),
-                    Err(e) => self
-                        .notes
-                        .push(format!("conn {}: reassembled SLP message: {e}", key.conn)),
+                    Err(e) => self.note(format!("conn {}: reassembled SLP message: {e}", key.conn)),
                 }
             }
         }
@@ -658,13 +686,27 @@ impl Extractor {
                     app_id: v["app_id"].as_u64().map(|a| a as u32),
                     state: "invited",
                 };
+                if self.sessions.len() >= MAX_SESSIONS {
+                    // Forget the oldest INVITEs first; their objects lose only their names.
+                    while let Some(old) = self.session_order.pop_front() {
+                        if let Some(gone) = self.sessions.remove(&old) {
+                            if let Some(c) = gone.call_id {
+                                self.calls.remove(&(old.0, c));
+                            }
+                            break;
+                        }
+                    }
+                }
                 if let Some(c) = call {
                     self.calls.insert((conn, c), sid);
                 }
-                self.sessions.insert((conn, sid), s);
+                if self.sessions.insert((conn, sid), s).is_none() {
+                    self.session_order.push_back((conn, sid));
+                }
             }
             Some(k @ ("ok" | "decline" | "error" | "bye")) => {
                 let Some(sid) = sid else { return };
+                let mut note = None;
                 if let Some(s) = self.sessions.get_mut(&(conn, sid)) {
                     s.state = match k {
                         "ok" => "accepted",
@@ -674,12 +716,15 @@ impl Extractor {
                     };
                     if k == "decline" || k == "error" {
                         let what = s.application.as_deref().unwrap_or("unknown");
-                        self.notes.push(format!(
+                        note = Some(format!(
                             "conn {conn} session {sid} ({what}) was {}: {}",
                             s.state,
                             v["start_line"].as_str().unwrap_or("")
                         ));
                     }
+                }
+                if let Some(n) = note {
+                    self.note(n);
                 }
             }
             _ => {}
@@ -863,6 +908,7 @@ impl Extractor {
             call_id: s.as_ref().and_then(|s| s.call_id.clone()),
             application: app,
             expected_size,
+            size: data.len() as u64,
             data,
             received,
             complete,
@@ -1027,7 +1073,8 @@ pub struct Extracted {
 pub struct ExtractSink {
     extractor: Extractor,
     writer: Writer,
-    /// Every object finished so far, in order.
+    /// Every object finished so far, in order (reports only: `data` is emptied once the
+    /// object is written).
     pub done: Vec<Extracted>,
     /// Called for each finished object (e.g. to print a report line as it happens).
     on_object: Option<fn(&Extracted)>,
@@ -1061,10 +1108,12 @@ impl ExtractSink {
             } else {
                 Some(self.writer.write(&o)?)
             };
-            let e = Extracted { object: o, path };
+            let mut e = Extracted { object: o, path };
             if let Some(f) = self.on_object {
                 f(&e);
             }
+            // The bytes are on disk now; keep only the report.
+            e.object.data = Vec::new();
             self.done.push(e);
         }
         Ok(())
@@ -1146,5 +1195,25 @@ mod tests {
         assert_eq!(got, 5);
         assert!(!p.complete());
         assert!(!p.problems.is_empty());
+    }
+
+    #[test]
+    fn remembered_sessions_and_notes_are_bounded() {
+        let mut ex = Extractor::new(Limits::default());
+        for sid in 0..(MAX_SESSIONS as u32 + 500) {
+            let inv = json!({"kind": "invite", "session_id": sid, "call_id": format!("{{{sid}}}")});
+            ex.slp(1, Dir::C2s, &inv);
+            let no = json!({"kind": "decline", "call_id": format!("{{{sid}}}"), "start_line": "MSNSLP/1.0 603 Decline"});
+            ex.slp(1, Dir::S2c, &no);
+        }
+        assert_eq!(ex.sessions.len(), MAX_SESSIONS);
+        assert!(ex.calls.len() <= MAX_SESSIONS);
+        // The newest INVITE is still known, the oldest forgotten.
+        assert!(ex.sessions.contains_key(&(1, MAX_SESSIONS as u32 + 499)));
+        assert!(!ex.sessions.contains_key(&(1, 0)));
+        let mut out = Vec::new();
+        ex.finish(&mut out);
+        assert_eq!(ex.notes.len(), MAX_NOTES + 1);
+        assert_eq!(ex.notes[MAX_NOTES], "... and 3596 more notes");
     }
 }
