@@ -262,9 +262,11 @@ fn msnftp(kv: &Map<String, Value>) -> Value {
     let is_ft = get("Application-GUID").is_some_and(|g| g.eq_ignore_ascii_case(MSNFTP_GUID))
         || get("Application-Name")
             .is_some_and(|n| n.to_ascii_lowercase().contains("file transfer"));
+    // ACCEPT and CANCEL do not repeat the application; the INVITE with the same cookie names it.
+    let named = get("Application-GUID").is_some() || get("Application-Name").is_some();
     put(
         "application",
-        Some(json!(if is_ft { "file_transfer" } else { "other" })),
+        (is_ft || named).then(|| json!(if is_ft { "file_transfer" } else { "other" })),
     );
     put("file_name", text("Application-File"));
     put("file_size", num("Application-FileSize"));
@@ -443,6 +445,7 @@ mod tests {
         let m = b"MIME-Version: 1.0\r\nContent-Type: text/x-msmsgsinvite; charset=UTF-8\r\n\r\nInvitation-Command: ACCEPT\r\nInvitation-Cookie: 12345\r\nIP-Address: 192.0.2.7\r\nPort: 6891\r\nAuthCookie: 99887766\r\nSender-Connect: TRUE\r\n\r\n";
         let v = decode(m, &t(), Some(7)).unwrap();
         assert_eq!(v["msnftp"]["command"], "ACCEPT");
+        assert!(v["msnftp"].get("application").is_none());
         assert_eq!(v["msnftp"]["address"], "192.0.2.7:6891");
         assert_eq!(v["msnftp"]["auth_cookie"], "99887766");
         assert_eq!(v["msnftp"]["sender_connect"], "TRUE");
