@@ -675,3 +675,70 @@ fn cli_extracts_from_the_real_capture() {
     assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A P2P body with arbitrary header fields (lengths may lie) and arbitrary data.
+    fn body() -> impl Strategy<Value = Vec<u8>> {
+        (
+            0u32..4,
+            0u32..4,
+            prop_oneof![Just(0u64), 0u64..5000, any::<u64>()],
+            prop_oneof![Just(0u64), 0u64..5000, any::<u64>()],
+            prop_oneof![Just(0u32), Just(0x20u32), Just(0x2u32), any::<u32>()],
+            proptest::collection::vec(any::<u8>(), 0..300),
+            any::<bool>(),
+        )
+            .prop_map(|(sid, id, off, total, flags, data, v2)| {
+                if v2 {
+                    build::v2(
+                        id,
+                        None,
+                        (flags & 7) as u8,
+                        id as u16,
+                        sid,
+                        off % 10_000,
+                        &data,
+                        1,
+                    )
+                } else {
+                    let mut b = build::v1(sid, id, off, total, flags, &data, Some(1));
+                    if flags & 1 == 1 {
+                        // Lie about the chunk size.
+                        b[24..28].copy_from_slice(&(total as u32).to_le_bytes());
+                    }
+                    b
+                }
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn arbitrary_p2p_never_panics_and_stays_bounded(bodies in proptest::collection::vec((body(), any::<bool>()), 1..40)) {
+            let limits = Limits { max_object: 20_000, max_open: 8, max_buffered: 50_000, max_slp: 4096 };
+            let mut c = Conv::new(1, 11, "");
+            for (b, v2dest) in &bodies {
+                let dest = if *v2dest { "bob@example.com;{1}" } else { "bob@example.com" };
+                c.p2p(Dir::S2c, "alice@example.com", dest, b);
+            }
+            let mut ex = Extractor::new(limits);
+            let mut out = Vec::new();
+            for e in c.close() {
+                ex.event(&e, &mut out);
+                prop_assert!(ex.open() <= 8);
+                prop_assert!(ex.buffered() <= 50_000);
+            }
+            ex.finish(&mut out);
+            for o in &out {
+                prop_assert!(o.size <= 20_000);
+                if o.complete {
+                    // A complete object has every byte received, no holes.
+                    prop_assert_eq!(o.received, o.size);
+                }
+            }
+        }
+    }
+}
