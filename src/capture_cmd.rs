@@ -19,7 +19,9 @@ use crate::cli::{ReadArgs, SynthArgs};
 const PROGRESS_MIN: u64 = 16 << 20;
 
 pub fn read(a: &ReadArgs, tables: Arc<Tables>) -> Result<ExitCode> {
-    let mut out = Output::new(&a.out.config())?;
+    let mut cfg = a.out.config()?;
+    cfg.challenge_keys = tables.challenge_keys.clone();
+    let mut out = Output::new(&cfg)?;
     let mut ports = vec![1863];
     ports.extend(a.port.iter().copied().filter(|p| *p != 1863));
     let mut opts = ReadOptions {

@@ -39,10 +39,75 @@ pub enum Command {
     Decode(DecodeArgs),
     /// Print the merged dissector table: commands with their forms, error codes, capabilities.
     Dissectors(DissectorArgs),
+    /// Discovery report: commands per version and service, unknown commands and forms,
+    /// unfamiliar payload vocabulary, error codes, payload guesses and desyncs.
+    Report(ReportArgs),
+    /// Switchboard conversations: who joined and left, messages with formatting, typing,
+    /// nudges, invitations.
+    Transcript(TranscriptArgs),
+    /// Extract display pictures, emoticons and files carried over P2P into a directory, and
+    /// verify each against its MSNObject's SHA1D.
+    Extract(ExtractArgs),
     /// Decode pcap/pcapng captures: TCP reassembly, MSNP found on any port.
     Read(ReadArgs),
     /// Turn a session log into a pcap/pcapng capture (one TCP connection per log connection).
     Synth(SynthArgs),
+}
+
+/// Inputs of the analysis commands: captures, session logs, or JSON Lines written earlier.
+#[derive(Args, Debug)]
+pub struct InputArgs {
+    /// Input files: pcap/pcapng captures, session logs, or JSON Lines from --json.
+    #[arg(required = true, value_name = "INPUT")]
+    pub inputs: Vec<PathBuf>,
+    /// For session logs: assume this MSNP version until a VER exchange says otherwise.
+    #[arg(long = "msnp", value_name = "N", value_parser = parse_version)]
+    pub version: Option<u8>,
+    /// For session logs: assume this service (DS, NS or SB).
+    #[arg(long = "assume-service", value_name = "SERVICE", value_parser = parse_service)]
+    pub assume_service: Option<Service>,
+    /// For `>>>`/`<<<` logs: read `>>>` as server-to-client.
+    #[arg(long)]
+    pub flip: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ReportArgs {
+    #[command(flatten)]
+    pub input: InputArgs,
+    /// Write the report as JSON to FILE ("-" for standard output).
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<String>,
+    /// Write a dissector stub (dissectors/ format) for each unknown command into DIR.
+    #[arg(long, value_name = "DIR")]
+    pub stubs: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct TranscriptArgs {
+    #[command(flatten)]
+    pub input: InputArgs,
+    /// Write the conversations as JSON to FILE ("-" for standard output).
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<String>,
+    /// Show invitation cookies instead of <redacted>.
+    #[arg(long)]
+    pub no_redact: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ExtractArgs {
+    #[command(flatten)]
+    pub input: InputArgs,
+    /// Directory to write the objects into (created if missing; files are never overwritten).
+    #[arg(short = 'o', long = "output", value_name = "DIR")]
+    pub output: PathBuf,
+    /// Also write one JSON report per object to FILE ("-" for standard output).
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<String>,
+    /// Largest object to reassemble, in bytes (larger announced sizes are refused).
+    #[arg(long, value_name = "BYTES", default_value_t = 64 << 20)]
+    pub max_object_size: u64,
 }
 
 #[derive(Args, Debug)]
@@ -158,6 +223,12 @@ pub struct OutputArgs {
     /// Show only the connections of this user handle, and lines that name it.
     #[arg(long, value_name = "HANDLE")]
     pub user: Option<String>,
+    /// Check MD5 logins (MSNP2-7) against this password (repeatable).
+    #[arg(long, value_name = "PASSWORD")]
+    pub password: Vec<String>,
+    /// Check MD5 logins against every line of FILE.
+    #[arg(long, value_name = "FILE")]
+    pub wordlist: Option<PathBuf>,
 }
 
 fn parse_service(s: &str) -> Result<Service, String> {
@@ -181,7 +252,7 @@ pub fn parse_version(s: &str) -> Result<u8, String> {
 }
 
 impl OutputArgs {
-    pub fn config(&self) -> OutputConfig {
+    pub fn config(&self) -> anyhow::Result<OutputConfig> {
         let up = |v: &Vec<String>| -> HashSet<String> {
             v.iter()
                 .map(|s| s.trim().to_ascii_uppercase())
@@ -196,13 +267,26 @@ impl OutputArgs {
             user: self.user.as_ref().map(|u| u.to_ascii_lowercase()),
             ..Filter::default()
         };
-        OutputConfig {
+        let mut passwords = self.password.clone();
+        if let Some(w) = &self.wordlist {
+            let text = std::fs::read(w)
+                .map_err(|e| anyhow::anyhow!("reading word list {}: {e}", w.display()))?;
+            passwords.extend(
+                String::from_utf8_lossy(&text)
+                    .lines()
+                    .map(|l| l.trim_end_matches('\r').to_string())
+                    .filter(|l| !l.is_empty()),
+            );
+        }
+        Ok(OutputConfig {
             json: self.json.clone(),
             color: self.color,
             full: self.full,
             quiet: self.quiet,
             no_redact: self.no_redact,
             filter,
-        }
+            passwords,
+            challenge_keys: Vec::new(),
+        })
     }
 }

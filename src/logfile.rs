@@ -190,10 +190,12 @@ pub fn parse(text: &str, tables: &Tables, flip: bool) -> Vec<LogConn> {
         let name = toks.first().copied().unwrap_or("");
         let may_payload = toks.len() >= 2
             && declared.is_some()
-            && (name.bytes().all(|c| c.is_ascii_digit())
-                || tables
-                    .command(name.as_bytes())
-                    .is_none_or(|d| d.may_carry_payload(dir)));
+            // An error code carries a payload only as `NNN trid len` (protocol-facts A.4).
+            && if name.bytes().all(|c| c.is_ascii_digit()) {
+                toks.len() >= 3
+            } else {
+                tables.command(name.as_bytes()).is_none_or(|d| d.may_carry_payload(dir))
+            };
         let mut bytes = Vec::new();
         if may_payload {
             let want = declared.unwrap_or(0) as usize;
@@ -301,6 +303,16 @@ mod tests {
         assert_eq!(conns.len(), 2);
         assert_eq!(conns[0].chunks.len(), 2);
         assert_eq!(conns[0].chunks[1].dir, Dir::S2c);
+    }
+
+    #[test]
+    fn error_with_only_a_trid_has_no_payload() {
+        let log = "C: ADD 10 FL a@b.com a\nS: 215 10\nC: PNG\nS: 241 11 5\n<ml/>\n";
+        let conns = parse(log, &tables(), false);
+        assert!(conns[0].notes.is_empty(), "{:?}", conns[0].notes);
+        assert_eq!(conns[0].chunks[1].bytes, b"215 10\r\n");
+        assert_eq!(conns[0].chunks[2].bytes, b"PNG\r\n");
+        assert_eq!(conns[0].chunks[3].bytes, b"241 11 5\r\n<ml/>");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 mod capture_cmd;
 mod cli;
+mod extract_cmd;
 
 use std::io::{Read, Write};
 use std::process::ExitCode;
@@ -13,10 +14,12 @@ use anyhow::{Context, Result};
 use clap::Parser;
 
 use cli::{Cli, Command};
-use msntap::event::Dir;
+use msntap::analysis::report::Report;
+use msntap::analysis::transcript::Transcripts;
+use msntap::input::{self, InputKind};
 use msntap::output::Output;
 use msntap::protocol::tables::Tables;
-use msntap::{logfile, EventKind, Session, SessionHint};
+use msntap::{Event, SessionHint};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -49,9 +52,123 @@ fn run(cli: Cli) -> Result<ExitCode> {
     match &cli.command {
         Command::Decode(a) => decode(a, tables),
         Command::Dissectors(a) => dissectors(a, &tables),
+        Command::Extract(a) => extract_cmd::run(a, tables),
+        Command::Report(a) => report(a, tables),
+        Command::Transcript(a) => transcript(a, tables),
         Command::Read(a) => capture_cmd::read(a, tables),
         Command::Synth(a) => capture_cmd::synth(a, tables),
     }
+}
+
+/// Feeds every event of every input (captures, logs, JSON Lines) to `f`.
+fn for_each_input_event(
+    a: &cli::InputArgs,
+    tables: &Arc<Tables>,
+    f: &mut dyn FnMut(Event) -> std::io::Result<()>,
+) -> Result<()> {
+    let mut conn_base = 0u64;
+    for path in &a.inputs {
+        let kind = input::sniff(path)?;
+        match kind {
+            InputKind::JsonLines => {
+                // Keep connection ids of different files apart.
+                let base = conn_base;
+                let mut max = 0;
+                input::read_jsonl(path, &mut |mut ev| {
+                    max = max.max(ev.conn);
+                    ev.conn += base;
+                    f(ev)
+                })?;
+                conn_base += max;
+            }
+            InputKind::SessionLog => {
+                let text = read_input(path)?;
+                let opts = input::LogOptions {
+                    hint: SessionHint {
+                        service: a.assume_service,
+                        version: a.version,
+                    },
+                    flip: a.flip,
+                };
+                conn_base += input::decode_log(
+                    &text,
+                    &path.display().to_string(),
+                    tables,
+                    opts,
+                    conn_base,
+                    f,
+                )?;
+            }
+            InputKind::Pcap | InputKind::Pcapng => {
+                let opts = msntap::capture::ReadOptions {
+                    first_conn: conn_base + 1,
+                    ..Default::default()
+                };
+                let stats = msntap::capture::read_path(path, tables.clone(), &opts, f)?;
+                conn_base = stats.next_conn.saturating_sub(1).max(conn_base);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn write_out(dest: &str, text: &str) -> Result<()> {
+    if dest == "-" {
+        std::io::stdout().lock().write_all(text.as_bytes())?;
+    } else {
+        std::fs::write(dest, text).with_context(|| format!("writing {dest}"))?;
+    }
+    Ok(())
+}
+
+fn report(a: &cli::ReportArgs, tables: Arc<Tables>) -> Result<ExitCode> {
+    let mut r = Report {
+        inputs: a
+            .input
+            .inputs
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect(),
+        ..Report::default()
+    };
+    for_each_input_event(&a.input, &tables, &mut |ev| {
+        r.add(&ev, &tables);
+        Ok(())
+    })?;
+    if let Some(dir) = &a.stubs {
+        let written = r
+            .write_stubs(dir)
+            .with_context(|| format!("writing stubs into {}", dir.display()))?;
+        eprintln!(
+            "msntap: wrote {} dissector stubs into {} (load them with --dissectors {})",
+            written.len(),
+            dir.display(),
+            dir.display()
+        );
+    }
+    match a.json.as_deref() {
+        Some(dest) => write_out(dest, &(serde_json::to_string_pretty(&r)? + "\n"))?,
+        None => write_out("-", &r.text())?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn transcript(a: &cli::TranscriptArgs, tables: Arc<Tables>) -> Result<ExitCode> {
+    let mut t = Transcripts::default();
+    let redacting = !a.no_redact;
+    for_each_input_event(&a.input, &tables, &mut |mut ev| {
+        if redacting {
+            msntap::event::filter::redact(&mut ev);
+        }
+        t.add(&ev);
+        Ok(())
+    })?;
+    t.finish();
+    match a.json.as_deref() {
+        Some(dest) => write_out(dest, &(serde_json::to_string_pretty(&t.done)? + "\n"))?,
+        None => write_out("-", &t.text())?,
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn read_input(path: &std::path::Path) -> Result<String> {
@@ -67,44 +184,34 @@ fn read_input(path: &std::path::Path) -> Result<String> {
 }
 
 fn decode(a: &cli::DecodeArgs, tables: Arc<Tables>) -> Result<ExitCode> {
-    let mut out = Output::new(&a.out.config())?;
+    let mut cfg = a.out.config()?;
+    cfg.challenge_keys = tables.challenge_keys.clone();
+    let mut out = Output::new(&cfg)?;
     let mut conn_id = 0u64;
     for f in &a.files {
         let text = read_input(f)?;
-        let conns = logfile::parse(&text, &tables, a.flip);
-        if conns.is_empty() {
-            eprintln!("msntap: {}: no C:/S: or >>>/<<< lines found", f.display());
-        }
-        for c in conns {
-            conn_id += 1;
-            let hint = SessionHint {
+        let opts = input::LogOptions {
+            hint: SessionHint {
                 service: a.assume_service,
                 version: a.version,
-            };
-            let mut s = Session::new(tables.clone(), conn_id, hint);
-            let mut evs = Vec::new();
-            let mut notes = c.notes.iter().peekable();
-            for ch in &c.chunks {
-                while let Some((ln, msg)) = notes.next_if(|(ln, _)| *ln <= ch.line_no) {
-                    evs.push(s.event(
-                        ch.ts,
-                        Some(ch.dir),
-                        EventKind::Note {
-                            message: format!("{}:{ln}: {msg}", f.display()),
-                        },
-                    ));
-                }
-                s.feed(ch.dir, &ch.bytes, ch.ts, &mut evs);
-                out.emit_all(&mut evs)?;
-            }
-            let end = c.chunks.last().map(|c| c.ts).unwrap_or_default();
-            s.finish(end, &mut evs);
-            out.emit_all(&mut evs)?;
+            },
+            flip: a.flip,
+        };
+        let n = input::decode_log(
+            &text,
+            &f.display().to_string(),
+            &tables,
+            opts,
+            conn_id,
+            &mut |ev| out.emit(ev),
+        )?;
+        if n == 0 {
+            eprintln!("msntap: {}: no C:/S: or >>>/<<< lines found", f.display());
         }
+        conn_id += n;
     }
     out.finish()?;
     eprintln!("msntap: {}", out.summary.line());
-    let _ = Dir::C2s;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -74,7 +74,9 @@ fn corpus() -> Vec<Vec<(Dir, Vec<u8>)>> {
 }
 
 fn tables() -> Arc<Tables> {
-    Arc::new(Tables::builtin().expect("built-in tables"))
+    static T: std::sync::OnceLock<Arc<Tables>> = std::sync::OnceLock::new();
+    T.get_or_init(|| Arc::new(Tables::builtin().expect("built-in tables")))
+        .clone()
 }
 
 /// Feeds `stream` with each chunk cut at the given fractions.
@@ -179,4 +181,57 @@ fn hostile_stream_reports_what_happened() {
             .count(),
         4
     );
+}
+
+/// Arbitrary bytes, arbitrary splits, both directions: no panic, bounded buffers, and
+/// every input byte accounted for by a frame or a desync/gap event.
+fn arbitrary_stream() -> impl Strategy<Value = Vec<(bool, Vec<u8>)>> {
+    let token = prop_oneof![
+        Just(b"MSG 1 N 5\r\n".to_vec()),
+        Just(b"MSG a@b c 3\r\n".to_vec()),
+        Just(b"VER 1 MSNP13\r\n".to_vec()),
+        Just(b"UUX 1 ".to_vec()),
+        Just(b"241 5 ".to_vec()),
+        Just(b"\r\n".to_vec()),
+        Just(b"ZZZ 9 4\r\n".to_vec()),
+        Just(b"4294967295\r\n".to_vec()),
+        proptest::collection::vec(any::<u8>(), 0..20),
+    ];
+    proptest::collection::vec(
+        (
+            any::<bool>(),
+            proptest::collection::vec(token, 1..6).prop_map(|v| v.concat()),
+        ),
+        1..30,
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    #[test]
+    fn arbitrary_input_never_panics_and_stays_bounded(stream in arbitrary_stream()) {
+        let t = tables();
+        let mut s = Session::new(t, 1, SessionHint::default());
+        let mut out = Vec::new();
+        let mut fed = [0u64; 2];
+        for (c2s, bytes) in &stream {
+            let d = if *c2s { Dir::C2s } else { Dir::S2c };
+            fed[d.index()] += bytes.len() as u64;
+            s.feed(d, bytes, Ts(0), &mut out);
+            prop_assert!(s.buffered() <= 2 * (1024 * 1024 + 64 * 1024 + 4));
+        }
+        s.finish(Ts(0), &mut out);
+        prop_assert_eq!(s.buffered(), 0);
+        let mut seen = [0u64; 2];
+        for e in &out {
+            let Some(d) = e.dir else { continue };
+            match &e.kind {
+                EventKind::Command(c) => seen[d.index()] += c.raw.len() as u64,
+                EventKind::Desync { skipped, .. } => seen[d.index()] += skipped,
+                _ => {}
+            }
+        }
+        prop_assert_eq!(seen, fed);
+    }
 }

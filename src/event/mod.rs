@@ -294,6 +294,10 @@ pub struct Command {
     /// Secrets in this event were replaced by `<redacted>`.
     #[serde(default, skip_serializing_if = "is_false")]
     pub redacted: bool,
+    /// What the analysis layer adds: `auth` (login scheme, stage, password check),
+    /// `challenge` (CHL/QRY product id and validity).
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub annotations: Map<String, Value>,
     /// Indices of `args` holding server addresses (XFR, RNG): what a proxy rewrites.
     #[serde(skip)]
     pub address_args: Vec<usize>,

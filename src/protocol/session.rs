@@ -476,6 +476,7 @@ impl Session {
             line: String::from_utf8_lossy(line).into_owned(),
             offset,
             redacted: false,
+            annotations: Map::new(),
             address_args: Vec::new(),
             secret_args: Vec::new(),
             raw: raw.to_vec(),

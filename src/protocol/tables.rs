@@ -345,9 +345,26 @@ pub struct ChallengeKey {
     pub source: Option<String>,
 }
 
+/// A known payload vocabulary entry: MIME content type, MIME header or XML root element.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamedEntry {
+    pub name: String,
+    #[serde(default)]
+    pub meaning: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileDoc {
+    #[serde(default)]
+    content_type: Vec<NamedEntry>,
+    #[serde(default)]
+    mime_header: Vec<NamedEntry>,
+    #[serde(default)]
+    xml_root: Vec<NamedEntry>,
     #[serde(default)]
     command: Vec<CommandDef>,
     #[serde(default)]
@@ -369,6 +386,10 @@ pub struct Tables {
     pub errors: BTreeMap<u16, ErrorDef>,
     pub capabilities: Vec<CapabilityDef>,
     pub challenge_keys: Vec<ChallengeKey>,
+    /// Known MIME content types, MIME headers and XML roots (lower-case keys).
+    pub content_types: BTreeMap<String, NamedEntry>,
+    pub mime_headers: BTreeMap<String, NamedEntry>,
+    pub xml_roots: BTreeMap<String, NamedEntry>,
 }
 
 fn slot(name: &[u8]) -> Option<usize> {
@@ -406,6 +427,9 @@ impl Tables {
             errors: BTreeMap::new(),
             capabilities: Vec::new(),
             challenge_keys: Vec::new(),
+            content_types: BTreeMap::new(),
+            mime_headers: BTreeMap::new(),
+            xml_roots: BTreeMap::new(),
         }
     }
 
@@ -477,11 +501,39 @@ impl Tables {
             self.capabilities.push(c);
         }
         self.capabilities.sort_by_key(|c| (c.ext, c.bit));
+        for e in doc.content_type {
+            self.content_types.insert(e.name.to_ascii_lowercase(), e);
+        }
+        for e in doc.mime_header {
+            self.mime_headers.insert(e.name.to_ascii_lowercase(), e);
+        }
+        for e in doc.xml_root {
+            self.xml_roots.insert(e.name.to_ascii_lowercase(), e);
+        }
         for k in doc.challenge_key {
             self.challenge_keys.retain(|x| x.product_id != k.product_id);
             self.challenge_keys.push(k);
         }
         Ok(())
+    }
+
+    /// Drops a command from the tables (to study what msntap makes of it unknown).
+    pub fn remove_command(&mut self, name: &str) -> bool {
+        let Some(s) = slot(name.as_bytes()) else {
+            return false;
+        };
+        let i = self.index[s];
+        if i == u16::MAX {
+            return false;
+        }
+        self.commands.remove(i as usize);
+        self.index = vec![u16::MAX; SLOTS];
+        for (j, c) in self.commands.iter().enumerate() {
+            if let Some(k) = slot(c.name.as_bytes()) {
+                self.index[k] = j as u16;
+            }
+        }
+        true
     }
 
     pub fn command(&self, name: &[u8]) -> Option<&CommandDef> {
