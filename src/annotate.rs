@@ -221,7 +221,7 @@ pub fn annotate(
             } => copier.pcap_header(linktype, snaplen, nanos),
             Record::Block { raw, big_endian } => copier.block(raw, big_endian),
             Record::Packet(p) => {
-                let c = comment(&batch, p.pending.as_ref());
+                let c = comment(&batch, p.pending.as_deref());
                 if c.is_some() {
                     stats.commented += 1;
                 }

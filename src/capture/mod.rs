@@ -234,7 +234,7 @@ pub struct PacketRecord<'a> {
     /// Byte order of the file or section.
     pub big_endian: bool,
     /// What the packet's MSNP connection still holds after it was processed.
-    pub pending: Option<FlowPending>,
+    pub pending: Option<Box<FlowPending>>,
 }
 
 /// What the loop learns of a block while it is parsed, for the observer afterwards.
@@ -251,9 +251,12 @@ enum Seen {
         ts: Ts,
         data_off: usize,
         data_len: usize,
-        pending: Option<FlowPending>,
+        pending: Option<Box<FlowPending>>,
     },
 }
+
+/// Called by the reading loop with each block, after the block's events went to the sink.
+type Observer<'o> = dyn FnMut(Record<'_>) -> io::Result<()> + 'o;
 
 #[allow(clippy::too_many_arguments)]
 fn read_core<R: Read>(
@@ -263,7 +266,7 @@ fn read_core<R: Read>(
     opts: &ReadOptions,
     sink: &mut dyn FnMut(Event) -> io::Result<()>,
     progress: &mut dyn FnMut(u64),
-    mut observer: Option<&mut dyn FnMut(Record<'_>) -> io::Result<()>>,
+    mut observer: Option<&mut Observer<'_>>,
 ) -> Result<ReadStats, CaptureError> {
     let watch = observer.is_some();
     let mut flows = FlowTable::new(tables, opts.flows.clone(), opts.first_conn.max(1));
@@ -405,7 +408,11 @@ fn read_core<R: Read>(
                                     RecordKind::Simple => 12,
                                 },
                                 data_len: data.len(),
-                                pending: if tcp { flows.last_pending() } else { None },
+                                pending: if tcp {
+                                    flows.last_pending().map(Box::new)
+                                } else {
+                                    None
+                                },
                             };
                         }
                     }

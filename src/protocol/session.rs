@@ -815,6 +815,35 @@ versions = "2-21"
     }
 
     #[test]
+    fn pending_says_how_much_of_a_payload_is_in() {
+        let mut sess = Session::new(tables(), 1, SessionHint::default());
+        let mut out = Vec::new();
+        sess.feed(Dir::C2s, b"UUX 7 10\r\n<Dat", Ts(0), &mut out);
+        assert!(out.is_empty());
+        assert_eq!(
+            sess.pending(Dir::C2s),
+            Pending {
+                buffered: 14,
+                awaiting: Some(Awaiting {
+                    cmd: "UUX".into(),
+                    trid: Some("7".into()),
+                    have: 4,
+                    need: 10
+                })
+            }
+        );
+        assert_eq!(sess.pending(Dir::S2c), Pending::default());
+        // A partial line: bytes only.
+        sess.feed(Dir::S2c, b"PN", Ts(0), &mut out);
+        assert_eq!(sess.pending(Dir::S2c).buffered, 2);
+        assert_eq!(sess.pending(Dir::S2c).awaiting, None);
+        // Once complete, nothing is pending.
+        sess.feed(Dir::C2s, b"a></Da", Ts(0), &mut out);
+        assert_eq!(cmds(&out).len(), 1);
+        assert_eq!(sess.pending(Dir::C2s), Pending::default());
+    }
+
+    #[test]
     fn payload_framed_by_length_and_next_command_follows_without_crlf() {
         let body = b"MIME-Version: 1.0\r\nContent-Type: text/plain\r\n\r\nhi";
         let mut s = format!("MSG 1 N {}\r\n", body.len()).into_bytes();
