@@ -253,6 +253,58 @@ mod tests {
     use crate::protocol::session::{Awaiting, Pending};
 
     #[test]
+    fn simple_packet_blocks_become_enhanced_ones_with_the_same_bytes() {
+        use crate::capture::writer::{CaptureWriter, Format, Link, TcpFlowWriter};
+        use pcap_parser::pcapng::Block;
+        use pcap_parser::traits::PcapReaderIterator;
+        use pcap_parser::{PcapBlockOwned, PcapNGReader};
+        let mut w = CaptureWriter::new(Vec::new(), Format::PcapNg, Link::Raw).expect("w");
+        let mut f = TcpFlowWriter::new(
+            "10.1.1.1:40000".parse().expect("a"),
+            "10.2.2.2:1863".parse().expect("a"),
+        );
+        w.flush().expect("flush");
+        let mut file = w.into_inner().expect("bytes");
+        let ip = f.segment_at(Dir::C2s, 0, b"VER 1 MSNP8\r\n").expect("seg");
+        // Simple packet block: type 3, length, original length, data padded, length.
+        let total = (16 + ip.len() + (4 - ip.len() % 4) % 4) as u32;
+        file.extend_from_slice(&3u32.to_le_bytes());
+        file.extend_from_slice(&total.to_le_bytes());
+        file.extend_from_slice(&(ip.len() as u32).to_le_bytes());
+        file.extend_from_slice(&ip);
+        file.resize(file.len() + (4 - ip.len() % 4) % 4, 0);
+        file.extend_from_slice(&total.to_le_bytes());
+        let dir = std::env::temp_dir().join(format!("msntap-annotate-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let input = dir.join("spb.pcapng");
+        std::fs::write(&input, &file).expect("write");
+        let mut out = Vec::new();
+        let tables = Arc::new(Tables::builtin().expect("tables"));
+        let st = annotate(&input, &mut out, tables, &AnnotateOptions::default()).expect("ok");
+        assert_eq!((st.read.packets, st.commented), (1, 1));
+        let mut r = PcapNGReader::new(1 << 16, &out[..]).expect("reader");
+        let mut seen = 0;
+        while let Ok((len, b)) = r.next() {
+            if let PcapBlockOwned::NG(Block::EnhancedPacket(e)) = b {
+                assert_eq!(&e.data[..e.caplen as usize], &ip[..]);
+                assert_eq!(
+                    (e.if_id, e.ts_high, e.ts_low, e.origlen),
+                    (0, 0, 0, ip.len() as u32)
+                );
+                let c = e
+                    .options
+                    .iter()
+                    .find(|o| o.code == pcap_parser::OptionCode::Comment);
+                let c = c.expect("comment");
+                assert!(String::from_utf8_lossy(c.value()).starts_with("#1 connect "));
+                seen += 1;
+            }
+            r.consume(len);
+        }
+        assert_eq!(seen, 1);
+    }
+
+    #[test]
     fn pending_lines_name_the_waiting_command() {
         let p = FlowPending {
             conn: 3,

@@ -382,8 +382,10 @@ fn read_core<R: Read>(
                             let i = ifaces
                                 .first()
                                 .ok_or_else(|| fmt_err(at, "packet before any interface".into()))?;
-                            // Simple packets carry no timestamp.
-                            Some((i.linktype, Ts(0), spb.data, RecordKind::Simple, 0))
+                            // Simple packets carry no timestamp; their data is padded
+                            // to 4 bytes and captured up to the original length.
+                            let n = (spb.origlen as usize).min(spb.data.len());
+                            Some((i.linktype, Ts(0), &spb.data[..n], RecordKind::Simple, 0))
                         }
                         PcapBlockOwned::NG(_) => None,
                     };
