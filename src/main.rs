@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod cli;
+mod proxy_cmd;
 
 use std::io::{Read, Write};
 use std::process::ExitCode;
@@ -44,6 +45,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
     match &cli.command {
         Command::Decode(a) => decode(a, tables),
         Command::Dissectors(a) => dissectors(a, &tables),
+        Command::Proxy(a) => proxy_cmd::run(a, tables),
     }
 }
 

@@ -1,0 +1,472 @@
+//! The server-to-client line rewriter: decides which received bytes can be forwarded now and
+//! swaps the server address in complete XFR/RNG command lines. Sans-IO; it never touches
+//! payload bytes and never changes anything but the one address token of a redirect.
+//!
+//! It rides on the framing of the core `Session`: after the session has consumed a chunk, the
+//! rewriter gets the same chunk plus the events it produced. Complete frames are known from
+//! the command events (offset and exact bytes); only the unframed tail needs a decision, and
+//! only a tail that could still turn into an `XFR `/`RNG ` line is held back.
+
+use crate::event::{Command, Dir, Event, EventKind, Service};
+use crate::protocol::fields::looks_like_address;
+
+/// Longest partial line held back while waiting to see whether it is a redirect. Real XFR and
+/// RNG lines are a few hundred bytes at most (RNG carries a friendly name of up to ~390).
+pub const MAX_HOLD: usize = 4096;
+
+/// A redirect line found in the stream, for the caller to route.
+#[derive(Debug, Clone)]
+pub struct Found<'a> {
+    pub cmd: &'a Command,
+    /// Index in `cmd.args` of the address token.
+    pub index: usize,
+    pub target: Service,
+    pub address: &'a str,
+}
+
+/// What the rewriter did, for events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Rewritten {
+        cmd: String,
+        target: Service,
+        original: String,
+        rewritten: String,
+    },
+    /// A redirect passed through unmodified, and why.
+    Untouched {
+        cmd: String,
+        original: String,
+        reason: String,
+    },
+    /// The rewriter stopped rewriting (decoder desync): raw passthrough from now on.
+    Passthrough { reason: String },
+}
+
+/// The XFR NS/SB or RNG address of a command line, when it has one worth rewriting.
+/// `XFR 0 NS 0` (soft reset) has none. The dissector tables mark address parameters; if a
+/// table lacks the entry, the documented positions (XFR: 2, RNG: 1) are used.
+pub fn redirect_of(cmd: &Command) -> Option<Found<'_>> {
+    let target = match cmd.cmd.as_str() {
+        "RNG" => Service::Sb,
+        "XFR" => match cmd.args.get(1).map(String::as_str) {
+            Some("SB") => Service::Sb,
+            Some("NS") => Service::Ns,
+            _ => return None,
+        },
+        _ => return None,
+    };
+    let index = match cmd.address_args.first() {
+        Some(&i) => i,
+        None if cmd.cmd == "RNG" => 1,
+        None => 2,
+    };
+    let address = cmd.args.get(index)?;
+    if !looks_like_address(address) {
+        return None;
+    }
+    Some(Found {
+        cmd,
+        index,
+        target,
+        address,
+    })
+}
+
+/// Byte range of the `n`-th space-separated token of `line` (empty tokens skipped, as the
+/// session tokenizes).
+fn token_range(line: &[u8], n: usize) -> Option<(usize, usize)> {
+    let mut i = 0;
+    let mut k = 0;
+    while i < line.len() {
+        while i < line.len() && line[i] == b' ' {
+            i += 1;
+        }
+        let start = i;
+        while i < line.len() && !matches!(line[i], b' ' | b'\r' | b'\n') {
+            i += 1;
+        }
+        if start == i {
+            return None;
+        }
+        if k == n {
+            return Some((start, i));
+        }
+        k += 1;
+        if i < line.len() && line[i] != b' ' {
+            return None;
+        }
+    }
+    None
+}
+
+/// `raw` with token `n` (0 = command name) replaced by `new`.
+pub fn replace_token(raw: &[u8], n: usize, new: &str) -> Option<Vec<u8>> {
+    let (a, b) = token_range(raw, n)?;
+    let mut v = Vec::with_capacity(raw.len() + new.len());
+    v.extend_from_slice(&raw[..a]);
+    v.extend_from_slice(new.as_bytes());
+    v.extend_from_slice(&raw[b..]);
+    Some(v)
+}
+
+fn could_be_redirect(b: &[u8]) -> bool {
+    let n = b.len().min(4);
+    n > 0 && (b[..n] == b"XFR "[..n] || b[..n] == b"RNG "[..n])
+}
+
+/// Rewriting state of one server-to-client stream.
+#[derive(Debug, Default)]
+pub struct Rewriter {
+    /// Received, not yet forwarded.
+    pending: Vec<u8>,
+    /// Stream offset of `pending[0]`.
+    pend_off: u64,
+    /// End of the last frame the session reported.
+    framed_end: u64,
+    /// The last forwarded byte was LF (or nothing was forwarded yet).
+    prev_lf: bool,
+    passthrough: bool,
+}
+
+impl Rewriter {
+    pub fn new() -> Rewriter {
+        Rewriter {
+            prev_lf: true,
+            ..Rewriter::default()
+        }
+    }
+
+    /// Bytes held back.
+    pub fn held(&self) -> usize {
+        self.pending.len()
+    }
+
+    pub fn is_passthrough(&self) -> bool {
+        self.passthrough
+    }
+
+    /// Switches to raw passthrough (e.g. the decoder failed).
+    pub fn disable(&mut self) {
+        self.passthrough = true;
+    }
+
+    /// Takes a received chunk and the events the session produced for it; appends what can
+    /// be forwarded to `out`. `route` maps a redirect to the address to write (None: leave it).
+    pub fn push(
+        &mut self,
+        chunk: &[u8],
+        events: &[Event],
+        route: &mut dyn FnMut(&Found<'_>) -> Result<String, String>,
+        out: &mut Vec<u8>,
+        outcomes: &mut Vec<Outcome>,
+    ) {
+        self.pending.extend_from_slice(chunk);
+        for ev in events.iter().filter(|e| e.dir == Some(Dir::S2c)) {
+            if self.passthrough {
+                break;
+            }
+            match &ev.kind {
+                EventKind::Command(c) => {
+                    let start = c.offset;
+                    let end = start + c.raw.len() as u64;
+                    if let Some(f) = redirect_of(c) {
+                        self.rewrite_frame(&f, start, end, route, out, outcomes);
+                    }
+                    self.framed_end = self.framed_end.max(end);
+                }
+                EventKind::Desync { reason, .. } | EventKind::Error { message: reason } => {
+                    self.passthrough = true;
+                    outcomes.push(Outcome::Passthrough {
+                        reason: format!("decoder lost the framing ({reason})"),
+                    });
+                }
+                _ => {}
+            }
+        }
+        if self.passthrough {
+            self.forward(self.pending.len(), out);
+            return;
+        }
+        // Frames the session completed are forwarded; the tail waits only if it may still
+        // become a redirect line.
+        let mut hold_at = None;
+        let len = self.pending.len();
+        for i in 0..len {
+            let p = self.pend_off + i as u64;
+            if p < self.framed_end {
+                continue;
+            }
+            let line_start = p == self.framed_end
+                || if i == 0 {
+                    self.prev_lf
+                } else {
+                    self.pending[i - 1] == b'\n'
+                };
+            if line_start && could_be_redirect(&self.pending[i..]) {
+                hold_at = Some(i);
+                break;
+            }
+        }
+        let n = match hold_at {
+            Some(i) if len - i <= MAX_HOLD => i,
+            _ => len,
+        };
+        self.forward(n, out);
+    }
+
+    /// The stream ended: everything left goes out as it is.
+    pub fn finish(&mut self, out: &mut Vec<u8>) {
+        self.forward(self.pending.len(), out);
+    }
+
+    fn forward(&mut self, n: usize, out: &mut Vec<u8>) {
+        if n == 0 {
+            return;
+        }
+        out.extend_from_slice(&self.pending[..n]);
+        self.prev_lf = self.pending[n - 1] == b'\n';
+        self.pending.drain(..n);
+        self.pend_off += n as u64;
+    }
+
+    fn rewrite_frame(
+        &mut self,
+        f: &Found<'_>,
+        start: u64,
+        end: u64,
+        route: &mut dyn FnMut(&Found<'_>) -> Result<String, String>,
+        out: &mut Vec<u8>,
+        outcomes: &mut Vec<Outcome>,
+    ) {
+        let untouched = |reason: &str| Outcome::Untouched {
+            cmd: f.cmd.cmd.clone(),
+            original: f.address.to_string(),
+            reason: reason.to_string(),
+        };
+        let have = self.pend_off + self.pending.len() as u64;
+        if start < self.pend_off || end > have {
+            outcomes.push(untouched(
+                "the line had already been forwarded (held back too long)",
+            ));
+            return;
+        }
+        let a = (start - self.pend_off) as usize;
+        let b = (end - self.pend_off) as usize;
+        if self.pending[a..b] != f.cmd.raw[..] {
+            // The decoder's view disagrees with the bytes: never trust it again.
+            self.passthrough = true;
+            outcomes.push(Outcome::Passthrough {
+                reason: "decoder frame does not match the received bytes".into(),
+            });
+            return;
+        }
+        let new = match route(f) {
+            Ok(n) => n,
+            Err(reason) => {
+                outcomes.push(untouched(&reason));
+                return;
+            }
+        };
+        let Some(line) = replace_token(&f.cmd.raw, f.index + 1, &new) else {
+            outcomes.push(untouched("address token not found in the line"));
+            return;
+        };
+        self.forward(a, out);
+        out.extend_from_slice(&line);
+        self.prev_lf = line.last() == Some(&b'\n');
+        self.pending.drain(..b - a);
+        self.pend_off = end;
+        outcomes.push(Outcome::Rewritten {
+            cmd: f.cmd.cmd.clone(),
+            target: f.target,
+            original: f.address.to_string(),
+            rewritten: new,
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Ts;
+    use crate::protocol::{Session, SessionHint, Tables};
+    use std::sync::Arc;
+
+    /// Runs `chunks` through a session and a rewriter that maps every address to
+    /// `P:<n>` (n = how many redirects so far); returns the forwarded bytes and outcomes.
+    fn run(chunks: &[&[u8]]) -> (Vec<u8>, Vec<Outcome>) {
+        let tables = Arc::new(Tables::builtin().expect("tables"));
+        let mut s = Session::new(tables, 1, SessionHint::default());
+        let mut rw = Rewriter::new();
+        let mut out = Vec::new();
+        let mut outcomes = Vec::new();
+        let mut k = 0;
+        let mut route = |_: &Found<'_>| {
+            k += 1;
+            Ok(format!("127.0.0.1:{}", 40000 + k))
+        };
+        for c in chunks {
+            let mut evs = Vec::new();
+            s.feed(Dir::S2c, c, Ts(0), &mut evs);
+            rw.push(c, &evs, &mut route, &mut out, &mut outcomes);
+        }
+        rw.finish(&mut out);
+        (out, outcomes)
+    }
+
+    fn split_all(input: &[u8]) -> Vec<(Vec<u8>, Vec<Outcome>)> {
+        (1..input.len())
+            .map(|i| run(&[&input[..i], &input[i..]]))
+            .collect()
+    }
+
+    #[test]
+    fn xfr_ns_forms_are_rewritten_and_nothing_else_changes() {
+        let cases: &[(&[u8], &[u8])] = &[
+            (
+                b"XFR 3 NS 10.0.0.5:1863\r\n",
+                b"XFR 3 NS 127.0.0.1:40001\r\n",
+            ),
+            (
+                b"XFR 4 NS 10.0.0.5:1863 0\r\n",
+                b"XFR 4 NS 127.0.0.1:40001 0\r\n",
+            ),
+            (
+                b"XFR 5 NS 10.0.0.5:1863 0 10.0.0.1:1863\r\n",
+                b"XFR 5 NS 127.0.0.1:40001 0 10.0.0.1:1863\r\n",
+            ),
+            (
+                b"XFR 8 NS ns.example.org:1863 U D\r\n",
+                b"XFR 8 NS 127.0.0.1:40001 U D\r\n",
+            ),
+            (
+                b"XFR 9 NS 10.0.0.5:1863 U D VmVyc2lvbjogMQ0KWGZyQ291bnQ6IDE=\r\n",
+                b"XFR 9 NS 127.0.0.1:40001 U D VmVyc2lvbjogMQ0KWGZyQ291bnQ6IDE=\r\n",
+            ),
+            (
+                b"XFR 1 SB 10.0.1.200:1865 CKI 123456789.123456789.123456789\r\n",
+                b"XFR 1 SB 127.0.0.1:40001 CKI 123456789.123456789.123456789\r\n",
+            ),
+            (
+                b"XFR 7 SB sb.example.org:1865 CKI 1.2.3 U messenger.msn.com 1\r\n",
+                b"XFR 7 SB 127.0.0.1:40001 CKI 1.2.3 U messenger.msn.com 1\r\n",
+            ),
+            (
+                b"RNG 987654331 10.0.1.200:1865 CKI 123.456 bob@example.com Bob%20B\r\n",
+                b"RNG 987654331 127.0.0.1:40001 CKI 123.456 bob@example.com Bob%20B\r\n",
+            ),
+        ];
+        for (input, want) in cases {
+            // A following line, as in a real session (it also settles framing for a table
+            // that does not know the command).
+            let input = [*input, b"OUT\r\n"].concat();
+            let want = [*want, b"OUT\r\n"].concat();
+            let (out, oc) = run(&[&input]);
+            assert_eq!(
+                String::from_utf8_lossy(&out),
+                String::from_utf8_lossy(&want)
+            );
+            assert_eq!(oc.len(), 1, "{oc:?}");
+            // Every split point gives the same bytes.
+            for (o, _) in split_all(&input) {
+                assert_eq!(o, want);
+            }
+        }
+    }
+
+    #[test]
+    fn soft_reset_and_other_lines_pass_unchanged() {
+        let input: &[u8] =
+            b"XFR 0 NS 0\r\nCHL 0 1234567890\r\nILN 1 NLN alice@example.com Alice 0\r\n";
+        let (out, oc) = run(&[input]);
+        assert_eq!(out, input);
+        assert!(oc.is_empty());
+    }
+
+    #[test]
+    fn redirect_text_inside_a_payload_is_not_touched() {
+        // A MSG body whose text contains an XFR line: framing says it is payload.
+        let body =
+            "MIME-Version: 1.0\r\nContent-Type: text/plain\r\n\r\nXFR 1 SB 10.0.0.9:1865 CKI x\r\n";
+        let mut input = format!("MSG bob@example.com Bob {}\r\n{body}", body.len()).into_bytes();
+        input.extend_from_slice(b"XFR 2 SB 10.0.0.7:1865 CKI abc\r\n");
+        let mut want = format!("MSG bob@example.com Bob {}\r\n{body}", body.len()).into_bytes();
+        want.extend_from_slice(b"XFR 2 SB 127.0.0.1:40001 CKI abc\r\n");
+        let (out, oc) = run(&[&input]);
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            String::from_utf8_lossy(&want)
+        );
+        assert_eq!(oc.len(), 1);
+        for (o, _) in split_all(&input) {
+            assert_eq!(String::from_utf8_lossy(&o), String::from_utf8_lossy(&want));
+        }
+    }
+
+    #[test]
+    fn only_possible_redirect_lines_are_held_back() {
+        let tables = Arc::new(Tables::builtin().expect("tables"));
+        let mut s = Session::new(tables, 1, SessionHint::default());
+        let mut rw = Rewriter::new();
+        let mut route = |_: &Found<'_>| Ok::<_, String>("127.0.0.1:1".to_string());
+        let mut feed = |b: &[u8], s: &mut Session, rw: &mut Rewriter| {
+            let mut evs = Vec::new();
+            s.feed(Dir::S2c, b, Ts(0), &mut evs);
+            let mut out = Vec::new();
+            rw.push(b, &evs, &mut route, &mut out, &mut Vec::new());
+            out
+        };
+        // A partial CHL line cannot become a redirect: forwarded at once.
+        assert_eq!(feed(b"CHL 0 12", &mut s, &mut rw), b"CHL 0 12");
+        assert_eq!(feed(b"34\r\nXF", &mut s, &mut rw), b"34\r\n");
+        assert_eq!(rw.held(), 2);
+        assert_eq!(
+            feed(b"R 3 NS 1.2.3.4:1863 0\r\n", &mut s, &mut rw),
+            b"XFR 3 NS 127.0.0.1:1 0\r\n"
+        );
+        assert_eq!(rw.held(), 0);
+        // Not "XFR " after all: released as soon as that is clear.
+        assert_eq!(feed(b"XF", &mut s, &mut rw), b"");
+        assert_eq!(feed(b"X", &mut s, &mut rw), b"XFX");
+    }
+
+    #[test]
+    fn hold_is_bounded() {
+        let mut line = b"XFR 1 SB ".to_vec();
+        line.extend(std::iter::repeat_n(b'a', MAX_HOLD + 10));
+        let (out, _) = run(&[&line]);
+        assert_eq!(out, line);
+    }
+
+    #[test]
+    fn route_refusal_leaves_the_line_alone() {
+        let tables = Arc::new(Tables::builtin().expect("tables"));
+        let mut s = Session::new(tables, 1, SessionHint::default());
+        let mut rw = Rewriter::new();
+        let input = b"XFR 1 SB 10.0.0.7:1865 CKI abc\r\n";
+        let mut evs = Vec::new();
+        s.feed(Dir::S2c, input, Ts(0), &mut evs);
+        let (mut out, mut oc) = (Vec::new(), Vec::new());
+        rw.push(
+            input,
+            &evs,
+            &mut |_| Err("route table full".into()),
+            &mut out,
+            &mut oc,
+        );
+        assert_eq!(out, input);
+        assert!(
+            matches!(&oc[0], Outcome::Untouched { reason, .. } if reason == "route table full")
+        );
+    }
+
+    #[test]
+    fn token_replacement_keeps_spacing() {
+        assert_eq!(
+            replace_token(b"XFR 1  SB a:1 CKI c\r\n", 3, "b:2").as_deref(),
+            Some(&b"XFR 1  SB b:2 CKI c\r\n"[..])
+        );
+        assert_eq!(replace_token(b"XFR 1\r\n", 3, "x"), None);
+    }
+}
