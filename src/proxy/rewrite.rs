@@ -17,8 +17,9 @@ pub const MAX_HOLD: usize = 4096;
 /// A redirect line found in the stream, for the caller to route.
 #[derive(Debug, Clone)]
 pub struct Found<'a> {
-    pub cmd: &'a Command,
-    /// Index in `cmd.args` of the address token.
+    /// `XFR` or `RNG`.
+    pub cmd: &'a str,
+    /// Index in the arguments of the address token.
     pub index: usize,
     pub target: Service,
     pub address: &'a str,
@@ -44,24 +45,28 @@ pub enum Outcome {
 }
 
 /// The XFR NS/SB or RNG address of a command line, when it has one worth rewriting.
-/// `XFR 0 NS 0` (soft reset) has none. The dissector tables mark address parameters; if a
-/// table lacks the entry, the documented positions (XFR: 2, RNG: 1) are used.
-pub fn redirect_of(cmd: &Command) -> Option<Found<'_>> {
-    let target = match cmd.cmd.as_str() {
+/// `XFR 0 NS 0` (soft reset) has none. The dissector tables mark address parameters
+/// (`address_args`); without a table entry the documented positions (XFR: 2, RNG: 1) are used.
+pub fn redirect_in<'a>(
+    cmd: &'a str,
+    args: &'a [String],
+    address_args: &[usize],
+) -> Option<Found<'a>> {
+    let target = match cmd {
         "RNG" => Service::Sb,
-        "XFR" => match cmd.args.get(1).map(String::as_str) {
+        "XFR" => match args.get(1).map(String::as_str) {
             Some("SB") => Service::Sb,
             Some("NS") => Service::Ns,
             _ => return None,
         },
         _ => return None,
     };
-    let index = match cmd.address_args.first() {
+    let index = match address_args.first() {
         Some(&i) => i,
-        None if cmd.cmd == "RNG" => 1,
+        None if cmd == "RNG" => 1,
         None => 2,
     };
-    let address = cmd.args.get(index)?;
+    let address = args.get(index)?;
     if !looks_like_address(address) {
         return None;
     }
@@ -71,6 +76,11 @@ pub fn redirect_of(cmd: &Command) -> Option<Found<'_>> {
         target,
         address,
     })
+}
+
+/// [`redirect_in`] for a decoded command.
+pub fn redirect_of(cmd: &Command) -> Option<Found<'_>> {
+    redirect_in(&cmd.cmd, &cmd.args, &cmd.address_args)
 }
 
 /// Byte range of the `n`-th space-separated token of `line` (empty tokens skipped, as the
@@ -115,6 +125,9 @@ fn could_be_redirect(b: &[u8]) -> bool {
     n > 0 && (b[..n] == b"XFR "[..n] || b[..n] == b"RNG "[..n])
 }
 
+/// How many early rewrites are remembered until the session reports their frames.
+const MAX_EARLY: usize = 64;
+
 /// Rewriting state of one server-to-client stream.
 #[derive(Debug, Default)]
 pub struct Rewriter {
@@ -127,7 +140,11 @@ pub struct Rewriter {
     /// The last forwarded byte was LF (or nothing was forwarded yet).
     prev_lf: bool,
     passthrough: bool,
+    /// Offsets of lines rewritten before the session framed them.
+    early: Vec<u64>,
 }
+
+type Route<'r> = dyn FnMut(&Found<'_>) -> Result<String, String> + 'r;
 
 impl Rewriter {
     pub fn new() -> Rewriter {
@@ -152,12 +169,13 @@ impl Rewriter {
     }
 
     /// Takes a received chunk and the events the session produced for it; appends what can
-    /// be forwarded to `out`. `route` maps a redirect to the address to write (None: leave it).
+    /// be forwarded to `out`. `route` maps a redirect to the address to write (Err: leave it,
+    /// with the reason).
     pub fn push(
         &mut self,
         chunk: &[u8],
         events: &[Event],
-        route: &mut dyn FnMut(&Found<'_>) -> Result<String, String>,
+        route: &mut Route<'_>,
         out: &mut Vec<u8>,
         outcomes: &mut Vec<Outcome>,
     ) {
@@ -170,12 +188,14 @@ impl Rewriter {
                 EventKind::Command(c) => {
                     let start = c.offset;
                     let end = start + c.raw.len() as u64;
-                    if let Some(f) = redirect_of(c) {
-                        self.rewrite_frame(&f, start, end, route, out, outcomes);
+                    if let Some(k) = self.early.iter().position(|&o| o == start) {
+                        self.early.swap_remove(k);
+                    } else if let Some(f) = redirect_of(c) {
+                        self.rewrite_frame(&f, start, &c.raw, route, out, outcomes);
                     }
                     self.framed_end = self.framed_end.max(end);
                 }
-                EventKind::Desync { reason, .. } | EventKind::Error { message: reason } => {
+                EventKind::Desync { reason, .. } => {
                     self.passthrough = true;
                     outcomes.push(Outcome::Passthrough {
                         reason: format!("decoder lost the framing ({reason})"),
@@ -188,31 +208,57 @@ impl Rewriter {
             self.forward(self.pending.len(), out);
             return;
         }
-        // Frames the session completed are forwarded; the tail waits only if it may still
-        // become a redirect line.
-        let mut hold_at = None;
-        let len = self.pending.len();
-        for i in 0..len {
+        self.tail(route, out, outcomes);
+    }
+
+    /// Forwards the unframed tail up to the first place a redirect line may start. A complete
+    /// XFR/RNG line there is rewritten at once: those commands never carry a payload, so the
+    /// line is whole even when the session still waits to decide about what follows it.
+    fn tail(&mut self, route: &mut Route<'_>, out: &mut Vec<u8>, outcomes: &mut Vec<Outcome>) {
+        let mut i = 0;
+        while i < self.pending.len() {
             let p = self.pend_off + i as u64;
-            if p < self.framed_end {
+            let line_start = p >= self.framed_end
+                && (p == self.framed_end
+                    || if i == 0 {
+                        self.prev_lf
+                    } else {
+                        self.pending[i - 1] == b'\n'
+                    });
+            if !(line_start && could_be_redirect(&self.pending[i..])) {
+                i += 1;
                 continue;
             }
-            let line_start = p == self.framed_end
-                || if i == 0 {
-                    self.prev_lf
+            let Some(lf) = self.pending[i..].iter().position(|&b| b == b'\n') else {
+                // A possible redirect line, not complete yet: hold it (within bounds).
+                let n = if self.pending.len() - i <= MAX_HOLD {
+                    i
                 } else {
-                    self.pending[i - 1] == b'\n'
+                    self.pending.len()
                 };
-            if line_start && could_be_redirect(&self.pending[i..]) {
-                hold_at = Some(i);
-                break;
+                self.forward(n, out);
+                return;
+            };
+            let line = self.pending[i..=i + lf].to_vec();
+            let text = String::from_utf8_lossy(&line);
+            let mut toks = text.split([' ', '\r', '\n']).filter(|t| !t.is_empty());
+            let name = toks.next().unwrap_or_default();
+            let args: Vec<String> = toks.map(str::to_string).collect();
+            if let Some(f) = redirect_in(name, &args, &[]) {
+                // Remembered either way, so the session's later report of this frame is not
+                // handled twice.
+                if self.early.len() >= MAX_EARLY {
+                    self.early.remove(0);
+                }
+                self.early.push(p);
+                if self.rewrite_frame(&f, p, &line, route, out, outcomes) {
+                    i = 0;
+                    continue;
+                }
             }
+            i += lf + 1;
         }
-        let n = match hold_at {
-            Some(i) if len - i <= MAX_HOLD => i,
-            _ => len,
-        };
-        self.forward(n, out);
+        self.forward(self.pending.len(), out);
     }
 
     /// The stream ended: everything left goes out as it is.
@@ -228,49 +274,56 @@ impl Rewriter {
         self.prev_lf = self.pending[n - 1] == b'\n';
         self.pending.drain(..n);
         self.pend_off += n as u64;
+        if self.pending.is_empty() && self.pending.capacity() > 4 * MAX_HOLD {
+            // An idle connection keeps no big buffer.
+            self.pending = Vec::new();
+        }
     }
 
+    /// Rewrites the frame `raw` at stream offset `start` if it is still held; returns whether
+    /// it was rewritten.
     fn rewrite_frame(
         &mut self,
         f: &Found<'_>,
         start: u64,
-        end: u64,
-        route: &mut dyn FnMut(&Found<'_>) -> Result<String, String>,
+        raw: &[u8],
+        route: &mut Route<'_>,
         out: &mut Vec<u8>,
         outcomes: &mut Vec<Outcome>,
-    ) {
+    ) -> bool {
         let untouched = |reason: &str| Outcome::Untouched {
-            cmd: f.cmd.cmd.clone(),
+            cmd: f.cmd.to_string(),
             original: f.address.to_string(),
             reason: reason.to_string(),
         };
+        let end = start + raw.len() as u64;
         let have = self.pend_off + self.pending.len() as u64;
         if start < self.pend_off || end > have {
             outcomes.push(untouched(
                 "the line had already been forwarded (held back too long)",
             ));
-            return;
+            return false;
         }
         let a = (start - self.pend_off) as usize;
         let b = (end - self.pend_off) as usize;
-        if self.pending[a..b] != f.cmd.raw[..] {
+        if self.pending[a..b] != *raw {
             // The decoder's view disagrees with the bytes: never trust it again.
             self.passthrough = true;
             outcomes.push(Outcome::Passthrough {
                 reason: "decoder frame does not match the received bytes".into(),
             });
-            return;
+            return false;
         }
         let new = match route(f) {
             Ok(n) => n,
             Err(reason) => {
                 outcomes.push(untouched(&reason));
-                return;
+                return false;
             }
         };
-        let Some(line) = replace_token(&f.cmd.raw, f.index + 1, &new) else {
+        let Some(line) = replace_token(raw, f.index + 1, &new) else {
             outcomes.push(untouched("address token not found in the line"));
-            return;
+            return false;
         };
         self.forward(a, out);
         out.extend_from_slice(&line);
@@ -278,11 +331,12 @@ impl Rewriter {
         self.pending.drain(..b - a);
         self.pend_off = end;
         outcomes.push(Outcome::Rewritten {
-            cmd: f.cmd.cmd.clone(),
+            cmd: f.cmd.to_string(),
             target: f.target,
             original: f.address.to_string(),
             rewritten: new,
         });
+        true
     }
 }
 
@@ -291,13 +345,18 @@ mod tests {
     use super::*;
     use crate::event::Ts;
     use crate::protocol::{Session, SessionHint, Tables};
-    use std::sync::Arc;
+    use std::sync::{Arc, OnceLock};
+
+    fn tables() -> Arc<Tables> {
+        static T: OnceLock<Arc<Tables>> = OnceLock::new();
+        T.get_or_init(|| Arc::new(Tables::builtin().expect("tables")))
+            .clone()
+    }
 
     /// Runs `chunks` through a session and a rewriter that maps every address to
     /// `P:<n>` (n = how many redirects so far); returns the forwarded bytes and outcomes.
     fn run(chunks: &[&[u8]]) -> (Vec<u8>, Vec<Outcome>) {
-        let tables = Arc::new(Tables::builtin().expect("tables"));
-        let mut s = Session::new(tables, 1, SessionHint::default());
+        let mut s = Session::new(tables(), 1, SessionHint::default());
         let mut rw = Rewriter::new();
         let mut out = Vec::new();
         let mut outcomes = Vec::new();
@@ -406,8 +465,7 @@ mod tests {
 
     #[test]
     fn only_possible_redirect_lines_are_held_back() {
-        let tables = Arc::new(Tables::builtin().expect("tables"));
-        let mut s = Session::new(tables, 1, SessionHint::default());
+        let mut s = Session::new(tables(), 1, SessionHint::default());
         let mut rw = Rewriter::new();
         let mut route = |_: &Found<'_>| Ok::<_, String>("127.0.0.1:1".to_string());
         let mut feed = |b: &[u8], s: &mut Session, rw: &mut Rewriter| {
@@ -432,6 +490,33 @@ mod tests {
     }
 
     #[test]
+    fn a_complete_redirect_line_goes_out_without_waiting_for_more_bytes() {
+        let mut s = Session::new(tables(), 1, SessionHint::default());
+        let mut rw = Rewriter::new();
+        let mut route = |_: &Found<'_>| Ok::<_, String>("127.0.0.1:9".to_string());
+        let mut n = 0;
+        for line in [
+            &b"RNG 11752013 10.0.0.2:1865 CKI c1 carol@example.com Carol U messenger.hotmail.com 1\r\n"[..],
+            &b"XFR 5 SB 10.0.0.3:1865 CKI c2 U messenger.msn.com 1\r\n"[..],
+        ] {
+            let mut evs = Vec::new();
+            s.feed(Dir::S2c, line, Ts(0), &mut evs);
+            let (mut out, mut oc) = (Vec::new(), Vec::new());
+            rw.push(line, &evs, &mut route, &mut out, &mut oc);
+            let want = String::from_utf8_lossy(line).replace("10.0.0.2:1865", "127.0.0.1:9").replace("10.0.0.3:1865", "127.0.0.1:9");
+            assert_eq!(String::from_utf8_lossy(&out), want);
+            n += oc.len();
+        }
+        // Whenever the session reports those frames, they are not handled a second time.
+        let mut evs = Vec::new();
+        s.feed(Dir::S2c, b"OUT\r\n", Ts(0), &mut evs);
+        let (mut out, mut oc) = (Vec::new(), Vec::new());
+        rw.push(b"OUT\r\n", &evs, &mut route, &mut out, &mut oc);
+        assert_eq!(out, b"OUT\r\n");
+        assert_eq!(n + oc.len(), 2, "{oc:?}");
+    }
+
+    #[test]
     fn hold_is_bounded() {
         let mut line = b"XFR 1 SB ".to_vec();
         line.extend(std::iter::repeat_n(b'a', MAX_HOLD + 10));
@@ -441,8 +526,7 @@ mod tests {
 
     #[test]
     fn route_refusal_leaves_the_line_alone() {
-        let tables = Arc::new(Tables::builtin().expect("tables"));
-        let mut s = Session::new(tables, 1, SessionHint::default());
+        let mut s = Session::new(tables(), 1, SessionHint::default());
         let mut rw = Rewriter::new();
         let input = b"XFR 1 SB 10.0.0.7:1865 CKI abc\r\n";
         let mut evs = Vec::new();
