@@ -438,9 +438,11 @@ async fn pump(c: &Conn, dir: Dir, rd: OwnedReadHalf, mut wr: OwnedWriteHalf) -> 
             };
             let _ = SockRef::from(other).set_linger(Some(Duration::ZERO));
             let _ = c.abort.send(true);
+            // Dropping a write half would send FIN first; the peer must see only the reset.
+            wr.forget();
         }
         End::Shutdown => c.mark(dir, End::Shutdown),
-        End::Aborted => {}
+        End::Aborted => wr.forget(),
     }
     (end, total)
 }

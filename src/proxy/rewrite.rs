@@ -239,6 +239,13 @@ impl Rewriter {
                 self.forward(n, out);
                 return;
             };
+            // Only where the session's framing ends is a line start certain; elsewhere (inside
+            // a payload still arriving, or bytes the session is skipping) the line waits for the
+            // session's verdict and is never rewritten early.
+            if p != self.framed_end {
+                i += lf + 1;
+                continue;
+            }
             let line = self.pending[i..=i + lf].to_vec();
             let text = String::from_utf8_lossy(&line);
             let mut toks = text.split([' ', '\r', '\n']).filter(|t| !t.is_empty());

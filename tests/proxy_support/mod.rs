@@ -184,6 +184,11 @@ impl Peer {
         v
     }
 
+    /// Reads until the peer's FIN.
+    pub async fn read_to_eof(&mut self) {
+        while self.fill().await > 0 {}
+    }
+
     /// Waits for the peer's FIN; panics on more data.
     pub async fn eof(&mut self) {
         let n = self.fill().await;
