@@ -11,12 +11,8 @@ use msntap::{EventKind, Tables};
 use proxy_support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-fn within<F: std::future::Future>(f: F) -> impl std::future::Future<Output = F::Output> {
-    async move {
-        tokio::time::timeout(Duration::from_secs(60), f)
-            .await
-            .expect("test finishes in time")
-    }
+async fn within<F: std::future::Future>(f: F) -> F::Output {
+    tokio::time::timeout(Duration::from_secs(60), f).await.expect("test finishes in time")
 }
 
 fn closes(evs: &[msntap::Event]) -> Vec<(String, String, u64, u64)> {

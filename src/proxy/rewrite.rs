@@ -526,7 +526,7 @@ mod tests {
     #[test]
     fn hold_is_bounded() {
         let mut line = b"XFR 1 SB ".to_vec();
-        line.extend(std::iter::repeat_n(b'a', MAX_HOLD + 10));
+        line.extend(vec![b'a'; MAX_HOLD + 10]);
         let (out, _) = run(&[&line]);
         assert_eq!(out, line);
     }
