@@ -42,12 +42,119 @@ pub enum Command {
     /// Relay a client to its server and decode the session live; XFR and RNG redirects are
     /// rewritten so notification and switchboard connections pass through msntap too.
     Proxy(ProxyArgs),
+    /// Discovery report: commands per version and service, unknown commands and forms,
+    /// unfamiliar payload vocabulary, error codes, payload guesses and desyncs.
+    Report(ReportArgs),
+    /// Switchboard conversations: who joined and left, messages with formatting, typing,
+    /// nudges, invitations.
+    Transcript(TranscriptArgs),
+    /// Decode pcap/pcapng captures: TCP reassembly, MSNP found on any port.
+    Read(ReadArgs),
+    /// Turn a session log into a pcap/pcapng capture (one TCP connection per log connection).
+    Synth(SynthArgs),
+}
+
+/// Inputs of the analysis commands: captures, session logs, or JSON Lines written earlier.
+#[derive(Args, Debug)]
+pub struct InputArgs {
+    /// Input files: pcap/pcapng captures, session logs, or JSON Lines from --json.
+    #[arg(required = true, value_name = "INPUT")]
+    pub inputs: Vec<PathBuf>,
+    /// For session logs: assume this MSNP version until a VER exchange says otherwise.
+    #[arg(long = "msnp", value_name = "N", value_parser = parse_version)]
+    pub version: Option<u8>,
+    /// For session logs: assume this service (DS, NS or SB).
+    #[arg(long = "assume-service", value_name = "SERVICE", value_parser = parse_service)]
+    pub assume_service: Option<Service>,
+    /// For `>>>`/`<<<` logs: read `>>>` as server-to-client.
+    #[arg(long)]
+    pub flip: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ReportArgs {
+    #[command(flatten)]
+    pub input: InputArgs,
+    /// Write the report as JSON to FILE ("-" for standard output).
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<String>,
+    /// Write a dissector stub (dissectors/ format) for each unknown command into DIR.
+    #[arg(long, value_name = "DIR")]
+    pub stubs: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct TranscriptArgs {
+    #[command(flatten)]
+    pub input: InputArgs,
+    /// Write the conversations as JSON to FILE ("-" for standard output).
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<String>,
+    /// Show invitation cookies instead of <redacted>.
+    #[arg(long)]
+    pub no_redact: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ReadArgs {
+    /// Capture files (pcap or pcapng, any byte order, micro- or nanosecond timestamps).
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// Also treat these server ports as MSNP (comma-separated; 1863 always is).
+    #[arg(long, value_delimiter = ',', value_name = "PORT")]
+    pub port: Vec<u16>,
+    /// Most TCP connections tracked at once (the least recently active are closed first).
+    #[arg(long, default_value_t = 20_000, value_name = "N")]
+    pub max_flows: usize,
+    /// No progress bar, even on a terminal.
+    #[arg(long)]
+    pub no_progress: bool,
+    #[command(flatten)]
+    pub out: OutputArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct SynthArgs {
+    /// Session log (`C:`/`S:` transcript or `>>>`/`<<<` log).
+    #[arg(value_name = "LOG")]
+    pub log: PathBuf,
+    /// Output capture file.
+    #[arg(short, long, value_name = "OUT")]
+    pub output: PathBuf,
+    /// Largest TCP payload per segment.
+    #[arg(long, default_value_t = 1460, value_name = "N")]
+    pub segment: usize,
+    /// Write pcapng instead of pcap.
+    #[arg(long)]
+    pub pcapng: bool,
+    /// Shuffle the segments of each burst of one direction.
+    #[arg(long)]
+    pub reorder: bool,
+    /// Send some segments twice.
+    #[arg(long)]
+    pub duplicate: bool,
+    /// Add retransmissions that overlap neighbouring segments (same bytes).
+    #[arg(long)]
+    pub overlap: bool,
+    /// Drop every Nth data segment (simulated capture loss; the peer still acknowledges it).
+    #[arg(long, value_name = "N")]
+    pub drop: Option<usize>,
+    /// Seed of the pseudo-random choices.
+    #[arg(long, default_value_t = 1, value_name = "S")]
+    pub seed: u64,
+    /// In `>>>`/`<<<` logs, read `>>>` as server-to-client.
+    #[arg(long)]
+    pub flip: bool,
 }
 
 #[derive(Args, Debug)]
 pub struct ProxyArgs {
     /// The real server, HOST:PORT (e.g. messenger.example.org:1863).
-    #[arg(long, value_name = "HOST:PORT", required_unless_present = "transparent")]
+    #[arg(
+        long,
+        value_name = "HOST:PORT",
+        required_unless_present = "transparent"
+    )]
     pub upstream: Option<String>,
     /// Where clients connect. Anything but a loopback address exposes the proxy to the network.
     #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:1863")]
@@ -128,6 +235,12 @@ pub struct OutputArgs {
     /// Show only the connections of this user handle, and lines that name it.
     #[arg(long, value_name = "HANDLE")]
     pub user: Option<String>,
+    /// Check MD5 logins (MSNP2-7) against this password (repeatable).
+    #[arg(long, value_name = "PASSWORD")]
+    pub password: Vec<String>,
+    /// Check MD5 logins against every line of FILE.
+    #[arg(long, value_name = "FILE")]
+    pub wordlist: Option<PathBuf>,
 }
 
 fn parse_service(s: &str) -> Result<Service, String> {
@@ -151,9 +264,12 @@ pub fn parse_version(s: &str) -> Result<u8, String> {
 }
 
 impl OutputArgs {
-    pub fn config(&self) -> OutputConfig {
+    pub fn config(&self) -> anyhow::Result<OutputConfig> {
         let up = |v: &Vec<String>| -> HashSet<String> {
-            v.iter().map(|s| s.trim().to_ascii_uppercase()).filter(|s| !s.is_empty()).collect()
+            v.iter()
+                .map(|s| s.trim().to_ascii_uppercase())
+                .filter(|s| !s.is_empty())
+                .collect()
         };
         let filter = Filter {
             only: up(&self.only),
@@ -163,13 +279,26 @@ impl OutputArgs {
             user: self.user.as_ref().map(|u| u.to_ascii_lowercase()),
             ..Filter::default()
         };
-        OutputConfig {
+        let mut passwords = self.password.clone();
+        if let Some(w) = &self.wordlist {
+            let text = std::fs::read(w)
+                .map_err(|e| anyhow::anyhow!("reading word list {}: {e}", w.display()))?;
+            passwords.extend(
+                String::from_utf8_lossy(&text)
+                    .lines()
+                    .map(|l| l.trim_end_matches('\r').to_string())
+                    .filter(|l| !l.is_empty()),
+            );
+        }
+        Ok(OutputConfig {
             json: self.json.clone(),
             color: self.color,
             full: self.full,
             quiet: self.quiet,
             no_redact: self.no_redact,
             filter,
-        }
+            passwords,
+            challenge_keys: Vec::new(),
+        })
     }
 }

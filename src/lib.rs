@@ -2,7 +2,10 @@
 //! shells around it. Nothing below `protocol` does I/O.
 #![forbid(unsafe_code)]
 
+pub mod analysis;
+pub mod capture;
 pub mod event;
+pub mod input;
 pub mod logfile;
 pub mod output;
 pub mod payload;

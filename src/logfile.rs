@@ -32,7 +32,11 @@ enum Style {
 }
 
 fn classify(line: &str, flip: bool) -> Option<(Dir, &str, Option<u64>)> {
-    let (c2s, s2c) = if flip { (Dir::S2c, Dir::C2s) } else { (Dir::C2s, Dir::S2c) };
+    let (c2s, s2c) = if flip {
+        (Dir::S2c, Dir::C2s)
+    } else {
+        (Dir::C2s, Dir::S2c)
+    };
     if let Some(r) = line.strip_prefix("C: ") {
         return Some((Dir::C2s, r, None));
     }
@@ -54,6 +58,56 @@ fn classify(line: &str, flip: bool) -> Option<(Dir, &str, Option<u64>)> {
     None
 }
 
+fn is_b64(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '+' || c == '/' || c == '='
+}
+
+/// Docs wrap long tokens (URL-encoded MSNObjects, tickets, base64) mid-word: such a
+/// continuation is glued to the previous line without a space.
+fn glued(prev: &str, cont: &str) -> bool {
+    if cont.starts_with('%') || prev.ends_with('%') {
+        return true;
+    }
+    let last = prev.rsplit(' ').next().unwrap_or("");
+    let first = cont.split(' ').next().unwrap_or("");
+    last.len() >= 20 && last.chars().all(is_b64) && !first.is_empty() && first.chars().all(is_b64)
+}
+
+/// Docs write computed values as `$md5(prefix + password)`: one token on the wire.
+fn collapse_placeholders(line: &str) -> String {
+    if !line.contains("$") {
+        return line.to_string();
+    }
+    let mut out = String::with_capacity(line.len());
+    let mut depth = 0usize;
+    let mut in_ph = false;
+    let mut prev = ' ';
+    for c in line.chars() {
+        if c == '$' && prev == ' ' {
+            in_ph = true;
+        }
+        if in_ph {
+            match c {
+                '(' => depth += 1,
+                ')' => {
+                    depth = depth.saturating_sub(1);
+                    if depth == 0 {
+                        in_ph = false;
+                    }
+                }
+                ' ' if depth > 0 => {
+                    prev = c;
+                    continue;
+                }
+                _ => {}
+            }
+        }
+        out.push(c);
+        prev = c;
+    }
+    out
+}
+
 /// Parses a session log. `tables` tells which commands carry a payload, so that prose
 /// after a non-payload line is not mistaken for payload. `flip` swaps `>>>` and `<<<`.
 pub fn parse(text: &str, tables: &Tables, flip: bool) -> Vec<LogConn> {
@@ -73,6 +127,10 @@ pub fn parse(text: &str, tables: &Tables, flip: bool) -> Vec<LogConn> {
             continue;
         }
         if is_md && !in_fence {
+            // Each headed section of a doc page is its own example scenario.
+            if raw.starts_with('#') {
+                cur = None;
+            }
             i += 1;
             continue;
         }
@@ -80,16 +138,25 @@ pub fn parse(text: &str, tables: &Tables, flip: bool) -> Vec<LogConn> {
             i += 1;
             continue;
         };
-        style.get_or_insert(if raw.starts_with("C: ") || raw.starts_with("S: ") { Style::Transcript } else { Style::Arrows });
+        style.get_or_insert(if raw.starts_with("C: ") || raw.starts_with("S: ") {
+            Style::Transcript
+        } else {
+            Style::Arrows
+        });
         let line_no = i + 1;
         // Join `.. ` continuations.
         let mut line = body.to_string();
         let mut j = i + 1;
         while j < lines.len() && lines[j].starts_with(".. ") {
-            line.push(' ');
-            line.push_str(&lines[j][3..]);
+            let cont = &lines[j][3..];
+            if !glued(&line, cont) {
+                line.push(' ');
+            }
+            line.push_str(cont);
             j += 1;
         }
+        let line = collapse_placeholders(&line);
+        let mut line = line;
         i = j;
         // Which connection?
         let idx = match conn_id {
@@ -108,7 +175,7 @@ pub fn parse(text: &str, tables: &Tables, flip: bool) -> Vec<LogConn> {
                         || toks.first() == Some(&"ANS")
                         || (toks.first() == Some(&"USR") && toks.len() == 4));
                 match cur {
-                    Some(c) if !(opens && !conns[c].chunks.is_empty()) => c,
+                    Some(c) if !opens || conns[c].chunks.is_empty() => c,
                     _ => {
                         conns.push(LogConn::default());
                         conns.len() - 1
@@ -123,8 +190,12 @@ pub fn parse(text: &str, tables: &Tables, flip: bool) -> Vec<LogConn> {
         let name = toks.first().copied().unwrap_or("");
         let may_payload = toks.len() >= 2
             && declared.is_some()
-            && (name.bytes().all(|c| c.is_ascii_digit())
-                || tables.command(name.as_bytes()).is_none_or(|d| d.may_carry_payload(dir)));
+            // An error code carries a payload only as `NNN trid len` (protocol-facts A.4).
+            && if name.bytes().all(|c| c.is_ascii_digit()) {
+                toks.len() >= 3
+            } else {
+                tables.command(name.as_bytes()).is_none_or(|d| d.may_carry_payload(dir))
+            };
         let mut bytes = Vec::new();
         if may_payload {
             let want = declared.unwrap_or(0) as usize;
@@ -232,6 +303,16 @@ mod tests {
         assert_eq!(conns.len(), 2);
         assert_eq!(conns[0].chunks.len(), 2);
         assert_eq!(conns[0].chunks[1].dir, Dir::S2c);
+    }
+
+    #[test]
+    fn error_with_only_a_trid_has_no_payload() {
+        let log = "C: ADD 10 FL a@b.com a\nS: 215 10\nC: PNG\nS: 241 11 5\n<ml/>\n";
+        let conns = parse(log, &tables(), false);
+        assert!(conns[0].notes.is_empty(), "{:?}", conns[0].notes);
+        assert_eq!(conns[0].chunks[1].bytes, b"215 10\r\n");
+        assert_eq!(conns[0].chunks[2].bytes, b"PNG\r\n");
+        assert_eq!(conns[0].chunks[3].bytes, b"241 11 5\r\n<ml/>");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! Errors are reported here, with context; the library never exits the process.
 #![forbid(unsafe_code)]
 
+mod capture_cmd;
 mod cli;
 mod proxy_cmd;
 
@@ -13,16 +14,21 @@ use anyhow::{Context, Result};
 use clap::Parser;
 
 use cli::{Cli, Command};
-use msntap::event::Dir;
+use msntap::analysis::report::Report;
+use msntap::analysis::transcript::Transcripts;
+use msntap::input::{self, InputKind};
 use msntap::output::Output;
 use msntap::protocol::tables::Tables;
-use msntap::{logfile, EventKind, Session, SessionHint};
+use msntap::{Event, SessionHint};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cli.log_level));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -34,7 +40,8 @@ fn main() -> ExitCode {
 
 fn load_tables(cli: &Cli) -> Result<Arc<Tables>> {
     let t = match &cli.dissectors {
-        Some(d) => Tables::with_overrides(d).with_context(|| format!("loading dissectors from {}", d.display()))?,
+        Some(d) => Tables::with_overrides(d)
+            .with_context(|| format!("loading dissectors from {}", d.display()))?,
         None => Tables::builtin().context("loading the built-in dissector tables")?,
     };
     Ok(Arc::new(t))
@@ -46,13 +53,130 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Decode(a) => decode(a, tables),
         Command::Dissectors(a) => dissectors(a, &tables),
         Command::Proxy(a) => proxy_cmd::run(a, tables),
+        Command::Report(a) => report(a, tables),
+        Command::Transcript(a) => transcript(a, tables),
+        Command::Read(a) => capture_cmd::read(a, tables),
+        Command::Synth(a) => capture_cmd::synth(a, tables),
     }
+}
+
+/// Feeds every event of every input (captures, logs, JSON Lines) to `f`.
+fn for_each_input_event(
+    a: &cli::InputArgs,
+    tables: &Arc<Tables>,
+    f: &mut dyn FnMut(Event) -> std::io::Result<()>,
+) -> Result<()> {
+    let mut conn_base = 0u64;
+    for path in &a.inputs {
+        let kind = input::sniff(path)?;
+        match kind {
+            InputKind::JsonLines => {
+                // Keep connection ids of different files apart.
+                let base = conn_base;
+                let mut max = 0;
+                input::read_jsonl(path, &mut |mut ev| {
+                    max = max.max(ev.conn);
+                    ev.conn += base;
+                    f(ev)
+                })?;
+                conn_base += max;
+            }
+            InputKind::SessionLog => {
+                let text = read_input(path)?;
+                let opts = input::LogOptions {
+                    hint: SessionHint {
+                        service: a.assume_service,
+                        version: a.version,
+                    },
+                    flip: a.flip,
+                };
+                conn_base += input::decode_log(
+                    &text,
+                    &path.display().to_string(),
+                    tables,
+                    opts,
+                    conn_base,
+                    f,
+                )?;
+            }
+            InputKind::Pcap | InputKind::Pcapng => {
+                let opts = msntap::capture::ReadOptions {
+                    first_conn: conn_base + 1,
+                    ..Default::default()
+                };
+                let stats = msntap::capture::read_path(path, tables.clone(), &opts, f)?;
+                conn_base = stats.next_conn.saturating_sub(1).max(conn_base);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn write_out(dest: &str, text: &str) -> Result<()> {
+    if dest == "-" {
+        std::io::stdout().lock().write_all(text.as_bytes())?;
+    } else {
+        std::fs::write(dest, text).with_context(|| format!("writing {dest}"))?;
+    }
+    Ok(())
+}
+
+fn report(a: &cli::ReportArgs, tables: Arc<Tables>) -> Result<ExitCode> {
+    let mut r = Report {
+        inputs: a
+            .input
+            .inputs
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect(),
+        ..Report::default()
+    };
+    for_each_input_event(&a.input, &tables, &mut |ev| {
+        r.add(&ev, &tables);
+        Ok(())
+    })?;
+    if let Some(dir) = &a.stubs {
+        let written = r
+            .write_stubs(dir)
+            .with_context(|| format!("writing stubs into {}", dir.display()))?;
+        eprintln!(
+            "msntap: wrote {} dissector stubs into {} (load them with --dissectors {})",
+            written.len(),
+            dir.display(),
+            dir.display()
+        );
+    }
+    match a.json.as_deref() {
+        Some(dest) => write_out(dest, &(serde_json::to_string_pretty(&r)? + "\n"))?,
+        None => write_out("-", &r.text())?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn transcript(a: &cli::TranscriptArgs, tables: Arc<Tables>) -> Result<ExitCode> {
+    let mut t = Transcripts::default();
+    let redacting = !a.no_redact;
+    for_each_input_event(&a.input, &tables, &mut |mut ev| {
+        if redacting {
+            msntap::event::filter::redact(&mut ev);
+        }
+        t.add(&ev);
+        Ok(())
+    })?;
+    t.finish();
+    match a.json.as_deref() {
+        Some(dest) => write_out(dest, &(serde_json::to_string_pretty(&t.done)? + "\n"))?,
+        None => write_out("-", &t.text())?,
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn read_input(path: &std::path::Path) -> Result<String> {
     let mut bytes = Vec::new();
     if path.as_os_str() == "-" {
-        std::io::stdin().read_to_end(&mut bytes).context("reading standard input")?;
+        std::io::stdin()
+            .read_to_end(&mut bytes)
+            .context("reading standard input")?;
     } else {
         bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     }
@@ -60,44 +184,43 @@ fn read_input(path: &std::path::Path) -> Result<String> {
 }
 
 fn decode(a: &cli::DecodeArgs, tables: Arc<Tables>) -> Result<ExitCode> {
-    let mut out = Output::new(&a.out.config())?;
+    let mut cfg = a.out.config()?;
+    cfg.challenge_keys = tables.challenge_keys.clone();
+    let mut out = Output::new(&cfg)?;
     let mut conn_id = 0u64;
     for f in &a.files {
         let text = read_input(f)?;
-        let conns = logfile::parse(&text, &tables, a.flip);
-        if conns.is_empty() {
-            eprintln!("msntap: {}: no C:/S: or >>>/<<< lines found", f.display());
-        }
-        for c in conns {
-            conn_id += 1;
-            let hint = SessionHint {
+        let opts = input::LogOptions {
+            hint: SessionHint {
                 service: a.assume_service,
                 version: a.version,
-            };
-            let mut s = Session::new(tables.clone(), conn_id, hint);
-            let mut evs = Vec::new();
-            let mut notes = c.notes.iter().peekable();
-            for ch in &c.chunks {
-                while let Some((ln, msg)) = notes.next_if(|(ln, _)| *ln <= ch.line_no) {
-                    evs.push(s.event(ch.ts, Some(ch.dir), EventKind::Note { message: format!("{}:{ln}: {msg}", f.display()) }));
-                }
-                s.feed(ch.dir, &ch.bytes, ch.ts, &mut evs);
-                out.emit_all(&mut evs)?;
-            }
-            let end = c.chunks.last().map(|c| c.ts).unwrap_or_default();
-            s.finish(end, &mut evs);
-            out.emit_all(&mut evs)?;
+            },
+            flip: a.flip,
+        };
+        let n = input::decode_log(
+            &text,
+            &f.display().to_string(),
+            &tables,
+            opts,
+            conn_id,
+            &mut |ev| out.emit(ev),
+        )?;
+        if n == 0 {
+            eprintln!("msntap: {}: no C:/S: or >>>/<<< lines found", f.display());
         }
+        conn_id += n;
     }
     out.finish()?;
     eprintln!("msntap: {}", out.summary.line());
-    let _ = Dir::C2s;
     Ok(ExitCode::SUCCESS)
 }
 
 fn dissectors(a: &cli::DissectorArgs, tables: &Tables) -> Result<ExitCode> {
     let only: Vec<String> = a.only.iter().map(|s| s.to_ascii_uppercase()).collect();
-    let cmds: Vec<_> = tables.commands().filter(|c| only.is_empty() || only.contains(&c.name)).collect();
+    let cmds: Vec<_> = tables
+        .commands()
+        .filter(|c| only.is_empty() || only.contains(&c.name))
+        .collect();
     let mut stdout = std::io::stdout().lock();
     if a.json {
         let v = serde_json::json!({
@@ -112,12 +235,23 @@ fn dissectors(a: &cli::DissectorArgs, tables: &Tables) -> Result<ExitCode> {
     }
     for c in cmds {
         let svcs: Vec<&str> = c.services.iter().map(|s| s.as_str()).collect();
-        writeln!(stdout, "{}  MSNP{}  {}  {}", c.name, c.versions, svcs.join(","), c.meaning)?;
+        writeln!(
+            stdout,
+            "{}  MSNP{}  {}  {}",
+            c.name,
+            c.versions,
+            svcs.join(","),
+            c.meaning
+        )?;
         for f in &c.forms {
             let mut shape = vec![c.name.clone()];
             for (i, p) in f.params.iter().enumerate() {
                 let opt = i >= f.params.len() - f.optional;
-                let lit = f.matchers.iter().find(|(j, _)| *j == i).map(|(_, l)| l.join("|"));
+                let lit = f
+                    .matchers
+                    .iter()
+                    .find(|(j, _)| *j == i)
+                    .map(|(_, l)| l.join("|"));
                 let mut t = lit.unwrap_or_else(|| p.name.clone());
                 if f.repeat_last && i + 1 == f.params.len() {
                     t.push_str("...");
@@ -130,7 +264,11 @@ fn dissectors(a: &cli::DissectorArgs, tables: &Tables) -> Result<ExitCode> {
                 msntap::protocol::tables::DirSpec::Both => "both",
             };
             let ver = f.versions.unwrap_or(c.versions);
-            let pl = if f.payload == msntap::protocol::tables::PayloadRule::Last { "  +payload" } else { "" };
+            let pl = if f.payload == msntap::protocol::tables::PayloadRule::Last {
+                "  +payload"
+            } else {
+                ""
+            };
             writeln!(stdout, "    {dir} MSNP{ver:<6} {}{pl}", shape.join(" "))?;
         }
     }

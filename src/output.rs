@@ -6,10 +6,12 @@ use std::fs::File;
 use std::io::{self, IsTerminal, Write};
 use std::path::Path;
 
+use crate::analysis::auth::AuthAnnotator;
 use crate::event::filter::{redact, Filter};
 use crate::event::jsonl::JsonlSink;
 use crate::event::pretty::PrettySink;
 use crate::event::{Event, EventKind, Sink};
+use crate::protocol::tables::{ChallengeKey, Tables};
 
 /// When to color the human log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -30,6 +32,10 @@ pub struct OutputConfig {
     pub quiet: bool,
     pub no_redact: bool,
     pub filter: Filter,
+    /// Candidate passwords for MD5 logins (--password, --wordlist).
+    pub passwords: Vec<String>,
+    /// Known CHL/QRY keys; empty means the built-in table's.
+    pub challenge_keys: Vec<ChallengeKey>,
 }
 
 /// Counts for the end-of-run summary.
@@ -101,14 +107,29 @@ pub struct Output {
     sinks: Vec<Box<dyn Sink + Send>>,
     filter: Filter,
     redact: bool,
+    auth: AuthAnnotator,
     pub summary: Summary,
+}
+
+fn annotator(cfg: &OutputConfig) -> AuthAnnotator {
+    let mut t = Tables::empty();
+    t.challenge_keys = if cfg.challenge_keys.is_empty() {
+        Tables::builtin()
+            .map(|b| b.challenge_keys)
+            .unwrap_or_default()
+    } else {
+        cfg.challenge_keys.clone()
+    };
+    AuthAnnotator::new(&t, cfg.passwords.clone())
 }
 
 fn color_enabled(choice: ColorChoice, stream_is_tty: bool) -> bool {
     match choice {
         ColorChoice::Always => true,
         ColorChoice::Never => false,
-        ColorChoice::Auto => stream_is_tty && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+        ColorChoice::Auto => {
+            stream_is_tty && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+        }
     }
 }
 
@@ -133,6 +154,7 @@ impl Output {
             sinks,
             filter: cfg.filter.clone(),
             redact: !cfg.no_redact,
+            auth: annotator(cfg),
             summary: Summary::default(),
         })
     }
@@ -143,12 +165,14 @@ impl Output {
             sinks: vec![Box::new(JsonlSink::new(w))],
             filter: cfg.filter.clone(),
             redact: !cfg.no_redact,
+            auth: annotator(cfg),
             summary: Summary::default(),
         }
     }
 
     pub fn emit(&mut self, mut ev: Event) -> io::Result<()> {
         self.summary.count(&ev);
+        self.auth.annotate(&mut ev);
         if !self.filter.pass(&ev) {
             return Ok(());
         }

@@ -21,7 +21,7 @@ pub fn run(a: &ProxyArgs, tables: Arc<Tables>) -> Result<ExitCode> {
         connect_timeout: Duration::from_secs(a.connect_timeout.max(1)),
         ..Config::default()
     };
-    let mut out = Output::new(&a.out.config())?;
+    let mut out = Output::new(&a.out.config()?)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -12,7 +12,9 @@ use proxy_support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 async fn within<F: std::future::Future>(f: F) -> F::Output {
-    tokio::time::timeout(Duration::from_secs(60), f).await.expect("test finishes in time")
+    tokio::time::timeout(Duration::from_secs(60), f)
+        .await
+        .expect("test finishes in time")
 }
 
 fn closes(evs: &[msntap::Event]) -> Vec<(String, String, u64, u64)> {

@@ -35,7 +35,11 @@ fn bare_handle(h: &str) -> String {
 
 impl Filter {
     pub fn is_empty(&self) -> bool {
-        self.only.is_empty() && self.hide.is_empty() && self.service.is_none() && self.dir.is_none() && self.user.is_none()
+        self.only.is_empty()
+            && self.hide.is_empty()
+            && self.service.is_none()
+            && self.dir.is_none()
+            && self.user.is_none()
     }
 
     /// Decides whether `ev` passes. Stateful: it learns which user owns which connection.
@@ -43,7 +47,9 @@ impl Filter {
         if let (Some(user), EventKind::Command(c)) = (&self.user, &ev.kind) {
             // `USR t SCHEME I handle`, `USR t handle cookie` (SB), `ANS t handle cookie sid`.
             let owner = match (ev.dir, c.cmd.as_str()) {
-                (Some(Dir::C2s), "USR") if c.args.get(2).map(String::as_str) == Some("I") => c.args.get(3),
+                (Some(Dir::C2s), "USR") if c.args.get(2).map(String::as_str) == Some("I") => {
+                    c.args.get(3)
+                }
                 (Some(Dir::C2s), "USR") if c.args.len() == 3 => c.args.get(1),
                 (Some(Dir::C2s), "ANS") => c.args.get(1),
                 _ => None,
@@ -92,10 +98,14 @@ impl Filter {
 
 /// Replaces secrets (cookies, hashes, tickets, MSPAuth) in `ev` by `<redacted>`.
 pub fn redact(ev: &mut Event) {
-    let EventKind::Command(c) = &mut ev.kind else { return };
+    let EventKind::Command(c) = &mut ev.kind else {
+        return;
+    };
     let mut changed = false;
     for &i in &c.secret_args {
-        let Some(a) = c.args.get(i).cloned() else { continue };
+        let Some(a) = c.args.get(i).cloned() else {
+            continue;
+        };
         if a == REDACTED {
             continue;
         }
@@ -119,16 +129,28 @@ pub fn redact(ev: &mut Event) {
         if let Some(Value::Array(headers)) = p.decoded.as_mut().and_then(|d| d.get_mut("headers")) {
             for h in headers.iter_mut() {
                 if let Some(pair) = h.as_array_mut() {
-                    let secret = pair
-                        .first()
-                        .and_then(Value::as_str)
-                        .is_some_and(|k| matches!(k.to_ascii_lowercase().as_str(), "mspauth" | "ticket" | "authcookie"));
+                    let secret = pair.first().and_then(Value::as_str).is_some_and(|k| {
+                        matches!(
+                            k.to_ascii_lowercase().as_str(),
+                            "mspauth" | "ticket" | "authcookie"
+                        )
+                    });
                     if secret && pair.len() == 2 {
                         pair[1] = Value::String(REDACTED.into());
                         changed = true;
                     }
                 }
             }
+        }
+    }
+    if let Some(Value::Object(pw)) = c
+        .annotations
+        .get_mut("auth")
+        .and_then(|a| a.get_mut("password"))
+    {
+        if pw.contains_key("value") {
+            pw.insert("value".into(), Value::String(REDACTED.into()));
+            changed = true;
         }
     }
     if changed {

@@ -109,7 +109,12 @@ impl Ts {
         let rest = if let Some(frac) = rest.strip_prefix('.') {
             let digits: String = frac.chars().take_while(|c| c.is_ascii_digit()).collect();
             let mut v = 0i64;
-            for (i, c) in digits.chars().chain(std::iter::repeat('0')).take(6).enumerate() {
+            for (i, c) in digits
+                .chars()
+                .chain(std::iter::repeat('0'))
+                .take(6)
+                .enumerate()
+            {
                 let _ = i;
                 v = v * 10 + (c as i64 - '0' as i64);
             }
@@ -122,7 +127,9 @@ impl Ts {
             return None;
         }
         let days = days_from_civil(y, mo, d);
-        Some(Ts((days * 86400 + h * 3600 + mi * 60 + se) * 1_000_000 + micros))
+        Some(Ts(
+            (days * 86400 + h * 3600 + mi * 60 + se) * 1_000_000 + micros
+        ))
     }
 }
 
@@ -268,6 +275,10 @@ pub struct Command {
     /// Secrets in this event were replaced by `<redacted>`.
     #[serde(default, skip_serializing_if = "is_false")]
     pub redacted: bool,
+    /// What the analysis layer adds: `auth` (login scheme, stage, password check),
+    /// `challenge` (CHL/QRY product id and validity).
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub annotations: Map<String, Value>,
     /// Indices of `args` holding server addresses (XFR, RNG): what a proxy rewrites.
     #[serde(skip)]
     pub address_args: Vec<usize>,
@@ -445,7 +456,12 @@ mod tests {
         assert_eq!(t.to_string(), "2005-01-02T03:04:05.000006Z");
         assert_eq!(Ts::parse_rfc3339("2005-01-02T03:04:05.000006Z"), Some(t));
         assert_eq!(Ts(0).to_string(), "1970-01-01T00:00:00.000000Z");
-        assert_eq!(Ts::parse_rfc3339("2024-02-29T23:59:59Z").unwrap().to_string(), "2024-02-29T23:59:59.000000Z");
+        assert_eq!(
+            Ts::parse_rfc3339("2024-02-29T23:59:59Z")
+                .unwrap()
+                .to_string(),
+            "2024-02-29T23:59:59.000000Z"
+        );
     }
 
     #[test]

@@ -70,11 +70,25 @@ pub fn payload_summary(p: &super::Payload) -> String {
             } else if let Some(p2p) = d.get("p2p") {
                 s.push_str(&format!(
                     ": session {} id {} offset {}/{} size {} flags {}",
-                    p2p["session_id"], p2p["identifier"], p2p["offset"], p2p["total_size"], p2p["message_size"],
-                    p2p["flag_names"].as_array().map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join("|")).unwrap_or_default()
+                    p2p["session_id"],
+                    p2p["identifier"],
+                    p2p["offset"],
+                    p2p["total_size"],
+                    p2p["message_size"],
+                    p2p["flag_names"]
+                        .as_array()
+                        .map(|a| a
+                            .iter()
+                            .filter_map(Value::as_str)
+                            .collect::<Vec<_>>()
+                            .join("|"))
+                        .unwrap_or_default()
                 ));
                 if let Some(slp) = p2p.get("slp").and_then(Value::as_str) {
-                    s.push_str(&format!(" SLP {}", trunc(slp.lines().next().unwrap_or(""), 60)));
+                    s.push_str(&format!(
+                        " SLP {}",
+                        trunc(slp.lines().next().unwrap_or(""), 60)
+                    ));
                 }
             } else if let Some(b) = d.get("body").and_then(Value::as_str) {
                 if !b.trim().is_empty() {
@@ -112,7 +126,10 @@ impl<W: Write> PrettySink<W> {
 
 impl<W: Write> Sink for PrettySink<W> {
     fn event(&mut self, ev: &Event) -> std::io::Result<()> {
-        let ver = ev.version.map(|v| format!("MSNP{}", v.0)).unwrap_or_else(|| "?".into());
+        let ver = ev
+            .version
+            .map(|v| format!("MSNP{}", v.0))
+            .unwrap_or_else(|| "?".into());
         let head = format!("{} #{} {}/{}", clock(ev), ev.conn, ev.service, ver);
         let head = self.paint(&head, |s| s.dimmed().to_string());
         match &ev.kind {
@@ -129,18 +146,30 @@ impl<W: Write> Sink for PrettySink<W> {
                     c.line.clone()
                 };
                 if !c.known {
-                    line.push_str(&self.paint("  [unknown command]", |s| s.yellow().italic().to_string()));
+                    line.push_str(
+                        &self.paint("  [unknown command]", |s| s.yellow().italic().to_string()),
+                    );
                 } else if c.unmatched_form {
-                    line.push_str(&self.paint("  [form not in tables]", |s| s.yellow().italic().to_string()));
+                    line.push_str(&self.paint("  [form not in tables]", |s| {
+                        s.yellow().italic().to_string()
+                    }));
                 }
                 if let Some(e) = &c.error {
-                    let m = format!("  [{} {}]", e.name.as_deref().unwrap_or("?"), e.meaning.as_deref().unwrap_or("unknown error"));
+                    let m = format!(
+                        "  [{} {}]",
+                        e.name.as_deref().unwrap_or("?"),
+                        e.meaning.as_deref().unwrap_or("unknown error")
+                    );
                     line.push_str(&self.paint(&m, |s| s.red().italic().to_string()));
                 }
                 writeln!(self.out, "{head} {arrow} {line}")?;
                 if let Some(p) = &c.payload {
                     let sum = payload_summary(p);
-                    writeln!(self.out, "{}", self.paint(&format!("        | {sum}"), |s| s.dimmed().to_string()))?;
+                    writeln!(
+                        self.out,
+                        "{}",
+                        self.paint(&format!("        | {sum}"), |s| s.dimmed().to_string())
+                    )?;
                     if self.full {
                         let body: String = match (&p.text, &p.decoded) {
                             (Some(t), _) => t.clone(),
@@ -148,7 +177,11 @@ impl<W: Write> Sink for PrettySink<W> {
                                 let mut t = String::new();
                                 if let Some(Value::Array(h)) = d.get("headers") {
                                     for kv in h {
-                                        t.push_str(&format!("{}: {}\n", kv[0].as_str().unwrap_or(""), kv[1].as_str().unwrap_or("")));
+                                        t.push_str(&format!(
+                                            "{}: {}\n",
+                                            kv[0].as_str().unwrap_or(""),
+                                            kv[1].as_str().unwrap_or("")
+                                        ));
                                     }
                                     t.push('\n');
                                 }
@@ -165,42 +198,103 @@ impl<W: Write> Sink for PrettySink<W> {
                     }
                 }
             }
-            EventKind::Connect { client, server, detail } => {
+            EventKind::Connect {
+                client,
+                server,
+                detail,
+            } => {
                 let m = format!(
                     "--- connect {} -> {}{}",
                     client.as_deref().unwrap_or("?"),
                     server.as_deref().unwrap_or("?"),
-                    detail.as_deref().map(|d| format!(" ({d})")).unwrap_or_default()
+                    detail
+                        .as_deref()
+                        .map(|d| format!(" ({d})"))
+                        .unwrap_or_default()
                 );
-                writeln!(self.out, "{head} {}", self.paint(&m, |s| s.blue().to_string()))?;
+                writeln!(
+                    self.out,
+                    "{head} {}",
+                    self.paint(&m, |s| s.blue().to_string())
+                )?;
             }
-            EventKind::Close { by, reason, bytes_c2s, bytes_s2c } => {
+            EventKind::Close {
+                by,
+                reason,
+                bytes_c2s,
+                bytes_s2c,
+            } => {
                 let m = format!(
                     "--- close{}{} ({bytes_c2s} bytes c2s, {bytes_s2c} bytes s2c)",
-                    by.as_deref().map(|b| format!(" by {b}")).unwrap_or_default(),
-                    reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default()
+                    by.as_deref()
+                        .map(|b| format!(" by {b}"))
+                        .unwrap_or_default(),
+                    reason
+                        .as_deref()
+                        .map(|r| format!(": {r}"))
+                        .unwrap_or_default()
                 );
-                writeln!(self.out, "{head} {}", self.paint(&m, |s| s.blue().to_string()))?;
+                writeln!(
+                    self.out,
+                    "{head} {}",
+                    self.paint(&m, |s| s.blue().to_string())
+                )?;
             }
-            EventKind::Desync { offset, skipped, reason, preview } => {
+            EventKind::Desync {
+                offset,
+                skipped,
+                reason,
+                preview,
+            } => {
                 let d = ev.dir.map(|d| d.as_str()).unwrap_or("");
-                let m = format!("!!! desync {d} at {offset}: skipped {skipped} bytes ({reason}): {preview}");
-                writeln!(self.out, "{head} {}", self.paint(&m, |s| s.magenta().bold().to_string()))?;
+                let m = format!(
+                    "!!! desync {d} at {offset}: skipped {skipped} bytes ({reason}): {preview}"
+                );
+                writeln!(
+                    self.out,
+                    "{head} {}",
+                    self.paint(&m, |s| s.magenta().bold().to_string())
+                )?;
             }
             EventKind::Error { message } => {
-                writeln!(self.out, "{head} {}", self.paint(&format!("!!! error: {message}"), |s| s.red().bold().to_string()))?;
+                writeln!(
+                    self.out,
+                    "{head} {}",
+                    self.paint(&format!("!!! error: {message}"), |s| s
+                        .red()
+                        .bold()
+                        .to_string())
+                )?;
             }
             EventKind::Gap { offset, length } => {
                 let d = ev.dir.map(|d| d.as_str()).unwrap_or("");
                 let m = format!("!!! gap {d} at {offset}: {length} bytes missing from the capture");
-                writeln!(self.out, "{head} {}", self.paint(&m, |s| s.magenta().to_string()))?;
+                writeln!(
+                    self.out,
+                    "{head} {}",
+                    self.paint(&m, |s| s.magenta().to_string())
+                )?;
             }
-            EventKind::Redirect { cmd, target, original, rewritten } => {
-                let m = format!("--- redirect {cmd} to {target}: {original} rewritten to {rewritten}");
-                writeln!(self.out, "{head} {}", self.paint(&m, |s| s.blue().to_string()))?;
+            EventKind::Redirect {
+                cmd,
+                target,
+                original,
+                rewritten,
+            } => {
+                let m =
+                    format!("--- redirect {cmd} to {target}: {original} rewritten to {rewritten}");
+                writeln!(
+                    self.out,
+                    "{head} {}",
+                    self.paint(&m, |s| s.blue().to_string())
+                )?;
             }
             EventKind::Note { message } => {
-                writeln!(self.out, "{head} {}", self.paint(&format!("--- {message}"), |s| s.dimmed().to_string()))?;
+                writeln!(
+                    self.out,
+                    "{head} {}",
+                    self.paint(&format!("--- {message}"), |s| s.dimmed().to_string())
+                )?;
             }
         }
         Ok(())

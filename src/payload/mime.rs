@@ -13,14 +13,21 @@ pub fn looks_like_headers(b: &[u8]) -> bool {
         None => b,
     };
     match line.iter().position(|&c| c == b':') {
-        Some(i) => i > 0 && line[..i].iter().all(|c| c.is_ascii_alphanumeric() || *c == b'-' || *c == b'_'),
+        Some(i) => {
+            i > 0
+                && line[..i]
+                    .iter()
+                    .all(|c| c.is_ascii_alphanumeric() || *c == b'-' || *c == b'_')
+        }
         None => false,
     }
 }
 
 /// Splits a header block off `b`: returns (headers, rest after the blank line).
 /// Without a blank line the whole input is headers.
-fn split_headers(b: &[u8]) -> Result<(Vec<(String, String)>, &[u8], bool), String> {
+type Headers = Vec<(String, String)>;
+
+fn split_headers(b: &[u8]) -> Result<(Headers, &[u8], bool), String> {
     let mut headers = Vec::new();
     let mut pos = 0;
     while pos < b.len() {
@@ -39,7 +46,10 @@ fn split_headers(b: &[u8]) -> Result<(Vec<(String, String)>, &[u8], bool), Strin
             }
             _ => {
                 if headers.is_empty() {
-                    return Err(format!("not a MIME header line: {:?}", crate::event::preview(line, 40)));
+                    return Err(format!(
+                        "not a MIME header line: {:?}",
+                        crate::event::preview(line, 40)
+                    ));
                 }
                 // A folded or stray line: keep it attached to the previous header.
                 if let Some(last) = headers.last_mut() {
@@ -54,7 +64,9 @@ fn split_headers(b: &[u8]) -> Result<(Vec<(String, String)>, &[u8], bool), Strin
 }
 
 fn header<'a>(h: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    h.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    h.iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
 }
 
 fn headers_value(h: &[(String, String)]) -> Value {
@@ -95,15 +107,30 @@ fn split_ct(ct: &str) -> (String, Vec<(String, String)>) {
     let main = parts.next().unwrap_or("").trim().to_ascii_lowercase();
     let params = parts
         .filter_map(|p| p.split_once('='))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().trim_matches('"').to_string()))
+        .map(|(k, v)| {
+            (
+                k.trim().to_ascii_lowercase(),
+                v.trim().trim_matches('"').to_string(),
+            )
+        })
         .collect();
     (main, params)
 }
 
-fn typed(o: &mut Map<String, Value>, ct: &str, headers: &[(String, String)], body: &[u8], tables: &Tables, version: Option<u8>) {
+fn typed(
+    o: &mut Map<String, Value>,
+    ct: &str,
+    headers: &[(String, String)],
+    body: &[u8],
+    tables: &Tables,
+    version: Option<u8>,
+) {
     match ct {
         "application/x-msnmsgrp2p" => {
-            o.insert("p2p".into(), p2p::decode(body, version, header(headers, "P2P-Dest")));
+            o.insert(
+                "p2p".into(),
+                p2p::decode(body, version, header(headers, "P2P-Dest")),
+            );
             o.insert("body_length".into(), json!(body.len()));
             return;
         }
@@ -119,7 +146,10 @@ fn typed(o: &mut Map<String, Value>, ct: &str, headers: &[(String, String)], bod
         }
         "text/x-msnmsgr-datacast" => {
             let kv = kv_body(body);
-            let id = kv.get("ID").and_then(Value::as_str).and_then(|s| s.trim().parse::<u32>().ok());
+            let id = kv
+                .get("ID")
+                .and_then(Value::as_str)
+                .and_then(|s| s.trim().parse::<u32>().ok());
             let name = match id {
                 Some(1) => "nudge",
                 Some(2) => "wink",
@@ -163,15 +193,23 @@ fn typed(o: &mut Map<String, Value>, ct: &str, headers: &[(String, String)], bod
             o.insert("fields".into(), Value::Object(kv));
         }
         "text/x-msmsgsprofile" => {
-            if let Some(p) = header(headers, "ClientPort").and_then(|p| p.trim().parse::<u32>().ok()) {
+            if let Some(p) =
+                header(headers, "ClientPort").and_then(|p| p.trim().parse::<u32>().ok())
+            {
                 // The profile's ClientPort is byte-swapped (msnp-wiki versions/msnp8.md).
-                o.insert("client_port".into(), json!(((p & 0xff) << 8) | ((p & 0xff00) >> 8)));
+                o.insert(
+                    "client_port".into(),
+                    json!(((p & 0xff) << 8) | ((p & 0xff00) >> 8)),
+                );
             }
         }
         _ => {}
     }
     if ct.ends_with("xml") && body.trim_ascii_start().starts_with(b"<") {
-        if let Ok(x) = std::str::from_utf8(body).map_err(|e| e.to_string()).and_then(|t| xml::parse(t).map_err(|e| e.to_string())) {
+        if let Ok(x) = std::str::from_utf8(body)
+            .map_err(|e| e.to_string())
+            .and_then(|t| xml::parse(t).map_err(|e| e.to_string()))
+        {
             o.insert("xml".into(), x);
         }
     }
@@ -183,7 +221,9 @@ fn typed(o: &mut Map<String, Value>, ct: &str, headers: &[(String, String)], bod
 pub fn im_format(f: &str) -> Value {
     let mut o = Map::new();
     for part in f.split(';') {
-        let Some((k, v)) = part.trim().split_once('=') else { continue };
+        let Some((k, v)) = part.trim().split_once('=') else {
+            continue;
+        };
         match k.trim() {
             "FN" => {
                 o.insert("font".into(), json!(urldecode(v)));
@@ -242,7 +282,10 @@ pub fn decode_multipart(b: &[u8], tables: &Tables, version: Option<u8>) -> Resul
             break;
         }
         let (h, r, _) = split_headers(rest)?;
-        let name = h.first().map(|(k, _)| k.to_ascii_lowercase()).unwrap_or_default();
+        let name = h
+            .first()
+            .map(|(k, _)| k.to_ascii_lowercase())
+            .unwrap_or_default();
         o.insert(name, headers_value(&h));
         last = h;
         rest = r;
@@ -281,7 +324,10 @@ mod tests {
     #[test]
     fn typing_and_nudge() {
         let m = b"MIME-Version: 1.0\r\nContent-Type: text/x-msmsgscontrol\r\nTypingUser: bob@example.com\r\n\r\n\r\n";
-        assert_eq!(decode(m, &t(), None).unwrap()["typing_user"], "bob@example.com");
+        assert_eq!(
+            decode(m, &t(), None).unwrap()["typing_user"],
+            "bob@example.com"
+        );
         let m = b"MIME-Version: 1.0\r\nContent-Type: text/x-msnmsgr-datacast\r\n\r\nID: 1\r\n\r\n";
         let v = decode(m, &t(), None).unwrap();
         assert_eq!(v["datacast"]["id"], 1);

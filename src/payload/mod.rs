@@ -42,7 +42,9 @@ pub fn b64(bytes: &[u8]) -> String {
 }
 
 pub fn unb64(s: &str) -> Option<Vec<u8>> {
-    base64::engine::general_purpose::STANDARD.decode(s.trim()).ok()
+    base64::engine::general_purpose::STANDARD
+        .decode(s.trim())
+        .ok()
 }
 
 /// Guesses the kind of a payload whose command the tables do not describe.
@@ -72,9 +74,19 @@ fn kind_name(k: PayloadKind) -> &'static str {
 }
 
 /// Decodes one payload. `kind` comes from the tables; None means sniff it.
-pub fn decode(kind: Option<PayloadKind>, _cmd: &str, body: &[u8], tables: &Tables, version: Option<u8>) -> Payload {
+pub fn decode(
+    kind: Option<PayloadKind>,
+    _cmd: &str,
+    body: &[u8],
+    tables: &Tables,
+    version: Option<u8>,
+) -> Payload {
     let k = match kind {
-        Some(PayloadKind::Xml) if !body.trim_ascii_start().starts_with(b"<") && !body.is_empty() => sniff(body),
+        Some(PayloadKind::Xml)
+            if !body.trim_ascii_start().starts_with(b"<") && !body.is_empty() =>
+        {
+            sniff(body)
+        }
         Some(k) => k,
         None => sniff(body),
     };

@@ -45,8 +45,13 @@ pub fn parse(s: &str) -> Option<Value> {
     }
     if let Some(f) = root.attribute("Friendly").and_then(super::unb64) {
         // Friendly is base64 of UTF-16LE text, NUL-terminated.
-        let units: Vec<u16> = f.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect();
-        let name: String = String::from_utf16_lossy(&units).trim_end_matches('\0').to_string();
+        let units: Vec<u16> = f
+            .chunks_exact(2)
+            .map(|c| u16::from_le_bytes([c[0], c[1]]))
+            .collect();
+        let name: String = String::from_utf16_lossy(&units)
+            .trim_end_matches('\0')
+            .to_string();
         o.insert("friendly_decoded".into(), json!(name));
     }
     Some(Value::Object(o))

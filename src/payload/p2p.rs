@@ -36,7 +36,16 @@ fn u32le(b: &[u8], o: usize) -> u32 {
     u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]])
 }
 fn u64le(b: &[u8], o: usize) -> u64 {
-    u64::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3], b[o + 4], b[o + 5], b[o + 6], b[o + 7]])
+    u64::from_le_bytes([
+        b[o],
+        b[o + 1],
+        b[o + 2],
+        b[o + 3],
+        b[o + 4],
+        b[o + 5],
+        b[o + 6],
+        b[o + 7],
+    ])
 }
 
 /// Decodes the P2P v1 header and footer of `body`.
@@ -64,10 +73,19 @@ pub fn decode(body: &[u8], _version: Option<u8>, _dest: Option<&str>) -> Value {
     let data = &rest[..data_len];
     if rest.len() >= data_len + 4 {
         let f = &rest[data_len..data_len + 4];
-        o.insert("app_id".into(), json!(u32::from_be_bytes([f[0], f[1], f[2], f[3]])));
+        o.insert(
+            "app_id".into(),
+            json!(u32::from_be_bytes([f[0], f[1], f[2], f[3]])),
+        );
     }
     if size > rest.len() {
-        o.insert("problem".into(), json!(format!("header says {size} data bytes, {} present", rest.len())));
+        o.insert(
+            "problem".into(),
+            json!(format!(
+                "header says {size} data bytes, {} present",
+                rest.len()
+            )),
+        );
     }
     if u32le(h, 0) == 0 && !data.is_empty() {
         // Session 0 carries MSNSLP text.

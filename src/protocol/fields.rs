@@ -21,7 +21,12 @@ pub fn decode(tables: &Tables, form: &FormDef, cmd: &mut Command) {
             t if t.is_secret() => cmd.secret_args.push(i),
             _ => {}
         }
-        let v = value(tables, p.ty, raw, p.values.as_ref().and_then(|v| v.meaning(raw)));
+        let v = value(
+            tables,
+            p.ty,
+            raw,
+            p.values.as_ref().and_then(|v| v.meaning(raw)),
+        );
         if p.ty == ParamType::Trid && cmd.trid.is_none() {
             cmd.trid = wire::parse_len(raw);
         }
@@ -43,10 +48,17 @@ pub fn decode(tables: &Tables, form: &FormDef, cmd: &mut Command) {
 /// form of the same direction and arity, so the proxy and redaction never miss them.
 pub fn mark_by_any_form(def: &CommandDef, dir: Dir, cmd: &mut Command) {
     let n = cmd.args.len();
-    for f in def.forms.iter().filter(|f| f.dir.fits(dir) && f.matches_args(&cmd.args)) {
+    for f in def
+        .forms
+        .iter()
+        .filter(|f| f.dir.fits(dir) && f.matches_args(&cmd.args))
+    {
         for i in 0..n {
             if let Some(p) = f.param(i) {
-                if p.ty == ParamType::Address && looks_like_address(&cmd.args[i]) && !cmd.address_args.contains(&i) {
+                if p.ty == ParamType::Address
+                    && looks_like_address(&cmd.args[i])
+                    && !cmd.address_args.contains(&i)
+                {
                     cmd.address_args.push(i);
                 }
                 if p.ty.is_secret() && !cmd.secret_args.contains(&i) {
@@ -92,7 +104,9 @@ fn value(tables: &Tables, ty: ParamType, raw: &str, meaning: Option<&str>) -> Va
             None => json!(raw),
         },
         ParamType::Address => match raw.rsplit_once(':') {
-            Some((h, p)) if wire::parse_len(p).is_some() => json!({"host": h, "port": wire::parse_len(p)}),
+            Some((h, p)) if wire::parse_len(p).is_some() => {
+                json!({"host": h, "port": wire::parse_len(p)})
+            }
             _ => json!(raw),
         },
         ParamType::Enum => match meaning {
@@ -120,7 +134,10 @@ pub fn caps(tables: &Tables, raw: &str) -> Value {
     };
     let mut o = Map::new();
     o.insert("value".into(), json!(v));
-    o.insert("flags".into(), json!(tables.capability_names(v & 0x0FFF_FFFF, false)));
+    o.insert(
+        "flags".into(),
+        json!(tables.capability_names(v & 0x0FFF_FFFF, false)),
+    );
     let nib = ((v >> 28) & 0xF) as usize;
     if let Some(name) = CLIENT_NIBBLE.get(nib).filter(|s| !s.is_empty()) {
         o.insert("client".into(), json!(name));

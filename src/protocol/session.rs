@@ -28,6 +28,8 @@ struct Resync {
     skipped: u64,
     preview: Vec<u8>,
     reason: String,
+    /// The unconsumed input starts right after an LF: a candidate line start.
+    at_line_start: bool,
 }
 
 #[derive(Debug, Default)]
@@ -64,7 +66,12 @@ impl Session {
         Session::with_limits(tables, conn, hint, Limits::default())
     }
 
-    pub fn with_limits(tables: Arc<Tables>, conn: u64, hint: SessionHint, limits: Limits) -> Session {
+    pub fn with_limits(
+        tables: Arc<Tables>,
+        conn: u64,
+        hint: SessionHint,
+        limits: Limits,
+    ) -> Session {
         let version = hint.version.filter(|v| VersionRange::ALL.contains(*v));
         Session {
             tables,
@@ -144,6 +151,7 @@ impl Session {
             skipped: 0,
             preview: Vec::new(),
             reason: "bytes lost in the capture".into(),
+            at_line_start: false,
         });
         if r.preview.len() < 64 {
             let take = (64 - r.preview.len()).min(buf.len());
@@ -151,7 +159,14 @@ impl Session {
         }
         r.skipped += buf.len() as u64 + len;
         st.offset = at + len;
-        out.push(self.event(ts, Some(dir), EventKind::Gap { offset: at, length: len }));
+        out.push(self.event(
+            ts,
+            Some(dir),
+            EventKind::Gap {
+                offset: at,
+                length: len,
+            },
+        ));
     }
 
     /// Ends one direction: whatever is buffered is decoded as far as it goes and reported.
@@ -181,6 +196,7 @@ impl Session {
                 skipped: 0,
                 preview: Vec::new(),
                 reason,
+                at_line_start: false,
             });
         }
     }
@@ -221,7 +237,19 @@ impl Session {
         let base = self.dirs[dir.index()].offset;
         let mut pos = 0usize;
         loop {
-            if self.dirs[dir.index()].resync.is_some() {
+            if let Some(r) = self.dirs[dir.index()].resync.as_mut() {
+                if r.at_line_start {
+                    match wire::looks_like_line_start(&s[pos..], eof, |n: &[u8]| {
+                        self.tables.is_known(n)
+                    }) {
+                        None => return pos,
+                        Some(true) => {
+                            self.end_resync(dir, ts, out);
+                            continue;
+                        }
+                        Some(false) => r.at_line_start = false,
+                    }
+                }
                 // Look for the next line that starts with a known command or an error code.
                 let Some(lf) = wire::find_lf(&s[pos..]) else {
                     self.skip(dir, &s[pos..]);
@@ -231,6 +259,9 @@ impl Session {
                 match wire::looks_like_line_start(&s[cand..], eof, self.known()) {
                     None => {
                         self.skip(dir, &s[pos..cand]);
+                        if let Some(r) = self.dirs[dir.index()].resync.as_mut() {
+                            r.at_line_start = true;
+                        }
                         return cand;
                     }
                     Some(true) => {
@@ -260,13 +291,21 @@ impl Session {
                     continue;
                 }
                 if eof {
-                    self.start_resync(dir, base + pos as u64, "incomplete line at end of stream".into());
+                    self.start_resync(
+                        dir,
+                        base + pos as u64,
+                        "incomplete line at end of stream".into(),
+                    );
                     self.skip(dir, rest);
                     return s.len();
                 }
                 return pos;
             };
-            let line_end = if lf > 0 && rest[lf - 1] == b'\r' { lf - 1 } else { lf };
+            let line_end = if lf > 0 && rest[lf - 1] == b'\r' {
+                lf - 1
+            } else {
+                lf
+            };
             let line = &rest[..line_end];
             if line.len() > self.limits.max_line {
                 let reason = format!("line longer than {} bytes", self.limits.max_line);
@@ -307,7 +346,16 @@ impl Session {
                 PayloadPlan::Oversize(n) => (lf + 1, None, Some(n)),
             };
             let raw = &rest[..frame_len];
-            let cmd = self.build_command(dir, name, args, line, raw, payload_range, oversize, base + pos as u64);
+            let cmd = self.build_command(
+                dir,
+                name,
+                args,
+                line,
+                raw,
+                payload_range,
+                oversize,
+                base + pos as u64,
+            );
             self.update_state(dir, &cmd);
             let over = cmd.payload.as_ref().is_some_and(|p| p.kind == "skipped");
             out.push(self.event(ts, Some(dir), EventKind::Command(Box::new(cmd))));
@@ -322,13 +370,24 @@ impl Session {
                         self.limits.max_payload
                     ),
                 );
-                // The payload (if real) starts here, not at a line start: skip to the next line.
+                // A bogus length is usually followed at once by the next command; a real
+                // payload is skipped to the next line that looks like a command.
+                if let Some(r) = self.dirs[dir.index()].resync.as_mut() {
+                    r.at_line_start = true;
+                }
             }
         }
     }
 
     /// Decides whether a payload follows the line. None: more bytes needed to decide.
-    fn plan_payload(&self, dir: Dir, name: &str, args: &[String], after: &[u8], eof: bool) -> Option<PayloadPlan> {
+    fn plan_payload(
+        &self,
+        dir: Dir,
+        name: &str,
+        args: &[String],
+        after: &[u8],
+        eof: bool,
+    ) -> Option<PayloadPlan> {
         let nb = name.as_bytes();
         let declared = |i: usize| args.get(i).and_then(|t| wire::parse_len(t));
         let len = if nb[0].is_ascii_digit() {
@@ -341,7 +400,9 @@ impl Session {
         } else if let Some(def) = self.tables.command(nb) {
             let versions = self.versions();
             match Tables::select_form(def, dir, self.service, versions, args) {
-                Some(f) if f.payload == PayloadRule::Last => args.len().checked_sub(1).and_then(declared),
+                Some(f) if f.payload == PayloadRule::Last => {
+                    args.len().checked_sub(1).and_then(declared)
+                }
                 Some(_) => None,
                 // No form fits: fall back to what the command can do in this direction.
                 None if def.may_carry_payload(dir) => args.len().checked_sub(1).and_then(declared),
@@ -358,7 +419,10 @@ impl Session {
                             if eof && after.is_empty() {
                                 return Some(PayloadPlan::None);
                             }
-                            return Some(PayloadPlan::Len { n: n as usize, guess: true });
+                            return Some(PayloadPlan::Len {
+                                n: n as usize,
+                                guess: true,
+                            });
                         }
                     }
                 }
@@ -374,7 +438,10 @@ impl Session {
                 }
             }
             Some(n) if n > self.limits.max_payload as u64 => PayloadPlan::Oversize(n),
-            Some(n) => PayloadPlan::Len { n: n as usize, guess: false },
+            Some(n) => PayloadPlan::Len {
+                n: n as usize,
+                guess: false,
+            },
         })
     }
 
@@ -409,6 +476,7 @@ impl Session {
             line: String::from_utf8_lossy(line).into_owned(),
             offset,
             redacted: false,
+            annotations: Map::new(),
             address_args: Vec::new(),
             secret_args: Vec::new(),
             raw: raw.to_vec(),
@@ -483,7 +551,9 @@ impl Session {
                     self.service = Service::Ns;
                 }
                 if self.version.is_none() {
-                    if let (Some(lo), Some(hi)) = (self.offered.iter().min(), self.offered.iter().max()) {
+                    if let (Some(lo), Some(hi)) =
+                        (self.offered.iter().min(), self.offered.iter().max())
+                    {
                         self.range = VersionRange { lo: *lo, hi: *hi };
                     }
                 }
@@ -498,10 +568,8 @@ impl Session {
                 }
             }
             (Dir::C2s, "INF") if self.version.is_none() => self.narrow(2, 7),
-            (Dir::C2s, "CVR") if self.version.is_none() => {
-                if cmd.args.len() >= 9 {
-                    self.narrow(8, 21)
-                }
+            (Dir::C2s, "CVR") if self.version.is_none() && cmd.args.len() >= 9 => {
+                self.narrow(8, 21)
             }
             (Dir::C2s, "USR") => {
                 let scheme = a(1).unwrap_or("");
@@ -520,13 +588,18 @@ impl Session {
                 self.service = Service::Sb;
             }
             (Dir::S2c, "USR") if a(1) == Some("OK") => self.logged_in = true,
-            (Dir::S2c, "XFR") => {
-                if a(1) == Some("NS") && a(2) != Some("0") && !self.logged_in && !self.service_hinted {
-                    // A referral answering the login is what a dispatch server does.
-                    self.service = Service::Ds;
-                }
+            // A referral answering the login is what a dispatch server does.
+            (Dir::S2c, "XFR")
+                if a(1) == Some("NS")
+                    && a(2) != Some("0")
+                    && !self.logged_in
+                    && !self.service_hinted =>
+            {
+                self.service = Service::Ds;
             }
-            (Dir::S2c, "IRO" | "JOI" | "BYE" | "ACK" | "NAK") if self.service == Service::Unknown => {
+            (Dir::S2c, "IRO" | "JOI" | "BYE" | "ACK" | "NAK")
+                if self.service == Service::Unknown =>
+            {
                 self.service = Service::Sb;
             }
             _ => {}
@@ -566,4 +639,300 @@ fn _assert_send() {
     fn f<T: Send>() {}
     f::<Session>();
     let _ = Value::Null;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A small table written for these tests, so they check the framing logic alone.
+    const TEST_TABLE: &str = r#"
+[[command]]
+name = "VER"
+meaning = "version"
+services = ["DS", "NS"]
+versions = "2-21"
+  [[command.form]]
+  dir = "both"
+  params = [{ name = "trid", type = "trid" }, { name = "dialects", type = "dialect" }]
+  repeat_last = true
+
+[[command]]
+name = "MSG"
+meaning = "message"
+services = ["NS", "SB"]
+versions = "2-21"
+  [[command.form]]
+  dir = "c2s"
+  services = ["SB"]
+  payload = "last"
+  payload_kind = "mime"
+  params = [{ name = "trid", type = "trid" }, { name = "ack", type = "enum" }, { name = "length", type = "length" }]
+  [[command.form]]
+  dir = "s2c"
+  payload = "last"
+  payload_kind = "mime"
+  params = [{ name = "handle", type = "handle" }, { name = "friendly", type = "friendly" }, { name = "length", type = "length" }]
+
+[[command]]
+name = "NLN"
+meaning = "online"
+services = ["NS"]
+versions = "2-21"
+  [[command.form]]
+  dir = "s2c"
+  params = [{ name = "status", type = "status" }, { name = "handle", type = "handle" }, { name = "friendly", type = "friendly" }, { name = "caps", type = "caps" }]
+  optional = 1
+
+[[command]]
+name = "UUX"
+meaning = "set personal data"
+services = ["NS"]
+versions = "11-21"
+  [[command.form]]
+  dir = "both"
+  payload = "last"
+  payload_kind = "xml"
+  params = [{ name = "trid", type = "trid" }, { name = "length", type = "length" }]
+
+[[command]]
+name = "XFR"
+meaning = "transfer"
+services = ["DS", "NS"]
+versions = "2-21"
+  [[command.form]]
+  dir = "s2c"
+  params = [{ name = "trid", type = "trid" }, { name = "kind", type = "enum" }, { name = "address", type = "address" }, { name = "auth", type = "string" }, { name = "cookie", type = "cookie" }]
+  optional = 2
+
+[[command]]
+name = "USR"
+meaning = "auth"
+services = ["NS", "SB"]
+versions = "2-21"
+  [[command.form]]
+  dir = "both"
+  params = [{ name = "trid", type = "trid" }, { name = "a", type = "string" }, { name = "b", type = "string" }, { name = "c", type = "string" }, { name = "d", type = "string" }]
+  optional = 4
+
+[[command]]
+name = "PNG"
+meaning = "ping"
+services = ["NS"]
+versions = "2-21"
+  [[command.form]]
+  dir = "c2s"
+"#;
+
+    fn tables() -> Arc<Tables> {
+        let mut t = Tables::empty();
+        t.add_file("test.toml", TEST_TABLE)
+            .expect("test table parses");
+        Arc::new(t)
+    }
+
+    fn run(chunks: &[(Dir, &[u8])]) -> Vec<Event> {
+        decode_all(tables(), chunks)
+    }
+
+    fn cmds(evs: &[Event]) -> Vec<&Command> {
+        evs.iter().filter_map(Event::command).collect()
+    }
+
+    fn kinds(evs: &[Event]) -> Vec<&'static str> {
+        evs.iter().map(Event::type_name).collect()
+    }
+
+    #[test]
+    fn payload_framed_by_length_and_next_command_follows_without_crlf() {
+        let body = b"MIME-Version: 1.0\r\nContent-Type: text/plain\r\n\r\nhi";
+        let mut s = format!("MSG 1 N {}\r\n", body.len()).into_bytes();
+        s.extend_from_slice(body);
+        s.extend_from_slice(b"PNG\r\n");
+        let evs = run(&[(Dir::C2s, &s)]);
+        let c = cmds(&evs);
+        assert_eq!(c.len(), 2);
+        assert_eq!(c[0].cmd, "MSG");
+        assert_eq!(c[0].trid, Some(1));
+        assert_eq!(c[0].payload.as_ref().unwrap().length, body.len() as u64);
+        assert_eq!(c[0].payload_bytes(), body);
+        assert_eq!(
+            c[0].payload.as_ref().unwrap().decoded.as_ref().unwrap()["body"],
+            "hi"
+        );
+        assert_eq!(c[1].cmd, "PNG");
+        assert_eq!(c[1].line, "PNG");
+    }
+
+    #[test]
+    fn numeric_last_token_is_not_a_payload_for_nln() {
+        // NLN ends in capability flags: the next bytes are a new command, not a payload.
+        let evs = run(&[(
+            Dir::S2c,
+            b"NLN NLN a@b.c Alice 268435500\r\nNLN BSY d@e.f Dee 12\r\n",
+        )]);
+        let c = cmds(&evs);
+        assert_eq!(c.len(), 2);
+        assert!(c.iter().all(|c| c.payload.is_none()));
+        assert_eq!(c[0].fields["friendly"], "Alice");
+        assert_eq!(c[0].fields["caps"]["value"], 268435500);
+        // 268435500 = 0x1000002C: client nibble 1 = 6.0.
+        assert_eq!(c[0].fields["caps"]["client"], "6.0");
+    }
+
+    #[test]
+    fn version_follows_the_ver_exchange() {
+        let evs = run(&[
+            (Dir::C2s, b"VER 1 MSNP11 MSNP10 CVR0\r\n"),
+            (Dir::S2c, b"VER 1 MSNP11\r\n"),
+        ]);
+        assert_eq!(evs[0].version, None);
+        assert_eq!(evs[0].service, Service::Ns);
+        assert_eq!(evs[1].version, Some(Version(11)));
+        assert_eq!(
+            evs[0].command().unwrap().fields["dialects"],
+            serde_json::json!(["MSNP11", "MSNP10", "CVR0"])
+        );
+    }
+
+    #[test]
+    fn refused_version_leaves_version_unknown() {
+        let evs = run(&[(Dir::C2s, b"VER 1 MSNP99\r\n"), (Dir::S2c, b"VER 1 0\r\n")]);
+        assert_eq!(evs[1].version, None);
+    }
+
+    #[test]
+    fn uux_zero_length_reply_and_error_with_payload_in_msnp13() {
+        let evs = run(&[
+            (Dir::C2s, b"VER 1 MSNP13\r\n"),
+            (
+                Dir::S2c,
+                b"VER 1 MSNP13\r\nUUX 2 0\r\n241 3 5\r\n<ml/>VER 9 X\r\n",
+            ),
+        ]);
+        let c = cmds(&evs);
+        assert_eq!(c[2].cmd, "UUX");
+        assert_eq!(c[2].payload.as_ref().unwrap().length, 0);
+        assert_eq!(c[3].cmd, "241");
+        assert_eq!(c[3].payload.as_ref().unwrap().length, 5);
+        assert_eq!(
+            c[3].payload.as_ref().unwrap().decoded.as_ref().unwrap()["name"],
+            "ml"
+        );
+        assert_eq!(c[4].cmd, "VER");
+    }
+
+    #[test]
+    fn errors_before_msnp13_have_no_payload() {
+        let evs = run(&[
+            (Dir::C2s, b"VER 1 MSNP8\r\n"),
+            (Dir::S2c, b"VER 1 MSNP8\r\n911 3 5\r\nVER 4 MSNP8\r\n"),
+        ]);
+        let c = cmds(&evs);
+        assert_eq!(c[2].cmd, "911");
+        assert!(c[2].payload.is_none());
+        assert_eq!(c[3].cmd, "VER");
+    }
+
+    #[test]
+    fn unknown_command_is_kept_and_payload_guessed_from_what_follows() {
+        let evs = run(&[(Dir::S2c, b"ZZZ 1 5\r\nhelloPNG\r\nQQQ 2 7\r\nPNG\r\n")]);
+        let c = cmds(&evs);
+        assert_eq!(kinds(&evs), ["command", "command", "command", "command"]);
+        assert_eq!(c[0].cmd, "ZZZ");
+        assert!(!c[0].known);
+        let p = c[0].payload.as_ref().unwrap();
+        assert!(p.guess);
+        assert_eq!(p.text.as_deref(), Some("hello"));
+        // QQQ ends in 7 but a command line follows at once: no payload.
+        assert_eq!(c[2].cmd, "QQQ");
+        assert!(c[2].payload.is_none());
+    }
+
+    #[test]
+    fn garbage_becomes_one_desync_and_decoding_resumes() {
+        let evs = run(&[(
+            Dir::C2s,
+            b"PNG\r\n\x00\x01garbage here\r\nmore junk\r\nPNG\r\n",
+        )]);
+        assert_eq!(kinds(&evs), ["command", "desync", "command"]);
+        let EventKind::Desync {
+            offset, skipped, ..
+        } = &evs[1].kind
+        else {
+            panic!()
+        };
+        assert_eq!(*offset, 5);
+        // "\x00\x01garbage here\r\n" is 16 bytes, "more junk\r\n" 11.
+        assert_eq!(*skipped, 27);
+    }
+
+    #[test]
+    fn hostile_length_costs_nothing() {
+        let mut s = b"MSG 1 U 4294967295\r\n".to_vec();
+        s.extend_from_slice(&[b'x'; 1000]);
+        s.extend_from_slice(b"\r\nPNG\r\n");
+        let t = tables();
+        let mut sess = Session::new(t, 1, SessionHint::default());
+        let mut out = Vec::new();
+        sess.feed(Dir::C2s, &s, Ts(0), &mut out);
+        assert!(sess.buffered() < 64, "buffered {}", sess.buffered());
+        sess.finish(Ts(0), &mut out);
+        assert_eq!(kinds(&out), ["command", "desync", "command"]);
+        let p = out[0].command().unwrap().payload.as_ref().unwrap();
+        assert_eq!(p.kind, "skipped");
+        assert_eq!(p.length, 4294967295);
+        assert_eq!(out[2].command().unwrap().cmd, "PNG");
+    }
+
+    #[test]
+    fn endless_line_is_bounded() {
+        let limits = Limits {
+            max_line: 100,
+            ..Limits::default()
+        };
+        let mut sess = Session::with_limits(tables(), 1, SessionHint::default(), limits);
+        let mut out = Vec::new();
+        for _ in 0..100 {
+            sess.feed(Dir::S2c, &[b'A'; 1000], Ts(0), &mut out);
+            assert!(sess.buffered() <= 1000);
+        }
+        sess.feed(Dir::S2c, b"\r\nPNG\r\n", Ts(0), &mut out);
+        sess.finish(Ts(0), &mut out);
+        assert_eq!(kinds(&out), ["desync", "command"]);
+    }
+
+    #[test]
+    fn truncated_payload_at_end_is_reported_not_lost() {
+        let evs = run(&[(Dir::S2c, b"MSG a@b.c A 50\r\nMIME-Version: 1.0\r\n")]);
+        let c = cmds(&evs);
+        assert_eq!(c.len(), 1);
+        let p = c[0].payload.as_ref().unwrap();
+        assert_eq!(p.length, 50);
+        assert!(p.problem.as_deref().unwrap().contains("truncated"));
+    }
+
+    #[test]
+    fn dispatch_and_switchboard_detection() {
+        let evs = run(&[
+            (Dir::C2s, b"VER 1 MSNP8 CVR0\r\nUSR 2 TWN I a@b.c\r\n"),
+            (
+                Dir::S2c,
+                b"VER 1 MSNP8\r\nXFR 2 NS 10.0.0.5:1863 0 10.0.0.1:1863\r\n",
+            ),
+        ]);
+        assert_eq!(evs.last().unwrap().service, Service::Ds);
+        let r = evs.last().unwrap().command().unwrap().referral().unwrap();
+        assert_eq!(r.target, Service::Ns);
+        assert_eq!(r.address, "10.0.0.5:1863");
+        let evs = run(&[(Dir::C2s, b"USR 1 a@b.c 123.456\r\n")]);
+        assert_eq!(evs[0].service, Service::Sb);
+    }
+
+    #[test]
+    fn bare_lf_lines_are_accepted() {
+        let evs = run(&[(Dir::C2s, b"PNG\nPNG\r\n")]);
+        assert_eq!(cmds(&evs).len(), 2);
+        assert_eq!(cmds(&evs)[0].raw, b"PNG\n");
+    }
 }

@@ -52,7 +52,8 @@ impl VersionRange {
             if t.is_empty() {
                 return Ok(default);
             }
-            t.parse::<u8>().map_err(|_| format!("bad version number {t:?}"))
+            t.parse::<u8>()
+                .map_err(|_| format!("bad version number {t:?}"))
         };
         let (lo, hi) = match s.split_once('-') {
             Some((a, b)) => (num(a, 2)?, num(b, 21)?),
@@ -244,7 +245,10 @@ impl FormDef {
             ));
         }
         if self.payload == PayloadRule::Last
-            && self.params.last().is_some_and(|p| p.ty != ParamType::Length)
+            && self
+                .params
+                .last()
+                .is_some_and(|p| p.ty != ParamType::Length)
         {
             return Err("payload = \"last\" but the last param is not of type length".into());
         }
@@ -341,9 +345,26 @@ pub struct ChallengeKey {
     pub source: Option<String>,
 }
 
+/// A known payload vocabulary entry: MIME content type, MIME header or XML root element.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamedEntry {
+    pub name: String,
+    #[serde(default)]
+    pub meaning: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileDoc {
+    #[serde(default)]
+    content_type: Vec<NamedEntry>,
+    #[serde(default)]
+    mime_header: Vec<NamedEntry>,
+    #[serde(default)]
+    xml_root: Vec<NamedEntry>,
     #[serde(default)]
     command: Vec<CommandDef>,
     #[serde(default)]
@@ -365,6 +386,10 @@ pub struct Tables {
     pub errors: BTreeMap<u16, ErrorDef>,
     pub capabilities: Vec<CapabilityDef>,
     pub challenge_keys: Vec<ChallengeKey>,
+    /// Known MIME content types, MIME headers and XML roots (lower-case keys).
+    pub content_types: BTreeMap<String, NamedEntry>,
+    pub mime_headers: BTreeMap<String, NamedEntry>,
+    pub xml_roots: BTreeMap<String, NamedEntry>,
 }
 
 fn slot(name: &[u8]) -> Option<usize> {
@@ -372,7 +397,9 @@ fn slot(name: &[u8]) -> Option<usize> {
         return None;
     }
     Some(
-        (name[0] - b'A') as usize * 676 + (name[1] - b'A') as usize * 26 + (name[2] - b'A') as usize,
+        (name[0] - b'A') as usize * 676
+            + (name[1] - b'A') as usize * 26
+            + (name[2] - b'A') as usize,
     )
 }
 
@@ -400,6 +427,9 @@ impl Tables {
             errors: BTreeMap::new(),
             capabilities: Vec::new(),
             challenge_keys: Vec::new(),
+            content_types: BTreeMap::new(),
+            mime_headers: BTreeMap::new(),
+            xml_roots: BTreeMap::new(),
         }
     }
 
@@ -471,11 +501,39 @@ impl Tables {
             self.capabilities.push(c);
         }
         self.capabilities.sort_by_key(|c| (c.ext, c.bit));
+        for e in doc.content_type {
+            self.content_types.insert(e.name.to_ascii_lowercase(), e);
+        }
+        for e in doc.mime_header {
+            self.mime_headers.insert(e.name.to_ascii_lowercase(), e);
+        }
+        for e in doc.xml_root {
+            self.xml_roots.insert(e.name.to_ascii_lowercase(), e);
+        }
         for k in doc.challenge_key {
             self.challenge_keys.retain(|x| x.product_id != k.product_id);
             self.challenge_keys.push(k);
         }
         Ok(())
+    }
+
+    /// Drops a command from the tables (to study what msntap makes of it unknown).
+    pub fn remove_command(&mut self, name: &str) -> bool {
+        let Some(s) = slot(name.as_bytes()) else {
+            return false;
+        };
+        let i = self.index[s];
+        if i == u16::MAX {
+            return false;
+        }
+        self.commands.remove(i as usize);
+        self.index = vec![u16::MAX; SLOTS];
+        for (j, c) in self.commands.iter().enumerate() {
+            if let Some(k) = slot(c.name.as_bytes()) {
+                self.index[k] = j as u16;
+            }
+        }
+        true
     }
 
     pub fn command(&self, name: &[u8]) -> Option<&CommandDef> {
@@ -511,9 +569,15 @@ impl Tables {
         def.forms.iter().find(|f| {
             f.dir.fits(dir)
                 && (service == Service::Unknown
-                    || f.services.as_ref().unwrap_or(&def.services).contains(&service)
+                    || f.services
+                        .as_ref()
+                        .unwrap_or(&def.services)
+                        .contains(&service)
                     || (service == Service::Ds
-                        && f.services.as_ref().unwrap_or(&def.services).contains(&Service::Ns)))
+                        && f.services
+                            .as_ref()
+                            .unwrap_or(&def.services)
+                            .contains(&Service::Ns)))
                 && f.versions.unwrap_or(def.versions).intersects(&versions)
                 && f.arity_fits(args.len())
                 && f.matches_args(args)

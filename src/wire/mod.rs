@@ -95,7 +95,10 @@ mod tests {
         assert_eq!(looks_like_line_start(b"MSG ", false, any), Some(true));
         assert_eq!(looks_like_line_start(b"MIME", false, any), Some(false));
         assert_eq!(looks_like_line_start(b"<ml", false, any), Some(false));
-        assert_eq!(looks_like_line_start(b"XYZ ", false, |_| false), Some(false));
+        assert_eq!(
+            looks_like_line_start(b"XYZ ", false, |_| false),
+            Some(false)
+        );
         assert_eq!(looks_like_line_start(b"540 ", false, |_| false), Some(true));
     }
 

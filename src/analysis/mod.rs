@@ -1,0 +1,6 @@
+//! Analysis over the event stream: authentication annotations, the discovery report and
+//! conversation transcripts. It consumes events; it never re-parses bytes off the wire.
+
+pub mod auth;
+pub mod report;
+pub mod transcript;

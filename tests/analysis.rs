@@ -1,0 +1,207 @@
+//! Analysis features on the project's own fixtures: report and stubs, transcripts, and
+//! authentication annotations through the binary.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+use msntap::analysis::report::Report;
+use msntap::analysis::transcript::Transcripts;
+use msntap::input::{decode_log, LogOptions};
+use msntap::{Event, Tables};
+use serde_json::Value;
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("captures/logs")
+        .join(name)
+}
+
+fn events(tables: &Arc<Tables>, path: &Path) -> Vec<Event> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut v = Vec::new();
+    decode_log(&text, "t", tables, LogOptions::default(), 0, &mut |e| {
+        v.push(e);
+        Ok(())
+    })
+    .unwrap();
+    v
+}
+
+#[test]
+fn report_finds_a_removed_command_and_its_stub_restores_it() {
+    let mut t = Tables::builtin().unwrap();
+    assert!(t.remove_command("JOI"));
+    let t = Arc::new(t);
+    let log = fixture("sb_chat_msnp8.log");
+    let mut r = Report::default();
+    for e in events(&t, &log) {
+        r.add(&e, &t);
+    }
+    let joi = r.unknown_commands.get("JOI").expect("JOI reported unknown");
+    assert_eq!(joi.count, 1);
+    assert_eq!(joi.arities.iter().copied().collect::<Vec<_>>(), [2]);
+    assert_eq!(joi.examples[0].line, "JOI bob@example.com Bob");
+    // The log also holds XYZ, which no table knows.
+    assert!(r.unknown_commands.contains_key("XYZ"));
+    let dir = std::env::temp_dir().join(format!("msntap-stubs-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let written = r.write_stubs(&dir).unwrap();
+    assert_eq!(written.len(), 2);
+    let mut t2 = (*t).clone();
+    t2.add_dir(&dir).expect("stubs load as dissectors");
+    let t2 = Arc::new(t2);
+    let again = events(&t2, &log);
+    let unknown: Vec<&str> = again
+        .iter()
+        .filter_map(Event::command)
+        .filter(|c| !c.known)
+        .map(|c| c.cmd.as_str())
+        .collect();
+    assert!(unknown.is_empty(), "{unknown:?}");
+    let joi = again
+        .iter()
+        .filter_map(Event::command)
+        .find(|c| c.cmd == "JOI")
+        .unwrap();
+    assert!(!joi.unmatched_form);
+    assert_eq!(joi.fields["arg0"], "bob@example.com");
+}
+
+#[test]
+fn transcript_of_a_switchboard_chat() {
+    let t = Arc::new(Tables::builtin().unwrap());
+    let mut tr = Transcripts::default();
+    for e in events(&t, &fixture("sb_chat_msnp8.log")) {
+        tr.add(&e);
+    }
+    tr.finish();
+    assert_eq!(tr.done.len(), 1);
+    let c = &tr.done[0];
+    assert_eq!(c.user.as_deref(), Some("alice@example.com"));
+    let kinds: Vec<(&str, &str)> = c
+        .entries
+        .iter()
+        .map(|e| (e.kind.as_str(), e.who.as_str()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("invited", "alice@example.com"),
+            ("joined", "bob@example.com"),
+            ("typing", "alice@example.com"),
+            ("message", "alice@example.com"),
+            ("datacast", "bob@example.com"),
+            ("left", "bob@example.com"),
+        ]
+    );
+    let m = &c.entries[3];
+    assert_eq!(m.text.as_deref(), Some("Hello Bob"));
+    let f = m.format.as_ref().unwrap();
+    assert_eq!(f["font"], "Arial");
+    // CO=ff0000 is BGR: blue.
+    assert_eq!(f["color"], "#0000ff");
+    assert_eq!(c.entries[4].detail.as_ref().unwrap()["name"], "nudge");
+}
+
+fn run(args: &[&str]) -> (i32, String, String) {
+    let o = Command::new(env!("CARGO_BIN_EXE_msntap"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stdout).into(),
+        String::from_utf8_lossy(&o.stderr).into(),
+    )
+}
+
+#[test]
+fn md5_login_and_challenge_are_checked() {
+    let dir = std::env::temp_dir().join(format!("msntap-auth-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // md5("1013928519.693957190" + "hunter2"), computed with Python's hashlib.
+    let hash = "8aca4d4721b726ba9cd5e3a5f601671a";
+    let log = format!(
+        "C: VER 1 MSNP7 CVR0\nS: VER 1 MSNP7\nC: INF 2\nS: INF 2 MD5\nC: USR 3 MD5 I alice@example.com\nS: USR 3 MD5 S 1013928519.693957190\nC: USR 4 MD5 S {hash}\nS: USR 4 OK alice@example.com Alice 1\nS: CHL 0 11111111111111111111\nC: QRY 5 msmsgs@msnmsgr.com 32\n3b6666b60157322b6fc6e41a115968f5\nS: QRY 5\n"
+    );
+    let p = dir.join("md5.log");
+    std::fs::write(&p, log).unwrap();
+    let words = dir.join("words");
+    std::fs::write(&words, "letmein\nhunter2\n").unwrap();
+    let (code, out, err) = run(&[
+        "decode",
+        p.to_str().unwrap(),
+        "--json",
+        "-",
+        "--wordlist",
+        words.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let evs: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let resp = evs
+        .iter()
+        .find(|e| e["line"].as_str().unwrap_or("").starts_with("USR 4 MD5 S"))
+        .unwrap();
+    assert_eq!(resp["annotations"]["auth"]["password"]["matched"], true);
+    assert_eq!(resp["annotations"]["auth"]["password"]["candidate"], 2);
+    assert_eq!(
+        resp["annotations"]["auth"]["password"]["value"],
+        "<redacted>"
+    );
+    let qry = evs
+        .iter()
+        .find(|e| e["cmd"] == "QRY" && e["dir"] == "c2s")
+        .unwrap();
+    assert_eq!(qry["annotations"]["challenge"]["valid"], true);
+    assert_eq!(qry["annotations"]["challenge"]["algorithm"], "md5");
+    let (_, out, _) = run(&[
+        "decode",
+        p.to_str().unwrap(),
+        "--json",
+        "-",
+        "--password",
+        "wrong",
+        "--no-redact",
+    ]);
+    let evs: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let resp = evs
+        .iter()
+        .find(|e| e["line"].as_str().unwrap_or("").starts_with("USR 4 MD5 S"))
+        .unwrap();
+    assert_eq!(resp["annotations"]["auth"]["password"]["matched"], false);
+    assert_eq!(resp["args"][3], hash);
+}
+
+#[test]
+fn json_lines_read_back_give_the_same_report() {
+    let dir = std::env::temp_dir().join(format!("msntap-rt-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let jl = dir.join("events.jsonl");
+    let log = fixture("sb_chat_msnp8.log");
+    let (code, _, err) = run(&[
+        "decode",
+        log.to_str().unwrap(),
+        "--json",
+        jl.to_str().unwrap(),
+        "-q",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let (_, from_log, _) = run(&["transcript", log.to_str().unwrap(), "--json", "-"]);
+    let (_, from_jsonl, _) = run(&["transcript", jl.to_str().unwrap(), "--json", "-"]);
+    assert!(!from_log.trim().is_empty());
+    assert_eq!(from_log, from_jsonl);
+    let (_, r1, _) = run(&["report", log.to_str().unwrap(), "--json", "-"]);
+    let (_, r2, _) = run(&["report", jl.to_str().unwrap(), "--json", "-"]);
+    let mut v1: Value = serde_json::from_str(&r1).unwrap();
+    let mut v2: Value = serde_json::from_str(&r2).unwrap();
+    v1["inputs"] = Value::Null;
+    v2["inputs"] = Value::Null;
+    assert_eq!(v1, v2);
+}
