@@ -167,6 +167,10 @@ pub struct ProxyArgs {
     /// rule (SO_ORIGINAL_DST); --upstream is then only the fallback. See docs/proxy.md.
     #[arg(long)]
     pub transparent: bool,
+    /// Record the proxied connections into FILE as pcapng (readable by Wireshark and
+    /// `msntap read`). The file holds everything, secrets included: it is made owner-only.
+    #[arg(long, value_name = "FILE")]
+    pub pcap: Option<PathBuf>,
     /// Seconds to wait for the upstream server to accept a connection.
     #[arg(long, value_name = "SECS", default_value_t = 10)]
     pub connect_timeout: u64,

@@ -18,6 +18,7 @@ pub fn run(a: &ProxyArgs, tables: Arc<Tables>) -> Result<ExitCode> {
         upstream: a.upstream.clone(),
         advertise: a.advertise.clone(),
         transparent: a.transparent,
+        pcap: a.pcap.clone(),
         connect_timeout: Duration::from_secs(a.connect_timeout.max(1)),
         ..Config::default()
     };

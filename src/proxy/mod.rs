@@ -2,6 +2,7 @@
 //! It feeds the sans-IO core and forwards bytes; it must never let decoding stop or change
 //! forwarding (see relay.rs), and never listens beyond loopback unless told to.
 
+mod record;
 mod relay;
 pub mod rewrite;
 
@@ -37,6 +38,8 @@ pub struct Config {
     pub max_connections: usize,
     /// Redirect targets (each one a listener) kept at once.
     pub max_routes: usize,
+    /// Record the proxied connections into this pcapng file.
+    pub pcap: Option<std::path::PathBuf>,
 }
 
 impl Default for Config {
@@ -49,6 +52,7 @@ impl Default for Config {
             connect_timeout: Duration::from_secs(10),
             max_connections: 4096,
             max_routes: 256,
+            pcap: None,
         }
     }
 }
@@ -78,6 +82,12 @@ pub enum ProxyError {
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot record into {path}: {source}")]
+    Pcap {
+        path: String,
         #[source]
         source: std::io::Error,
     },
@@ -118,6 +128,8 @@ pub(crate) struct Shared {
     pub tables: Arc<Tables>,
     pub events: mpsc::Sender<Event>,
     pub shutdown: watch::Receiver<bool>,
+    /// The `--pcap` recorder.
+    pub rec: Option<mpsc::Sender<record::Rec>>,
     next_conn: AtomicU64,
     routes: Mutex<HashMap<RouteKey, u16>>,
     /// Addresses this proxy listens on.
@@ -291,12 +303,20 @@ impl Proxy {
                 listen,
             });
         }
+        let rec = match &cfg.pcap {
+            Some(p) => Some(record::start(p).map_err(|source| ProxyError::Pcap {
+                path: p.display().to_string(),
+                source,
+            })?),
+            None => None,
+        };
         let (shutdown_tx, shutdown) = watch::channel(false);
         let shared = Arc::new(Shared {
             cfg: Config { listen, ..cfg },
             tables,
             events,
             shutdown,
+            rec,
             next_conn: AtomicU64::new(1),
             routes: Mutex::new(HashMap::new()),
             listeners: Mutex::new(HashSet::from([listen])),
@@ -351,6 +371,19 @@ impl Proxy {
             }
         };
         let _ = tokio::time::timeout(Duration::from_secs(3), wait).await;
+        if let Some(rec) = &shared.rec {
+            let (ack, done) = tokio::sync::oneshot::channel();
+            if rec.send(record::Rec::Flush(ack)).await.is_ok() {
+                if let Ok(Err(e)) = done.await {
+                    let msg = format!("the --pcap recording is incomplete: {e}");
+                    tracing::error!("{msg}");
+                    let _ = shared
+                        .events
+                        .send(shared.note(EventKind::Error { message: msg }))
+                        .await;
+                }
+            }
+        }
         let routes = lock(&shared.routes).len();
         Stats {
             connections: shared.next_conn.load(Ordering::Relaxed) - 1,

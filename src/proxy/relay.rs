@@ -13,6 +13,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{watch, Mutex};
 
+use super::record::Rec;
 use super::rewrite::{Found, Outcome, Rewriter};
 use super::{Shared, Upstream};
 use crate::event::{Dir, Event, EventKind, Ts};
@@ -86,6 +87,7 @@ enum End {
 
 struct Conn {
     shared: Arc<Shared>,
+    conn: u64,
     dec: Mutex<Decoder>,
     abort: watch::Sender<bool>,
     /// Host written into rewritten addresses.
@@ -99,6 +101,12 @@ impl Conn {
         for e in evs {
             // A closed channel means nobody listens any more; forwarding goes on regardless.
             let _ = self.shared.events.send(e).await;
+        }
+    }
+
+    async fn record(&self, m: Rec) {
+        if let Some(rec) = &self.shared.rec {
+            let _ = rec.send(m).await;
         }
     }
 
@@ -201,6 +209,16 @@ pub(crate) async fn handle(shared: Arc<Shared>, client: TcpStream, peer: SocketA
     .await;
     let _ = client.set_nodelay(true);
     let _ = server.set_nodelay(true);
+    if let (Some(rec), Ok(server_addr)) = (&shared.rec, server.peer_addr()) {
+        let _ = rec
+            .send(Rec::Open {
+                conn,
+                client: peer,
+                server: server_addr,
+                ts: Ts::now(),
+            })
+            .await;
+    }
 
     let advertise = shared
         .cfg
@@ -210,6 +228,7 @@ pub(crate) async fn handle(shared: Arc<Shared>, client: TcpStream, peer: SocketA
     let (abort, _) = watch::channel(false);
     let c = Conn {
         shared: shared.clone(),
+        conn,
         dec: Mutex::new(Decoder {
             session,
             rewriter: Rewriter::new(),
@@ -241,6 +260,9 @@ pub(crate) async fn handle(shared: Arc<Shared>, client: TcpStream, peer: SocketA
             }
         }
     };
+    if let Some(rec) = &shared.rec {
+        let _ = rec.send(Rec::End { conn }).await;
+    }
     let mut dec = c.dec.lock().await;
     let mut evs = Vec::new();
     dec.finish_dir(Dir::C2s, &mut evs);
@@ -395,6 +417,15 @@ async fn pump(c: &Conn, dir: Dir, rd: OwnedReadHalf, mut wr: OwnedWriteHalf) -> 
             Err(_) => break End::ReadReset,
         };
         total += n as u64;
+        if let Some(rec) = &c.shared.rec {
+            let m = Rec::Data {
+                conn: c.conn,
+                dir,
+                ts: Ts::now(),
+                bytes: buf.clone(),
+            };
+            let _ = rec.send(m).await;
+        }
         let out = decode(c, dir, buf).await;
         if out.is_empty() {
             continue;
@@ -423,6 +454,12 @@ async fn pump(c: &Conn, dir: Dir, rd: OwnedReadHalf, mut wr: OwnedWriteHalf) -> 
             }
             c.mark(dir, End::Eof);
             c.send(evs).await;
+            c.record(Rec::Fin {
+                conn: c.conn,
+                dir,
+                ts: Ts::now(),
+            })
+            .await;
             if !rest.is_empty() && wr.write_all(&rest).await.is_err() {
                 c.mark(dir, End::WriteReset);
             }
@@ -430,6 +467,17 @@ async fn pump(c: &Conn, dir: Dir, rd: OwnedReadHalf, mut wr: OwnedWriteHalf) -> 
         }
         End::ReadReset | End::WriteReset => {
             c.mark(dir, end);
+            let by = if end == End::ReadReset {
+                dir
+            } else {
+                dir.flip()
+            };
+            c.record(Rec::Rst {
+                conn: c.conn,
+                dir: by,
+                ts: Ts::now(),
+            })
+            .await;
             // Make the close of the other socket a reset too, then stop the other pump.
             let other: &TcpStream = if end == End::ReadReset {
                 wr.as_ref()
