@@ -13,11 +13,13 @@ use msntap::{Event, Tables};
 use proxy_support::*;
 use tokio::io::AsyncWriteExt;
 
+/// One command: direction, line, payload length.
+type Cmd = (&'static str, String, Option<u64>);
+
 /// Per connection, the commands in order as (direction, line, payload length); sorted so
 /// that connection numbering does not matter.
-fn commands(evs: &[Event]) -> Vec<Vec<(&'static str, String, Option<u64>)>> {
-    let mut by: std::collections::BTreeMap<u64, Vec<(&'static str, String, Option<u64>)>> =
-        Default::default();
+fn commands(evs: &[Event]) -> Vec<Vec<Cmd>> {
+    let mut by: std::collections::BTreeMap<u64, Vec<Cmd>> = Default::default();
     for e in evs {
         if let Some(c) = e.command() {
             by.entry(e.conn).or_default().push((
