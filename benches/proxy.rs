@@ -28,11 +28,21 @@ fn main() {
     rt.block_on(async {
         let tables = Arc::new(Tables::builtin().expect("tables"));
         println!("msntap proxy benchmark (loopback, 2 worker threads)\n");
-        for kind in [Traffic::Text, Traffic::P2p] {
-            throughput(&tables, kind).await;
+        // MSNTAP_BENCH=throughput|latency|idle runs one part only.
+        let only = std::env::var("MSNTAP_BENCH").unwrap_or_default();
+        let run = |part: &str| only.is_empty() || only == part;
+        if run("throughput") {
+            for kind in [Traffic::Text, Traffic::P2p] {
+                decode_only(&tables, kind);
+                throughput(&tables, kind).await;
+            }
         }
-        latency(&tables).await;
-        idle(&tables).await;
+        if run("latency") {
+            latency(&tables).await;
+        }
+        if run("idle") {
+            idle(&tables).await;
+        }
     });
 }
 
@@ -133,7 +143,7 @@ struct Running {
 
 /// msntap in front of `upstream`, its events consumed (counted) as fast as they come.
 async fn msntap(tables: &Arc<Tables>, upstream: String) -> Running {
-    let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<msntap::proxy::EventBatch>(256);
     let cfg = Config {
         listen: "127.0.0.1:0".parse().expect("addr"),
         upstream: Some(upstream),
@@ -149,9 +159,9 @@ async fn msntap(tables: &Arc<Tables>, upstream: String) -> Running {
     let events = Arc::new(AtomicU64::new(0));
     let e2 = events.clone();
     tokio::spawn(async move {
-        while let Some(ev) = rx.recv().await {
-            std::hint::black_box(&ev);
-            e2.fetch_add(1, Ordering::Relaxed);
+        while let Some(batch) = rx.recv().await {
+            std::hint::black_box(&batch);
+            e2.fetch_add(batch.len() as u64, Ordering::Relaxed);
         }
     });
     Running { addr, stop, events }
@@ -181,6 +191,34 @@ async fn pull(addr: &str, expect: usize) -> f64 {
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
+}
+
+/// The decoder alone on the same bytes (16 KiB chunks, no sockets): the ceiling for the proxy.
+fn decode_only(tables: &Arc<Tables>, kind: Traffic) {
+    let f = frame(kind);
+    let count = BULK / f.len();
+    let mut data = b"ANS 1 alice@example.com 1.2.3 99\r\n".to_vec();
+    let c2s_len = data.len();
+    for _ in 0..count {
+        data.extend_from_slice(&f);
+    }
+    let mut best = 0f64;
+    for _ in 0..3 {
+        let mut s = msntap::Session::new(tables.clone(), 1, msntap::SessionHint::default());
+        let mut evs = Vec::new();
+        let t = Instant::now();
+        s.feed(msntap::Dir::C2s, &data[..c2s_len], msntap::Ts(0), &mut evs);
+        let mut n = 0;
+        for chunk in data[c2s_len..].chunks(16 << 10) {
+            s.feed(msntap::Dir::S2c, chunk, msntap::Ts(0), &mut evs);
+            n += evs.len();
+            evs.clear();
+        }
+        let mbs = (data.len() - c2s_len) as f64 / t.elapsed().as_secs_f64() / 1e6;
+        std::hint::black_box(n);
+        best = best.max(mbs);
+    }
+    println!("decoder alone (Session::feed, no sockets), {kind:?}: {best:.1} MB/s");
 }
 
 async fn throughput(tables: &Arc<Tables>, kind: Traffic) {

@@ -28,11 +28,11 @@ pub fn run(a: &ProxyArgs, tables: Arc<Tables>) -> Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<msntap::Event>(1024);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<msntap::proxy::EventBatch>(256);
     // Events are written on their own thread so a slow terminal never sits inside the relay.
     let writer = std::thread::spawn(move || -> std::io::Result<Output> {
-        while let Some(ev) = rx.blocking_recv() {
-            out.emit(ev)?;
+        while let Some(mut batch) = rx.blocking_recv() {
+            out.emit_all(&mut batch)?;
         }
         out.finish()?;
         Ok(out)

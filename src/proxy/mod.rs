@@ -19,6 +19,10 @@ use tokio::sync::{mpsc, watch, Notify};
 use crate::event::{Event, EventKind, Service, Ts, SCHEMA_VERSION};
 use crate::protocol::Tables;
 
+/// Events of one connection in order, sent together: one channel message per socket read
+/// instead of one per event keeps the hand-off cheap.
+pub type EventBatch = Vec<Event>;
+
 /// How the proxy runs.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -126,7 +130,7 @@ struct RouteKey {
 pub(crate) struct Shared {
     pub cfg: Config,
     pub tables: Arc<Tables>,
-    pub events: mpsc::Sender<Event>,
+    pub events: mpsc::Sender<EventBatch>,
     pub shutdown: watch::Receiver<bool>,
     /// The `--pcap` recorder.
     pub rec: Option<mpsc::Sender<record::Rec>>,
@@ -262,7 +266,7 @@ impl Proxy {
     pub async fn bind(
         cfg: Config,
         tables: Arc<Tables>,
-        events: mpsc::Sender<Event>,
+        events: mpsc::Sender<EventBatch>,
     ) -> Result<Proxy, ProxyError> {
         if cfg.transparent && !cfg!(target_os = "linux") {
             return Err(ProxyError::TransparentUnsupported);
@@ -353,7 +357,7 @@ impl Proxy {
             tracing::warn!("{msg}");
             let _ = shared
                 .events
-                .send(shared.note(EventKind::Note { message: msg }))
+                .send(vec![shared.note(EventKind::Note { message: msg })])
                 .await;
         }
         let main = tokio::spawn(accept_loop(shared.clone(), listener, Upstream::Main));
@@ -379,7 +383,7 @@ impl Proxy {
                     tracing::error!("{msg}");
                     let _ = shared
                         .events
-                        .send(shared.note(EventKind::Error { message: msg }))
+                        .send(vec![shared.note(EventKind::Error { message: msg })])
                         .await;
                 }
             }
@@ -396,7 +400,7 @@ impl Proxy {
 pub async fn run(
     cfg: Config,
     tables: Arc<Tables>,
-    events: mpsc::Sender<Event>,
+    events: mpsc::Sender<EventBatch>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<Stats, ProxyError> {
     Ok(Proxy::bind(cfg, tables, events).await?.run(shutdown).await)
@@ -418,7 +422,7 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, up: Upstream) {
                     );
                     let _ = shared
                         .events
-                        .send(shared.note(EventKind::Error { message: msg }))
+                        .send(vec![shared.note(EventKind::Error { message: msg })])
                         .await;
                     drop(sock);
                     continue;

@@ -98,9 +98,9 @@ struct Conn {
 
 impl Conn {
     async fn send(&self, evs: Vec<Event>) {
-        for e in evs {
+        if !evs.is_empty() {
             // A closed channel means nobody listens any more; forwarding goes on regardless.
-            let _ = self.shared.events.send(e).await;
+            let _ = self.shared.events.send(evs).await;
         }
     }
 
@@ -135,7 +135,7 @@ pub(crate) async fn handle(shared: Arc<Shared>, client: TcpStream, peer: SocketA
     let send = |e: Event| {
         let sh = shared.clone();
         async move {
-            let _ = sh.events.send(e).await;
+            let _ = sh.events.send(vec![e]).await;
         }
     };
 

@@ -215,20 +215,32 @@ impl Rewriter {
     /// XFR/RNG line there is rewritten at once: those commands never carry a payload, so the
     /// line is whole even when the session still waits to decide about what follows it.
     fn tail(&mut self, route: &mut Route<'_>, out: &mut Vec<u8>, outcomes: &mut Vec<Outcome>) {
-        let mut i = 0;
+        // Bytes of frames the session completed are never candidates: start after them and
+        // hop from line start to line start.
+        let skip = self.framed_end.saturating_sub(self.pend_off);
+        if skip >= self.pending.len() as u64 {
+            self.forward(self.pending.len(), out);
+            return;
+        }
+        let mut i = skip as usize;
+        let mut at_start = self.pend_off + i as u64 == self.framed_end
+            || if i == 0 {
+                self.prev_lf
+            } else {
+                self.pending[i - 1] == b'\n'
+            };
         while i < self.pending.len() {
-            let p = self.pend_off + i as u64;
-            let line_start = p >= self.framed_end
-                && (p == self.framed_end
-                    || if i == 0 {
-                        self.prev_lf
-                    } else {
-                        self.pending[i - 1] == b'\n'
-                    });
-            if !(line_start && could_be_redirect(&self.pending[i..])) {
-                i += 1;
-                continue;
+            if !(at_start && could_be_redirect(&self.pending[i..])) {
+                match self.pending[i..].iter().position(|&b| b == b'\n') {
+                    Some(k) => {
+                        i += k + 1;
+                        at_start = true;
+                        continue;
+                    }
+                    None => break,
+                }
             }
+            let p = self.pend_off + i as u64;
             let Some(lf) = self.pending[i..].iter().position(|&b| b == b'\n') else {
                 // A possible redirect line, not complete yet: hold it (within bounds).
                 let n = if self.pending.len() - i <= MAX_HOLD {
@@ -242,28 +254,29 @@ impl Rewriter {
             // Only where the session's framing ends is a line start certain; elsewhere (inside
             // a payload still arriving, or bytes the session is skipping) the line waits for the
             // session's verdict and is never rewritten early.
-            if p != self.framed_end {
-                i += lf + 1;
-                continue;
-            }
-            let line = self.pending[i..=i + lf].to_vec();
-            let text = String::from_utf8_lossy(&line);
-            let mut toks = text.split([' ', '\r', '\n']).filter(|t| !t.is_empty());
-            let name = toks.next().unwrap_or_default();
-            let args: Vec<String> = toks.map(str::to_string).collect();
-            if let Some(f) = redirect_in(name, &args, &[]) {
-                // Remembered either way, so the session's later report of this frame is not
-                // handled twice.
-                if self.early.len() >= MAX_EARLY {
-                    self.early.remove(0);
-                }
-                self.early.push(p);
-                if self.rewrite_frame(&f, p, &line, route, out, outcomes) {
-                    i = 0;
-                    continue;
+            if p == self.framed_end {
+                let line = self.pending[i..=i + lf].to_vec();
+                let text = String::from_utf8_lossy(&line);
+                let mut toks = text.split([' ', '\r', '\n']).filter(|t| !t.is_empty());
+                let name = toks.next().unwrap_or_default();
+                let args: Vec<String> = toks.map(str::to_string).collect();
+                if let Some(f) = redirect_in(name, &args, &[]) {
+                    // Remembered either way, so the session's later report of this frame is
+                    // not handled twice.
+                    if self.early.len() >= MAX_EARLY {
+                        self.early.remove(0);
+                    }
+                    self.early.push(p);
+                    if self.rewrite_frame(&f, p, &line, route, out, outcomes) {
+                        // What was before the line went out with it; go on after it.
+                        i = 0;
+                        at_start = true;
+                        continue;
+                    }
                 }
             }
             i += lf + 1;
+            at_start = true;
         }
         self.forward(self.pending.len(), out);
     }

@@ -41,7 +41,7 @@ pub async fn start(upstream: &str) -> Running {
 /// Starts a proxy with `cfg`, keeping only the events `keep` accepts.
 pub async fn start_with(cfg: Config, keep: fn(&Event) -> bool) -> Running {
     let tables = Arc::new(Tables::builtin().expect("built-in tables"));
-    let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<msntap::proxy::EventBatch>(256);
     let p = Proxy::bind(cfg, tables, tx).await.expect("proxy binds");
     let addr = p.local_addr();
     let (stop, stopped) = oneshot::channel::<()>();
@@ -51,10 +51,9 @@ pub async fn start_with(cfg: Config, keep: fn(&Event) -> bool) -> Running {
     let events = Arc::new(Mutex::new(Vec::new()));
     let ev2 = events.clone();
     let collector = tokio::spawn(async move {
-        while let Some(e) = rx.recv().await {
-            if keep(&e) {
-                ev2.lock().expect("events").push(e);
-            }
+        while let Some(batch) = rx.recv().await {
+            let mut v = ev2.lock().expect("events");
+            v.extend(batch.into_iter().filter(|e| keep(e)));
         }
     });
     Running {
