@@ -20,7 +20,7 @@ use crate::event::{Dir, Event, EventKind, Ts};
 use crate::protocol::{Session, SessionHint};
 
 /// Bytes read per socket read. Buffers are allocated per read, so idle connections hold none.
-const READ_CHUNK: usize = 16 * 1024;
+const READ_CHUNK: usize = 64 * 1024;
 
 /// The decoder side of a connection, shared by both pumps.
 struct Decoder {
@@ -504,7 +504,7 @@ async fn decode(c: &Conn, dir: Dir, buf: Vec<u8>) -> Vec<u8> {
         c.send(evs).await;
         return buf;
     }
-    let mut out = Vec::with_capacity(buf.len() + 64);
+    let mut out = Vec::new();
     let mut outcomes = Vec::new();
     let version = d.session.version();
     let shared = &c.shared;
@@ -514,7 +514,7 @@ async fn decode(c: &Conn, dir: Dir, buf: Vec<u8>) -> Vec<u8> {
         out = buf;
     } else {
         d.rewriter
-            .push(&buf, &evs, &mut route, &mut out, &mut outcomes);
+            .push_owned(buf, &evs, &mut route, &mut out, &mut outcomes);
     }
     for o in outcomes {
         let kind = match o {

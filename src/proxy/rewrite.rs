@@ -179,7 +179,24 @@ impl Rewriter {
         out: &mut Vec<u8>,
         outcomes: &mut Vec<Outcome>,
     ) {
-        self.pending.extend_from_slice(chunk);
+        self.push_owned(chunk.to_vec(), events, route, out, outcomes);
+    }
+
+    /// As [`push`](Self::push), taking the chunk by value: in the common case (nothing held,
+    /// nothing rewritten) the same buffer comes back out without a copy.
+    pub fn push_owned(
+        &mut self,
+        chunk: Vec<u8>,
+        events: &[Event],
+        route: &mut Route<'_>,
+        out: &mut Vec<u8>,
+        outcomes: &mut Vec<Outcome>,
+    ) {
+        if self.pending.is_empty() {
+            self.pending = chunk;
+        } else {
+            self.pending.extend_from_slice(&chunk);
+        }
         for ev in events.iter().filter(|e| e.dir == Some(Dir::S2c)) {
             if self.passthrough {
                 break;
@@ -288,6 +305,12 @@ impl Rewriter {
 
     fn forward(&mut self, n: usize, out: &mut Vec<u8>) {
         if n == 0 {
+            return;
+        }
+        if n == self.pending.len() && out.is_empty() {
+            self.prev_lf = self.pending[n - 1] == b'\n';
+            std::mem::swap(out, &mut self.pending);
+            self.pend_off += n as u64;
             return;
         }
         out.extend_from_slice(&self.pending[..n]);
