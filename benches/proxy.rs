@@ -31,6 +31,11 @@ fn main() {
         // MSNTAP_BENCH=throughput|latency|idle runs one part only.
         let only = std::env::var("MSNTAP_BENCH").unwrap_or_default();
         let run = |part: &str| only.is_empty() || only == part;
+        // Memory first, while the heap is fresh: later parts leave freed pages behind that
+        // would hide growth.
+        if run("idle") {
+            idle(&tables).await;
+        }
         if run("throughput") {
             for kind in [Traffic::Text, Traffic::P2p] {
                 decode_only(&tables, kind);
@@ -39,9 +44,6 @@ fn main() {
         }
         if run("latency") {
             latency(&tables).await;
-        }
-        if run("idle") {
-            idle(&tables).await;
         }
     });
 }
@@ -404,4 +406,5 @@ async fn idle(tables: &Arc<Tables>) {
         "  msntap per session        {per:7.1} KiB  (upper bound, all growth counted: {:.1} KiB)",
         with as f64 / IDLE as f64
     );
+    println!();
 }
