@@ -53,7 +53,7 @@ pub async fn start_with(cfg: Config, keep: fn(&Event) -> bool) -> Running {
     let collector = tokio::spawn(async move {
         while let Some(batch) = rx.recv().await {
             let mut v = ev2.lock().expect("events");
-            v.extend(batch.into_iter().filter(|e| keep(e)));
+            v.extend(batch.into_iter().filter(keep));
         }
     });
     Running {
