@@ -28,7 +28,7 @@ pub fn run(a: &ProxyArgs, tables: Arc<Tables>) -> Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<msntap::proxy::EventBatch>(256);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<msntap::proxy::EventBatch>(64);
     // Events are written on their own thread so a slow terminal never sits inside the relay.
     let writer = std::thread::spawn(move || -> std::io::Result<Output> {
         while let Some(mut batch) = rx.blocking_recv() {
