@@ -596,4 +596,76 @@ mod tests {
         );
         assert_eq!(replace_token(b"XFR 1\r\n", 3, "x"), None);
     }
+
+    /// Frames of a made-up session (MSNP8 notification server, then switchboard-style
+    /// messages): (what the server sends, what the client must get).
+    fn frames() -> Vec<(Vec<u8>, Vec<u8>)> {
+        let same = |b: &[u8]| (b.to_vec(), b.to_vec());
+        let body = "MIME-Version: 1.0\r\nContent-Type: text/plain\r\n\r\nquote:\r\nXFR 9 SB 10.9.9.9:1865 CKI z\r\nRNG 1 10.9.9.9:1865 CKI z a b\r\nXF";
+        let msg = format!("MSG Hotmail Hotmail {}\r\n{body}", body.len()).into_bytes();
+        vec![
+            same(b"VER 1 MSNP8\r\n"),
+            same(b"CHL 0 29409134351025259292\r\n"),
+            (msg.clone(), msg),
+            (
+                b"XFR 10 SB 10.0.0.7:1865 CKI 17262740.1050826919.32308\r\n".to_vec(),
+                b"XFR 10 SB 127.0.0.9:1866 CKI 17262740.1050826919.32308\r\n".to_vec(),
+            ),
+            same(b"XFR 0 NS 0\r\n"),
+            (
+                b"RNG 11752013 sb.example.org:1863 CKI 849102291.520491932 bob@example.com Bob\r\n"
+                    .to_vec(),
+                b"RNG 11752013 127.0.0.9:1864 CKI 849102291.520491932 bob@example.com Bob\r\n"
+                    .to_vec(),
+            ),
+            same(b"ILN 11 NLN carol@example.com Carol\r\n"),
+            (
+                b"XFR 12 NS 10.0.0.5:1863 0 10.0.0.1:1863\r\n".to_vec(),
+                b"XFR 12 NS 127.0.0.9:1864 0 10.0.0.1:1863\r\n".to_vec(),
+            ),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Any order of frames, any segmentation: the client gets exactly the server's bytes
+        /// with only the redirect addresses changed.
+        #[test]
+        fn any_segmentation_gives_the_same_bytes(
+            order in proptest::collection::vec(0usize..8, 1..24),
+            cuts in proptest::collection::vec(1usize..200, 0..40),
+        ) {
+            let fr = frames();
+            let mut input = b"VER 1 MSNP8\r\n".to_vec();
+            let mut want = input.clone();
+            for i in order {
+                input.extend_from_slice(&fr[i].0);
+                want.extend_from_slice(&fr[i].1);
+            }
+            let mut s = Session::new(tables(), 1, SessionHint::default());
+            let mut vs = Vec::new();
+            s.feed(Dir::C2s, b"VER 1 MSNP8 CVR0\r\n", Ts(0), &mut vs);
+            let mut rw = Rewriter::new();
+            // Deterministic routes: port + 1 on 127.0.0.9.
+            let mut route = |f: &Found<'_>| {
+                let port: u16 = f.address.rsplit(':').next().and_then(|p| p.parse().ok()).ok_or("port")?;
+                Ok::<_, String>(format!("127.0.0.9:{}", port + 1))
+            };
+            let (mut out, mut oc) = (Vec::new(), Vec::new());
+            let mut at = 0usize;
+            for c in cuts.iter().chain(std::iter::once(&usize::MAX)) {
+                let end = at.saturating_add(*c).min(input.len());
+                let chunk = &input[at..end];
+                let mut evs = Vec::new();
+                s.feed(Dir::S2c, chunk, Ts(0), &mut evs);
+                rw.push(chunk, &evs, &mut route, &mut out, &mut oc);
+                at = end;
+                if at == input.len() {
+                    break;
+                }
+            }
+            rw.finish(&mut out);
+            proptest::prop_assert_eq!(String::from_utf8_lossy(&out), String::from_utf8_lossy(&want));
+            proptest::prop_assert!(oc.iter().all(|o| matches!(o, Outcome::Rewritten { .. })), "{:?}", oc);
+        }
+    }
 }
