@@ -48,6 +48,9 @@ pub enum Command {
     /// Switchboard conversations: who joined and left, messages with formatting, typing,
     /// nudges, invitations.
     Transcript(TranscriptArgs),
+    /// Extract display pictures, emoticons and files carried over P2P into a directory, and
+    /// verify each against its MSNObject's SHA1D.
+    Extract(ExtractArgs),
     /// Decode pcap/pcapng captures: TCP reassembly, MSNP found on any port.
     Read(ReadArgs),
     /// Turn a session log into a pcap/pcapng capture (one TCP connection per log connection).
@@ -93,6 +96,21 @@ pub struct TranscriptArgs {
     /// Show invitation cookies instead of <redacted>.
     #[arg(long)]
     pub no_redact: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ExtractArgs {
+    #[command(flatten)]
+    pub input: InputArgs,
+    /// Directory to write the objects into (created if missing; files are never overwritten).
+    #[arg(short = 'o', long = "output", value_name = "DIR")]
+    pub output: PathBuf,
+    /// Also write one JSON report per object to FILE ("-" for standard output).
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<String>,
+    /// Largest object to reassemble, in bytes (larger announced sizes are refused).
+    #[arg(long, value_name = "BYTES", default_value_t = 64 << 20)]
+    pub max_object_size: u64,
 }
 
 #[derive(Args, Debug)]

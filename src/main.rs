@@ -4,6 +4,7 @@
 
 mod capture_cmd;
 mod cli;
+mod extract_cmd;
 mod proxy_cmd;
 
 use std::io::{Read, Write};
@@ -53,6 +54,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Decode(a) => decode(a, tables),
         Command::Dissectors(a) => dissectors(a, &tables),
         Command::Proxy(a) => proxy_cmd::run(a, tables),
+        Command::Extract(a) => extract_cmd::run(a, tables),
         Command::Report(a) => report(a, tables),
         Command::Transcript(a) => transcript(a, tables),
         Command::Read(a) => capture_cmd::read(a, tables),

@@ -48,6 +48,46 @@ pub struct FlowStats {
 
 type Key = (SocketAddr, SocketAddr);
 
+/// A cheap multiplicative hasher for the flow table: keys are addresses seen in the
+/// capture, and a skewed table only costs time (the table size is bounded anyway).
+#[derive(Default, Clone, Copy)]
+pub struct FastHash;
+
+impl std::hash::BuildHasher for FastHash {
+    type Hasher = FastHasher;
+    fn build_hasher(&self) -> FastHasher {
+        FastHasher(0)
+    }
+}
+
+pub struct FastHasher(u64);
+
+impl std::hash::Hasher for FastHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+    fn write_u8(&mut self, i: u8) {
+        self.write_u64(u64::from(i));
+    }
+    fn write_u16(&mut self, i: u16) {
+        self.write_u64(u64::from(i));
+    }
+    fn write_u32(&mut self, i: u32) {
+        self.write_u64(u64::from(i));
+    }
+    fn write_u64(&mut self, i: u64) {
+        self.0 = (self.0.rotate_left(5) ^ i).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+    fn write_usize(&mut self, i: usize) {
+        self.write_u64(i as u64);
+    }
+}
+
 fn key(a: SocketAddr, b: SocketAddr) -> Key {
     if a <= b {
         (a, b)
@@ -87,9 +127,9 @@ struct Flow {
 pub struct FlowTable {
     tables: Arc<Tables>,
     opts: FlowOptions,
-    flows: HashMap<Key, Flow>,
+    flows: HashMap<Key, Flow, FastHash>,
     /// Recently closed or rejected connections: their stray packets are ignored.
-    dead: HashSet<Key>,
+    dead: HashSet<Key, FastHash>,
     dead_order: VecDeque<Key>,
     /// Server addresses handed out by XFR/RNG: address -> (service, version).
     learned: HashMap<String, (Service, Option<u8>)>,
@@ -129,10 +169,12 @@ fn plausible_line(b: &[u8], tables: &Tables) -> Option<bool> {
                 Some(false)
             }
         }
+        // An HTTP request line ("GET / HTTP/1.1") is not MSNP even if its verb is a command.
         Some(lf) => Some(
             lf >= 4
                 && window[lf - 1] == b'\r'
-                && window[..lf - 1].iter().all(|&c| (0x20..0x7f).contains(&c)),
+                && window[..lf - 1].iter().all(|&c| (0x20..0x7f).contains(&c))
+                && !window[..lf - 1].windows(6).any(|w| w == b" HTTP/"),
         ),
     }
 }
@@ -166,8 +208,8 @@ impl FlowTable {
         FlowTable {
             tables,
             opts,
-            flows: HashMap::new(),
-            dead: HashSet::new(),
+            flows: HashMap::default(),
+            dead: HashSet::default(),
             dead_order: VecDeque::new(),
             learned: HashMap::new(),
             next_conn: first_conn,

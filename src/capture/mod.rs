@@ -155,6 +155,8 @@ pub fn read_from<R: Read>(
             Err(e) => return Err(fmt_err(0, format!("bad capture header: {e:?}"))),
         };
         let mut ifaces: Vec<Iface> = Vec::new();
+        // (pcapng, big-endian) once the file header is known: to read length fields.
+        let mut layout = (false, false);
         let mut cap = BUF;
         let mut last_progress = 0u64;
         loop {
@@ -163,6 +165,7 @@ pub fn read_from<R: Read>(
                 Ok((len, block)) => {
                     let pkt: Option<(u16, Ts, &[u8])> = match &block {
                         PcapBlockOwned::LegacyHeader(h) => {
+                            layout = (false, h.is_bigendian());
                             let units = if h.is_nanosecond_precision() {
                                 1_000_000_000
                             } else {
@@ -183,7 +186,8 @@ pub fn read_from<R: Read>(
                             let ts = Ts::from_secs_micros(i64::from(b.ts_sec), frac as u32);
                             Some((i.linktype, ts, b.data))
                         }
-                        PcapBlockOwned::NG(Block::SectionHeader(_)) => {
+                        PcapBlockOwned::NG(Block::SectionHeader(shb)) => {
+                            layout = (true, shb.big_endian());
                             ifaces.clear();
                             None
                         }
@@ -252,6 +256,9 @@ pub fn read_from<R: Read>(
                     })?;
                 }
                 Err(PcapError::BufferTooSmall) => {
+                    if let Some(msg) = absurd_length(reader.data(), layout) {
+                        return Err(fmt_err(at, msg));
+                    }
                     if cap >= MAX_RECORD || !reader.grow(cap * 2) {
                         return Err(fmt_err(
                             at,
@@ -268,10 +275,11 @@ pub fn read_from<R: Read>(
                     })?;
                 }
                 Err(PcapError::UnexpectedEof) => {
-                    return Err(fmt_err(
-                        at,
-                        "capture truncated in the middle of a record".into(),
-                    ));
+                    let left = reader.data().len();
+                    let msg = absurd_length(reader.data(), layout).unwrap_or_else(|| {
+                        format!("capture truncated in the middle of a record ({left} bytes left)")
+                    });
+                    return Err(fmt_err(at, msg));
                 }
                 Err(e) => {
                     let msg = match e {
@@ -292,6 +300,24 @@ pub fn read_from<R: Read>(
     stats.flows = flows.stats.clone();
     stats.next_conn = flows.next_conn();
     result.map(|()| stats)
+}
+
+/// Reads the length field of the record at the start of `data`; a message when it is
+/// beyond any sane record (so the problem is a corrupt field, not a short file).
+fn absurd_length(data: &[u8], (ng, be): (bool, bool)) -> Option<String> {
+    let at = if ng { 4 } else { 8 };
+    let b: [u8; 4] = data.get(at..at + 4)?.try_into().ok()?;
+    let n = if be {
+        u32::from_be_bytes(b)
+    } else {
+        u32::from_le_bytes(b)
+    } as usize;
+    (n > MAX_RECORD).then(|| {
+        format!(
+            "record length {n} is absurd (over {} MiB): corrupt length field",
+            MAX_RECORD >> 20
+        )
+    })
 }
 
 fn handle_frame(
@@ -332,4 +358,415 @@ fn handle_frame(
     flows
         .segment(src, dst, &tcp, ts, sink)
         .map_err(CaptureError::Output)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::writer::{fragment_ipv4, CaptureWriter, Endian, Format, Link, TcpFlowWriter};
+    use super::*;
+    use crate::event::{Dir, EventKind};
+
+    fn tables() -> Arc<Tables> {
+        Arc::new(Tables::builtin().expect("tables"))
+    }
+
+    fn read_bytes(b: &[u8]) -> (Vec<Event>, Result<ReadStats, CaptureError>) {
+        let mut evs = Vec::new();
+        let r = read_from(
+            "test.pcap",
+            b,
+            tables(),
+            &ReadOptions::default(),
+            &mut |e| {
+                evs.push(e);
+                Ok(())
+            },
+            &mut |_| {},
+        );
+        (evs, r)
+    }
+
+    fn lines(evs: &[Event]) -> Vec<String> {
+        evs.iter()
+            .filter_map(|e| e.command().map(|c| c.line.clone()))
+            .collect()
+    }
+
+    const LOGIN: &[(Dir, &[u8])] = &[
+        (Dir::C2s, b"VER 1 MSNP8 CVR0\r\n"),
+        (Dir::S2c, b"VER 1 MSNP8\r\n"),
+        (
+            Dir::C2s,
+            b"CVR 2 0x0409 win 4.10 i386 MSNMSGR 5.0.0544 MSMSGS a@b.c\r\n",
+        ),
+        (
+            Dir::S2c,
+            b"MSG Hotmail Hotmail 23\r\nMIME-Version: 1.0\r\n\r\nhi",
+        ),
+        (Dir::C2s, b"OUT\r\n"),
+    ];
+
+    /// Writes a whole connection: handshake, LOGIN in segments of `seg`, orderly close.
+    fn conversation<W: std::io::Write>(
+        w: &mut CaptureWriter<W>,
+        iface: u32,
+        flow: &mut TcpFlowWriter,
+        seg: usize,
+        t0: i64,
+    ) {
+        let mut t = t0;
+        let mut put = |w: &mut CaptureWriter<W>, p: &[u8]| {
+            t += 1000;
+            w.write_ip(iface, Ts(t), p, None).expect("write");
+        };
+        for (_, p) in flow.handshake().expect("hs") {
+            put(w, &p);
+        }
+        for (d, data) in LOGIN {
+            for p in flow.data(*d, data, seg).expect("data") {
+                put(w, &p);
+            }
+        }
+        for (_, p) in flow.close(Dir::C2s).expect("close") {
+            put(w, &p);
+        }
+    }
+
+    fn flow(c: &str, s: &str) -> TcpFlowWriter {
+        TcpFlowWriter::new(c.parse().expect("addr"), s.parse().expect("addr"))
+    }
+
+    #[test]
+    fn pcap_both_byte_orders_and_resolutions() {
+        for (nanos, endian) in [
+            (false, Endian::Little),
+            (true, Endian::Big),
+            (true, Endian::Little),
+            (false, Endian::Big),
+        ] {
+            let mut w = CaptureWriter::with_options(
+                Vec::new(),
+                Format::Pcap,
+                Link::Ethernet,
+                nanos,
+                endian,
+            )
+            .expect("w");
+            conversation(
+                &mut w,
+                0,
+                &mut flow("10.1.1.1:40000", "10.2.2.2:1863"),
+                7,
+                1_117_627_200_000_000,
+            );
+            let b = w.into_inner().expect("bytes");
+            let (evs, r) = read_bytes(&b);
+            r.expect("read");
+            assert_eq!(
+                lines(&evs),
+                [
+                    "VER 1 MSNP8 CVR0",
+                    "VER 1 MSNP8",
+                    "CVR 2 0x0409 win 4.10 i386 MSNMSGR 5.0.0544 MSMSGS a@b.c",
+                    "MSG Hotmail Hotmail 23",
+                    "OUT"
+                ]
+            );
+            // First packet at t0 + 1 ms: the connect event carries the capture's time.
+            assert_eq!(evs[0].ts, Ts(1_117_627_200_001_000), "{nanos} {endian:?}");
+            assert!(matches!(
+                evs.last().map(|e| &e.kind),
+                Some(EventKind::Close { bytes_c2s: 81, .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn pcapng_with_several_interfaces_and_link_types() {
+        let mut w = CaptureWriter::with_options(
+            Vec::new(),
+            Format::PcapNg,
+            Link::LinuxSll,
+            false,
+            Endian::Big,
+        )
+        .expect("w");
+        let i1 = w.add_interface(Link::Raw, true).expect("iface");
+        let i2 = w.add_interface(Link::LinuxSll2, false).expect("iface");
+        let i3 = w
+            .add_interface(Link::EthernetVlan(42), false)
+            .expect("iface");
+        let i4 = w.add_interface(Link::Null, true).expect("iface");
+        conversation(
+            &mut w,
+            0,
+            &mut flow("10.1.1.1:40000", "10.2.2.2:1863"),
+            5,
+            1_000_000,
+        );
+        conversation(
+            &mut w,
+            i1,
+            &mut flow("[2001:db8::1]:40001", "[2001:db8::2]:1863"),
+            9,
+            2_000_000,
+        );
+        conversation(
+            &mut w,
+            i2,
+            &mut flow("10.1.1.3:40002", "10.2.2.2:1863"),
+            64,
+            3_000_000,
+        );
+        conversation(
+            &mut w,
+            i3,
+            &mut flow("10.1.1.4:40003", "10.2.2.2:1863"),
+            3,
+            4_000_000,
+        );
+        conversation(
+            &mut w,
+            i4,
+            &mut flow("10.1.1.5:40004", "10.2.2.2:1863"),
+            1000,
+            5_000_000,
+        );
+        let (evs, r) = read_bytes(&w.into_inner().expect("bytes"));
+        let st = r.expect("read");
+        assert_eq!(st.flows.msnp_connections, 5);
+        assert_eq!(lines(&evs).len(), 25);
+        // Timestamps per interface resolution: the nanosecond interface's first packet.
+        let c2 = evs.iter().find(|e| e.conn == 2).expect("conn 2");
+        assert_eq!(c2.ts, Ts(2_001_000));
+        assert!(
+            matches!(&c2.kind, EventKind::Connect { client: Some(c), .. } if c == "[2001:db8::1]:40001")
+        );
+    }
+
+    #[test]
+    fn fragmented_ipv4_and_wrapping_sequence_numbers() {
+        let mut w = CaptureWriter::new(Vec::new(), Format::Pcap, Link::Ethernet).expect("w");
+        let mut f = TcpFlowWriter::with_isn(
+            "10.1.1.1:40000".parse().expect("a"),
+            "10.2.2.2:1863".parse().expect("a"),
+            u32::MAX - 20,
+            u32::MAX - 3,
+        );
+        let mut t = 0;
+        for (_, p) in f.handshake().expect("hs") {
+            t += 1;
+            w.write_ip(0, Ts(t), &p, None).expect("w");
+        }
+        for (d, data) in LOGIN {
+            for p in f.data(*d, data, 30).expect("data") {
+                let mut frags = fragment_ipv4(&p, 16);
+                frags.reverse();
+                for fr in frags {
+                    t += 1;
+                    w.write_ip(0, Ts(t), &fr, None).expect("w");
+                }
+            }
+        }
+        let (evs, r) = read_bytes(&w.into_inner().expect("bytes"));
+        r.expect("read");
+        assert_eq!(lines(&evs).len(), 5);
+        assert!(evs
+            .iter()
+            .all(|e| !matches!(e.kind, EventKind::Desync { .. } | EventKind::Gap { .. })));
+        // No FIN: closed at the end of the capture.
+        assert!(
+            matches!(&evs.last().expect("ev").kind, EventKind::Close { reason: Some(r), .. } if r == "end of capture")
+        );
+    }
+
+    #[test]
+    fn midstream_connections_are_picked_up_at_a_command_line() {
+        let mut w = CaptureWriter::new(Vec::new(), Format::Pcap, Link::Ethernet).expect("w");
+        let mut f = flow("10.1.1.1:40000", "10.2.2.2:1863");
+        // No handshake; the first segment starts inside a payload.
+        let data = b"text/plain\r\n\r\nhello world\r\nMSG 5 N 3\r\nabcPNG\r\n";
+        let p = f.segment_at(Dir::C2s, 0, data).expect("seg");
+        w.write_ip(0, Ts(1), &p, None).expect("w");
+        let q = f.segment_at(Dir::S2c, 0, b"QNG 50\r\n").expect("seg");
+        w.write_ip(0, Ts(2), &q, None).expect("w");
+        let (evs, r) = read_bytes(&w.into_inner().expect("bytes"));
+        r.expect("read");
+        assert_eq!(lines(&evs), ["MSG 5 N 3", "PNG", "QNG 50"]);
+        let note = evs.iter().find_map(|e| match &e.kind {
+            EventKind::Note { message } => Some(message.clone()),
+            _ => None,
+        });
+        assert!(note.is_some_and(|m| m.contains("skipped 27 bytes")));
+        assert!(!evs
+            .iter()
+            .any(|e| matches!(e.kind, EventKind::Desync { .. })));
+    }
+
+    #[test]
+    fn content_detection_on_other_ports_ignores_other_protocols() {
+        let mut w = CaptureWriter::new(Vec::new(), Format::Pcap, Link::Ethernet).expect("w");
+        conversation(
+            &mut w,
+            0,
+            &mut flow("10.1.1.1:40000", "10.2.2.2:7001"),
+            100,
+            0,
+        );
+        let mut http = flow("10.1.1.1:40001", "10.2.2.2:80");
+        for (_, p) in http.handshake().expect("hs") {
+            w.write_ip(0, Ts(9), &p, None).expect("w");
+        }
+        for p in http
+            .data(Dir::C2s, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", 100)
+            .expect("d")
+        {
+            w.write_ip(0, Ts(10), &p, None).expect("w");
+        }
+        // SMTP greets with a 3-digit code, which must not pass for an MSNP error.
+        let mut smtp = flow("10.1.1.1:40002", "10.2.2.2:25");
+        for (_, p) in smtp.handshake().expect("hs") {
+            w.write_ip(0, Ts(11), &p, None).expect("w");
+        }
+        for p in smtp
+            .data(Dir::S2c, b"220 mail.example.com ESMTP\r\n", 100)
+            .expect("d")
+        {
+            w.write_ip(0, Ts(12), &p, None).expect("w");
+        }
+        let (evs, r) = read_bytes(&w.into_inner().expect("bytes"));
+        let st = r.expect("read");
+        assert_eq!(st.flows.msnp_connections, 1);
+        assert_eq!(st.flows.other_connections, 2);
+        assert_eq!(lines(&evs).len(), 5);
+    }
+
+    #[test]
+    fn rst_closes_and_conflicting_overlap_is_reported() {
+        let mut w = CaptureWriter::new(Vec::new(), Format::Pcap, Link::Ethernet).expect("w");
+        let mut f = flow("10.1.1.1:40000", "10.2.2.2:1863");
+        for (_, p) in f.handshake().expect("hs") {
+            w.write_ip(0, Ts(1), &p, None).expect("w");
+        }
+        for p in f.data(Dir::C2s, b"VER 1 MSNP8 CVR0\r\n", 100).expect("d") {
+            w.write_ip(0, Ts(2), &p, None).expect("w");
+        }
+        let bad = f.segment_at(Dir::C2s, 4, b"2").expect("seg");
+        w.write_ip(0, Ts(3), &bad, None).expect("w");
+        let rst = f.rst(Dir::S2c).expect("rst");
+        w.write_ip(0, Ts(4), &rst, None).expect("w");
+        // Stray packets after the reset are ignored.
+        let late = f.segment_at(Dir::C2s, 18, b"OUT\r\n").expect("seg");
+        w.write_ip(0, Ts(5), &late, None).expect("w");
+        let (evs, r) = read_bytes(&w.into_inner().expect("bytes"));
+        r.expect("read");
+        assert_eq!(lines(&evs), ["VER 1 MSNP8 CVR0"]);
+        assert!(evs.iter().any(|e| matches!(&e.kind, EventKind::Note { message } if message.contains("TCP overlap: 1 bytes at stream offset 4"))));
+        assert!(
+            matches!(&evs.last().expect("ev").kind, EventKind::Close { by: Some(b), reason: Some(r), .. } if b == "server" && r == "RST")
+        );
+    }
+
+    #[test]
+    fn closed_connections_are_released() {
+        let tables = tables();
+        let mut ft = FlowTable::new(tables, FlowOptions::default(), 1);
+        let mut n = 0u64;
+        for i in 0..2000u16 {
+            let mut w = Vec::new();
+            let mut f = flow(
+                &format!("10.1.{}.{}:{}", i / 200, i % 200, 40000 + i),
+                "10.2.2.2:1863",
+            );
+            let mut pk = f.handshake().expect("hs");
+            for (d, data) in LOGIN {
+                pk.extend(
+                    f.data(*d, data, 50)
+                        .expect("d")
+                        .into_iter()
+                        .map(|p| (*d, p)),
+                );
+            }
+            pk.extend(f.close(Dir::S2c).expect("close"));
+            for (_, p) in pk {
+                let ip = packet::parse_ip(&p).expect("ip");
+                let tcp = packet::parse_tcp(ip.payload).expect("tcp");
+                ft.segment(
+                    SocketAddr::new(ip.src, tcp.sport),
+                    SocketAddr::new(ip.dst, tcp.dport),
+                    &tcp,
+                    Ts(0),
+                    &mut |e| {
+                        w.push(e);
+                        Ok(())
+                    },
+                )
+                .expect("segment");
+            }
+            n += w.len() as u64;
+            assert_eq!(ft.tracked(), 0, "connection {i} still tracked");
+        }
+        assert_eq!(n, 2000 * 7);
+    }
+
+    #[test]
+    fn bad_input_gives_clear_errors_after_what_was_decoded() {
+        let mut w = CaptureWriter::new(Vec::new(), Format::Pcap, Link::Ethernet).expect("w");
+        conversation(
+            &mut w,
+            0,
+            &mut flow("10.1.1.1:40000", "10.2.2.2:1863"),
+            1000,
+            0,
+        );
+        let good = w.into_inner().expect("bytes");
+
+        // Truncated in the middle of the last record.
+        let cut = &good[..good.len() - 10];
+        let (evs, r) = read_bytes(cut);
+        let e = r.expect_err("truncated");
+        let msg = e.to_string();
+        assert!(
+            msg.starts_with("test.pcap: at byte offset ") && msg.contains("truncated"),
+            "{msg}"
+        );
+        assert_eq!(lines(&evs).len(), 5, "everything before the cut is decoded");
+
+        // Bad magic.
+        let (evs, r) = read_bytes(b"GIF89a not a capture at all, certainly not");
+        assert!(evs.is_empty());
+        let msg = r.expect_err("magic").to_string();
+        assert_eq!(
+            msg,
+            "test.pcap: at byte offset 0: not a pcap or pcapng file (unknown magic number)"
+        );
+
+        // An absurd record length after the first record.
+        let mut bad = good.clone();
+        let first_len = u32::from_le_bytes(bad[32..36].try_into().expect("4")) as usize;
+        let second = 24 + 16 + first_len;
+        bad[second + 8..second + 12].copy_from_slice(&0x7fff_fff0u32.to_le_bytes());
+        let (_, r) = read_bytes(&bad);
+        let msg = r.expect_err("absurd").to_string();
+        assert!(
+            msg.contains(&format!("at byte offset {second}")) && msg.contains("corrupt length"),
+            "{msg}"
+        );
+
+        // Unsupported link type (IEEE 802.11 = 105).
+        let mut wifi = good.clone();
+        wifi[20..24].copy_from_slice(&105u32.to_le_bytes());
+        let msg = read_bytes(&wifi).1.expect_err("link").to_string();
+        assert_eq!(
+            msg,
+            "test.pcap: at byte offset 24: unsupported link type 105 (IEEE 802.11)"
+        );
+
+        // Empty file.
+        assert!(read_bytes(b"")
+            .1
+            .expect_err("empty")
+            .to_string()
+            .contains("empty file"));
+    }
 }

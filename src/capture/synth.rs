@@ -146,8 +146,26 @@ pub fn synthesize<W: Write>(
     let mut next_sb: Option<SocketAddr> = None;
     let mut clock = opts.start;
     let mut seg_counter = 0usize;
+    let mut last_conn: Option<usize> = None;
     for &(_, ci, k) in &order {
         let ch = &conns[ci].chunks[k];
+        // Another connection's pending burst goes out first, so that packets keep the
+        // log's order across connections (a referral precedes the connection it names).
+        if let Some(prev) = last_conn.filter(|&p| p != ci) {
+            if let Some(pl) = live[prev].as_mut() {
+                clock = send_burst(
+                    &mut cap,
+                    pl,
+                    opts,
+                    &mut rng,
+                    clock,
+                    &mut seg_counter,
+                    &mut stats,
+                )?;
+                pl.last = None;
+            }
+        }
+        last_conn = Some(ci);
         if live[ci].is_none() {
             let sb = is_switchboard(&conns[ci]);
             let n = ci as u16;

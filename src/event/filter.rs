@@ -9,6 +9,87 @@ use super::{Dir, Event, EventKind, Service};
 
 pub const REDACTED: &str = "<redacted>";
 
+/// Names (compared case-insensitively) of MIME headers, body keys and decoded fields whose
+/// values are secrets: `AuthCookie` is the MSNFTP direct-connection cookie.
+pub const SECRET_NAMES: &[&str] = &["mspauth", "ticket", "authcookie", "auth_cookie"];
+
+fn is_secret_name(k: &str) -> bool {
+    SECRET_NAMES.iter().any(|s| k.eq_ignore_ascii_case(s))
+}
+
+/// Blanks secrets in a decoded payload: `[name, value]` header pairs, object fields with a
+/// secret name, and `Name: value` lines of body text. Returns whether anything changed.
+fn redact_value(v: &mut Value, depth: usize) -> bool {
+    if depth > 16 {
+        return false;
+    }
+    let mut changed = false;
+    match v {
+        Value::Array(items) => {
+            for it in items.iter_mut() {
+                if let Some(pair) = it.as_array_mut() {
+                    if pair.len() == 2
+                        && pair[0].as_str().is_some_and(is_secret_name)
+                        && pair[1].as_str() != Some(REDACTED)
+                    {
+                        pair[1] = Value::String(REDACTED.into());
+                        changed = true;
+                        continue;
+                    }
+                }
+                changed |= redact_value(it, depth + 1);
+            }
+        }
+        Value::Object(m) => {
+            for (k, val) in m.iter_mut() {
+                if is_secret_name(k) && val.is_string() {
+                    if val.as_str() != Some(REDACTED) {
+                        *val = Value::String(REDACTED.into());
+                        changed = true;
+                    }
+                } else if k == "body" {
+                    if let Value::String(text) = val {
+                        if let Some(t) = redact_lines(text) {
+                            *text = t;
+                            changed = true;
+                        }
+                    }
+                } else {
+                    changed |= redact_value(val, depth + 1);
+                }
+            }
+        }
+        _ => {}
+    }
+    changed
+}
+
+/// `AuthCookie: 123` lines of a text body become `AuthCookie: <redacted>`.
+fn redact_lines(text: &str) -> Option<String> {
+    let mut out = String::with_capacity(text.len());
+    let mut changed = false;
+    for line in text.split_inclusive('\n') {
+        match line.split_once(':') {
+            Some((k, rest)) if is_secret_name(k.trim()) && rest.trim() != REDACTED => {
+                let end = if line.ends_with("\r\n") {
+                    "\r\n"
+                } else if line.ends_with('\n') {
+                    "\n"
+                } else {
+                    ""
+                };
+                out.push_str(k);
+                out.push_str(": ");
+                out.push_str(REDACTED);
+                out.push_str(end);
+                changed = true;
+            }
+            _ => out.push_str(line),
+        }
+    }
+    changed.then_some(out)
+}
+
 /// Which events reach the sinks.
 #[derive(Debug, Default, Clone)]
 pub struct Filter {
@@ -125,24 +206,6 @@ pub fn redact(ev: &mut Event) {
         }
         c.line = line;
     }
-    if let Some(p) = c.payload.as_mut() {
-        if let Some(Value::Array(headers)) = p.decoded.as_mut().and_then(|d| d.get_mut("headers")) {
-            for h in headers.iter_mut() {
-                if let Some(pair) = h.as_array_mut() {
-                    let secret = pair.first().and_then(Value::as_str).is_some_and(|k| {
-                        matches!(
-                            k.to_ascii_lowercase().as_str(),
-                            "mspauth" | "ticket" | "authcookie"
-                        )
-                    });
-                    if secret && pair.len() == 2 {
-                        pair[1] = Value::String(REDACTED.into());
-                        changed = true;
-                    }
-                }
-            }
-        }
-    }
     if let Some(Value::Object(pw)) = c
         .annotations
         .get_mut("auth")
@@ -153,7 +216,64 @@ pub fn redact(ev: &mut Event) {
             changed = true;
         }
     }
+    if let Some(p) = c.payload.as_mut() {
+        if let Some(d) = p.decoded.as_mut() {
+            changed |= redact_value(d, 0);
+        }
+        if let Some(t) = p.text.as_ref().and_then(|t| redact_lines(t)) {
+            p.text = Some(t);
+            changed = true;
+        }
+    }
     if changed {
         c.redacted = true;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::session::decode_all;
+    use crate::protocol::Tables;
+    use std::sync::Arc;
+
+    #[test]
+    fn msnftp_auth_cookie_is_redacted_everywhere() {
+        let body = "MIME-Version: 1.0\r\nContent-Type: text/x-msmsgsinvite; charset=UTF-8\r\n\r\nInvitation-Command: ACCEPT\r\nInvitation-Cookie: 7\r\nIP-Address: 192.0.2.7\r\nPort: 6891\r\nAuthCookie: 99887766\r\n\r\n";
+        let wire = format!("MSG alice@example.com Alice {}\r\n{body}", body.len());
+        let tables = Arc::new(Tables::builtin().unwrap());
+        let mut evs = decode_all(tables, &[(Dir::S2c, wire.as_bytes())]);
+        let ev = evs
+            .iter_mut()
+            .find(|e| e.command().is_some_and(|c| c.cmd == "MSG"))
+            .unwrap();
+        let before = serde_json::to_string(&*ev).unwrap();
+        assert!(before.contains("99887766"));
+        redact(ev);
+        let after = serde_json::to_string(&*ev).unwrap();
+        assert!(!after.contains("99887766"), "{after}");
+        let d = ev
+            .command()
+            .unwrap()
+            .payload
+            .as_ref()
+            .unwrap()
+            .decoded
+            .as_ref()
+            .unwrap();
+        assert_eq!(d["msnftp"]["auth_cookie"], REDACTED);
+        assert_eq!(d["fields"]["AuthCookie"], REDACTED);
+        // What is not secret stays.
+        assert_eq!(d["msnftp"]["address"], "192.0.2.7:6891");
+        assert!(ev.command().unwrap().redacted);
+    }
+
+    #[test]
+    fn secret_lines_in_text() {
+        assert_eq!(
+            redact_lines("A: 1\r\nAuthCookie: 5\r\n").as_deref(),
+            Some("A: 1\r\nAuthCookie: <redacted>\r\n")
+        );
+        assert_eq!(redact_lines("A: 1\n"), None);
     }
 }

@@ -41,6 +41,84 @@ fn trunc(s: &str, n: usize) -> String {
     }
 }
 
+/// `: v1 session 5 id 7 data 0+1202/5000 [data]` and the SLP start line, if any.
+fn p2p_summary(p2p: &Value) -> String {
+    let names = |k: &str| {
+        p2p[k]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join("|")
+            })
+            .unwrap_or_default()
+    };
+    let mut s = format!(
+        ": P2P {} session {} id {} {}",
+        p2p["header"].as_str().unwrap_or("?"),
+        p2p["session_id"],
+        p2p["identifier"],
+        p2p["kind"].as_str().unwrap_or("?")
+    );
+    if let Some(n) = p2p["data_length"].as_u64().filter(|&n| n > 0) {
+        match (
+            p2p["offset"].as_u64(),
+            p2p["total_size"].as_u64(),
+            p2p["data_remaining"].as_u64(),
+        ) {
+            (Some(o), Some(t), _) => s.push_str(&format!(" {o}+{n}/{t}")),
+            (_, _, Some(r)) => s.push_str(&format!(" {n} bytes, {r} remaining")),
+            _ => s.push_str(&format!(" {n} bytes")),
+        }
+    }
+    let f = if p2p["header"] == "v2" {
+        names("tf_names")
+    } else {
+        names("flag_names")
+    };
+    if !f.is_empty() {
+        s.push_str(&format!(" [{f}]"));
+    }
+    if let Some(a) = p2p["acked_identifier"].as_u64() {
+        s.push_str(&format!(" acks {a}"));
+    }
+    if let Some(slp) = p2p.get("slp").and_then(|v| v["start_line"].as_str()) {
+        s.push_str(&format!(" SLP {}", trunc(slp, 60)));
+    } else if let Some(fr) = p2p.get("slp_fragment").and_then(Value::as_str) {
+        s.push_str(&format!(" SLP (part) {}", trunc(fr, 60)));
+    }
+    s
+}
+
+/// `: INVITE file_transfer "notes.txt" (2048 bytes) cookie 12345`, and on ACCEPT the
+/// direct-connection address and auth cookie.
+fn msnftp_summary(ft: &Value) -> String {
+    let mut s = format!(": {}", ft["command"].as_str().unwrap_or("?"));
+    if let Some(a) = ft["application_name"]
+        .as_str()
+        .or(ft["application"].as_str())
+    {
+        s.push_str(&format!(" {a}"));
+    }
+    if let Some(f) = ft["file_name"].as_str() {
+        s.push_str(&format!(" {f:?}"));
+    }
+    if let Some(n) = ft["file_size"].as_u64() {
+        s.push_str(&format!(" ({n} bytes)"));
+    }
+    if !ft["cookie"].is_null() {
+        s.push_str(&format!(" cookie {}", ft["cookie"]));
+    }
+    if let Some(a) = ft["address"].as_str() {
+        s.push_str(&format!(" connect to {a}"));
+    }
+    if let Some(c) = ft["auth_cookie"].as_str() {
+        s.push_str(&format!(" AuthCookie {c}"));
+    }
+    s
+}
+
 /// A one-line description of a decoded payload.
 pub fn payload_summary(p: &super::Payload) -> String {
     let mut s = String::new();
@@ -68,28 +146,9 @@ pub fn payload_summary(p: &super::Payload) -> String {
             } else if let Some(dc) = d.get("datacast") {
                 s.push_str(&format!(": {}", dc["name"].as_str().unwrap_or("?")));
             } else if let Some(p2p) = d.get("p2p") {
-                s.push_str(&format!(
-                    ": session {} id {} offset {}/{} size {} flags {}",
-                    p2p["session_id"],
-                    p2p["identifier"],
-                    p2p["offset"],
-                    p2p["total_size"],
-                    p2p["message_size"],
-                    p2p["flag_names"]
-                        .as_array()
-                        .map(|a| a
-                            .iter()
-                            .filter_map(Value::as_str)
-                            .collect::<Vec<_>>()
-                            .join("|"))
-                        .unwrap_or_default()
-                ));
-                if let Some(slp) = p2p.get("slp").and_then(Value::as_str) {
-                    s.push_str(&format!(
-                        " SLP {}",
-                        trunc(slp.lines().next().unwrap_or(""), 60)
-                    ));
-                }
+                s.push_str(&p2p_summary(p2p));
+            } else if let Some(ft) = d.get("msnftp") {
+                s.push_str(&msnftp_summary(ft));
             } else if let Some(b) = d.get("body").and_then(Value::as_str) {
                 if !b.trim().is_empty() {
                     s.push_str(&format!(": {}", trunc(b, 100)));
@@ -302,5 +361,30 @@ impl<W: Write> Sink for PrettySink<W> {
 
     fn finish(&mut self) -> std::io::Result<()> {
         self.out.flush()
+    }
+}
+
+#[cfg(test)]
+mod p2p_summary_tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn msnftp_and_p2p_one_liners() {
+        let ft = json!({"command": "INVITE", "application_name": "File Transfer", "file_name": "a.txt", "file_size": 5, "cookie": 7});
+        assert_eq!(
+            msnftp_summary(&ft),
+            ": INVITE File Transfer \"a.txt\" (5 bytes) cookie 7"
+        );
+        let ack = json!({"header": "v1", "session_id": 0, "identifier": 9, "kind": "ack", "flag_names": ["ack"], "acked_identifier": 4});
+        assert_eq!(
+            p2p_summary(&ack),
+            ": P2P v1 session 0 id 9 ack [ack] acks 4"
+        );
+        let v2 = json!({"header": "v2", "session_id": 5, "identifier": 1, "kind": "data", "data_length": 10, "data_remaining": 20, "tf_names": ["msnobj"]});
+        assert_eq!(
+            p2p_summary(&v2),
+            ": P2P v2 session 5 id 1 data 10 bytes, 20 remaining [msnobj]"
+        );
     }
 }

@@ -98,7 +98,15 @@ pub fn decode(b: &[u8], tables: &Tables, version: Option<u8>) -> Result<Value, S
     if let Some(cs) = params.iter().find(|(k, _)| k == "charset") {
         o.insert("charset".into(), json!(cs.1));
     }
-    typed(&mut o, &ct, &headers, body, tables, version);
+    typed(
+        &mut o,
+        &ct,
+        &headers,
+        body,
+        b.len() - body.len(),
+        tables,
+        version,
+    );
     Ok(Value::Object(o))
 }
 
@@ -117,21 +125,29 @@ fn split_ct(ct: &str) -> (String, Vec<(String, String)>) {
     (main, params)
 }
 
+/// `body_offset` is where `body` starts in the whole payload (the extractor slices the
+/// P2P data out of the frame with it).
 fn typed(
     o: &mut Map<String, Value>,
     ct: &str,
     headers: &[(String, String)],
     body: &[u8],
+    body_offset: usize,
     tables: &Tables,
     version: Option<u8>,
 ) {
     match ct {
         "application/x-msnmsgrp2p" => {
-            o.insert(
-                "p2p".into(),
-                p2p::decode(body, version, header(headers, "P2P-Dest")),
-            );
+            let hint = p2p::Hint {
+                version,
+                dest: header(headers, "P2P-Dest"),
+                src: header(headers, "P2P-Src"),
+            };
+            o.insert("p2p".into(), p2p::decode(body, hint));
             o.insert("body_length".into(), json!(body.len()));
+            o.insert("body_offset".into(), json!(body_offset));
+            // Kept so that JSON Lines alone are enough to extract objects later.
+            o.insert("body".into(), json!({ "base64": super::b64(body) }));
             return;
         }
         "text/plain" => {
@@ -184,6 +200,7 @@ fn typed(
             let kv = kv_body(body);
             if ct == "text/x-msmsgsinvite" {
                 o.insert("invite".into(), Value::Object(kv.clone()));
+                o.insert("msnftp".into(), msnftp(&kv));
             }
             if let Some(md) = kv.get("Mail-Data").and_then(Value::as_str) {
                 if let Ok(x) = xml::parse(md) {
@@ -215,6 +232,68 @@ fn typed(
     }
     let _ = tables;
     o.insert("body".into(), body_value(body));
+}
+
+/// Application-GUID of MSNFTP file transfers (the same GUID as the P2P file EUF-GUID).
+const MSNFTP_GUID: &str = "{5D3E02AB-6190-11D3-BBBB-00C04F795683}";
+
+/// The structured view of a text/x-msmsgsinvite body (MSNFTP and other invitation apps):
+/// what is offered, and where and with which cookie the direct connection is made.
+fn msnftp(kv: &Map<String, Value>) -> Value {
+    let get = |k: &str| kv.get(k).and_then(Value::as_str).map(str::trim);
+    let mut o = Map::new();
+    let mut put = |name: &str, v: Option<Value>| {
+        if let Some(v) = v {
+            o.insert(name.to_string(), v);
+        }
+    };
+    let num = |k: &str| get(k).and_then(|s| s.parse::<u64>().ok()).map(|n| json!(n));
+    let text = |k: &str| get(k).map(|s| json!(s));
+    put(
+        "command",
+        get("Invitation-Command").map(|c| json!(c.to_ascii_uppercase())),
+    );
+    put(
+        "cookie",
+        num("Invitation-Cookie").or_else(|| text("Invitation-Cookie")),
+    );
+    put("application_name", text("Application-Name"));
+    put("application_guid", text("Application-GUID"));
+    let is_ft = get("Application-GUID").is_some_and(|g| g.eq_ignore_ascii_case(MSNFTP_GUID))
+        || get("Application-Name")
+            .is_some_and(|n| n.to_ascii_lowercase().contains("file transfer"));
+    // ACCEPT and CANCEL do not repeat the application; the INVITE with the same cookie names it.
+    let named = get("Application-GUID").is_some() || get("Application-Name").is_some();
+    put(
+        "application",
+        (is_ft || named).then(|| json!(if is_ft { "file_transfer" } else { "other" })),
+    );
+    put("file_name", text("Application-File"));
+    put("file_size", num("Application-FileSize"));
+    put("connectivity", text("Connectivity"));
+    put("session_id", text("Session-ID"));
+    put("cancel_code", text("Cancel-Code"));
+    put("request_data", text("Request-Data"));
+    let port = get("Port").and_then(|p| p.parse::<u16>().ok());
+    if let Some(ip) = get("IP-Address") {
+        let addr = match port {
+            Some(p) => format!("{ip}:{p}"),
+            None => ip.to_string(),
+        };
+        put("address", Some(json!(addr)));
+    }
+    put("port", port.map(|p| json!(p)));
+    put("port_x", num("PortX"));
+    if let Some(ip) = get("IP-Address-Internal") {
+        let addr = match get("PortX-Internal").and_then(|p| p.parse::<u16>().ok()) {
+            Some(p) => format!("{ip}:{p}"),
+            None => ip.to_string(),
+        };
+        put("internal_address", Some(json!(addr)));
+    }
+    put("sender_connect", text("Sender-Connect"));
+    put("auth_cookie", text("AuthCookie"));
+    Value::Object(o)
 }
 
 /// X-MMS-IM-Format: `FN=Arial; EF=BI; CO=ff; CS=0; PF=22`.
@@ -296,7 +375,15 @@ pub fn decode_multipart(b: &[u8], tables: &Tables, version: Option<u8>) -> Resul
     let ct_full = header(&last, "Content-Type").unwrap_or("").to_string();
     let (ct, _) = split_ct(&ct_full);
     o.insert("content_type".into(), json!(ct));
-    typed(&mut o, &ct, &last, rest, tables, version);
+    typed(
+        &mut o,
+        &ct,
+        &last,
+        rest,
+        b.len() - rest.len(),
+        tables,
+        version,
+    );
     Ok(Value::Object(o))
 }
 
@@ -344,6 +431,37 @@ mod tests {
     #[test]
     fn not_mime_is_an_error() {
         assert!(decode(b"\x00\x01binary", &t(), None).is_err());
+    }
+
+    #[test]
+    fn msnftp_invitation_is_structured() {
+        let m = b"MIME-Version: 1.0\r\nContent-Type: text/x-msmsgsinvite; charset=UTF-8\r\n\r\nApplication-Name: File Transfer\r\nApplication-GUID: {5D3E02AB-6190-11D3-BBBB-00C04F795683}\r\nInvitation-Command: INVITE\r\nInvitation-Cookie: 12345\r\nApplication-File: notes.txt\r\nApplication-FileSize: 2048\r\n\r\n";
+        let v = decode(m, &t(), Some(7)).unwrap();
+        assert_eq!(v["msnftp"]["command"], "INVITE");
+        assert_eq!(v["msnftp"]["cookie"], 12345);
+        assert_eq!(v["msnftp"]["application"], "file_transfer");
+        assert_eq!(v["msnftp"]["file_name"], "notes.txt");
+        assert_eq!(v["msnftp"]["file_size"], 2048);
+        let m = b"MIME-Version: 1.0\r\nContent-Type: text/x-msmsgsinvite; charset=UTF-8\r\n\r\nInvitation-Command: ACCEPT\r\nInvitation-Cookie: 12345\r\nIP-Address: 192.0.2.7\r\nPort: 6891\r\nAuthCookie: 99887766\r\nSender-Connect: TRUE\r\n\r\n";
+        let v = decode(m, &t(), Some(7)).unwrap();
+        assert_eq!(v["msnftp"]["command"], "ACCEPT");
+        assert!(v["msnftp"].get("application").is_none());
+        assert_eq!(v["msnftp"]["address"], "192.0.2.7:6891");
+        assert_eq!(v["msnftp"]["auth_cookie"], "99887766");
+        assert_eq!(v["msnftp"]["sender_connect"], "TRUE");
+    }
+
+    #[test]
+    fn p2p_body_is_kept_with_its_offset() {
+        let mut m = b"MIME-Version: 1.0\r\nContent-Type: application/x-msnmsgrp2p\r\nP2P-Dest: bob@example.com\r\n\r\n".to_vec();
+        let head = m.len();
+        m.extend_from_slice(&p2p::build::v1(9, 2, 0, 3, 0x20, b"abc", Some(1)));
+        let v = decode(&m, &t(), Some(11)).unwrap();
+        assert_eq!(v["body_offset"], head);
+        assert_eq!(v["p2p"]["header"], "v1");
+        assert_eq!(v["p2p"]["session_id"], 9);
+        let body = crate::payload::unb64(v["body"]["base64"].as_str().unwrap()).unwrap();
+        assert_eq!(body, &m[head..]);
     }
 
     #[test]

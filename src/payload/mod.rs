@@ -1,10 +1,11 @@
-//! Payload decoders: MIME messages, XML documents, P2P binary headers, MSNObjects.
+//! Payload decoders: MIME messages, XML documents, P2P binary headers, MSNSLP, MSNObjects.
 //! They take bytes that framing already cut out and return structured JSON values; they
 //! never frame, never allocate more than a bounded multiple of their input, and never panic.
 
 pub mod mime;
 pub mod msnobj;
 pub mod p2p;
+pub mod slp;
 pub mod xml;
 
 use base64::Engine as _;

@@ -597,10 +597,17 @@ impl Session {
             {
                 self.service = Service::Ds;
             }
-            (Dir::S2c, "IRO" | "JOI" | "BYE" | "ACK" | "NAK")
+            // A client sends MSG only on a switchboard (captures that start mid-session).
+            (Dir::S2c, "IRO" | "JOI" | "BYE" | "ACK" | "NAK") | (Dir::C2s, "MSG")
                 if self.service == Service::Unknown =>
             {
                 self.service = Service::Sb;
+            }
+            // Keep-alives and presence exist only on the notification server.
+            (Dir::C2s, "PNG") | (Dir::S2c, "QNG" | "NLN" | "ILN" | "FLN" | "UBX")
+                if self.service == Service::Unknown =>
+            {
+                self.service = Service::Ns;
             }
             _ => {}
         }

@@ -1,0 +1,95 @@
+//! `msntap extract`: feeds the events of every input (the same dispatch as report and
+//! transcript) to the library's ExtractSink, printing one report line per object. The reassembly
+//! and verification live in msntap::analysis::extract; this file must not decode anything.
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+
+use msntap::analysis::extract::{Check, ExtractSink, Limits};
+use msntap::event::Sink;
+use msntap::protocol::tables::Tables;
+use msntap::Event;
+
+use crate::cli::ExtractArgs;
+
+/// Reports objects as they are finished.
+struct Reporter {
+    sink: ExtractSink,
+    printed: usize,
+    json: Option<Box<dyn Write>>,
+    /// The JSON reports go to standard output, so the human lines stay off it.
+    json_stdout: bool,
+}
+
+impl Reporter {
+    fn event(&mut self, ev: &Event) -> std::io::Result<()> {
+        self.sink.event(ev)?;
+        self.report()
+    }
+
+    fn report(&mut self) -> std::io::Result<()> {
+        let mut stdout = std::io::stdout().lock();
+        for e in &self.sink.done[self.printed..] {
+            let path = e.path.as_deref();
+            if let Some(j) = self.json.as_mut() {
+                serde_json::to_writer(&mut *j, &e.object.report(path))
+                    .map_err(std::io::Error::other)?;
+                writeln!(j)?;
+            }
+            if !self.json_stdout {
+                writeln!(stdout, "{}", e.object.line(path))?;
+            }
+        }
+        self.printed = self.sink.done.len();
+        Ok(())
+    }
+}
+
+pub fn run(a: &ExtractArgs, tables: Arc<Tables>) -> Result<ExitCode> {
+    let limits = Limits {
+        max_object: a.max_object_size,
+        ..Limits::default()
+    };
+    let sink = ExtractSink::new(&a.output, limits)
+        .with_context(|| format!("creating {}", a.output.display()))?;
+    let json: Option<Box<dyn Write>> = match a.json.as_deref() {
+        None => None,
+        Some("-") => Some(Box::new(std::io::stdout())),
+        Some(f) => Some(Box::new(std::io::BufWriter::new(
+            std::fs::File::create(f).with_context(|| format!("creating {f}"))?,
+        ))),
+    };
+    let mut r = Reporter {
+        sink,
+        printed: 0,
+        json,
+        json_stdout: a.json.as_deref() == Some("-"),
+    };
+    crate::for_each_input_event(&a.input, &tables, &mut |ev| r.event(&ev))?;
+    r.sink.finish().context("writing an extracted object")?;
+    r.report()?;
+    if let Some(j) = r.json.as_mut() {
+        j.flush()?;
+    }
+    for n in r.sink.notes() {
+        eprintln!("msntap: {n}");
+    }
+    let done = &r.sink.done;
+    let count = |f: &dyn Fn(&msntap::analysis::extract::Object) -> bool| {
+        done.iter().filter(|e| f(&e.object)).count()
+    };
+    eprintln!(
+        "msntap: {} objects ({} complete, {} truncated, {} duplicates); SHA1D: {} match, {} mismatch, {} no hash known",
+        done.len(),
+        count(&|o| o.complete),
+        count(&|o| !o.complete),
+        count(&|o| o.duplicate_of.is_some()),
+        count(&|o| o.check == Check::Match),
+        count(&|o| matches!(o.check, Check::Mismatch { .. })),
+        count(&|o| o.check == Check::NoHash),
+    );
+    Ok(ExitCode::SUCCESS)
+}
