@@ -1,5 +1,5 @@
 //! One proxied connection: upstream connect, the two forwarding pumps, decoding beside them,
-//! close and reset propagation. Forwarding never waits on the decoder's opinion: a decoder
+//! close and reset propagation. Forwarding never depends on the decoder succeeding: a decoder
 //! problem (desync, even a panic) turns the connection into a raw byte pipe.
 
 use std::net::SocketAddr;
