@@ -55,6 +55,29 @@ pub enum Command {
     Read(ReadArgs),
     /// Turn a session log into a pcap/pcapng capture (one TCP connection per log connection).
     Synth(SynthArgs),
+    /// Copy a capture into pcapng with a comment on each packet naming the MSNP commands it
+    /// completes and what is still pending (Wireshark: frame.comment).
+    Annotate(AnnotateArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct AnnotateArgs {
+    /// Capture to annotate (pcap or pcapng).
+    #[arg(value_name = "IN")]
+    pub input: PathBuf,
+    /// Output pcapng file.
+    #[arg(short, long, value_name = "OUT")]
+    pub output: PathBuf,
+    /// Also treat these server ports as MSNP (comma-separated; 1863 always is).
+    #[arg(long, value_delimiter = ',', value_name = "PORT")]
+    pub port: Vec<u16>,
+    /// Most TCP connections tracked at once (the least recently active are closed first).
+    #[arg(long, default_value_t = 20_000, value_name = "N")]
+    pub max_flows: usize,
+    /// Keep secrets (tickets, cookies, hashes) in the comments; the output file is then
+    /// created readable by its owner only.
+    #[arg(long)]
+    pub no_redact: bool,
 }
 
 /// Inputs of the analysis commands: captures, session logs, or JSON Lines written earlier.

@@ -2,6 +2,7 @@
 //! Errors are reported here, with context; the library never exits the process.
 #![forbid(unsafe_code)]
 
+mod annotate_cmd;
 mod capture_cmd;
 mod cli;
 mod extract_cmd;
@@ -59,6 +60,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Transcript(a) => transcript(a, tables),
         Command::Read(a) => capture_cmd::read(a, tables),
         Command::Synth(a) => capture_cmd::synth(a, tables),
+        Command::Annotate(a) => annotate_cmd::run(a, tables),
     }
 }
 

@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::event::{Dir, Event, EventKind, Service, Ts};
+use crate::protocol::session::Pending;
 use crate::protocol::{Session, SessionHint, Tables};
 
 use super::packet::Tcp;
@@ -138,6 +139,25 @@ pub struct FlowTable {
     last_ts: Ts,
     pub stats: FlowStats,
     evs: Vec<Event>,
+    /// The connection of the last segment handled (for [`FlowTable::last_pending`]), its
+    /// direction and payload length.
+    last: Option<Key>,
+    last_seg: (Dir, usize),
+}
+
+/// What a connection holds that has not yet become events, per direction (c2s, s2c).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlowPending {
+    pub conn: u64,
+    /// Direction and payload length of the segment just handled.
+    pub dir: Dir,
+    pub payload: usize,
+    /// Bytes in the decoder's buffer, and the command waiting for its payload, if any.
+    pub decoder: [Pending; 2],
+    /// Bytes held out of order by TCP reassembly (waiting for a hole to fill).
+    pub out_of_order: [usize; 2],
+    /// Bytes held before the first command line was found.
+    pub seeking: [usize; 2],
 }
 
 const MAX_DEAD: usize = 8192;
@@ -217,12 +237,33 @@ impl FlowTable {
             last_ts: Ts(0),
             stats: FlowStats::default(),
             evs: Vec::new(),
+            last: None,
+            last_seg: (Dir::C2s, 0),
         }
     }
 
     /// The connection id the next MSNP connection will get.
     pub fn next_conn(&self) -> u64 {
         self.next_conn
+    }
+
+    /// What the MSNP connection of the last segment handled still holds; None when that
+    /// segment was not MSNP or its connection is closed.
+    pub fn last_pending(&self) -> Option<FlowPending> {
+        let f = self.flows.get(&self.last?)?;
+        let s = f.session.as_ref()?;
+        let seeking = |d: usize| match &f.start[d] {
+            Start::Seeking { pre, .. } => pre.len(),
+            Start::Live => 0,
+        };
+        Some(FlowPending {
+            conn: s.conn(),
+            dir: self.last_seg.0,
+            payload: self.last_seg.1,
+            decoder: [s.pending(Dir::C2s), s.pending(Dir::S2c)],
+            out_of_order: [f.half[0].held(), f.half[1].held()],
+            seeking: [seeking(0), seeking(1)],
+        })
     }
 
     /// Connections currently tracked.
@@ -262,6 +303,7 @@ impl FlowTable {
         self.clock += 1;
         self.last_ts = ts;
         let k = key(src, dst);
+        self.last = Some(k);
         let opening = tcp.syn && !tcp.ack_flag;
         if self.dead.contains(&k) {
             if !opening {
@@ -298,6 +340,7 @@ impl FlowTable {
             Dir::S2c
         };
         let d = dir.index();
+        self.last_seg = (dir, tcp.payload.len());
         let mut evs = std::mem::take(&mut self.evs);
         let mut rejected = false;
         let mut opened = false;

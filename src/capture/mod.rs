@@ -9,6 +9,7 @@ pub mod reasm;
 pub mod synth;
 pub mod writer;
 
+use std::cell::RefCell;
 use std::fs::File;
 use std::io::{self, BufReader, Read};
 use std::net::SocketAddr;
@@ -21,7 +22,7 @@ use pcap_parser::{create_reader, PcapBlockOwned, PcapError};
 use crate::event::{Event, Ts};
 use crate::protocol::Tables;
 
-pub use flow::{FlowOptions, FlowStats, FlowTable};
+pub use flow::{FlowOptions, FlowPending, FlowStats, FlowTable};
 
 /// Options of a capture read.
 #[derive(Debug, Clone, Default)]
@@ -125,6 +126,149 @@ pub fn read_from<R: Read>(
     sink: &mut dyn FnMut(Event) -> io::Result<()>,
     progress: &mut dyn FnMut(u64),
 ) -> Result<ReadStats, CaptureError> {
+    read_core(name, input, tables, opts, sink, progress, None)
+}
+
+/// Reads one capture file like [`read_path`], but hands over every block of the file in
+/// order: packets with the events processing them produced, other blocks as they are.
+/// Events that no packet produced (connections closed at the end of the capture) come
+/// last, with [`Record::End`].
+pub fn read_with_packets(
+    path: &Path,
+    tables: Arc<Tables>,
+    opts: &ReadOptions,
+    on_record: &mut dyn FnMut(Record<'_>, &[Event]) -> io::Result<()>,
+) -> Result<ReadStats, CaptureError> {
+    let name = path.display().to_string();
+    let f = File::open(path).map_err(|source| CaptureError::Io {
+        path: name.clone(),
+        source,
+    })?;
+    read_records_from(
+        &name,
+        BufReader::with_capacity(BUF, f),
+        tables,
+        opts,
+        on_record,
+    )
+}
+
+/// As [`read_with_packets`], from any byte source; `name` is used in error messages.
+pub fn read_records_from<R: Read>(
+    name: &str,
+    input: R,
+    tables: Arc<Tables>,
+    opts: &ReadOptions,
+    on_record: &mut dyn FnMut(Record<'_>, &[Event]) -> io::Result<()>,
+) -> Result<ReadStats, CaptureError> {
+    let evs = RefCell::new(Vec::new());
+    let mut sink = |e: Event| {
+        evs.borrow_mut().push(e);
+        Ok(())
+    };
+    let mut observe = |r: Record<'_>| {
+        let batch = std::mem::take(&mut *evs.borrow_mut());
+        on_record(r, &batch)
+    };
+    let r = read_core(
+        name,
+        input,
+        tables,
+        opts,
+        &mut sink,
+        &mut |_| {},
+        Some(&mut observe),
+    );
+    let rest = std::mem::take(&mut *evs.borrow_mut());
+    on_record(Record::End, &rest).map_err(CaptureError::Output)?;
+    r
+}
+
+/// How a packet is stored in the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordKind {
+    /// A classic pcap record: 16-byte header (seconds, fraction, captured and original
+    /// length) then the data.
+    Pcap,
+    /// A pcapng enhanced packet block.
+    Enhanced,
+    /// A pcapng simple packet block (no timestamp, interface 0).
+    Simple,
+}
+
+/// One block of a capture file as [`read_with_packets`] hands it over.
+#[derive(Debug)]
+pub enum Record<'a> {
+    /// The header of a classic pcap file.
+    PcapHeader {
+        /// The link type field as stored (its upper bits may hold FCS information).
+        linktype: u32,
+        snaplen: u32,
+        /// Timestamps are in nanoseconds (else microseconds).
+        nanos: bool,
+    },
+    /// A pcapng block that is not a packet (section header, interface description,
+    /// statistics, name resolution...), exactly as in the file.
+    Block {
+        raw: &'a [u8],
+        big_endian: bool,
+    },
+    Packet(PacketRecord<'a>),
+    /// The end of the file (or of what could be read of it).
+    End,
+}
+
+/// One packet record and what decoding it left behind.
+#[derive(Debug)]
+pub struct PacketRecord<'a> {
+    /// 1-based number of the packet in the file.
+    pub number: u64,
+    pub kind: RecordKind,
+    /// Interface id within the current pcapng section (0 in pcap files).
+    pub iface: u32,
+    pub ts: Ts,
+    /// The captured frame.
+    pub data: &'a [u8],
+    /// The whole record as in the file (pcap: record header and data; pcapng: the block).
+    pub raw: &'a [u8],
+    /// Byte order of the file or section.
+    pub big_endian: bool,
+    /// What the packet's MSNP connection still holds after it was processed.
+    pub pending: Option<Box<FlowPending>>,
+}
+
+/// What the loop learns of a block while it is parsed, for the observer afterwards.
+enum Seen {
+    PcapHeader {
+        linktype: u32,
+        snaplen: u32,
+        nanos: bool,
+    },
+    Block,
+    Packet {
+        kind: RecordKind,
+        iface: u32,
+        ts: Ts,
+        data_off: usize,
+        data_len: usize,
+        pending: Option<Box<FlowPending>>,
+    },
+}
+
+/// Called by the reading loop with each block, after the block's events went to the sink.
+type Observer<'o> = dyn FnMut(Record<'_>) -> io::Result<()> + 'o;
+
+#[allow(clippy::too_many_arguments)]
+fn read_core<R: Read>(
+    name: &str,
+    input: R,
+    tables: Arc<Tables>,
+    opts: &ReadOptions,
+    sink: &mut dyn FnMut(Event) -> io::Result<()>,
+    progress: &mut dyn FnMut(u64),
+    mut observer: Option<&mut Observer<'_>>,
+) -> Result<ReadStats, CaptureError> {
+    let watch = observer.is_some();
     let mut flows = FlowTable::new(tables, opts.flows.clone(), opts.first_conn.max(1));
     let mut defrag = packet::Defrag::default();
     let mut stats = ReadStats::default();
@@ -163,9 +307,15 @@ pub fn read_from<R: Read>(
             let at = reader.consumed() as u64;
             match reader.next() {
                 Ok((len, block)) => {
-                    let pkt: Option<(u16, Ts, &[u8])> = match &block {
+                    let mut seen = Seen::Block;
+                    let pkt: Option<(u16, Ts, &[u8], RecordKind, u32)> = match &block {
                         PcapBlockOwned::LegacyHeader(h) => {
                             layout = (false, h.is_bigendian());
+                            seen = Seen::PcapHeader {
+                                linktype: h.network.0 as u32,
+                                snaplen: h.snaplen,
+                                nanos: h.is_nanosecond_precision(),
+                            };
                             let units = if h.is_nanosecond_precision() {
                                 1_000_000_000
                             } else {
@@ -184,7 +334,7 @@ pub fn read_from<R: Read>(
                             })?;
                             let frac = u64::from(b.ts_usec) * 1_000_000 / i.units;
                             let ts = Ts::from_secs_micros(i64::from(b.ts_sec), frac as u32);
-                            Some((i.linktype, ts, b.data))
+                            Some((i.linktype, ts, b.data, RecordKind::Pcap, 0))
                         }
                         PcapBlockOwned::NG(Block::SectionHeader(shb)) => {
                             layout = (true, shb.big_endian());
@@ -220,18 +370,26 @@ pub fn read_from<R: Read>(
                             let t = (u64::from(epb.ts_high) << 32) | u64::from(epb.ts_low);
                             let ts = ts_from_units(t, i.units, i.offset_secs);
                             let n = (epb.caplen as usize).min(epb.data.len());
-                            Some((i.linktype, ts, &epb.data[..n]))
+                            Some((
+                                i.linktype,
+                                ts,
+                                &epb.data[..n],
+                                RecordKind::Enhanced,
+                                epb.if_id,
+                            ))
                         }
                         PcapBlockOwned::NG(Block::SimplePacket(spb)) => {
                             let i = ifaces
                                 .first()
                                 .ok_or_else(|| fmt_err(at, "packet before any interface".into()))?;
-                            // Simple packets carry no timestamp.
-                            Some((i.linktype, Ts(0), spb.data))
+                            // Simple packets carry no timestamp; their data is padded
+                            // to 4 bytes and captured up to the original length.
+                            let n = (spb.origlen as usize).min(spb.data.len());
+                            Some((i.linktype, Ts(0), &spb.data[..n], RecordKind::Simple, 0))
                         }
                         PcapBlockOwned::NG(_) => None,
                     };
-                    if let Some((lt, ts, data)) = pkt {
+                    if let Some((lt, ts, data, kind, iface)) = pkt {
                         stats.packets += 1;
                         if !packet::link_supported(lt) {
                             return Err(fmt_err(
@@ -239,7 +397,67 @@ pub fn read_from<R: Read>(
                                 format!("unsupported {}", packet::link_name(lt)),
                             ));
                         }
-                        handle_frame(lt, data, ts, &mut defrag, &mut flows, &mut stats, sink)?;
+                        let tcp =
+                            handle_frame(lt, data, ts, &mut defrag, &mut flows, &mut stats, sink)?;
+                        if watch {
+                            seen = Seen::Packet {
+                                kind,
+                                iface,
+                                ts,
+                                data_off: match kind {
+                                    RecordKind::Pcap => 16,
+                                    RecordKind::Enhanced => 28,
+                                    RecordKind::Simple => 12,
+                                },
+                                data_len: data.len(),
+                                pending: if tcp {
+                                    flows.last_pending().map(Box::new)
+                                } else {
+                                    None
+                                },
+                            };
+                        }
+                    }
+                    drop(block);
+                    if let Some(obs) = observer.as_mut() {
+                        let raw = reader.data().get(..len).unwrap_or_default();
+                        let big_endian = layout.1;
+                        let rec = match seen {
+                            Seen::PcapHeader {
+                                linktype,
+                                snaplen,
+                                nanos,
+                            } => Record::PcapHeader {
+                                linktype,
+                                snaplen,
+                                nanos,
+                            },
+                            Seen::Block => Record::Block { raw, big_endian },
+                            Seen::Packet {
+                                kind,
+                                iface,
+                                ts,
+                                data_off,
+                                data_len,
+                                pending,
+                            } => {
+                                let data =
+                                    raw.get(data_off..data_off + data_len).ok_or_else(|| {
+                                        fmt_err(at, "packet data outside its record".into())
+                                    })?;
+                                Record::Packet(PacketRecord {
+                                    number: stats.packets,
+                                    kind,
+                                    iface,
+                                    ts,
+                                    data,
+                                    raw,
+                                    big_endian,
+                                    pending,
+                                })
+                            }
+                        };
+                        obs(rec).map_err(CaptureError::Output)?;
                     }
                     reader.consume(len);
                     let pos = reader.consumed() as u64;
@@ -328,14 +546,14 @@ fn handle_frame(
     flows: &mut FlowTable,
     stats: &mut ReadStats,
     sink: &mut dyn FnMut(Event) -> io::Result<()>,
-) -> Result<(), CaptureError> {
+) -> Result<bool, CaptureError> {
     let Some(ip) = packet::ip_of_frame(linktype, data).and_then(packet::parse_ip) else {
         stats.skipped_frames += 1;
-        return Ok(());
+        return Ok(false);
     };
     if ip.proto != 6 {
         stats.skipped_frames += 1;
-        return Ok(());
+        return Ok(false);
     }
     let whole;
     let payload = if ip.frag.is_some() {
@@ -344,20 +562,21 @@ fn handle_frame(
                 whole = b;
                 &whole[..]
             }
-            None => return Ok(()),
+            None => return Ok(false),
         }
     } else {
         ip.payload
     };
     let Some(tcp) = packet::parse_tcp(payload) else {
         stats.skipped_frames += 1;
-        return Ok(());
+        return Ok(false);
     };
     let src = SocketAddr::new(ip.src, tcp.sport);
     let dst = SocketAddr::new(ip.dst, tcp.dport);
     flows
         .segment(src, dst, &tcp, ts, sink)
-        .map_err(CaptureError::Output)
+        .map_err(CaptureError::Output)?;
+    Ok(true)
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
-//! Writes synthetic captures: pcap and pcapng files with made-up link, IP and TCP framing
-//! around byte streams (for `msntap synth`, the proxy's capture output and test fixtures).
-//! It never reads packets and never decides what the bytes mean.
+//! Writes captures: pcap and pcapng files with made-up link, IP and TCP framing around
+//! byte streams (for `msntap synth`, the proxy's capture output and test fixtures), and
+//! pcapng copies of read blocks with packet comments added (for `msntap annotate`).
+//! It never parses packets and never decides what the bytes mean.
 
 use std::io::{self, Write};
 use std::net::{IpAddr, SocketAddr};
@@ -289,6 +290,290 @@ impl<W: Write> CaptureWriter<W> {
 
     pub fn flush(&mut self) -> io::Result<()> {
         self.w.flush()
+    }
+
+    /// Flushes and gives the underlying writer back.
+    pub fn into_inner(mut self) -> io::Result<W> {
+        self.w.flush()?;
+        Ok(self.w)
+    }
+}
+
+/// Copies the blocks of an existing capture into a pcapng stream, adding packet comments.
+/// pcapng input is copied block by block in its own byte order (section headers get an
+/// unknown section length, since comments change it); packets keep their bytes, lengths,
+/// timestamps, interface and options, and a comment is appended as one more opt_comment.
+/// pcap input becomes one little-endian section with one interface of the pcap's link
+/// type, snapshot length and timestamp resolution.
+pub struct PcapNgCopier<W: Write> {
+    w: W,
+    /// The pcap input has nanosecond timestamps (for converting its records).
+    pcap_nanos: bool,
+    /// A section header has been written.
+    started: bool,
+    buf: Vec<u8>,
+}
+
+/// Largest comment stored (an option length is 16 bits).
+pub const MAX_COMMENT: usize = 65_000;
+
+fn pad4(n: usize) -> usize {
+    (4 - n % 4) % 4
+}
+
+fn rd32(b: &[u8], at: usize, big_endian: bool) -> Option<u32> {
+    let x: [u8; 4] = b.get(at..at + 4)?.try_into().ok()?;
+    Some(if big_endian {
+        u32::from_be_bytes(x)
+    } else {
+        u32::from_le_bytes(x)
+    })
+}
+
+fn rd16(b: &[u8], at: usize, big_endian: bool) -> Option<u16> {
+    let x: [u8; 2] = b.get(at..at + 2)?.try_into().ok()?;
+    Some(if big_endian {
+        u16::from_be_bytes(x)
+    } else {
+        u16::from_le_bytes(x)
+    })
+}
+
+fn put16e(b: &mut Vec<u8>, v: u16, big_endian: bool) {
+    b.extend_from_slice(&if big_endian {
+        v.to_be_bytes()
+    } else {
+        v.to_le_bytes()
+    });
+}
+
+fn put32e(b: &mut Vec<u8>, v: u32, big_endian: bool) {
+    b.extend_from_slice(&if big_endian {
+        v.to_be_bytes()
+    } else {
+        v.to_le_bytes()
+    });
+}
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a character boundary.
+fn clip(s: &str, max: usize) -> &str {
+    let mut n = s.len().min(max);
+    while !s.is_char_boundary(n) {
+        n -= 1;
+    }
+    &s[..n]
+}
+
+/// Appends an opt_comment (code 1) holding `c` (clipped to [`MAX_COMMENT`] bytes).
+fn put_comment(b: &mut Vec<u8>, c: &str, big_endian: bool) {
+    let c = clip(c, MAX_COMMENT).as_bytes();
+    put16e(b, 1, big_endian);
+    put16e(b, c.len() as u16, big_endian);
+    b.extend_from_slice(c);
+    b.resize(b.len() + pad4(c.len()), 0);
+}
+
+fn bad(msg: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg.to_string())
+}
+
+const SHB_TYPE: u32 = 0x0A0D_0D0A;
+
+impl<W: Write> PcapNgCopier<W> {
+    pub fn new(w: W) -> Self {
+        PcapNgCopier {
+            w,
+            pcap_nanos: false,
+            started: false,
+            buf: Vec::with_capacity(2048),
+        }
+    }
+
+    /// Starts the output for a classic pcap input: a section header and one interface.
+    /// `linktype` is the pcap header's field; FCS bits in its upper half become if_fcslen.
+    pub fn pcap_header(&mut self, linktype: u32, snaplen: u32, nanos: bool) -> io::Result<()> {
+        self.pcap_nanos = nanos;
+        self.started = true;
+        let mut b = Vec::with_capacity(64);
+        put32e(&mut b, SHB_TYPE, false);
+        put32e(&mut b, 28, false);
+        put32e(&mut b, 0x1A2B_3C4D, false);
+        put16e(&mut b, 1, false);
+        put16e(&mut b, 0, false);
+        b.extend_from_slice(&u64::MAX.to_le_bytes()); // section length unknown
+        put32e(&mut b, 28, false);
+        let start = b.len();
+        put32e(&mut b, 1, false);
+        put32e(&mut b, 0, false); // length, set below
+        put16e(&mut b, (linktype & 0xffff) as u16, false);
+        put16e(&mut b, 0, false);
+        put32e(&mut b, snaplen, false);
+        // if_tsresol (code 9): 10^-6 or 10^-9.
+        put16e(&mut b, 9, false);
+        put16e(&mut b, 1, false);
+        b.extend_from_slice(&[if nanos { 9 } else { 6 }, 0, 0, 0]);
+        if linktype & 0x1000_0000 != 0 {
+            // if_fcslen (code 13): frames end with an FCS of this many bytes.
+            put16e(&mut b, 13, false);
+            put16e(&mut b, 1, false);
+            b.extend_from_slice(&[(linktype >> 29) as u8 * 2, 0, 0, 0]);
+        }
+        put16e(&mut b, 0, false);
+        put16e(&mut b, 0, false);
+        let total = (b.len() - start + 4) as u32;
+        put32e(&mut b, total, false);
+        b[start + 4..start + 8].copy_from_slice(&total.to_le_bytes());
+        self.w.write_all(&b)
+    }
+
+    /// Copies a pcapng block that is not a packet (section header, interface description,
+    /// statistics, name resolution, ...) as it is; a section header's length becomes
+    /// "unknown".
+    pub fn block(&mut self, raw: &[u8], big_endian: bool) -> io::Result<()> {
+        if rd32(raw, 0, big_endian) == Some(SHB_TYPE) {
+            if raw.len() < 28 {
+                return Err(bad("section header block too short"));
+            }
+            self.started = true;
+            self.w.write_all(&raw[..16])?;
+            self.w.write_all(&[0xff; 8])?;
+            return self.w.write_all(&raw[24..]);
+        }
+        if !self.started {
+            return Err(bad("block before any section header"));
+        }
+        self.w.write_all(raw)
+    }
+
+    /// Copies an enhanced packet block as it is, appending `comment` to its options.
+    pub fn enhanced(
+        &mut self,
+        raw: &[u8],
+        big_endian: bool,
+        comment: Option<&str>,
+    ) -> io::Result<()> {
+        let Some(c) = comment else {
+            return self.w.write_all(raw);
+        };
+        let caplen = rd32(raw, 20, big_endian).ok_or_else(|| bad("short packet block"))? as usize;
+        let opts_at = 28 + caplen + pad4(caplen);
+        let end = raw
+            .len()
+            .checked_sub(4)
+            .ok_or_else(|| bad("short packet block"))?;
+        if opts_at > end {
+            return Err(bad("packet data runs past its block"));
+        }
+        // Keep the options already there, up to (not including) opt_endofopt.
+        let opts = &raw[opts_at..end];
+        let mut keep = 0usize;
+        while keep + 4 <= opts.len() {
+            let (Some(code), Some(len)) = (
+                rd16(opts, keep, big_endian),
+                rd16(opts, keep + 2, big_endian),
+            ) else {
+                break;
+            };
+            let next = keep + 4 + len as usize + pad4(len as usize);
+            if code == 0 || next > opts.len() {
+                break;
+            }
+            keep = next;
+        }
+        let mut b = std::mem::take(&mut self.buf);
+        b.clear();
+        b.extend_from_slice(&raw[..opts_at]);
+        b.extend_from_slice(&opts[..keep]);
+        put_comment(&mut b, c, big_endian);
+        put16e(&mut b, 0, big_endian);
+        put16e(&mut b, 0, big_endian);
+        let total = b.len() as u32 + 4;
+        put32e(&mut b, total, big_endian);
+        let t = if big_endian {
+            total.to_be_bytes()
+        } else {
+            total.to_le_bytes()
+        };
+        b[4..8].copy_from_slice(&t);
+        let r = self.w.write_all(&b);
+        self.buf = b;
+        r
+    }
+
+    /// Writes a classic pcap record (`raw`: 16-byte header and data, in the file's byte
+    /// order) as an enhanced packet block on interface 0, timestamp and lengths unchanged.
+    pub fn pcap_record(
+        &mut self,
+        raw: &[u8],
+        big_endian: bool,
+        comment: Option<&str>,
+    ) -> io::Result<()> {
+        let f = |at| rd32(raw, at, big_endian).ok_or_else(|| bad("short pcap record"));
+        let (secs, frac, caplen, origlen) = (f(0)?, f(4)?, f(8)? as usize, f(12)?);
+        let data = raw
+            .get(16..16 + caplen)
+            .ok_or_else(|| bad("pcap record shorter than its captured length"))?;
+        let units: u64 = if self.pcap_nanos {
+            1_000_000_000
+        } else {
+            1_000_000
+        };
+        let t = u64::from(secs) * units + u64::from(frac);
+        self.epb(0, t, data, origlen, comment, false)
+    }
+
+    /// Writes a pcapng simple packet block (`raw`, in its section's byte order) as an
+    /// enhanced packet block on interface 0 with timestamp 0 (simple blocks have none).
+    pub fn simple(
+        &mut self,
+        raw: &[u8],
+        data: &[u8],
+        big_endian: bool,
+        comment: Option<&str>,
+    ) -> io::Result<()> {
+        let origlen = rd32(raw, 8, big_endian).ok_or_else(|| bad("short simple packet block"))?;
+        self.epb(0, 0, data, origlen, comment, big_endian)
+    }
+
+    fn epb(
+        &mut self,
+        iface: u32,
+        t: u64,
+        data: &[u8],
+        origlen: u32,
+        comment: Option<&str>,
+        big_endian: bool,
+    ) -> io::Result<()> {
+        if !self.started {
+            return Err(bad("packet before any section header"));
+        }
+        let mut b = std::mem::take(&mut self.buf);
+        b.clear();
+        put32e(&mut b, 6, big_endian);
+        put32e(&mut b, 0, big_endian); // length, set below
+        put32e(&mut b, iface, big_endian);
+        put32e(&mut b, (t >> 32) as u32, big_endian);
+        put32e(&mut b, t as u32, big_endian);
+        put32e(&mut b, data.len() as u32, big_endian);
+        put32e(&mut b, origlen, big_endian);
+        b.extend_from_slice(data);
+        b.resize(b.len() + pad4(data.len()), 0);
+        if let Some(c) = comment {
+            put_comment(&mut b, c, big_endian);
+            put16e(&mut b, 0, big_endian);
+            put16e(&mut b, 0, big_endian);
+        }
+        let total = b.len() as u32 + 4;
+        put32e(&mut b, total, big_endian);
+        let tb = if big_endian {
+            total.to_be_bytes()
+        } else {
+            total.to_le_bytes()
+        };
+        b[4..8].copy_from_slice(&tb);
+        let r = self.w.write_all(&b);
+        self.buf = b;
+        r
     }
 
     /// Flushes and gives the underlying writer back.

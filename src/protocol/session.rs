@@ -41,6 +41,23 @@ struct DirState {
     finished: bool,
 }
 
+/// Bytes of one direction not yet turned into events (see [`Session::pending`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Pending {
+    pub buffered: usize,
+    pub awaiting: Option<Awaiting>,
+}
+
+/// A command whose line is in but whose payload is still arriving.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Awaiting {
+    pub cmd: String,
+    /// The first argument when it is a number (the transaction id of most commands).
+    pub trid: Option<String>,
+    pub have: usize,
+    pub need: usize,
+}
+
 /// Decoder state for one connection.
 pub struct Session {
     tables: Arc<Tables>,
@@ -102,6 +119,53 @@ impl Session {
     /// Bytes buffered and not yet framed, both directions.
     pub fn buffered(&self) -> usize {
         self.dirs.iter().map(|d| d.buf.len()).sum()
+    }
+
+    /// What one direction holds that is not yet an event: bytes buffered and, when they
+    /// start with a complete command line whose payload has not all arrived, how much of
+    /// it is in.
+    pub fn pending(&self, dir: Dir) -> Pending {
+        let st = &self.dirs[dir.index()];
+        let mut p = Pending {
+            buffered: st.buf.len(),
+            awaiting: None,
+        };
+        if st.resync.is_some() || st.finished {
+            return p;
+        }
+        let window = &st.buf[..st.buf.len().min(self.limits.max_line + 2)];
+        let Some(lf) = wire::find_lf(window) else {
+            return p;
+        };
+        let end = if lf > 0 && window[lf - 1] == b'\r' {
+            lf - 1
+        } else {
+            lf
+        };
+        let line = &window[..end];
+        if !wire::is_command_line(line) {
+            return p;
+        }
+        let text = String::from_utf8_lossy(line);
+        let mut toks = text.split(' ').filter(|t| !t.is_empty());
+        let name = toks.next().unwrap_or_default().to_string();
+        let args: Vec<String> = toks.map(str::to_string).collect();
+        let after = &st.buf[lf + 1..];
+        if let Some(PayloadPlan::Len { n, .. }) = self.plan_payload(dir, &name, &args, after, false)
+        {
+            if after.len() < n {
+                let trid = args
+                    .first()
+                    .filter(|t| t.bytes().all(|b| b.is_ascii_digit()));
+                p.awaiting = Some(Awaiting {
+                    cmd: name,
+                    trid: trid.cloned(),
+                    have: after.len(),
+                    need: n,
+                });
+            }
+        }
+        p
     }
 
     /// An event of this connection stamped with the current service and version.
@@ -748,6 +812,35 @@ versions = "2-21"
 
     fn kinds(evs: &[Event]) -> Vec<&'static str> {
         evs.iter().map(Event::type_name).collect()
+    }
+
+    #[test]
+    fn pending_says_how_much_of_a_payload_is_in() {
+        let mut sess = Session::new(tables(), 1, SessionHint::default());
+        let mut out = Vec::new();
+        sess.feed(Dir::C2s, b"UUX 7 10\r\n<Dat", Ts(0), &mut out);
+        assert!(out.is_empty());
+        assert_eq!(
+            sess.pending(Dir::C2s),
+            Pending {
+                buffered: 14,
+                awaiting: Some(Awaiting {
+                    cmd: "UUX".into(),
+                    trid: Some("7".into()),
+                    have: 4,
+                    need: 10
+                })
+            }
+        );
+        assert_eq!(sess.pending(Dir::S2c), Pending::default());
+        // A partial line: bytes only.
+        sess.feed(Dir::S2c, b"PN", Ts(0), &mut out);
+        assert_eq!(sess.pending(Dir::S2c).buffered, 2);
+        assert_eq!(sess.pending(Dir::S2c).awaiting, None);
+        // Once complete, nothing is pending.
+        sess.feed(Dir::C2s, b"a></Da", Ts(0), &mut out);
+        assert_eq!(cmds(&out).len(), 1);
+        assert_eq!(sess.pending(Dir::C2s), Pending::default());
     }
 
     #[test]

@@ -1,0 +1,71 @@
+//! The `annotate` subcommand: wires command-line options to `msntap::annotate` and
+//! creates the output file (owner-only when secrets are kept). No capture parsing or
+//! comment wording lives here.
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+
+use msntap::annotate::{annotate, AnnotateOptions};
+use msntap::capture::{FlowOptions, ReadOptions};
+use msntap::output::create_private;
+use msntap::protocol::tables::Tables;
+
+use crate::cli::AnnotateArgs;
+
+pub fn run(a: &AnnotateArgs, tables: Arc<Tables>) -> Result<ExitCode> {
+    // Creating the output would truncate the input before it is read.
+    if let (Ok(i), Ok(o)) = (a.input.canonicalize(), a.output.canonicalize()) {
+        if i == o {
+            anyhow::bail!(
+                "{}: the output must not be the input file",
+                a.output.display()
+            );
+        }
+    }
+    // Fail on a missing or unreadable input before creating anything.
+    std::fs::File::open(&a.input).with_context(|| format!("opening {}", a.input.display()))?;
+    let mut ports = vec![1863];
+    ports.extend(a.port.iter().copied().filter(|p| *p != 1863));
+    let opts = AnnotateOptions {
+        read: ReadOptions {
+            flows: FlowOptions {
+                ports,
+                max_flows: a.max_flows.max(16),
+                ..FlowOptions::default()
+            },
+            first_conn: 1,
+        },
+        no_redact: a.no_redact,
+    };
+    let f = create_private(&a.output, a.no_redact)
+        .with_context(|| format!("creating {}", a.output.display()))?;
+    let mut w = std::io::BufWriter::new(f);
+    let r = annotate(&a.input, &mut w, tables, &opts);
+    w.flush()
+        .with_context(|| format!("writing {}", a.output.display()))?;
+    match r {
+        Ok(s) => {
+            eprintln!(
+                "msntap: wrote {}: {} packets, {} with comments; {} MSNP connections; {} events at the end of the capture belong to no packet",
+                a.output.display(),
+                s.read.packets,
+                s.commented,
+                s.read.flows.msnp_connections,
+                s.unattributed
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            // Every packet read before the problem has been copied.
+            eprintln!("msntap: {e}");
+            eprintln!(
+                "msntap: {} holds the packets read before the problem",
+                a.output.display()
+            );
+            Ok(ExitCode::from(1))
+        }
+    }
+}
