@@ -39,6 +39,9 @@ pub enum Command {
     Decode(DecodeArgs),
     /// Print the merged dissector table: commands with their forms, error codes, capabilities.
     Dissectors(DissectorArgs),
+    /// Relay a client to its server and decode the session live; XFR and RNG redirects are
+    /// rewritten so notification and switchboard connections pass through msntap too.
+    Proxy(ProxyArgs),
     /// Discovery report: commands per version and service, unknown commands and forms,
     /// unfamiliar payload vocabulary, error codes, payload guesses and desyncs.
     Report(ReportArgs),
@@ -183,6 +186,37 @@ pub struct SynthArgs {
     /// In `>>>`/`<<<` logs, read `>>>` as server-to-client.
     #[arg(long)]
     pub flip: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ProxyArgs {
+    /// The real server, HOST:PORT (e.g. messenger.example.org:1863).
+    #[arg(
+        long,
+        value_name = "HOST:PORT",
+        required_unless_present = "transparent"
+    )]
+    pub upstream: Option<String>,
+    /// Where clients connect. Anything but a loopback address exposes the proxy to the network.
+    #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:1863")]
+    pub listen: std::net::SocketAddr,
+    /// Host written into rewritten redirect addresses (default: the address the client
+    /// reached the proxy on). Needed when clients reach the proxy through NAT or a name.
+    #[arg(long, value_name = "HOST")]
+    pub advertise: Option<String>,
+    /// Linux: take each connection's real destination from an iptables/nftables REDIRECT
+    /// rule (SO_ORIGINAL_DST); --upstream is then only the fallback. See docs/proxy.md.
+    #[arg(long)]
+    pub transparent: bool,
+    /// Record the proxied connections into FILE as pcapng (readable by Wireshark and
+    /// `msntap read`). The file holds everything, secrets included: it is made owner-only.
+    #[arg(long, value_name = "FILE")]
+    pub pcap: Option<PathBuf>,
+    /// Seconds to wait for the upstream server to accept a connection.
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    pub connect_timeout: u64,
+    #[command(flatten)]
+    pub out: OutputArgs,
 }
 
 #[derive(Args, Debug)]

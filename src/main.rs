@@ -6,6 +6,7 @@ mod annotate_cmd;
 mod capture_cmd;
 mod cli;
 mod extract_cmd;
+mod proxy_cmd;
 
 use std::io::{Read, Write};
 use std::process::ExitCode;
@@ -53,6 +54,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
     match &cli.command {
         Command::Decode(a) => decode(a, tables),
         Command::Dissectors(a) => dissectors(a, &tables),
+        Command::Proxy(a) => proxy_cmd::run(a, tables),
         Command::Extract(a) => extract_cmd::run(a, tables),
         Command::Report(a) => report(a, tables),
         Command::Transcript(a) => transcript(a, tables),

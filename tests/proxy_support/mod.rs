@@ -1,0 +1,245 @@
+//! Shared helpers of the proxy integration tests: a proxy started in-process with its events
+//! collected in memory, and line-oriented peers with timeouts. Loopback only; nothing here may
+//! wait without a deadline.
+#![allow(dead_code)]
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use msntap::proxy::{Config, Proxy, Stats};
+use msntap::{Event, EventKind, Tables};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// How long any single wait in a test may take.
+pub const STEP: Duration = Duration::from_secs(10);
+
+pub struct Running {
+    pub addr: std::net::SocketAddr,
+    pub events: Arc<Mutex<Vec<Event>>>,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<Stats>,
+    collector: JoinHandle<()>,
+}
+
+/// Starts a proxy on 127.0.0.1 (ephemeral port) in front of `upstream`.
+pub async fn start(upstream: &str) -> Running {
+    start_with(
+        Config {
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            upstream: Some(upstream.to_string()),
+            connect_timeout: Duration::from_secs(3),
+            ..Config::default()
+        },
+        |_| true,
+    )
+    .await
+}
+
+/// Starts a proxy with `cfg`, keeping only the events `keep` accepts.
+pub async fn start_with(cfg: Config, keep: fn(&Event) -> bool) -> Running {
+    let tables = Arc::new(Tables::builtin().expect("built-in tables"));
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<msntap::proxy::EventBatch>(256);
+    let p = Proxy::bind(cfg, tables, tx).await.expect("proxy binds");
+    let addr = p.local_addr();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(p.run(async move {
+        let _ = stopped.await;
+    }));
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let ev2 = events.clone();
+    let collector = tokio::spawn(async move {
+        while let Some(batch) = rx.recv().await {
+            let mut v = ev2.lock().expect("events");
+            v.extend(batch.into_iter().filter(keep));
+        }
+    });
+    Running {
+        addr,
+        events,
+        stop,
+        task,
+        collector,
+    }
+}
+
+impl Running {
+    /// Stops the proxy and returns every event it emitted.
+    pub async fn stop(self) -> Vec<Event> {
+        let _ = self.stop.send(());
+        tokio::time::timeout(STEP, self.task)
+            .await
+            .expect("proxy stops in time")
+            .expect("proxy task");
+        tokio::time::timeout(STEP, self.collector)
+            .await
+            .expect("events drained")
+            .expect("collector");
+        let v = self.events.lock().expect("events").clone();
+        v
+    }
+
+    /// Waits until an event matching `f` has been seen.
+    pub async fn wait_for(&self, what: &str, f: impl Fn(&Event) -> bool) {
+        let deadline = tokio::time::Instant::now() + STEP;
+        loop {
+            if self.events.lock().expect("events").iter().any(&f) {
+                return;
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!("timed out waiting for {what}");
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// A listener for a scripted server.
+pub async fn server() -> (TcpListener, String) {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let a = l.local_addr().expect("addr").to_string();
+    (l, a)
+}
+
+pub async fn accept(l: &TcpListener) -> Peer {
+    let (s, _) = tokio::time::timeout(STEP, l.accept())
+        .await
+        .expect("accept in time")
+        .expect("accept");
+    Peer::new(s)
+}
+
+pub async fn connect(addr: &str) -> Peer {
+    let s = tokio::time::timeout(STEP, TcpStream::connect(addr))
+        .await
+        .expect("connect in time")
+        .expect("connect");
+    Peer::new(s)
+}
+
+/// One end of a TCP connection that records everything it receives.
+pub struct Peer {
+    pub s: TcpStream,
+    /// Every byte received so far.
+    pub got: Vec<u8>,
+    /// How much of `got` the script has consumed.
+    pos: usize,
+    /// Every byte sent.
+    pub sent: Vec<u8>,
+}
+
+impl Peer {
+    pub fn new(s: TcpStream) -> Peer {
+        Peer {
+            s,
+            got: Vec::new(),
+            pos: 0,
+            sent: Vec::new(),
+        }
+    }
+
+    async fn fill(&mut self) -> usize {
+        let mut b = [0u8; 4096];
+        let n = match tokio::time::timeout(STEP, self.s.read(&mut b)).await {
+            Ok(r) => r.expect("read"),
+            Err(_) => panic!(
+                "no data in time on {:?}; received so far {:?}",
+                self.s.local_addr(),
+                String::from_utf8_lossy(&self.got)
+            ),
+        };
+        self.got.extend_from_slice(&b[..n]);
+        n
+    }
+
+    /// The next CRLF-terminated line, without its CRLF.
+    pub async fn line(&mut self) -> String {
+        loop {
+            if let Some(i) = self.got[self.pos..].windows(2).position(|w| w == b"\r\n") {
+                let l = String::from_utf8_lossy(&self.got[self.pos..self.pos + i]).into_owned();
+                self.pos += i + 2;
+                return l;
+            }
+            if self.fill().await == 0 {
+                panic!(
+                    "connection closed while waiting for a line; got {:?}",
+                    String::from_utf8_lossy(&self.got)
+                );
+            }
+        }
+    }
+
+    /// Exactly `n` more bytes.
+    pub async fn bytes(&mut self, n: usize) -> Vec<u8> {
+        while self.got.len() - self.pos < n {
+            if self.fill().await == 0 {
+                panic!("connection closed while waiting for {n} bytes");
+            }
+        }
+        let v = self.got[self.pos..self.pos + n].to_vec();
+        self.pos += n;
+        v
+    }
+
+    /// Reads until the peer's FIN.
+    pub async fn read_to_eof(&mut self) {
+        while self.fill().await > 0 {}
+    }
+
+    /// Waits for the peer's FIN; panics on more data.
+    pub async fn eof(&mut self) {
+        let n = self.fill().await;
+        assert_eq!(
+            n,
+            0,
+            "expected the connection to close, got {:?}",
+            String::from_utf8_lossy(&self.got[self.got.len() - n..])
+        );
+    }
+
+    pub async fn send(&mut self, b: &[u8]) {
+        self.sent.extend_from_slice(b);
+        tokio::time::timeout(STEP, self.s.write_all(b))
+            .await
+            .expect("write in time")
+            .expect("write");
+    }
+
+    /// Closes the connection; returns (received, sent).
+    pub fn done(self) -> (Vec<u8>, Vec<u8>) {
+        (self.got, self.sent)
+    }
+
+    pub async fn send_line(&mut self, l: &str) {
+        self.send(format!("{l}\r\n").as_bytes()).await;
+    }
+}
+
+pub fn redirects(evs: &[Event]) -> Vec<(String, String)> {
+    evs.iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::Redirect {
+                original,
+                rewritten,
+                ..
+            } => Some((original.clone(), rewritten.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+pub fn errors(evs: &[Event]) -> Vec<String> {
+    evs.iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::Error { message } => Some(message.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The event stream of one connection id.
+pub fn of_conn(evs: &[Event], conn: u64) -> Vec<&Event> {
+    evs.iter().filter(|e| e.conn == conn).collect()
+}
