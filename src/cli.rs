@@ -215,6 +215,10 @@ pub struct ProxyArgs {
     /// Seconds to wait for the upstream server to accept a connection.
     #[arg(long, value_name = "SECS", default_value_t = 10)]
     pub connect_timeout: u64,
+    /// Extract display pictures, emoticons and files sent over P2P into DIR as they
+    /// complete, each verified against its MSNObject (as `msntap extract` does).
+    #[arg(long, value_name = "DIR")]
+    pub extract: Option<PathBuf>,
     #[command(flatten)]
     pub out: OutputArgs,
 }

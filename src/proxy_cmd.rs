@@ -8,6 +8,8 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 
 use crate::cli::ProxyArgs;
+use msntap::analysis::extract::{ExtractSink, Limits};
+use msntap::event::Sink;
 use msntap::output::Output;
 use msntap::protocol::tables::Tables;
 use msntap::proxy::{Config, Proxy, ProxyError};
@@ -22,7 +24,17 @@ pub fn run(a: &ProxyArgs, tables: Arc<Tables>) -> Result<ExitCode> {
         connect_timeout: Duration::from_secs(a.connect_timeout.max(1)),
         ..Config::default()
     };
-    let mut out = Output::new(&a.out.config()?)?;
+    let mut ocfg = a.out.config()?;
+    ocfg.challenge_keys = tables.challenge_keys.clone();
+    let mut out = Output::new(&ocfg)?;
+    let mut extract = match &a.extract {
+        Some(dir) => Some(
+            ExtractSink::new(dir, Limits::default())
+                .with_context(|| format!("creating {}", dir.display()))?
+                .on_object(|e| eprintln!("msntap: extracted {}", e.object.line(e.path.as_deref()))),
+        ),
+        None => None,
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -32,7 +44,19 @@ pub fn run(a: &ProxyArgs, tables: Arc<Tables>) -> Result<ExitCode> {
     // Events are written on their own thread so a slow terminal never sits inside the relay.
     let writer = std::thread::spawn(move || -> std::io::Result<Output> {
         while let Some(mut batch) = rx.blocking_recv() {
+            // The extractor sees every event, before filters and redaction.
+            if let Some(x) = extract.as_mut() {
+                for ev in &batch {
+                    x.event(ev)?;
+                }
+            }
             out.emit_all(&mut batch)?;
+        }
+        if let Some(x) = extract.as_mut() {
+            x.finish()?;
+            for n in x.notes() {
+                eprintln!("msntap: {n}");
+            }
         }
         out.finish()?;
         Ok(out)
