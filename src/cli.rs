@@ -86,15 +86,34 @@ pub struct InputArgs {
     /// Input files: pcap/pcapng captures, session logs, or JSON Lines from --json.
     #[arg(required = true, value_name = "INPUT")]
     pub inputs: Vec<PathBuf>,
-    /// For session logs: assume this MSNP version until a VER exchange says otherwise.
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+/// How session logs are read.
+#[derive(Args, Debug, Clone, Copy)]
+pub struct LogArgs {
+    /// Session logs: assume this MSNP version (e.g. 8 or MSNP8) until a VER exchange says otherwise.
     #[arg(long = "msnp", value_name = "N", value_parser = parse_version)]
     pub version: Option<u8>,
-    /// For session logs: assume this service (DS, NS or SB).
+    /// Session logs: assume this service (DS, NS or SB) for connections that do not reveal it.
     #[arg(long = "assume-service", value_name = "SERVICE", value_parser = parse_service)]
     pub assume_service: Option<Service>,
-    /// For `>>>`/`<<<` logs: read `>>>` as server-to-client.
+    /// In `>>>`/`<<<` logs, read `>>>` as server-to-client (logs written by a server).
     #[arg(long)]
     pub flip: bool,
+}
+
+impl LogArgs {
+    pub fn options(&self) -> msntap::input::LogOptions {
+        msntap::input::LogOptions {
+            hint: msntap::SessionHint {
+                service: self.assume_service,
+                version: self.version,
+            },
+            flip: self.flip,
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -228,15 +247,8 @@ pub struct DecodeArgs {
     /// Session log files ("-" for standard input).
     #[arg(required = true, value_name = "FILE")]
     pub files: Vec<PathBuf>,
-    /// Assume this MSNP version (e.g. 8 or MSNP8) until a VER exchange says otherwise.
-    #[arg(long = "msnp", value_name = "N", value_parser = parse_version)]
-    pub version: Option<u8>,
-    /// Assume this service (DS, NS or SB) for connections that do not reveal it.
-    #[arg(long = "assume-service", value_name = "SERVICE", value_parser = parse_service)]
-    pub assume_service: Option<Service>,
-    /// In `>>>`/`<<<` logs, read `>>>` as server-to-client (logs written by a server).
-    #[arg(long)]
-    pub flip: bool,
+    #[command(flatten)]
+    pub log: LogArgs,
     #[command(flatten)]
     pub out: OutputArgs,
 }

@@ -21,7 +21,7 @@ use msntap::analysis::transcript::Transcripts;
 use msntap::input::{self, InputKind};
 use msntap::output::Output;
 use msntap::protocol::tables::Tables;
-use msntap::{Event, SessionHint};
+use msntap::Event;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -87,13 +87,7 @@ fn for_each_input_event(
             }
             InputKind::SessionLog => {
                 let text = read_input(path)?;
-                let opts = input::LogOptions {
-                    hint: SessionHint {
-                        service: a.assume_service,
-                        version: a.version,
-                    },
-                    flip: a.flip,
-                };
+                let opts = a.log.options();
                 conn_base += input::decode_log(
                     &text,
                     &path.display().to_string(),
@@ -194,13 +188,7 @@ fn decode(a: &cli::DecodeArgs, tables: Arc<Tables>) -> Result<ExitCode> {
     let mut conn_id = 0u64;
     for f in &a.files {
         let text = read_input(f)?;
-        let opts = input::LogOptions {
-            hint: SessionHint {
-                service: a.assume_service,
-                version: a.version,
-            },
-            flip: a.flip,
-        };
+        let opts = a.log.options();
         let n = input::decode_log(
             &text,
             &f.display().to_string(),
