@@ -126,6 +126,10 @@ pub struct ReportArgs {
     /// Write a dissector stub (dissectors/ format) for each unknown command into DIR.
     #[arg(long, value_name = "DIR")]
     pub stubs: Option<PathBuf>,
+    /// Keep secrets in the example lines instead of <redacted> (a --json file is then
+    /// created readable by its owner only).
+    #[arg(long)]
+    pub no_redact: bool,
 }
 
 #[derive(Args, Debug)]

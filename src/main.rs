@@ -110,11 +110,15 @@ fn for_each_input_event(
     Ok(())
 }
 
-fn write_out(dest: &str, text: &str) -> Result<()> {
+/// Writes `text` to stdout (`-`) or a file; a file that may hold secrets is owner-only.
+fn write_out(dest: &str, text: &str, secrets: bool) -> Result<()> {
     if dest == "-" {
         std::io::stdout().lock().write_all(text.as_bytes())?;
     } else {
-        std::fs::write(dest, text).with_context(|| format!("writing {dest}"))?;
+        let mut f = msntap::output::create_private(std::path::Path::new(dest), secrets)
+            .with_context(|| format!("creating {dest}"))?;
+        f.write_all(text.as_bytes())
+            .with_context(|| format!("writing {dest}"))?;
     }
     Ok(())
 }
@@ -129,7 +133,10 @@ fn report(a: &cli::ReportArgs, tables: Arc<Tables>) -> Result<ExitCode> {
             .collect(),
         ..Report::default()
     };
-    for_each_input_event(&a.input, &tables, &mut |ev| {
+    for_each_input_event(&a.input, &tables, &mut |mut ev| {
+        if !a.no_redact {
+            msntap::event::filter::redact(&mut ev);
+        }
         r.add(&ev, &tables);
         Ok(())
     })?;
@@ -145,8 +152,12 @@ fn report(a: &cli::ReportArgs, tables: Arc<Tables>) -> Result<ExitCode> {
         );
     }
     match a.json.as_deref() {
-        Some(dest) => write_out(dest, &(serde_json::to_string_pretty(&r)? + "\n"))?,
-        None => write_out("-", &r.text())?,
+        Some(dest) => write_out(
+            dest,
+            &(serde_json::to_string_pretty(&r)? + "\n"),
+            a.no_redact,
+        )?,
+        None => write_out("-", &r.text(), a.no_redact)?,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -163,8 +174,12 @@ fn transcript(a: &cli::TranscriptArgs, tables: Arc<Tables>) -> Result<ExitCode> 
     })?;
     t.finish();
     match a.json.as_deref() {
-        Some(dest) => write_out(dest, &(serde_json::to_string_pretty(&t.done)? + "\n"))?,
-        None => write_out("-", &t.text())?,
+        Some(dest) => write_out(
+            dest,
+            &(serde_json::to_string_pretty(&t.done)? + "\n"),
+            a.no_redact,
+        )?,
+        None => write_out("-", &t.text(), a.no_redact)?,
     }
     Ok(ExitCode::SUCCESS)
 }

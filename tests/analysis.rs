@@ -205,3 +205,38 @@ fn json_lines_read_back_give_the_same_report() {
     v2["inputs"] = Value::Null;
     assert_eq!(v1, v2);
 }
+
+#[test]
+fn report_examples_are_redacted_unless_asked() {
+    let dir = std::env::temp_dir().join(format!("msntap-rr-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join("r.log");
+    // A login line with extra tokens: a form the tables do not describe, so it is quoted as an example.
+    std::fs::write(
+        &p,
+        "C: VER 1 MSNP8 CVR0\nS: VER 1 MSNP8\nC: USR 3 TWN S t=secret&p=x EXTRA1 EXTRA2 EXTRA3\n",
+    )
+    .unwrap();
+    let (code, out, err) = run(&["report", p.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("USR: 1 times"), "{out}");
+    assert!(!out.contains("t=secret"), "{out}");
+    let json = dir.join("r.json");
+    let (code, _, _) = run(&[
+        "report",
+        p.to_str().unwrap(),
+        "--no-redact",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0);
+    assert!(std::fs::read_to_string(&json).unwrap().contains("t=secret"));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&json).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+}
