@@ -14,6 +14,10 @@ use msntap::event::jsonl::JsonlSink;
 use msntap::event::Sink;
 use msntap::{Dir, Session, SessionHint, Tables, Ts};
 
+/// The allocator of the msntap binary (src/main.rs), so the figures are the binary's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// One connection as bursts of one direction.
 type Bursts = Vec<(Dir, Vec<u8>)>;
 
