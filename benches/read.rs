@@ -16,6 +16,10 @@ use msntap::capture::synth::Rng;
 use msntap::capture::writer::{CaptureWriter, Format, Link, TcpFlowWriter};
 use msntap::{Dir, Tables, Ts};
 
+/// The allocator of the msntap binary (src/main.rs), so the figures are the binary's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 type Bursts = Vec<(Dir, Vec<u8>)>;
 
 /// Each connection of each fixture log as bursts of one direction.

@@ -1,6 +1,8 @@
 //! MIME-style messages (MSG bodies) and the multipart routing blocks of SDG/PUT/NFY.
 //! Decodes headers in order, the body, and the typed content the MSN clients exchange.
 
+use std::borrow::Cow;
+
 use serde_json::{json, Map, Value};
 
 use super::{body_value, msnobj, p2p, urldecode, xml};
@@ -24,11 +26,12 @@ pub fn looks_like_headers(b: &[u8]) -> bool {
 }
 
 /// Splits a header block off `b`: returns (headers, rest after the blank line).
-/// Without a blank line the whole input is headers.
-type Headers = Vec<(String, String)>;
+/// Without a blank line the whole input is headers. Names and values borrow from `b`
+/// when it is UTF-8; only folded lines and invalid bytes make owned strings.
+type Headers<'a> = Vec<(Cow<'a, str>, Cow<'a, str>)>;
 
-fn split_headers(b: &[u8]) -> Result<(Headers, &[u8], bool), String> {
-    let mut headers = Vec::new();
+fn split_headers(b: &[u8]) -> Result<(Headers<'_>, &[u8], bool), String> {
+    let mut headers: Headers<'_> = Vec::new();
     let mut pos = 0;
     while pos < b.len() {
         let (line, next) = match b[pos..].iter().position(|&c| c == b'\n') {
@@ -40,11 +43,21 @@ fn split_headers(b: &[u8]) -> Result<(Headers, &[u8], bool), String> {
             return Ok((headers, &b[next..], true));
         }
         let text = String::from_utf8_lossy(line);
-        match text.split_once(':') {
-            Some((k, v)) if !k.is_empty() && !k.contains(' ') => {
-                headers.push((k.to_string(), v.trim_start().to_string()));
+        let split = text
+            .split_once(':')
+            .filter(|(k, _)| !k.is_empty() && !k.contains(' '))
+            .map(|(k, v)| (k.len(), k.len() + 1 + (v.len() - v.trim_start().len())));
+        match (split, &text) {
+            (Some((k_end, v_start)), Cow::Borrowed(t)) => {
+                headers.push((Cow::Borrowed(&t[..k_end]), Cow::Borrowed(&t[v_start..])));
             }
-            _ => {
+            (Some((k_end, v_start)), Cow::Owned(t)) => {
+                headers.push((
+                    Cow::Owned(t[..k_end].to_string()),
+                    Cow::Owned(t[v_start..].to_string()),
+                ));
+            }
+            (None, _) => {
                 if headers.is_empty() {
                     return Err(format!(
                         "not a MIME header line: {:?}",
@@ -53,8 +66,9 @@ fn split_headers(b: &[u8]) -> Result<(Headers, &[u8], bool), String> {
                 }
                 // A folded or stray line: keep it attached to the previous header.
                 if let Some(last) = headers.last_mut() {
-                    last.1.push('\n');
-                    last.1.push_str(&text);
+                    let v = last.1.to_mut();
+                    v.push('\n');
+                    v.push_str(&text);
                 }
             }
         }
@@ -63,14 +77,18 @@ fn split_headers(b: &[u8]) -> Result<(Headers, &[u8], bool), String> {
     Ok((headers, &b[b.len()..], false))
 }
 
-fn header<'a>(h: &'a [(String, String)], name: &str) -> Option<&'a str> {
+fn header<'a>(h: &'a Headers<'_>, name: &str) -> Option<&'a str> {
     h.iter()
         .find(|(k, _)| k.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.as_str())
+        .map(|(_, v)| v.as_ref())
 }
 
-fn headers_value(h: &[(String, String)]) -> Value {
-    Value::Array(h.iter().map(|(k, v)| json!([k, v])).collect())
+fn headers_value(h: &Headers<'_>) -> Value {
+    Value::Array(
+        h.iter()
+            .map(|(k, v)| Value::Array(vec![Value::from(k.as_ref()), Value::from(v.as_ref())]))
+            .collect(),
+    )
 }
 
 /// `Key: value` lines of a body (invitations, mail notifications, datacasts).
@@ -91,12 +109,11 @@ fn kv_body(b: &[u8]) -> Map<String, Value> {
 pub fn decode(b: &[u8], tables: &Tables, version: Option<u8>) -> Result<Value, String> {
     let (headers, body, _) = split_headers(b)?;
     let mut o = Map::new();
-    let ct_full = header(&headers, "Content-Type").unwrap_or("").to_string();
-    let (ct, params) = split_ct(&ct_full);
+    let (ct, charset) = split_ct(header(&headers, "Content-Type").unwrap_or(""));
     o.insert("headers".into(), headers_value(&headers));
     o.insert("content_type".into(), json!(ct));
-    if let Some(cs) = params.iter().find(|(k, _)| k == "charset") {
-        o.insert("charset".into(), json!(cs.1));
+    if let Some(cs) = charset {
+        o.insert("charset".into(), json!(cs));
     }
     typed(
         &mut o,
@@ -110,19 +127,15 @@ pub fn decode(b: &[u8], tables: &Tables, version: Option<u8>) -> Result<Value, S
     Ok(Value::Object(o))
 }
 
-fn split_ct(ct: &str) -> (String, Vec<(String, String)>) {
+/// The lower-cased media type of a Content-Type value and its `charset` parameter.
+fn split_ct(ct: &str) -> (String, Option<&str>) {
     let mut parts = ct.split(';');
     let main = parts.next().unwrap_or("").trim().to_ascii_lowercase();
-    let params = parts
+    let charset = parts
         .filter_map(|p| p.split_once('='))
-        .map(|(k, v)| {
-            (
-                k.trim().to_ascii_lowercase(),
-                v.trim().trim_matches('"').to_string(),
-            )
-        })
-        .collect();
-    (main, params)
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case("charset"))
+        .map(|(_, v)| v.trim().trim_matches('"'));
+    (main, charset)
 }
 
 /// `body_offset` is where `body` starts in the whole payload (the extractor slices the
@@ -130,7 +143,7 @@ fn split_ct(ct: &str) -> (String, Vec<(String, String)>) {
 fn typed(
     o: &mut Map<String, Value>,
     ct: &str,
-    headers: &[(String, String)],
+    headers: &Headers<'_>,
     body: &[u8],
     body_offset: usize,
     tables: &Tables,
@@ -355,7 +368,7 @@ fn bgr_to_rgb(v: &str) -> String {
 pub fn decode_multipart(b: &[u8], tables: &Tables, version: Option<u8>) -> Result<Value, String> {
     let mut o = Map::new();
     let mut rest = b;
-    let mut last: Vec<(String, String)> = Vec::new();
+    let mut last: Headers<'_> = Vec::new();
     for _ in 0..3 {
         if rest.is_empty() || !looks_like_headers(rest) {
             break;
@@ -372,8 +385,7 @@ pub fn decode_multipart(b: &[u8], tables: &Tables, version: Option<u8>) -> Resul
     if o.is_empty() {
         return Err("not a routing/reliability/messaging block".into());
     }
-    let ct_full = header(&last, "Content-Type").unwrap_or("").to_string();
-    let (ct, _) = split_ct(&ct_full);
+    let (ct, _) = split_ct(header(&last, "Content-Type").unwrap_or(""));
     o.insert("content_type".into(), json!(ct));
     typed(
         &mut o,

@@ -27,22 +27,27 @@ fn element(n: roxmltree::Node, depth: usize) -> Value {
     if !attrs.is_empty() {
         o.insert("attrs".into(), Value::Object(attrs));
     }
-    let text: String = n
+    // Most elements have no text and few children: allocate only for what is there.
+    let mut texts = n
         .children()
         .filter(|c| c.is_text())
-        .filter_map(|c| c.text())
-        .collect::<String>();
-    if !text.trim().is_empty() {
-        o.insert("text".into(), json!(text));
+        .filter_map(|c| c.text());
+    if let Some(first) = texts.next() {
+        let mut text = first.to_string();
+        texts.for_each(|t| text.push_str(t));
+        if !text.trim().is_empty() {
+            o.insert("text".into(), Value::String(text));
+        }
     }
-    let kids: Vec<roxmltree::Node> = n.children().filter(|c| c.is_element()).collect();
-    if !kids.is_empty() {
+    let nkids = n.children().filter(|c| c.is_element()).count();
+    if nkids > 0 {
         if depth >= MAX_DEPTH {
-            o.insert("children_omitted".into(), json!(kids.len()));
+            o.insert("children_omitted".into(), json!(nkids));
         } else {
+            let kids = n.children().filter(|c| c.is_element());
             o.insert(
                 "children".into(),
-                Value::Array(kids.into_iter().map(|c| element(c, depth + 1)).collect()),
+                Value::Array(kids.map(|c| element(c, depth + 1)).collect()),
             );
         }
     }

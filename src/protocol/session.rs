@@ -7,7 +7,7 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 
 use super::fields;
-use super::tables::{PayloadKind, PayloadRule, Tables, VersionRange};
+use super::tables::{CommandDef, FormDef, PayloadKind, PayloadRule, Tables, VersionRange};
 use crate::event::{
     preview, Command, Dir, ErrorInfo, Event, EventKind, Payload, Service, Ts, Version,
     SCHEMA_VERSION,
@@ -151,7 +151,9 @@ impl Session {
         let name = toks.next().unwrap_or_default().to_string();
         let args: Vec<String> = toks.map(str::to_string).collect();
         let after = &st.buf[lf + 1..];
-        if let Some(PayloadPlan::Len { n, .. }) = self.plan_payload(dir, &name, &args, after, false)
+        let (def, form) = self.lookup(dir, &name, &args);
+        if let Some(PayloadPlan::Len { n, .. }) =
+            self.plan_payload(dir, &name, def, form, &args, after, false)
         {
             if after.len() < n {
                 let trid = args
@@ -385,12 +387,15 @@ impl Session {
                 self.start_resync(dir, base + pos as u64, reason);
                 continue;
             }
-            let text = String::from_utf8_lossy(line);
+            // The line is converted once: tokens are cut from it and it becomes `Command::line`.
+            let text = String::from_utf8_lossy(line).into_owned();
             let mut toks = text.split(' ').filter(|t| !t.is_empty());
             let name = toks.next().unwrap_or_default().to_string();
             let args: Vec<String> = toks.map(str::to_string).collect();
             let after = &rest[lf + 1..];
-            let plan = match self.plan_payload(dir, &name, &args, after, eof) {
+            // The form is selected once, for framing and for the fields.
+            let (def, form) = self.lookup(dir, &name, &args);
+            let plan = match self.plan_payload(dir, &name, def, form, &args, after, eof) {
                 Some(p) => p,
                 None => return pos, // need more bytes to decide
             };
@@ -414,7 +419,8 @@ impl Session {
                 dir,
                 name,
                 args,
-                line,
+                text,
+                (def, form),
                 raw,
                 payload_range,
                 oversize,
@@ -443,11 +449,30 @@ impl Session {
         }
     }
 
+    /// The table entry of a command name and the form the line fits (errors have neither).
+    fn lookup(
+        &self,
+        dir: Dir,
+        name: &str,
+        args: &[String],
+    ) -> (Option<&CommandDef>, Option<&FormDef>) {
+        if name.as_bytes()[0].is_ascii_digit() {
+            return (None, None);
+        }
+        let def = self.tables.command(name.as_bytes());
+        let form =
+            def.and_then(|d| Tables::select_form(d, dir, self.service, self.versions(), args));
+        (def, form)
+    }
+
     /// Decides whether a payload follows the line. None: more bytes needed to decide.
+    #[allow(clippy::too_many_arguments)]
     fn plan_payload(
         &self,
         dir: Dir,
         name: &str,
+        def: Option<&CommandDef>,
+        form: Option<&FormDef>,
         args: &[String],
         after: &[u8],
         eof: bool,
@@ -461,9 +486,8 @@ impl Session {
             } else {
                 None
             }
-        } else if let Some(def) = self.tables.command(nb) {
-            let versions = self.versions();
-            match Tables::select_form(def, dir, self.service, versions, args) {
+        } else if let Some(def) = def {
+            match form {
                 Some(f) if f.payload == PayloadRule::Last => {
                     args.len().checked_sub(1).and_then(declared)
                 }
@@ -522,7 +546,8 @@ impl Session {
         dir: Dir,
         name: String,
         args: Vec<String>,
-        line: &[u8],
+        line: String,
+        (def, form): (Option<&CommandDef>, Option<&FormDef>),
         raw: &[u8],
         payload_range: Option<(usize, usize, bool, Option<usize>)>,
         oversize: Option<u64>,
@@ -537,7 +562,7 @@ impl Session {
             meaning: None,
             error: None,
             payload: None,
-            line: String::from_utf8_lossy(line).into_owned(),
+            line,
             offset,
             redacted: false,
             annotations: Map::new(),
@@ -559,9 +584,9 @@ impl Session {
             cmd.meaning = def.map(|d| d.meaning.clone());
             cmd.trid = cmd.args.first().and_then(|t| wire::parse_len(t));
             kind = Some(PayloadKind::Xml);
-        } else if let Some(def) = self.tables.command(cmd.cmd.as_bytes()) {
+        } else if let Some(def) = def {
             cmd.known = true;
-            match Tables::select_form(def, dir, self.service, self.versions(), &cmd.args) {
+            match form {
                 Some(form) => {
                     cmd.meaning = Some(form.meaning.clone().unwrap_or_else(|| def.meaning.clone()));
                     kind = form.payload_kind;
