@@ -1,7 +1,7 @@
 //! `msntap proxy --extract DIR`: the switchboard connection of the msnp11-sdk capture that
-//! carries bob's display picture is replayed through the proxy (a scripted server on
-//! 127.0.0.1 plays the server's bytes, the test plays the client's), and the picture lands
-//! in DIR with its SHA1D verified. Unix only (SIGINT through `kill`); every wait is bounded.
+//! carries bob's display picture is replayed through the proxy in the capture's order (the
+//! test plays both the client and a scripted server on 127.0.0.1), and the picture lands in
+//! DIR with its SHA1D verified. Unix only (SIGINT through `kill`); every wait is bounded.
 #![cfg(unix)]
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -17,8 +17,8 @@ use msntap::event::{Dir, Event};
 use msntap::Tables;
 use sha1::{Digest, Sha1};
 
-/// The two byte streams of the capture's connection on which bob sends P2P data.
-fn picture_connection() -> Option<(Vec<u8>, Vec<u8>)> {
+/// The frames, in capture order, of bob's switchboard connection (the picture's sender).
+fn picture_connection() -> Option<Vec<(Dir, Vec<u8>)>> {
     let cap =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("captures/msnp11_msnp11-sdk_escargot.pcap");
     if !cap.exists() {
@@ -27,67 +27,37 @@ fn picture_connection() -> Option<(Vec<u8>, Vec<u8>)> {
     }
     let tables = Arc::new(Tables::builtin().expect("tables"));
     let mut events: Vec<Event> = Vec::new();
-    read_path(
-        &cap,
-        tables,
-        &ReadOptions {
-            first_conn: 1,
-            ..Default::default()
-        },
-        &mut |e| {
-            events.push(e);
-            Ok(())
-        },
-    )
+    let opts = ReadOptions {
+        first_conn: 1,
+        ..Default::default()
+    };
+    read_path(&cap, tables, &opts, &mut |e| {
+        events.push(e);
+        Ok(())
+    })
     .expect("capture reads");
+    // Bob's connection is the one where the client sends P2P data chunks.
     let sender_conn = events.iter().find_map(|e| {
         let c = e.command()?;
-        let ct = c
-            .payload
-            .as_ref()?
-            .decoded
-            .as_ref()?
-            .get("content_type")?
-            .as_str()?;
-        (e.dir == Some(Dir::C2s)
-            && ct == "application/x-msnmsgrp2p"
-            && c.payload_bytes().len() > 200)
-            .then_some(e.conn)
+        let p2p = c.payload.as_ref()?.decoded.as_ref()?.get("p2p")?;
+        (e.dir == Some(Dir::C2s) && p2p.get("kind")?.as_str()? == "data").then_some(e.conn)
     })?;
-    let mut c2s = Vec::new();
-    let mut s2c = Vec::new();
-    for e in events.iter().filter(|e| e.conn == sender_conn) {
-        if let Some(c) = e.command() {
-            match e.dir {
-                Some(Dir::C2s) => c2s.extend_from_slice(c.to_wire()),
-                _ => s2c.extend_from_slice(c.to_wire()),
-            }
-        }
-    }
-    Some((c2s, s2c))
+    Some(
+        events
+            .iter()
+            .filter(|e| e.conn == sender_conn)
+            .filter_map(|e| Some((e.dir?, e.command()?.to_wire().to_vec())))
+            .collect(),
+    )
 }
 
 #[test]
 fn proxy_extracts_the_display_picture_live() {
-    let Some((c2s, s2c)) = picture_connection() else {
+    let Some(script) = picture_connection() else {
         return;
     };
     let server = TcpListener::bind("127.0.0.1:0").expect("bind");
     let up = server.local_addr().expect("addr").to_string();
-    let expect_c2s = c2s.clone();
-    let srv = std::thread::spawn(move || {
-        let (mut s, _) = server.accept().expect("accept");
-        s.set_read_timeout(Some(Duration::from_secs(10)))
-            .expect("timeout");
-        s.write_all(&s2c).expect("write");
-        let mut got = Vec::new();
-        s.read_to_end(&mut got)
-            .expect("read until the client is done");
-        assert_eq!(
-            got, expect_c2s,
-            "the server gets the client's bytes unchanged"
-        );
-    });
     let dir = std::env::temp_dir().join(format!("msntap-proxy-extract-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let mut child = Command::new(env!("CARGO_BIN_EXE_msntap"))
@@ -114,13 +84,27 @@ fn proxy_extracts_the_display_picture_live() {
         .unwrap_or_else(|| panic!("no listen address in {first:?}"))
         .to_string();
     let mut c = TcpStream::connect(&addr).expect("connect to the proxy");
-    c.set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    c.write_all(&c2s).expect("write");
+    let (mut s, _) = server.accept().expect("the proxy connects upstream");
+    for sock in [&c, &s] {
+        sock.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+    }
+    // Each frame is read on the far side before the next one is sent, so the proxy sees
+    // the session in its real causal order.
+    for (d, bytes) in &script {
+        let (from, to) = match d {
+            Dir::C2s => (&mut c, &mut s),
+            Dir::S2c => (&mut s, &mut c),
+        };
+        from.write_all(bytes).expect("write");
+        let mut got = vec![0u8; bytes.len()];
+        to.read_exact(&mut got).expect("forwarded");
+        assert_eq!(&got, bytes, "forwarded unchanged");
+    }
     c.shutdown(Shutdown::Write).expect("half-close");
-    let mut got = Vec::new();
-    c.read_to_end(&mut got).expect("read the server's bytes");
-    srv.join().expect("server thread");
+    s.shutdown(Shutdown::Write).expect("half-close");
+    let mut rest = Vec::new();
+    c.read_to_end(&mut rest).expect("closed");
     let pid = child.id().to_string();
     assert!(Command::new("kill")
         .args(["-INT", &pid])
@@ -129,8 +113,8 @@ fn proxy_extracts_the_display_picture_live() {
         .success());
     let deadline = Instant::now() + Duration::from_secs(15);
     let status = loop {
-        if let Some(s) = child.try_wait().expect("wait") {
-            break s;
+        if let Some(st) = child.try_wait().expect("wait") {
+            break st;
         }
         assert!(
             Instant::now() < deadline,
@@ -138,12 +122,12 @@ fn proxy_extracts_the_display_picture_live() {
         );
         std::thread::sleep(Duration::from_millis(20));
     };
-    let mut rest = String::new();
-    err.read_to_string(&mut rest).expect("stderr");
-    assert!(status.success(), "{status:?}: {rest}");
+    let mut log = String::new();
+    err.read_to_string(&mut log).expect("stderr");
+    assert!(status.success(), "{status:?}: {log}");
     assert!(
-        rest.contains("extracted") && rest.contains("SHA1D match"),
-        "{rest}"
+        log.contains("extracted") && log.contains("SHA1D match"),
+        "{log}"
     );
     let files: Vec<_> = std::fs::read_dir(&dir)
         .expect("dir made")
