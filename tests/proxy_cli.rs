@@ -3,10 +3,14 @@
 //! and the JSON Lines file complete. Unix only (SIGINT through `kill`); every wait is bounded.
 #![cfg(unix)]
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod proxy_support;
+
+use std::ffi::OsStr;
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use proxy_support::binary::spawn_proxy;
 
 fn read_line(s: &mut TcpStream) -> String {
     let mut v = Vec::new();
@@ -37,54 +41,21 @@ fn ctrl_c_closes_connections_flushes_json_and_exits_zero() {
         assert_eq!(n, 0);
     });
     let json = std::env::temp_dir().join(format!("msntap-proxy-cli-{}.jsonl", std::process::id()));
-    let mut child = Command::new(env!("CARGO_BIN_EXE_msntap"))
-        .args([
-            "proxy",
-            "--upstream",
-            &up,
-            "--listen",
-            "127.0.0.1:0",
-            "--quiet",
-            "--json",
-        ])
-        .arg(&json)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("msntap runs");
-    // The first stderr line names the address it listens on.
-    let mut err = BufReader::new(child.stderr.take().expect("stderr"));
-    let mut first = String::new();
-    err.read_line(&mut first).expect("startup line");
-    let addr = first
-        .split_whitespace()
-        .find(|t| t.starts_with("127.0.0.1:"))
-        .unwrap_or_else(|| panic!("no listen address in {first:?}"))
-        .to_string();
-
+    let proxy = spawn_proxy([
+        OsStr::new("--upstream"),
+        OsStr::new(&up),
+        OsStr::new("--quiet"),
+        OsStr::new("--json"),
+        json.as_os_str(),
+    ]);
+    let addr = proxy.addr.clone();
     let mut c = TcpStream::connect(&addr).expect("connect to the proxy");
     c.set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
     c.write_all(b"VER 1 MSNP8 CVR0\r\n").expect("write");
     assert_eq!(read_line(&mut c), "VER 1 MSNP8");
 
-    let pid = child.id().to_string();
-    let ok = Command::new("kill")
-        .args(["-INT", &pid])
-        .status()
-        .expect("kill runs");
-    assert!(ok.success());
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("wait") {
-            break s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "msntap did not stop after SIGINT"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let (status, _) = proxy.interrupt();
     assert!(status.success(), "exit status {status:?}");
     // The client's connection was closed by the proxy.
     let mut b = [0u8; 16];

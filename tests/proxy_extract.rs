@@ -4,17 +4,20 @@
 //! DIR with its SHA1D verified. Unix only (SIGINT through `kill`); every wait is bounded.
 #![cfg(unix)]
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod proxy_support;
+
+use std::ffi::OsStr;
+use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine as _;
 use msntap::capture::{read_path, ReadOptions};
 use msntap::event::{Dir, Event};
 use msntap::Tables;
+use proxy_support::binary::spawn_proxy;
 use sha1::{Digest, Sha1};
 
 /// The frames, in capture order, of bob's switchboard connection (the picture's sender).
@@ -60,29 +63,14 @@ fn proxy_extracts_the_display_picture_live() {
     let up = server.local_addr().expect("addr").to_string();
     let dir = std::env::temp_dir().join(format!("msntap-proxy-extract-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_msntap"))
-        .args([
-            "proxy",
-            "--upstream",
-            &up,
-            "--listen",
-            "127.0.0.1:0",
-            "--quiet",
-            "--extract",
-        ])
-        .arg(&dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("msntap runs");
-    let mut err = BufReader::new(child.stderr.take().expect("stderr"));
-    let mut first = String::new();
-    err.read_line(&mut first).expect("startup line");
-    let addr = first
-        .split_whitespace()
-        .find(|t| t.starts_with("127.0.0.1:"))
-        .unwrap_or_else(|| panic!("no listen address in {first:?}"))
-        .to_string();
+    let proxy = spawn_proxy([
+        OsStr::new("--upstream"),
+        OsStr::new(&up),
+        OsStr::new("--quiet"),
+        OsStr::new("--extract"),
+        dir.as_os_str(),
+    ]);
+    let addr = proxy.addr.clone();
     let mut c = TcpStream::connect(&addr).expect("connect to the proxy");
     let (mut s, _) = server.accept().expect("the proxy connects upstream");
     for sock in [&c, &s] {
@@ -105,25 +93,7 @@ fn proxy_extracts_the_display_picture_live() {
     s.shutdown(Shutdown::Write).expect("half-close");
     let mut rest = Vec::new();
     c.read_to_end(&mut rest).expect("closed");
-    let pid = child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-INT", &pid])
-        .status()
-        .expect("kill")
-        .success());
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let status = loop {
-        if let Some(st) = child.try_wait().expect("wait") {
-            break st;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "msntap did not stop after SIGINT"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let mut log = String::new();
-    err.read_to_string(&mut log).expect("stderr");
+    let (status, log) = proxy.interrupt();
     assert!(status.success(), "{status:?}: {log}");
     assert!(
         log.contains("extracted") && log.contains("SHA1D match"),

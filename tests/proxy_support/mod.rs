@@ -3,6 +3,9 @@
 //! wait without a deadline.
 #![allow(dead_code)]
 
+#[cfg(unix)]
+pub mod binary;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
