@@ -86,6 +86,9 @@ pub struct InputArgs {
     /// Input files: pcap/pcapng captures, session logs, or JSON Lines from --json.
     #[arg(required = true, value_name = "INPUT")]
     pub inputs: Vec<PathBuf>,
+    /// Captures: also treat these server ports as MSNP (comma-separated; 1863 always is).
+    #[arg(long, value_delimiter = ',', value_name = "PORT")]
+    pub port: Vec<u16>,
     #[command(flatten)]
     pub log: LogArgs,
 }
