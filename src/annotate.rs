@@ -14,7 +14,7 @@ use crate::capture::{
     read_with_packets, CaptureError, FlowPending, ReadOptions, ReadStats, Record, RecordKind,
 };
 use crate::event::filter::redact;
-use crate::event::pretty::payload_summary;
+use crate::event::pretty::{describe_other, one_line, payload_summary};
 use crate::event::{Dir, Event, EventKind};
 use crate::protocol::Tables;
 
@@ -34,18 +34,6 @@ pub struct AnnotateStats {
     pub commented: u64,
     /// Events no packet produced (connections closed at the end of the capture).
     pub unattributed: u64,
-}
-
-/// A clipped, single-line rendering of `s`.
-fn one_line(s: &str, max: usize) -> String {
-    let t = s.replace('\r', "").replace('\n', "\u{21b5}");
-    if t.chars().count() > max {
-        let mut c: String = t.chars().take(max).collect();
-        c.push('\u{2026}');
-        c
-    } else {
-        t
-    }
 }
 
 /// One comment line for an event: `#3 c2s MSG 4 N 129: text/plain: Hello`.
@@ -78,67 +66,10 @@ pub fn describe(ev: &Event) -> String {
                 let _ = write!(s, " [{k} {}]", one_line(&v, 200));
             }
         }
-        EventKind::Connect {
-            client,
-            server,
-            detail,
-        } => {
-            let _ = write!(
-                s,
-                " connect {} -> {}",
-                client.as_deref().unwrap_or("?"),
-                server.as_deref().unwrap_or("?")
-            );
-            if let Some(d) = detail {
-                let _ = write!(s, " ({d})");
+        other => {
+            if let Some(t) = describe_other(other) {
+                let _ = write!(s, " {t}");
             }
-        }
-        EventKind::Close {
-            by,
-            reason,
-            bytes_c2s,
-            bytes_s2c,
-        } => {
-            s.push_str(" close");
-            if let Some(b) = by {
-                let _ = write!(s, " by {b}");
-            }
-            if let Some(r) = reason {
-                let _ = write!(s, " ({r})");
-            }
-            let _ = write!(s, ", {bytes_c2s} bytes c2s, {bytes_s2c} bytes s2c");
-        }
-        EventKind::Desync {
-            offset,
-            skipped,
-            reason,
-            preview,
-        } => {
-            let _ = write!(
-                s,
-                " desync: skipped {skipped} bytes at stream offset {offset} ({reason}): {}",
-                one_line(preview, 80)
-            );
-        }
-        EventKind::Error { message } => {
-            let _ = write!(s, " error: {}", one_line(message, 300));
-        }
-        EventKind::Gap { offset, length } => {
-            let _ = write!(
-                s,
-                " gap: {length} bytes lost in the capture at stream offset {offset}"
-            );
-        }
-        EventKind::Redirect {
-            cmd,
-            target,
-            original,
-            rewritten,
-        } => {
-            let _ = write!(s, " redirect {cmd} to {target}: {original} -> {rewritten}");
-        }
-        EventKind::Note { message } => {
-            let _ = write!(s, " note: {}", one_line(message, 300));
         }
     }
     s

@@ -30,15 +30,74 @@ fn clock(ev: &Event) -> String {
     s.replacen('T', " ", 1).trim_end_matches('Z').to_string()
 }
 
-fn trunc(s: &str, n: usize) -> String {
-    let one: String = s.replace('\r', "").replace('\n', "\u{21b5}");
-    if one.chars().count() > n {
-        let mut t: String = one.chars().take(n).collect();
-        t.push('\u{2026}');
-        t
+/// A clipped, single-line rendering of `s` (line breaks shown as an arrow).
+pub fn one_line(s: &str, max: usize) -> String {
+    let t = s.replace('\r', "").replace('\n', "\u{21b5}");
+    if t.chars().count() > max {
+        let mut c: String = t.chars().take(max).collect();
+        c.push('\u{2026}');
+        c
     } else {
-        one
+        t
     }
+}
+
+/// One line for an event that is not a command (connect, close, desync, gap, ...), as the
+/// log and the packet comments of `msntap annotate` show it; None for commands.
+pub fn describe_other(kind: &EventKind) -> Option<String> {
+    Some(match kind {
+        EventKind::Command(_) => return None,
+        EventKind::Connect {
+            client,
+            server,
+            detail,
+        } => format!(
+            "connect {} -> {}{}",
+            client.as_deref().unwrap_or("?"),
+            server.as_deref().unwrap_or("?"),
+            detail
+                .as_deref()
+                .map(|d| format!(" ({d})"))
+                .unwrap_or_default()
+        ),
+        EventKind::Close {
+            by,
+            reason,
+            bytes_c2s,
+            bytes_s2c,
+        } => format!(
+            "close{}{}, {bytes_c2s} bytes c2s, {bytes_s2c} bytes s2c",
+            by.as_deref()
+                .map(|b| format!(" by {b}"))
+                .unwrap_or_default(),
+            reason
+                .as_deref()
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default()
+        ),
+        EventKind::Desync {
+            offset,
+            skipped,
+            reason,
+            preview,
+        } => format!(
+            "desync: skipped {skipped} bytes at stream offset {offset} ({reason}): {}",
+            one_line(preview, 80)
+        ),
+        EventKind::Error { message } => format!("error: {}", one_line(message, 300)),
+        EventKind::Gap { offset, length } => {
+            format!("gap: {length} bytes lost in the capture at stream offset {offset}")
+        }
+        EventKind::Redirect {
+            cmd,
+            target,
+            original,
+            rewritten,
+        } => {
+            format!("redirect {cmd} to {target}: {original} -> {rewritten}")
+        }
+        EventKind::Note { message } => format!("note: {}", one_line(message, 300)),
+    })
 }
 
 /// `: v1 session 5 id 7 data 0+1202/5000 [data]` and the SLP start line, if any.
@@ -84,9 +143,9 @@ fn p2p_summary(p2p: &Value) -> String {
         s.push_str(&format!(" acks {a}"));
     }
     if let Some(slp) = p2p.get("slp").and_then(|v| v["start_line"].as_str()) {
-        s.push_str(&format!(" SLP {}", trunc(slp, 60)));
+        s.push_str(&format!(" SLP {}", one_line(slp, 60)));
     } else if let Some(fr) = p2p.get("slp_fragment").and_then(Value::as_str) {
-        s.push_str(&format!(" SLP (part) {}", trunc(fr, 60)));
+        s.push_str(&format!(" SLP (part) {}", one_line(fr, 60)));
     }
     s
 }
@@ -151,17 +210,17 @@ pub fn payload_summary(p: &super::Payload) -> String {
                 s.push_str(&msnftp_summary(ft));
             } else if let Some(b) = d.get("body").and_then(Value::as_str) {
                 if !b.trim().is_empty() {
-                    s.push_str(&format!(": {}", trunc(b, 100)));
+                    s.push_str(&format!(": {}", one_line(b, 100)));
                 }
             }
         } else if let Some(name) = d.get("name").and_then(Value::as_str) {
             s.push_str(&format!("<{name}> "));
             if let Some(t) = &p.text {
-                s.push_str(&trunc(t, 100));
+                s.push_str(&one_line(t, 100));
             }
         }
     } else if let Some(t) = &p.text {
-        s.push_str(&format!("{}: {}", p.kind, trunc(t, 100)));
+        s.push_str(&format!("{}: {}", p.kind, one_line(t, 100)));
     } else if p.base64.is_some() {
         s.push_str(&format!("{} ({} bytes, not UTF-8)", p.kind, p.length));
     } else {
@@ -257,103 +316,29 @@ impl<W: Write> Sink for PrettySink<W> {
                     }
                 }
             }
-            EventKind::Connect {
-                client,
-                server,
-                detail,
-            } => {
-                let m = format!(
-                    "--- connect {} -> {}{}",
-                    client.as_deref().unwrap_or("?"),
-                    server.as_deref().unwrap_or("?"),
-                    detail
-                        .as_deref()
-                        .map(|d| format!(" ({d})"))
-                        .unwrap_or_default()
+            other => {
+                let text = describe_other(other).unwrap_or_default();
+                let alarm = matches!(
+                    other,
+                    EventKind::Desync { .. } | EventKind::Error { .. } | EventKind::Gap { .. }
                 );
-                writeln!(
-                    self.out,
-                    "{head} {}",
-                    self.paint(&m, |s| s.blue().to_string())
-                )?;
-            }
-            EventKind::Close {
-                by,
-                reason,
-                bytes_c2s,
-                bytes_s2c,
-            } => {
-                let m = format!(
-                    "--- close{}{} ({bytes_c2s} bytes c2s, {bytes_s2c} bytes s2c)",
-                    by.as_deref()
-                        .map(|b| format!(" by {b}"))
-                        .unwrap_or_default(),
-                    reason
-                        .as_deref()
-                        .map(|r| format!(": {r}"))
-                        .unwrap_or_default()
-                );
-                writeln!(
-                    self.out,
-                    "{head} {}",
-                    self.paint(&m, |s| s.blue().to_string())
-                )?;
-            }
-            EventKind::Desync {
-                offset,
-                skipped,
-                reason,
-                preview,
-            } => {
-                let d = ev.dir.map(|d| d.as_str()).unwrap_or("");
-                let m = format!(
-                    "!!! desync {d} at {offset}: skipped {skipped} bytes ({reason}): {preview}"
-                );
-                writeln!(
-                    self.out,
-                    "{head} {}",
-                    self.paint(&m, |s| s.magenta().bold().to_string())
-                )?;
-            }
-            EventKind::Error { message } => {
-                writeln!(
-                    self.out,
-                    "{head} {}",
-                    self.paint(&format!("!!! error: {message}"), |s| s
-                        .red()
-                        .bold()
-                        .to_string())
-                )?;
-            }
-            EventKind::Gap { offset, length } => {
-                let d = ev.dir.map(|d| d.as_str()).unwrap_or("");
-                let m = format!("!!! gap {d} at {offset}: {length} bytes missing from the capture");
-                writeln!(
-                    self.out,
-                    "{head} {}",
-                    self.paint(&m, |s| s.magenta().to_string())
-                )?;
-            }
-            EventKind::Redirect {
-                cmd,
-                target,
-                original,
-                rewritten,
-            } => {
-                let m =
-                    format!("--- redirect {cmd} to {target}: {original} rewritten to {rewritten}");
-                writeln!(
-                    self.out,
-                    "{head} {}",
-                    self.paint(&m, |s| s.blue().to_string())
-                )?;
-            }
-            EventKind::Note { message } => {
-                writeln!(
-                    self.out,
-                    "{head} {}",
-                    self.paint(&format!("--- {message}"), |s| s.dimmed().to_string())
-                )?;
+                let d = ev
+                    .dir
+                    .map(|d| format!("{} ", d.as_str()))
+                    .unwrap_or_default();
+                let m = if alarm {
+                    format!("!!! {d}{text}")
+                } else {
+                    format!("--- {d}{text}")
+                };
+                let painted = match other {
+                    EventKind::Desync { .. } => self.paint(&m, |s| s.magenta().bold().to_string()),
+                    EventKind::Error { .. } => self.paint(&m, |s| s.red().bold().to_string()),
+                    EventKind::Gap { .. } => self.paint(&m, |s| s.magenta().to_string()),
+                    EventKind::Note { .. } => self.paint(&m, |s| s.dimmed().to_string()),
+                    _ => self.paint(&m, |s| s.blue().to_string()),
+                };
+                writeln!(self.out, "{head} {painted}")?;
             }
         }
         Ok(())
