@@ -27,15 +27,9 @@ pub fn run(a: &AnnotateArgs, tables: Arc<Tables>) -> Result<ExitCode> {
     }
     // Fail on a missing or unreadable input before creating anything.
     std::fs::File::open(&a.input).with_context(|| format!("opening {}", a.input.display()))?;
-    let mut ports = vec![1863];
-    ports.extend(a.port.iter().copied().filter(|p| *p != 1863));
     let opts = AnnotateOptions {
         read: ReadOptions {
-            flows: FlowOptions {
-                ports,
-                max_flows: a.max_flows.max(16),
-                ..FlowOptions::default()
-            },
+            flows: FlowOptions::with(&a.port, a.max_flows),
             first_conn: 1,
         },
         no_redact: a.no_redact,

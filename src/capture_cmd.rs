@@ -22,14 +22,8 @@ pub fn read(a: &ReadArgs, tables: Arc<Tables>) -> Result<ExitCode> {
     let mut cfg = a.out.config()?;
     cfg.challenge_keys = tables.challenge_keys.clone();
     let mut out = Output::new(&cfg)?;
-    let mut ports = vec![1863];
-    ports.extend(a.port.iter().copied().filter(|p| *p != 1863));
     let mut opts = ReadOptions {
-        flows: FlowOptions {
-            ports,
-            max_flows: a.max_flows.max(16),
-            ..FlowOptions::default()
-        },
+        flows: FlowOptions::with(&a.port, a.max_flows),
         first_conn: 1,
     };
     let mut total = ReadStats::default();

@@ -104,13 +104,10 @@ fn for_each_input_event(
                 )?;
             }
             InputKind::Pcap | InputKind::Pcapng => {
-                let mut opts = msntap::capture::ReadOptions {
+                let opts = msntap::capture::ReadOptions {
+                    flows: msntap::capture::FlowOptions::with(&a.port, 20_000),
                     first_conn: conn_base + 1,
-                    ..Default::default()
                 };
-                opts.flows
-                    .ports
-                    .extend(a.port.iter().filter(|p| **p != 1863));
                 let stats = msntap::capture::read_path(path, tables.clone(), &opts, f)?;
                 conn_base = stats.next_conn.saturating_sub(1).max(conn_base);
             }

@@ -21,6 +21,14 @@ pub struct Example {
     pub line: String,
 }
 
+impl std::fmt::Display for Example {
+    /// `#conn ts dir: line`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let dir = self.dir.map(Dir::as_str).unwrap_or("?");
+        write!(f, "#{} {} {dir}: {}", self.conn, self.ts, self.line)
+    }
+}
+
 impl Example {
     fn of(ev: &Event, line: &str) -> Example {
         Example {
@@ -265,14 +273,7 @@ impl Report {
                     }
                 );
                 for e in &o.examples {
-                    let _ = writeln!(
-                        s,
-                        "      #{} {} {}: {}",
-                        e.conn,
-                        e.ts,
-                        e.dir.map(Dir::as_str).unwrap_or("?"),
-                        e.line
-                    );
+                    let _ = writeln!(s, "      {e}");
                 }
             }
         };
@@ -317,7 +318,7 @@ impl Report {
         }
         let _ = writeln!(s, "\nPayload guesses: {}", self.payload_guesses.len());
         for e in &self.payload_guesses {
-            let _ = writeln!(s, "  #{} {}: {}", e.conn, e.ts, e.line);
+            let _ = writeln!(s, "  {e}");
         }
         let _ = writeln!(s, "\nDesyncs: {}", self.desyncs.len());
         for d in &self.desyncs {
@@ -355,14 +356,7 @@ impl Report {
                 o.count
             );
             for e in &o.examples {
-                let _ = writeln!(
-                    t,
-                    "# example: conn {} {} {}: {}",
-                    e.conn,
-                    e.ts,
-                    e.dir.map(Dir::as_str).unwrap_or("?"),
-                    e.line
-                );
+                let _ = writeln!(t, "# example: {e}");
             }
             let versions: Vec<u8> = o
                 .versions

@@ -8,6 +8,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 use serde_json::{json, Value};
 
+use crate::event::pretty::format_label;
 use crate::event::{Dir, Event, EventKind, Service};
 use crate::payload::urldecode;
 
@@ -293,20 +294,6 @@ impl Transcripts {
         }
         s
     }
-}
-
-fn format_label(f: &Value) -> String {
-    let mut bits = Vec::new();
-    if let Some(v) = f.get("font").and_then(Value::as_str) {
-        bits.push(v.to_string());
-    }
-    if let Some(Value::Array(e)) = f.get("effects") {
-        bits.extend(e.iter().filter_map(Value::as_str).map(str::to_string));
-    }
-    if let Some(c) = f.get("color").and_then(Value::as_str) {
-        bits.push(c.to_string());
-    }
-    bits.join(", ")
 }
 
 /// The sender of an SDG message: `From: 1:alice@example.com;epid={...}`.

@@ -27,6 +27,23 @@ pub struct FlowOptions {
     pub detect_window: usize,
 }
 
+impl FlowOptions {
+    /// The defaults, with `extra` server ports watched besides 1863 and at most
+    /// `max_flows` connections tracked (never fewer than 16).
+    pub fn with(extra: &[u16], max_flows: usize) -> FlowOptions {
+        let mut o = FlowOptions {
+            max_flows: max_flows.max(16),
+            ..FlowOptions::default()
+        };
+        for p in extra {
+            if !o.ports.contains(p) {
+                o.ports.push(*p);
+            }
+        }
+        o
+    }
+}
+
 impl Default for FlowOptions {
     fn default() -> Self {
         FlowOptions {

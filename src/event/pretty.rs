@@ -178,6 +178,21 @@ fn msnftp_summary(ft: &Value) -> String {
     s
 }
 
+/// A decoded X-MMS-IM-Format as `font, effects..., #rrggbb`.
+pub fn format_label(f: &Value) -> String {
+    let mut bits = Vec::new();
+    if let Some(v) = f.get("font").and_then(Value::as_str) {
+        bits.push(v.to_string());
+    }
+    if let Some(Value::Array(e)) = f.get("effects") {
+        bits.extend(e.iter().filter_map(Value::as_str).map(str::to_string));
+    }
+    if let Some(c) = f.get("color").and_then(Value::as_str) {
+        bits.push(c.to_string());
+    }
+    bits.join(", ")
+}
+
 /// A one-line description of a decoded payload.
 pub fn payload_summary(p: &super::Payload) -> String {
     let mut s = String::new();
@@ -188,17 +203,7 @@ pub fn payload_summary(p: &super::Payload) -> String {
         if let Some(ct) = d.get("content_type").and_then(Value::as_str) {
             s.push_str(ct);
             if let Some(f) = d.get("format") {
-                let mut bits = Vec::new();
-                if let Some(fnt) = f.get("font").and_then(Value::as_str) {
-                    bits.push(fnt.to_string());
-                }
-                if let Some(Value::Array(e)) = f.get("effects") {
-                    bits.extend(e.iter().filter_map(Value::as_str).map(str::to_string));
-                }
-                if let Some(c) = f.get("color").and_then(Value::as_str) {
-                    bits.push(c.to_string());
-                }
-                s.push_str(&format!(" [{}]", bits.join(", ")));
+                s.push_str(&format!(" [{}]", format_label(f)));
             }
             if let Some(u) = d.get("typing_user").and_then(Value::as_str) {
                 s.push_str(&format!(": {u} is typing"));
