@@ -116,6 +116,18 @@ fn run(args: &[&str]) -> (i32, String, String) {
     )
 }
 
+fn json_lines(out: &str) -> Vec<Value> {
+    out.lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect()
+}
+
+fn line_starting<'a>(evs: &'a [Value], prefix: &str) -> &'a Value {
+    evs.iter()
+        .find(|e| e["line"].as_str().unwrap_or("").starts_with(prefix))
+        .unwrap_or_else(|| panic!("no line starting with {prefix}"))
+}
+
 #[test]
 fn md5_login_and_challenge_are_checked() {
     let dir = std::env::temp_dir().join(format!("msntap-auth-{}", std::process::id()));
@@ -138,14 +150,8 @@ fn md5_login_and_challenge_are_checked() {
         words.to_str().unwrap(),
     ]);
     assert_eq!(code, 0, "{err}");
-    let evs: Vec<Value> = out
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    let resp = evs
-        .iter()
-        .find(|e| e["line"].as_str().unwrap_or("").starts_with("USR 4 MD5 S"))
-        .unwrap();
+    let evs = json_lines(&out);
+    let resp = line_starting(&evs, "USR 4 MD5 S");
     assert_eq!(resp["annotations"]["auth"]["password"]["matched"], true);
     assert_eq!(resp["annotations"]["auth"]["password"]["candidate"], 2);
     assert_eq!(
@@ -167,14 +173,8 @@ fn md5_login_and_challenge_are_checked() {
         "wrong",
         "--no-redact",
     ]);
-    let evs: Vec<Value> = out
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    let resp = evs
-        .iter()
-        .find(|e| e["line"].as_str().unwrap_or("").starts_with("USR 4 MD5 S"))
-        .unwrap();
+    let evs = json_lines(&out);
+    let resp = line_starting(&evs, "USR 4 MD5 S");
     assert_eq!(resp["annotations"]["auth"]["password"]["matched"], false);
     assert_eq!(resp["args"][3], hash);
 }

@@ -46,21 +46,14 @@ async fn unreachable_upstream_closes_the_client_cleanly_with_a_clear_error() {
         let mut c = connect(&proxy.addr.to_string()).await;
         c.send_line("VER 1 MSNP8 CVR0").await;
         // The client sees an orderly close (FIN, not a reset) and no data.
-        let mut b = [0u8; 16];
-        let n = tokio::time::timeout(STEP, c.s.read(&mut b))
-            .await
-            .expect("close in time")
-            .expect("no reset");
-        assert_eq!(n, 0);
+        c.expect_clean_close().await;
         let evs = proxy.stop().await;
-        let errs = errors(&evs);
-        assert_eq!(errs.len(), 1, "{errs:?}");
+        let err = only_error(&evs);
         assert!(
-            errs[0].starts_with(&format!("cannot connect to upstream {dead}: ")),
-            "{}",
-            errs[0]
+            err.starts_with(&format!("cannot connect to upstream {dead}: ")),
+            "{err}"
         );
-        assert!(errs[0].to_lowercase().contains("refused"), "{}", errs[0]);
+        assert!(err.to_lowercase().contains("refused"), "{err}");
         assert_eq!(
             closes(&evs),
             vec![(
@@ -77,12 +70,7 @@ async fn unreachable_upstream_closes_the_client_cleanly_with_a_clear_error() {
 #[tokio::test]
 async fn an_upstream_reset_resets_the_client() {
     within(async {
-        let (l, up) = server().await;
-        let proxy = start(&up).await;
-        let mut c = connect(&proxy.addr.to_string()).await;
-        c.send_line("VER 1 MSNP8 CVR0").await;
-        let mut s = accept(&l).await;
-        assert_eq!(s.line().await, "VER 1 MSNP8 CVR0");
+        let (proxy, mut c, mut s) = opened_session().await;
         s.send_line("VER 1 MSNP8").await;
         assert_eq!(c.line().await, "VER 1 MSNP8");
         // Linger 0 makes the close an RST.
@@ -243,12 +231,7 @@ async fn a_redirect_back_to_the_proxy_is_not_followed_in_circles() {
         let x = c.line().await;
         let via = x.split(' ').nth(3).expect("addr").to_string();
         let mut c2 = connect(&via).await;
-        let mut b = [0u8; 16];
-        let n = tokio::time::timeout(STEP, c2.s.read(&mut b))
-            .await
-            .expect("close in time")
-            .expect("clean close");
-        assert_eq!(n, 0);
+        c2.expect_clean_close().await;
         drop((c, s));
         let evs = proxy.stop().await;
         assert!(
@@ -265,12 +248,7 @@ async fn a_redirect_back_to_the_proxy_is_not_followed_in_circles() {
 #[tokio::test]
 async fn after_a_desync_bytes_pass_untouched() {
     within(async {
-        let (l, up) = server().await;
-        let proxy = start(&up).await;
-        let mut c = connect(&proxy.addr.to_string()).await;
-        c.send_line("VER 1 MSNP8 CVR0").await;
-        let mut s = accept(&l).await;
-        s.line().await;
+        let (proxy, mut c, mut s) = opened_session().await;
         // Garbage the decoder cannot frame, then a redirect: forwarding stays exact, the
         // decoder reports the desync and rewriting stops for this connection.
         // (An error line such as `911 2` is where any decoder finds its footing again.)
@@ -292,12 +270,7 @@ async fn after_a_desync_bytes_pass_untouched() {
 #[tokio::test]
 async fn shutdown_closes_open_connections_and_reports_them() {
     within(async {
-        let (l, up) = server().await;
-        let proxy = start(&up).await;
-        let mut c = connect(&proxy.addr.to_string()).await;
-        c.send_line("VER 1 MSNP8 CVR0").await;
-        let mut s = accept(&l).await;
-        s.line().await;
+        let (proxy, mut c, mut s) = opened_session().await;
         proxy
             .wait_for("the first command", |e| e.command().is_some())
             .await;

@@ -21,6 +21,22 @@ const SHIELDS: &str =
     "<?xml version=\"1.0\" encoding=\"utf-8\" ?><config><shield></shield><block></block></config>";
 const PROFILE: &str = "MIME-Version: 1.0\r\nContent-Type: text/x-msmsgsprofile; charset=UTF-8\r\nLoginTime: 1700000000\r\nkv: 5\r\n\r\n";
 
+/// The SDK connects to `host:port` and logs in; both steps bounded by STEP.
+async fn sdk_login(host: &str, port: u16, nexus_url: &str) -> (Client, SdkEvent) {
+    let c = tokio::time::timeout(STEP, Client::new(host, port))
+        .await
+        .expect("connect in time")
+        .expect("the SDK connects");
+    let r = tokio::time::timeout(
+        STEP,
+        c.login(EMAIL.to_string(), PASSWORD, nexus_url, "msntap-test", "1.0"),
+    )
+    .await
+    .expect("login answered in time")
+    .expect("login step succeeds");
+    (c, r)
+}
+
 /// One scripted HTTP exchange: reads a request head, answers 200 with `headers` (each line
 /// ending in CRLF) and no body. Returns the request head as text.
 async fn http_once(l: &TcpListener, headers: &str) -> String {
@@ -143,23 +159,7 @@ async fn scenario() {
     let pp_task = tokio::spawn(passport(http_l, http.clone()));
 
     // The SDK, pointed at the proxy as if it were the dispatch server.
-    let c = tokio::time::timeout(STEP, Client::new("127.0.0.1", proxy.addr.port()))
-        .await
-        .expect("connect in time")
-        .expect("SDK connects to the proxy");
-    let r = tokio::time::timeout(
-        STEP,
-        c.login(
-            EMAIL.to_string(),
-            PASSWORD,
-            &nexus_url,
-            "msntap-test",
-            "1.0",
-        ),
-    )
-    .await
-    .expect("dispatch login in time")
-    .expect("dispatch login");
+    let (c, r) = sdk_login("127.0.0.1", proxy.addr.port(), &nexus_url).await;
     let (server, port) = match r {
         SdkEvent::RedirectedTo { server, port } => (server, port),
         other => panic!("expected a redirect, got {other:?}"),
@@ -171,23 +171,7 @@ async fn scenario() {
     );
     let _ = c.disconnect().await;
 
-    let c2 = tokio::time::timeout(STEP, Client::new(&server, port))
-        .await
-        .expect("connect in time")
-        .expect("SDK connects to the route");
-    let r = tokio::time::timeout(
-        STEP,
-        c2.login(
-            EMAIL.to_string(),
-            PASSWORD,
-            &nexus_url,
-            "msntap-test",
-            "1.0",
-        ),
-    )
-    .await
-    .expect("login in time")
-    .expect("login succeeds");
+    let (c2, r) = sdk_login(&server, port, &nexus_url).await;
     assert!(
         matches!(r, SdkEvent::Authenticated),
         "expected Authenticated, got {r:?}"

@@ -157,6 +157,21 @@ impl Peer {
         n
     }
 
+    /// Asserts the peer is closed in an orderly way (FIN, not a reset) with no data first.
+    pub async fn expect_clean_close(&mut self) {
+        let mut b = [0u8; 16];
+        let n = tokio::time::timeout(STEP, self.s.read(&mut b))
+            .await
+            .expect("close in time")
+            .expect("an orderly close, not a reset");
+        assert_eq!(
+            n,
+            0,
+            "no data expected, got {:?}",
+            String::from_utf8_lossy(&b[..n])
+        );
+    }
+
     /// The next CRLF-terminated line, without its CRLF.
     pub async fn line(&mut self) -> String {
         loop {
@@ -231,6 +246,25 @@ pub fn redirects(evs: &[Event]) -> Vec<(String, String)> {
             _ => None,
         })
         .collect()
+}
+
+/// A proxy in front of a scripted server, and one client whose `VER 1 MSNP8 CVR0` the
+/// server has already read: (proxy, client, server side).
+pub async fn opened_session() -> (Running, Peer, Peer) {
+    let (l, up) = server().await;
+    let proxy = start(&up).await;
+    let mut c = connect(&proxy.addr.to_string()).await;
+    c.send_line("VER 1 MSNP8 CVR0").await;
+    let mut s = accept(&l).await;
+    assert_eq!(s.line().await, "VER 1 MSNP8 CVR0");
+    (proxy, c, s)
+}
+
+/// The one error event of `evs` (asserts there is exactly one).
+pub fn only_error(evs: &[Event]) -> String {
+    let errs = errors(evs);
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    errs[0].clone()
 }
 
 pub fn errors(evs: &[Event]) -> Vec<String> {
