@@ -68,7 +68,7 @@ pub fn run(a: &ExtractArgs, tables: Arc<Tables>) -> Result<ExitCode> {
         json,
         json_stdout: a.json.as_deref() == Some("-"),
     };
-    crate::for_each_input_event(&a.input, &tables, &mut |ev| r.event(&ev))?;
+    let problems = crate::for_each_input_event(&a.input, &tables, &mut |ev| r.event(&ev));
     r.sink.finish().context("writing an extracted object")?;
     r.report()?;
     if let Some(j) = r.json.as_mut() {
@@ -91,5 +91,5 @@ pub fn run(a: &ExtractArgs, tables: Arc<Tables>) -> Result<ExitCode> {
         count(&|o| matches!(o.check, Check::Mismatch { .. })),
         count(&|o| o.check == Check::NoHash),
     );
-    Ok(ExitCode::SUCCESS)
+    Ok(crate::finish_inputs(&problems))
 }

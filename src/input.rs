@@ -28,12 +28,9 @@ pub struct LogOptions {
 /// Errors of input handling.
 #[derive(Debug, thiserror::Error)]
 pub enum InputError {
-    #[error("{path}: {source}")]
-    Io {
-        path: String,
-        #[source]
-        source: io::Error,
-    },
+    // The io::Error is shown in the message, not chained as a source (it would print twice).
+    #[error("{path}: {err}")]
+    Io { path: String, err: io::Error },
     #[error("{path}:{line}: not an event: {message}")]
     Json {
         path: String,
@@ -48,12 +45,12 @@ pub enum InputError {
 pub fn sniff(path: &Path) -> Result<InputKind, InputError> {
     let mut f = std::fs::File::open(path).map_err(|e| InputError::Io {
         path: path.display().to_string(),
-        source: e,
+        err: e,
     })?;
     let mut head = [0u8; 64];
     let n = read_up_to(&mut f, &mut head).map_err(|e| InputError::Io {
         path: path.display().to_string(),
-        source: e,
+        err: e,
     })?;
     Ok(kind_of(&head[..n]))
 }
@@ -134,12 +131,12 @@ pub fn read_jsonl(
 ) -> Result<(), InputError> {
     let file = std::fs::File::open(path).map_err(|e| InputError::Io {
         path: path.display().to_string(),
-        source: e,
+        err: e,
     })?;
     for (i, line) in BufReader::new(file).lines().enumerate() {
         let line = line.map_err(|e| InputError::Io {
             path: path.display().to_string(),
-            source: e,
+            err: e,
         })?;
         if line.trim().is_empty() {
             continue;
@@ -151,7 +148,7 @@ pub fn read_jsonl(
         })?;
         f(ev).map_err(|e| InputError::Io {
             path: path.display().to_string(),
-            source: e,
+            err: e,
         })?;
     }
     Ok(())

@@ -70,50 +70,61 @@ fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-/// Feeds every event of every input (captures, logs, JSON Lines) to `f`.
+/// Feeds every event of every input (captures, logs, JSON Lines) to `f`. An input that
+/// cannot be read to its end does not stop the others: its problem is returned (one line
+/// each), and everything decoded before it has already gone to `f`.
 fn for_each_input_event(
     a: &cli::InputArgs,
     tables: &Arc<Tables>,
     f: &mut dyn FnMut(Event) -> std::io::Result<()>,
-) -> Result<()> {
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    // Connection ids stay distinct across inputs, whatever happens inside one.
     let mut conn_base = 0u64;
     for path in &a.inputs {
-        let kind = input::sniff(path)?;
-        match kind {
-            InputKind::JsonLines => {
-                // Keep connection ids of different files apart.
-                let base = conn_base;
-                let mut max = 0;
-                input::read_jsonl(path, &mut |mut ev| {
-                    max = max.max(ev.conn);
-                    ev.conn += base;
-                    f(ev)
-                })?;
-                conn_base += max;
+        let base = conn_base;
+        let mut max = base;
+        let mut g = |mut ev: Event| {
+            ev.conn += base;
+            max = max.max(ev.conn);
+            f(ev)
+        };
+        let r: Result<()> = (|| {
+            match input::sniff(path)? {
+                InputKind::JsonLines => input::read_jsonl(path, &mut g)?,
+                InputKind::SessionLog => {
+                    let text = read_input(path)?;
+                    let name = path.display().to_string();
+                    input::decode_log(&text, &name, tables, a.log.options(), 0, &mut g)?;
+                }
+                InputKind::Pcap | InputKind::Pcapng => {
+                    let opts = msntap::capture::ReadOptions {
+                        flows: msntap::capture::FlowOptions::with(&a.port, 20_000),
+                        first_conn: 1,
+                    };
+                    msntap::capture::read_path(path, tables.clone(), &opts, &mut g)?;
+                }
             }
-            InputKind::SessionLog => {
-                let text = read_input(path)?;
-                let opts = a.log.options();
-                conn_base += input::decode_log(
-                    &text,
-                    &path.display().to_string(),
-                    tables,
-                    opts,
-                    conn_base,
-                    f,
-                )?;
-            }
-            InputKind::Pcap | InputKind::Pcapng => {
-                let opts = msntap::capture::ReadOptions {
-                    flows: msntap::capture::FlowOptions::with(&a.port, 20_000),
-                    first_conn: conn_base + 1,
-                };
-                let stats = msntap::capture::read_path(path, tables.clone(), &opts, f)?;
-                conn_base = stats.next_conn.saturating_sub(1).max(conn_base);
-            }
+            Ok(())
+        })();
+        if let Err(e) = r {
+            problems.push(format!("{e:#}"));
         }
+        conn_base = max;
     }
-    Ok(())
+    problems
+}
+
+/// Reports input problems after the output was written; exit status 1 if there were any.
+fn finish_inputs(problems: &[String]) -> ExitCode {
+    for p in problems {
+        eprintln!("msntap: {p}");
+    }
+    if problems.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
 }
 
 /// Writes `text` to stdout (`-`) or a file; a file that may hold secrets is owner-only.
@@ -139,13 +150,13 @@ fn report(a: &cli::ReportArgs, tables: Arc<Tables>) -> Result<ExitCode> {
             .collect(),
         ..Report::default()
     };
-    for_each_input_event(&a.input, &tables, &mut |mut ev| {
+    let problems = for_each_input_event(&a.input, &tables, &mut |mut ev| {
         if !a.no_redact {
             msntap::event::filter::redact(&mut ev);
         }
         r.add(&ev, &tables);
         Ok(())
-    })?;
+    });
     if let Some(dir) = &a.stubs {
         let written = r
             .write_stubs(dir)
@@ -165,19 +176,19 @@ fn report(a: &cli::ReportArgs, tables: Arc<Tables>) -> Result<ExitCode> {
         )?,
         None => write_out("-", &r.text(), a.no_redact)?,
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(finish_inputs(&problems))
 }
 
 fn transcript(a: &cli::TranscriptArgs, tables: Arc<Tables>) -> Result<ExitCode> {
     let mut t = Transcripts::default();
     let redacting = !a.no_redact;
-    for_each_input_event(&a.input, &tables, &mut |mut ev| {
+    let problems = for_each_input_event(&a.input, &tables, &mut |mut ev| {
         if redacting {
             msntap::event::filter::redact(&mut ev);
         }
         t.add(&ev);
         Ok(())
-    })?;
+    });
     t.finish();
     match a.json.as_deref() {
         Some(dest) => write_out(
@@ -187,7 +198,7 @@ fn transcript(a: &cli::TranscriptArgs, tables: Arc<Tables>) -> Result<ExitCode> 
         )?,
         None => write_out("-", &t.text(), a.no_redact)?,
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(finish_inputs(&problems))
 }
 
 fn read_input(path: &std::path::Path) -> Result<String> {
@@ -207,8 +218,16 @@ fn decode(a: &cli::DecodeArgs, tables: Arc<Tables>) -> Result<ExitCode> {
     cfg.challenge_keys = tables.challenge_keys.clone();
     let mut out = Output::new(&cfg)?;
     let mut conn_id = 0u64;
+    let mut problems = Vec::new();
     for f in &a.files {
-        let text = read_input(f)?;
+        // A missing file does not stop the others; it is reported at the end.
+        let text = match read_input(f) {
+            Ok(t) => t,
+            Err(e) => {
+                problems.push(format!("{e:#}"));
+                continue;
+            }
+        };
         let opts = a.log.options();
         let n = input::decode_log(
             &text,
@@ -225,7 +244,7 @@ fn decode(a: &cli::DecodeArgs, tables: Arc<Tables>) -> Result<ExitCode> {
     }
     out.finish()?;
     eprintln!("msntap: {}", out.summary.line());
-    Ok(ExitCode::SUCCESS)
+    Ok(finish_inputs(&problems))
 }
 
 fn dissectors(a: &cli::DissectorArgs, tables: &Tables) -> Result<ExitCode> {

@@ -240,3 +240,30 @@ fn report_examples_are_redacted_unless_asked() {
         );
     }
 }
+
+#[test]
+fn a_damaged_input_keeps_what_was_decoded_and_fails_clearly() {
+    let dir = std::env::temp_dir().join(format!("msntap-dmg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // The Twisted capture cut inside a record: the switchboard chat comes before the cut.
+    let cap = Path::new(env!("CARGO_MANIFEST_DIR")).join("captures/msnp8_twisted_escargot.pcap");
+    let bytes = std::fs::read(&cap).unwrap();
+    let cut = dir.join("cut.pcap");
+    std::fs::write(&cut, &bytes[..20_000]).unwrap();
+    let log = fixture("sb_chat_msnp8.log");
+    let (code, out, err) = run(&["transcript", log.to_str().unwrap(), cut.to_str().unwrap()]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("cut.pcap: at byte offset"), "{err}");
+    // The log's conversation and the capture's, up to the cut, are all there, with
+    // connection ids kept apart across the two inputs.
+    assert!(out.contains("connection #1 (SB"), "{out}");
+    assert!(
+        out.contains("Hello from alice@example.com (Twisted MSNP8)"),
+        "{out}"
+    );
+    assert!(out.contains("Hello Bob"), "{out}");
+    let (code, out, err) = run(&["report", "/nonexistent/input.pcap"]);
+    assert_eq!(code, 1);
+    assert!(out.contains("0 events"));
+    assert_eq!(err.matches("No such file").count(), 1, "{err}");
+}

@@ -211,6 +211,17 @@ fn user_dissectors_add_and_override_entries() {
 #[test]
 fn missing_input_is_a_clear_error() {
     let (code, _, err) = msntap(&["decode", "/nonexistent/file.log"]);
-    assert_eq!(code, 2);
+    assert_eq!(code, 1);
     assert!(err.contains("/nonexistent/file.log"), "{err}");
+    // A good file after a missing one is still decoded.
+    let p = tmp("after-missing.log", LOG);
+    let (code, out, err) = msntap(&[
+        "decode",
+        "/nonexistent/file.log",
+        p.to_str().unwrap(),
+        "--json",
+        "-",
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(events(&out).len(), 10);
 }
