@@ -68,8 +68,8 @@ pub struct Seen {
 #[derive(Debug, Clone, Serialize)]
 pub struct ErrorSeen {
     pub count: u64,
-    pub name: Option<String>,
-    pub meaning: Option<String>,
+    pub name: Option<std::sync::Arc<str>>,
+    pub meaning: Option<std::sync::Arc<str>>,
     pub examples: Vec<Example>,
 }
 

@@ -8,6 +8,7 @@ pub mod pretty;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::fmt;
+use std::sync::Arc;
 
 /// Version of the JSON event schema; bump on any incompatible change.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -249,9 +250,9 @@ impl<'de> Deserialize<'de> for Version {
 pub struct ErrorInfo {
     pub code: u16,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
+    pub name: Option<Arc<str>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub meaning: Option<String>,
+    pub meaning: Option<Arc<str>>,
 }
 
 /// A payload that followed a command line.
@@ -298,9 +299,9 @@ pub struct Command {
     /// A known command whose line fits none of its forms (arity or literal).
     #[serde(default, skip_serializing_if = "is_false")]
     pub unmatched_form: bool,
-    /// One-line meaning from the tables (the form's, else the command's).
+    /// One-line meaning from the tables (the form's, else the command's), shared with them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub meaning: Option<String>,
+    pub meaning: Option<Arc<str>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorInfo>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -42,7 +42,7 @@ fn split_headers(b: &[u8]) -> Result<(Headers<'_>, &[u8], bool), String> {
         if line.is_empty() {
             return Ok((headers, &b[next..], true));
         }
-        let text = String::from_utf8_lossy(line);
+        let text = super::lossy(line);
         let split = text
             .split_once(':')
             .filter(|(k, _)| !k.is_empty() && !k.contains(' '))
@@ -94,7 +94,7 @@ fn headers_value(h: &Headers<'_>) -> Value {
 /// `Key: value` lines of a body (invitations, mail notifications, datacasts).
 fn kv_body(b: &[u8]) -> Map<String, Value> {
     let mut m = Map::new();
-    for line in String::from_utf8_lossy(b).split('\n') {
+    for line in super::lossy(b).split('\n') {
         let line = line.trim_end_matches('\r');
         if let Some((k, v)) = line.split_once(':') {
             if !k.is_empty() && !k.contains(' ') {

@@ -14,6 +14,15 @@ use serde_json::Value;
 use crate::event::Payload;
 use crate::protocol::tables::{PayloadKind, Tables};
 
+/// `bytes` as text, invalid UTF-8 replaced. Valid input (nearly all of it) is borrowed after
+/// the standard library's fast check; `String::from_utf8_lossy` walks it in slower chunks.
+pub fn lossy(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => std::borrow::Cow::Borrowed(s),
+        Err(_) => String::from_utf8_lossy(bytes),
+    }
+}
+
 /// Decodes `%XX` escapes (friendly names, personal messages). Invalid escapes stay as they
 /// are; bytes that do not form UTF-8 are replaced.
 pub fn urldecode(s: &str) -> String {

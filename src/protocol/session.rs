@@ -388,7 +388,7 @@ impl Session {
                 continue;
             }
             // The line is converted once: tokens are cut from it and it becomes `Command::line`.
-            let text = String::from_utf8_lossy(line).into_owned();
+            let text = crate::payload::lossy(line).into_owned();
             let mut toks = text.split(' ').filter(|t| !t.is_empty());
             let name = toks.next().unwrap_or_default().to_string();
             let args: Vec<String> = toks.map(str::to_string).collect();

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
+use std::sync::Arc;
 
 use crate::event::{Dir, Service};
 
@@ -215,7 +216,7 @@ pub struct FormDef {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payload_kind: Option<PayloadKind>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub meaning: Option<String>,
+    pub meaning: Option<Arc<str>>,
     #[serde(default)]
     pub params: Vec<ParamDef>,
     #[serde(default)]
@@ -280,7 +281,7 @@ impl FormDef {
 #[serde(deny_unknown_fields)]
 pub struct CommandDef {
     pub name: String,
-    pub meaning: String,
+    pub meaning: Arc<str>,
     pub services: Vec<Service>,
     pub versions: VersionRange,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -305,8 +306,8 @@ impl CommandDef {
 #[serde(deny_unknown_fields)]
 pub struct ErrorDef {
     pub code: u16,
-    pub name: String,
-    pub meaning: String,
+    pub name: Arc<str>,
+    pub meaning: Arc<str>,
     #[serde(default = "all_versions")]
     pub versions: VersionRange,
     #[serde(default, skip_serializing_if = "Option::is_none")]
