@@ -342,18 +342,66 @@ fn needs_escape(x: u64) -> u64 {
     (ctrl | q | b) & HI
 }
 
-/// Appends `s` as a JSON string: safe runs copied whole, found 8 bytes at a time.
+#[inline]
+fn load8(b: &[u8], at: usize) -> u64 {
+    let mut lane = [0u8; 8];
+    lane.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(lane)
+}
+
+/// Whether some byte of `b` needs an escape. Bytes may be tested twice (overlapping loads):
+/// only the yes/no answer is used.
+#[inline]
+fn any_escape(b: &[u8]) -> bool {
+    let n = b.len();
+    if n >= 8 {
+        let mut i = 0;
+        while i + 16 <= n {
+            if needs_escape(load8(b, i)) | needs_escape(load8(b, i + 8)) != 0 {
+                return true;
+            }
+            i += 16;
+        }
+        if i + 8 <= n && needs_escape(load8(b, i)) != 0 {
+            return true;
+        }
+        needs_escape(load8(b, n - 8)) != 0
+    } else if n >= 4 {
+        let lo = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+        let hi = u32::from_le_bytes([b[n - 4], b[n - 3], b[n - 2], b[n - 1]]);
+        needs_escape(u64::from(lo) | u64::from(hi) << 32) != 0
+    } else if n > 0 {
+        // Three bytes (some twice), the other lanes spaces.
+        let x = u64::from(b[0]) | u64::from(b[n / 2]) << 8 | u64::from(b[n - 1]) << 16;
+        needs_escape(x | (LO * 0x20) << 24) != 0
+    } else {
+        false
+    }
+}
+
+/// Appends `s` as a JSON string.
+#[inline]
 pub fn write_str(out: &mut Vec<u8>, s: &str) {
     let b = s.as_bytes();
     out.reserve(b.len() + 2);
+    if any_escape(b) {
+        write_escaped(out, b);
+    } else {
+        out.push(b'"');
+        out.extend_from_slice(b);
+        out.push(b'"');
+    }
+}
+
+/// A string with escapes: safe runs are found 8 bytes at a time and copied whole.
+#[inline(never)]
+fn write_escaped(out: &mut Vec<u8>, b: &[u8]) {
     out.push(b'"');
     // `b[start..i]` is checked and waits to be copied.
     let mut start = 0;
     let mut i = 0;
     while i + 8 <= b.len() {
-        let mut lane = [0u8; 8];
-        lane.copy_from_slice(&b[i..i + 8]);
-        let m = needs_escape(u64::from_le_bytes(lane));
+        let m = needs_escape(load8(b, i));
         if m == 0 {
             i += 8;
             continue;
