@@ -251,7 +251,7 @@ fn opt_str(out: &mut Vec<u8>, key: &[u8], s: Option<&str>) {
 }
 
 /// A `serde_json::Value` as `Value::serialize` writes it.
-pub fn write_value(out: &mut Vec<u8>, v: &Value) {
+fn write_value(out: &mut Vec<u8>, v: &Value) {
     match v {
         Value::Null => out.extend_from_slice(b"null"),
         Value::Bool(true) => out.extend_from_slice(b"true"),
@@ -381,7 +381,7 @@ fn any_escape(b: &[u8]) -> bool {
 
 /// Appends `s` as a JSON string.
 #[inline]
-pub fn write_str(out: &mut Vec<u8>, s: &str) {
+fn write_str(out: &mut Vec<u8>, s: &str) {
     let b = s.as_bytes();
     out.reserve(b.len() + 2);
     if any_escape(b) {
@@ -587,7 +587,7 @@ mod tests {
             meaning: None,
             error: None,
             payload: None,
-            line: String::new(),
+            line: "".into(),
             offset: 0,
             redacted: false,
             annotations: Map::new(),
@@ -597,12 +597,16 @@ mod tests {
         }
     }
 
+    /// Some text, whichever string type the field has.
+    fn s<T: From<&'static str>>(x: &'static str) -> Option<T> {
+        Some(x.into())
+    }
+
     #[test]
     fn every_event_kind_writes_as_serde_json_does() {
-        let s = |x: &str| Some(x.to_string());
         let mut full = command();
         full.trid = Some(u64::MAX);
-        full.args = vec!["a\"b".into(), String::new(), "é\\".into()];
+        full.args = vec!["a\"b".into(), "".into(), "é\\".into()];
         full.fields = json!({"z": 1, "a": {"n": [-5, 2.5]}, "m": "\u{0}"})
             .as_object()
             .cloned()
