@@ -66,11 +66,18 @@ fn redact_value(v: &mut Value, depth: usize) -> bool {
 
 /// `AuthCookie: 123` lines of a text body become `AuthCookie: <redacted>`.
 fn redact_lines(text: &str) -> Option<String> {
+    let secret = |line: &str| match line.split_once(':') {
+        Some((k, rest)) => is_secret_name(k.trim()) && rest.trim() != REDACTED,
+        None => false,
+    };
+    // Nearly every body has no secret line: look before copying anything.
+    if !text.split_inclusive('\n').any(secret) {
+        return None;
+    }
     let mut out = String::with_capacity(text.len());
-    let mut changed = false;
     for line in text.split_inclusive('\n') {
         match line.split_once(':') {
-            Some((k, rest)) if is_secret_name(k.trim()) && rest.trim() != REDACTED => {
+            Some((k, _)) if secret(line) => {
                 let end = if line.ends_with("\r\n") {
                     "\r\n"
                 } else if line.ends_with('\n') {
@@ -82,12 +89,11 @@ fn redact_lines(text: &str) -> Option<String> {
                 out.push_str(": ");
                 out.push_str(REDACTED);
                 out.push_str(end);
-                changed = true;
             }
             _ => out.push_str(line),
         }
     }
-    changed.then_some(out)
+    Some(out)
 }
 
 /// Which events reach the sinks.
