@@ -32,8 +32,17 @@ fn main() {
     rt.block_on(async {
         let tables = Arc::new(Tables::builtin().expect("tables"));
         println!("msntap proxy benchmark (loopback, 2 worker threads)\n");
-        // MSNTAP_BENCH=throughput|latency|idle runs one part only.
+        // MSNTAP_BENCH=throughput|latency|idle runs one part only. MSNTAP_BENCH=profile runs
+        // msntap's throughput runs alone (no decoder-alone, direct or plain relay runs) and
+        // prints CPU time per MB and per thread: for `perf record` and A/B comparisons on a
+        // shared machine, where CPU time varies less than throughput.
         let only = std::env::var("MSNTAP_BENCH").unwrap_or_default();
+        if only == "profile" {
+            for kind in [Traffic::Text, Traffic::P2p] {
+                profile(&tables, kind).await;
+            }
+            return;
+        }
         let run = |part: &str| only.is_empty() || only == part;
         // Memory first, while the heap is fresh: later parts leave freed pages behind that
         // would hide growth.
@@ -257,6 +266,84 @@ async fn throughput(tables: &Arc<Tables>, kind: Traffic) {
         t * 1e6 / f.len() as f64
     );
     println!();
+}
+
+/// msntap's throughput runs alone, with the process's CPU time (user and system) per MB and
+/// each busy thread's time on a CPU and waiting for one.
+async fn profile(tables: &Arc<Tables>, kind: Traffic) {
+    let f = frame(kind);
+    let count = BULK / f.len();
+    let total = count * f.len();
+    let server = bulk_server(f.clone(), count).await;
+    let proxy = msntap(tables, server.clone()).await;
+    let mut tap = Vec::new();
+    let cpu0 = cpu_times();
+    let sched0 = sched_times();
+    let t0 = Instant::now();
+    for _ in 0..RUNS {
+        tap.push(pull(&proxy.addr, total).await);
+    }
+    let wall = t0.elapsed().as_secs_f64();
+    let cpu1 = cpu_times();
+    let sched1 = sched_times();
+    let _ = proxy.stop.send(());
+    let t = median(tap);
+    let mb = (RUNS * total) as f64 / 1e6;
+    println!(
+        "msntap alone, {kind:?}: {t:.1} MB/s (median of {RUNS}); per MB: wall {:.2} ms, CPU user {:.2} ms + system {:.2} ms (server, client and proxy together)",
+        wall * 1e3 / mb,
+        (cpu1.0 - cpu0.0) * 1e3 / mb,
+        (cpu1.1 - cpu0.1) * 1e3 / mb
+    );
+    // Per thread: time on a CPU and time runnable but waiting for one (other load on the
+    // machine), from /proc/self/task/*/schedstat.
+    for (tid, (name, run1, wait1)) in &sched1 {
+        let (run0, wait0) = sched0
+            .get(tid)
+            .map(|(_, r, w)| (*r, *w))
+            .unwrap_or((0.0, 0.0));
+        let (run, wait) = (run1 - run0, wait1 - wait0);
+        if run > 0.01 * wall {
+            println!(
+                "  thread {name:<16} on CPU {:5.1}% of the wall time, waiting for a CPU {:5.1}%",
+                100.0 * run / wall,
+                100.0 * wait / wall
+            );
+        }
+    }
+}
+
+/// Per thread id: name, seconds on a CPU, seconds runnable but waiting (Linux schedstat).
+fn sched_times() -> std::collections::BTreeMap<String, (String, f64, f64)> {
+    let mut m = std::collections::BTreeMap::new();
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return m;
+    };
+    for e in dir.flatten() {
+        let p = e.path();
+        let name = std::fs::read_to_string(p.join("comm")).unwrap_or_default();
+        let st = std::fs::read_to_string(p.join("schedstat")).unwrap_or_default();
+        let v: Vec<f64> = st
+            .split_whitespace()
+            .filter_map(|x| x.parse::<f64>().ok())
+            .collect();
+        if v.len() >= 2 {
+            let tid = e.file_name().to_string_lossy().into_owned();
+            m.insert(tid, (name.trim().to_string(), v[0] / 1e9, v[1] / 1e9));
+        }
+    }
+    m
+}
+
+/// User and system CPU seconds of this process so far (Linux /proc/self/stat).
+fn cpu_times() -> (f64, f64) {
+    let s = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which is in parentheses): utime is the 14th field.
+    let rest = s.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let tick = 100.0; // USER_HZ on Linux
+    let get = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0) / tick;
+    (get(11), get(12))
 }
 
 /// Round trips of a keep-alive (PNG -> QNG) through `addr`; returns sorted RTTs in µs.

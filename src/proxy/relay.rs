@@ -438,6 +438,19 @@ async fn pump(c: &Conn, dir: Dir, rd: OwnedReadHalf, mut wr: OwnedWriteHalf) -> 
         if w.is_err() {
             break End::WriteReset;
         }
+        // Bulk traffic: let the runtime run other tasks each time another READ_CHUNK bytes
+        // have been forwarded. Without this a pump whose socket always has data runs until
+        // tokio's cooperative budget forces a yield (some 30 chunks, several ms of decoding),
+        // holding the worker the whole time; an event consumer on the same runtime then frees
+        // ~2 MB of events at once, long after they left the cache, which made decoding itself
+        // ~1.4x slower (docs/performance.md). Interactive traffic waits for its socket between
+        // reads anyway and is not delayed by a yield per message. (Derived from `total`: a
+        // counter of its own made the connection task 16 bytes bigger, which measured as
+        // +2 KiB per idle session, an allocator size step.)
+        let step = READ_CHUNK as u64;
+        if (total - n as u64) / step != total / step {
+            tokio::task::yield_now().await;
+        }
     };
     match end {
         End::Eof => {
