@@ -1,4 +1,5 @@
-//! Golden tests over captures/: every fixture capture is read and its events compared
+//! Golden tests over captures/: every fixture capture is read and its events, written by
+//! the JSON Lines sink exactly as `msntap read --json` writes them, compared byte for byte
 //! with captures/expected/NAME.jsonl; synthetic fixtures are rebuilt from their logs and
 //! must match the committed files byte for byte. `MSNTAP_BLESS=1` rewrites both (check
 //! the diff by hand before committing). These tests never touch the network.
@@ -9,6 +10,8 @@ use std::sync::Arc;
 use msntap::capture::synth::{synthesize, SynthOptions};
 use msntap::capture::writer::Format;
 use msntap::capture::{read_path, ReadOptions};
+use msntap::event::jsonl::JsonlSink;
+use msntap::event::Sink;
 use msntap::{Event, EventKind, Tables};
 
 fn root() -> PathBuf {
@@ -160,10 +163,14 @@ fn every_capture_matches_its_expected_events() {
             .and_then(|s| s.to_str())
             .unwrap_or_default()
             .to_string();
-        let got: String = read(&p)
-            .iter()
-            .map(|e| serde_json::to_string(e).expect("serialize") + "\n")
-            .collect();
+        let mut out = Vec::new();
+        let mut sink = JsonlSink::new(&mut out);
+        for e in read(&p) {
+            sink.event(&e).expect("sink");
+        }
+        sink.finish().expect("sink");
+        drop(sink);
+        let got = String::from_utf8(out).expect("JSON Lines are UTF-8");
         let exp = root()
             .join("captures/expected")
             .join(format!("{name}.jsonl"));
