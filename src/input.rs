@@ -5,7 +5,7 @@ use std::io::{self, BufRead, BufReader, Read};
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::event::{Event, EventKind};
+use crate::event::{Event, EventKind, Message};
 use crate::logfile;
 use crate::protocol::{Session, SessionHint, Tables};
 
@@ -91,34 +91,39 @@ pub fn decode_log(
     tables: &Arc<Tables>,
     opts: LogOptions,
     first_conn: u64,
-    f: &mut dyn FnMut(Event) -> io::Result<()>,
+    f: &mut dyn FnMut(&mut Event<'_>) -> io::Result<()>,
 ) -> io::Result<u64> {
     let conns = logfile::parse(text, tables, opts.flip);
     let mut id = first_conn;
     for c in &conns {
         id += 1;
         let mut s = Session::new(tables.clone(), id, opts.hint);
-        let mut evs = Vec::new();
+        let mut err: Option<io::Error> = None;
         let mut notes = c.notes.iter().peekable();
+        let mut out = |e: &mut Event<'_>| {
+            if err.is_none() {
+                if let Err(x) = f(e) {
+                    err = Some(x);
+                }
+            }
+        };
         for ch in &c.chunks {
             while let Some((ln, msg)) = notes.next_if(|(ln, _)| *ln <= ch.line_no) {
-                evs.push(s.event(
+                let mut ev = s.event(
                     ch.ts,
                     Some(ch.dir),
-                    EventKind::Note {
-                        message: format!("{name}:{ln}: {msg}"),
-                    },
-                ));
+                    EventKind::Note(Message {
+                        message: format!("{name}:{ln}: {msg}").into(),
+                    }),
+                );
+                out(&mut ev);
             }
-            s.feed(ch.dir, &ch.bytes, ch.ts, &mut evs);
-            for e in evs.drain(..) {
-                f(e)?;
-            }
+            s.feed(ch.dir, &ch.bytes, ch.ts, &mut out);
         }
         let end = c.chunks.last().map(|c| c.ts).unwrap_or_default();
-        s.finish(end, &mut evs);
-        for e in evs.drain(..) {
-            f(e)?;
+        s.finish(end, &mut out);
+        if let Some(e) = err {
+            return Err(e);
         }
     }
     Ok(conns.len() as u64)
@@ -127,7 +132,7 @@ pub fn decode_log(
 /// Reads JSON Lines written by `--json` back into events.
 pub fn read_jsonl(
     path: &Path,
-    f: &mut dyn FnMut(Event) -> io::Result<()>,
+    f: &mut dyn FnMut(&mut Event<'_>) -> io::Result<()>,
 ) -> Result<(), InputError> {
     let file = std::fs::File::open(path).map_err(|e| InputError::Io {
         path: path.display().to_string(),
@@ -141,12 +146,12 @@ pub fn read_jsonl(
         if line.trim().is_empty() {
             continue;
         }
-        let ev: Event = serde_json::from_str(&line).map_err(|e| InputError::Json {
+        let mut ev = Event::from_json(&line).map_err(|e| InputError::Json {
             path: path.display().to_string(),
             line: i + 1,
             message: e.to_string(),
         })?;
-        f(ev).map_err(|e| InputError::Io {
+        f(&mut ev).map_err(|e| InputError::Io {
             path: path.display().to_string(),
             err: e,
         })?;

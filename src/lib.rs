@@ -3,7 +3,6 @@
 #![forbid(unsafe_code)]
 
 pub mod analysis;
-pub mod annotate;
 pub mod capture;
 pub mod event;
 pub mod input;
@@ -11,7 +10,7 @@ pub mod logfile;
 pub mod output;
 pub mod payload;
 pub mod protocol;
-pub mod proxy;
+pub mod secret;
 pub mod wire;
 
 pub use event::{Dir, Event, EventKind, Service, Ts};

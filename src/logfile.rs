@@ -186,7 +186,7 @@ pub fn parse(text: &str, tables: &Tables, flip: bool) -> Vec<LogConn> {
         cur = Some(idx);
         // Payload lines follow a payload command.
         let toks: Vec<&str> = line.split(' ').filter(|t| !t.is_empty()).collect();
-        let declared = toks.last().and_then(|t| wire::parse_len(t));
+        let declared = toks.last().and_then(|t| wire::parse_num(t));
         let name = toks.first().copied().unwrap_or("");
         let may_payload = toks.len() >= 2
             && declared.is_some()

@@ -7,11 +7,12 @@ use std::io::{self, IsTerminal, Write};
 use std::path::Path;
 
 use crate::analysis::auth::AuthAnnotator;
-use crate::event::filter::{redact, Filter};
+use crate::event::filter::Filter;
 use crate::event::jsonl::JsonlSink;
 use crate::event::pretty::PrettySink;
 use crate::event::{Event, EventKind, Sink};
 use crate::protocol::tables::{ChallengeKey, Tables};
+use crate::secret::Redact;
 
 /// When to color the human log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -52,7 +53,7 @@ pub struct Summary {
 }
 
 impl Summary {
-    pub fn count(&mut self, ev: &Event) {
+    pub fn count(&mut self, ev: &Event<'_>) {
         self.connections.insert(ev.conn);
         match &ev.kind {
             EventKind::Command(c) => {
@@ -67,9 +68,9 @@ impl Summary {
                     self.payload_guesses += 1;
                 }
             }
-            EventKind::Desync { .. } => self.desyncs += 1,
-            EventKind::Gap { .. } => self.gaps += 1,
-            EventKind::Error { .. } => self.errors += 1,
+            EventKind::Desync(_) => self.desyncs += 1,
+            EventKind::Gap(_) => self.gaps += 1,
+            EventKind::Error(_) => self.errors += 1,
             _ => {}
         }
     }
@@ -170,24 +171,17 @@ impl Output {
         }
     }
 
-    pub fn emit(&mut self, mut ev: Event) -> io::Result<()> {
-        self.summary.count(&ev);
-        self.auth.annotate(&mut ev);
-        if !self.filter.pass(&ev) {
+    pub fn emit(&mut self, ev: &mut Event<'_>) -> io::Result<()> {
+        self.summary.count(ev);
+        self.auth.annotate(ev);
+        if !self.filter.pass(ev) {
             return Ok(());
         }
         if self.redact {
-            redact(&mut ev);
+            ev.redact();
         }
         for s in &mut self.sinks {
-            s.event(&ev)?;
-        }
-        Ok(())
-    }
-
-    pub fn emit_all(&mut self, evs: &mut Vec<Event>) -> io::Result<()> {
-        for ev in evs.drain(..) {
-            self.emit(ev)?;
+            s.event(ev)?;
         }
         Ok(())
     }

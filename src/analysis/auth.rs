@@ -3,14 +3,16 @@
 //! MSNP11+ algorithm), TWN and SSO stages. It annotates events; it never changes what a
 //! command says and never talks to any server.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use md5::{Digest, Md5};
-use serde_json::{json, Map, Value};
 
+use crate::event::annotations::{Auth, Challenge, PasswordCheck, SsoResponse};
 use crate::event::{Command, Dir, Event, EventKind};
-use crate::payload::unb64;
+use crate::payload::{unb64, KvMap};
 use crate::protocol::tables::{ChallengeKey, Tables};
+use crate::secret::Secret;
 
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
@@ -71,7 +73,7 @@ pub fn check_challenge(
     product_id: &str,
     response: &str,
     version: Option<u8>,
-) -> Value {
+) -> Challenge<'static> {
     let response = response.trim().to_ascii_lowercase();
     let new_algo = version.map(|v| v >= 11);
     let compute = |k: &ChallengeKey, newer: bool| {
@@ -81,7 +83,12 @@ pub fn check_challenge(
             md5_hex(challenge, &k.private_key)
         }
     };
-    let algo_name = |newer: bool| if newer { "msnp11" } else { "md5" };
+    let algo_name = |newer: bool| Cow::Borrowed(if newer { "msnp11" } else { "md5" });
+    let base = Challenge {
+        challenge: Some(Cow::Owned(challenge.to_string())),
+        product_id: Cow::Owned(product_id.to_string()),
+        ..Challenge::default()
+    };
     // First the key named on the QRY line, with the algorithm of the version.
     if let Some(k) = keys.iter().find(|k| k.product_id == product_id) {
         let tries: Vec<bool> = match new_algo {
@@ -90,25 +97,42 @@ pub fn check_challenge(
         };
         for newer in tries {
             if compute(k, newer) == response {
-                return json!({"challenge": challenge, "product_id": product_id, "known_key": true,
-                    "algorithm": algo_name(newer), "valid": true,
-                    "algorithm_matches_version": new_algo.is_none_or(|n| n == newer), "note": k.note});
+                return Challenge {
+                    known_key: Some(true),
+                    algorithm: Some(algo_name(newer)),
+                    valid: Some(true),
+                    algorithm_matches_version: Some(new_algo.is_none_or(|n| n == newer)),
+                    note: (!k.note.is_empty()).then(|| Cow::Owned(k.note.clone())),
+                    ..base
+                };
             }
         }
-        return json!({"challenge": challenge, "product_id": product_id, "known_key": true, "valid": false,
-            "expected": compute(k, new_algo.unwrap_or(true))});
+        return Challenge {
+            known_key: Some(true),
+            valid: Some(false),
+            expected: Some(Cow::Owned(compute(k, new_algo.unwrap_or(true)))),
+            ..base
+        };
     }
     // An unknown product id: does any known key answer it?
     for k in keys {
         for newer in [true, false] {
             if compute(k, newer) == response {
-                return json!({"challenge": challenge, "product_id": product_id, "known_key": false,
-                    "answered_with_key_of": k.product_id, "algorithm": algo_name(newer), "valid": true});
+                return Challenge {
+                    known_key: Some(false),
+                    answered_with_key_of: Some(Cow::Owned(k.product_id.clone())),
+                    algorithm: Some(algo_name(newer)),
+                    valid: Some(true),
+                    ..base
+                };
             }
         }
     }
-    json!({"challenge": challenge, "product_id": product_id, "known_key": false, "valid": null,
-        "note": "no known key produces this response"})
+    Challenge {
+        known_key: Some(false),
+        note: Some(Cow::Borrowed("no known key produces this response")),
+        ..base
+    }
 }
 
 #[derive(Default)]
@@ -124,13 +148,17 @@ pub struct AuthAnnotator {
     conns: HashMap<u64, ConnAuth>,
 }
 
-fn passport_params(s: &str) -> Value {
-    let m: Map<String, Value> = s
-        .split([',', '&'])
-        .filter_map(|kv| kv.split_once('='))
-        .map(|(k, v)| (k.to_string(), json!(v)))
-        .collect();
-    Value::Object(m)
+/// `ct=1,rver=1,...` or `t=...&p=...` into its pairs.
+fn passport_params(s: &str) -> KvMap<'_> {
+    let mut m = KvMap::default();
+    for (k, v) in s.split([',', '&']).filter_map(|kv| kv.split_once('=')) {
+        m.insert(k, v);
+    }
+    m
+}
+
+fn owned<'a>(s: Option<&str>) -> Option<Cow<'a, str>> {
+    s.map(|s| Cow::Owned(s.to_string()))
 }
 
 impl AuthAnnotator {
@@ -147,38 +175,45 @@ impl AuthAnnotator {
         self.conns.remove(&conn);
     }
 
-    pub fn annotate(&mut self, ev: &mut Event) {
+    pub fn annotate(&mut self, ev: &mut Event<'_>) {
         let (conn, dir, version) = (ev.conn, ev.dir, ev.version.map(|v| v.0));
-        if matches!(ev.kind, EventKind::Close { .. }) {
+        if matches!(ev.kind, EventKind::Close(_)) {
             self.close(conn);
             return;
         }
         let EventKind::Command(c) = &mut ev.kind else {
             return;
         };
-        let st = self.conns.entry(conn).or_default();
-        let a = |i: usize| c.args.get(i).map(String::as_str);
-        match (dir, c.cmd.as_str()) {
+        match (dir, c.cmd.as_ref()) {
             (Some(Dir::S2c), "CHL") => {
-                if let Some(ch) = a(1).or(a(0)) {
-                    st.challenge = Some(ch.to_string());
+                if let Some(ch) = c.arg(1).or(c.arg(0)) {
+                    let ch = ch.to_string();
+                    self.conns.entry(conn).or_default().challenge = Some(ch);
                 }
             }
             (Some(Dir::C2s), "QRY") => {
-                let response = String::from_utf8_lossy(c.payload_bytes()).into_owned();
-                let product = a(1).unwrap_or("").to_string();
+                let response = c
+                    .payload
+                    .as_ref()
+                    .and_then(|p| p.text.as_deref())
+                    .unwrap_or("")
+                    .to_string();
+                let product = c.arg(1).unwrap_or("").to_string();
+                let st = self.conns.entry(conn).or_default();
                 let v = match &st.challenge {
                     Some(ch) => check_challenge(&self.keys, ch, &product, &response, version),
-                    None => {
-                        json!({"product_id": product, "valid": null, "note": "no CHL seen on this connection"})
-                    }
+                    None => Challenge {
+                        product_id: Cow::Owned(product),
+                        note: Some(Cow::Borrowed("no CHL seen on this connection")),
+                        ..Challenge::default()
+                    },
                 };
-                c.annotations.insert("challenge".into(), v);
+                c.annotations.challenge = Some(Box::new(v));
             }
             (Some(d), "USR") => {
-                let v = usr_annotation(d, c, st, &self.passwords);
-                if let Some(v) = v {
-                    c.annotations.insert("auth".into(), v);
+                let st = self.conns.entry(conn).or_default();
+                if let Some(v) = usr_annotation(d, c, st, &self.passwords) {
+                    c.annotations.auth = Some(Box::new(v));
                 }
             }
             _ => {}
@@ -186,78 +221,122 @@ impl AuthAnnotator {
     }
 }
 
-fn usr_annotation(dir: Dir, c: &Command, st: &mut ConnAuth, passwords: &[String]) -> Option<Value> {
-    let a = |i: usize| c.args.get(i).map(String::as_str);
-    let scheme = a(1)?;
-    let stage = a(2).unwrap_or("");
+fn usr_annotation(
+    dir: Dir,
+    c: &Command<'_>,
+    st: &mut ConnAuth,
+    passwords: &[String],
+) -> Option<Auth<'static>> {
+    let scheme = c.arg(1)?;
+    let stage = c.arg(2).unwrap_or("");
+    let auth = |scheme: &str, stage: &'static str| Auth {
+        scheme: Some(Cow::Owned(scheme.to_string())),
+        stage: Cow::Borrowed(stage),
+        ..Auth::default()
+    };
     match (dir, scheme, stage) {
         (Dir::S2c, "MD5", "S") => {
-            st.salt = a(3).map(str::to_string);
-            Some(json!({"scheme": "MD5", "stage": "salt"}))
+            st.salt = c.arg(3).map(str::to_string);
+            Some(auth("MD5", "salt"))
         }
         (Dir::C2s, "MD5", "S") => {
-            let hash = a(3).unwrap_or("").to_ascii_lowercase();
-            let mut v =
-                json!({"scheme": "MD5", "stage": "response", "salt_seen": st.salt.is_some()});
-            match (&st.salt, passwords.is_empty()) {
-                (_, true) => {
-                    v["password"] =
-                        json!({"checked": 0, "note": "give --password or --wordlist to check"})
-                }
-                (None, false) => {
-                    v["password"] = json!({"checked": 0, "note": "the salt (USR MD5 S from the server) was not seen"})
-                }
+            let hash = c.arg(3).unwrap_or("").to_ascii_lowercase();
+            let mut v = auth("MD5", "response");
+            v.salt_seen = Some(st.salt.is_some());
+            v.password = Some(match (&st.salt, passwords.is_empty()) {
+                (_, true) => PasswordCheck {
+                    note: Some(Cow::Borrowed("give --password or --wordlist to check")),
+                    ..PasswordCheck::default()
+                },
+                (None, false) => PasswordCheck {
+                    note: Some(Cow::Borrowed(
+                        "the salt (USR MD5 S from the server) was not seen",
+                    )),
+                    ..PasswordCheck::default()
+                },
                 (Some(salt), false) => {
-                    let found = passwords.iter().position(|p| md5_hex(salt, p) == hash);
-                    v["password"] = match found {
-                        Some(i) => {
-                            json!({"checked": i + 1, "matched": true, "candidate": i + 1, "value": passwords[i]})
-                        }
-                        None => json!({"checked": passwords.len(), "matched": false}),
-                    };
+                    match passwords.iter().position(|p| md5_hex(salt, p) == hash) {
+                        Some(i) => PasswordCheck {
+                            checked: i + 1,
+                            matched: Some(true),
+                            candidate: Some(i + 1),
+                            value: Some(Secret(Cow::Owned(passwords[i].clone()))),
+                            note: None,
+                        },
+                        None => PasswordCheck {
+                            checked: passwords.len(),
+                            matched: Some(false),
+                            ..PasswordCheck::default()
+                        },
+                    }
                 }
-            }
+            });
             Some(v)
         }
         (_, "MD5" | "TWN" | "SSO" | "CTP" | "SHA", "I") => {
-            Some(json!({"scheme": scheme, "stage": "initial", "handle": a(3)}))
-        }
-        (Dir::S2c, "TWN", "S") => Some(
-            json!({"scheme": "TWN", "stage": "passport challenge", "params": passport_params(a(3).unwrap_or(""))}),
-        ),
-        (Dir::C2s, "TWN", "S") => {
-            let p = passport_params(a(3).unwrap_or(""));
-            let tickets: Vec<String> = p
-                .as_object()
-                .map(|m| m.keys().cloned().collect())
-                .unwrap_or_default();
-            Some(json!({"scheme": "TWN", "stage": "ticket", "tickets": tickets}))
-        }
-        (Dir::S2c, "SSO", "S") => Some(json!({"scheme": "SSO", "stage": "nonce", "policy": a(3)})),
-        (Dir::C2s, "SSO", "S") => {
-            let mut v = json!({"scheme": "SSO", "stage": "ticket and response", "ticket_present": a(3).is_some(), "machine_guid": a(5)});
-            if let Some(resp) = a(4).and_then(unb64) {
-                v["response"] = sso_response(&resp);
-            }
+            let mut v = auth(scheme, "initial");
+            v.handle = owned(c.arg(3));
             Some(v)
         }
-        (Dir::C2s, "CTP", "S") => Some(
-            json!({"scheme": "CTP", "stage": "plain password", "note": "the password travels in clear"}),
-        ),
-        (Dir::C2s, "SHA", "A") => Some(json!({"scheme": "SHA", "stage": "signed ticket"})),
-        (Dir::S2c, "OK", _) => Some(json!({"stage": "success", "handle": a(2)})),
+        (Dir::S2c, "TWN", "S") => {
+            let mut v = auth("TWN", "passport challenge");
+            v.params = Some(passport_params(c.arg(3).unwrap_or("")).into_owned());
+            Some(v)
+        }
+        (Dir::C2s, "TWN", "S") => {
+            let p = passport_params(c.arg(3).unwrap_or(""));
+            let mut v = auth("TWN", "ticket");
+            v.tickets = Some(p.iter().map(|(k, _)| Cow::Owned(k.to_string())).collect());
+            Some(v)
+        }
+        (Dir::S2c, "SSO", "S") => {
+            let mut v = auth("SSO", "nonce");
+            v.policy = owned(c.arg(3));
+            Some(v)
+        }
+        (Dir::C2s, "SSO", "S") => {
+            let mut v = auth("SSO", "ticket and response");
+            v.ticket_present = Some(c.arg(3).is_some());
+            v.machine_guid = owned(c.arg(5));
+            v.response = c.arg(4).and_then(unb64).map(|b| sso_response(&b));
+            Some(v)
+        }
+        (Dir::C2s, "CTP", "S") => {
+            let mut v = auth("CTP", "plain password");
+            v.note = Some(Cow::Borrowed("the password travels in clear"));
+            Some(v)
+        }
+        (Dir::C2s, "SHA", "A") => Some(auth("SHA", "signed ticket")),
+        (Dir::S2c, "OK", _) => Some(Auth {
+            stage: Cow::Borrowed("success"),
+            handle: owned(c.arg(2)),
+            ..Auth::default()
+        }),
         _ => None,
     }
 }
 
 /// The 28-byte header of an SSO (MBI) response blob: little-endian u32 fields.
-fn sso_response(b: &[u8]) -> Value {
+fn sso_response(b: &[u8]) -> SsoResponse {
     if b.len() < 28 {
-        return json!({"length": b.len(), "problem": "shorter than the 28-byte header"});
+        return SsoResponse {
+            length: b.len(),
+            short: true,
+            ..SsoResponse::default()
+        };
     }
-    let u = |o: usize| u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
-    json!({"length": b.len(), "header_size": u(0), "crypt_mode": u(4), "cipher_type": format!("0x{:04x}", u(8)),
-        "hash_type": format!("0x{:04x}", u(12)), "iv_length": u(16), "hash_length": u(20), "cipher_length": u(24)})
+    let u = |o: usize| Some(u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]));
+    SsoResponse {
+        length: b.len(),
+        header_size: u(0),
+        crypt_mode: u(4),
+        cipher_type: u(8),
+        hash_type: u(12),
+        iv_length: u(16),
+        hash_length: u(20),
+        cipher_length: u(24),
+        short: false,
+    }
 }
 
 #[cfg(test)]
@@ -308,8 +387,8 @@ mod tests {
             "85ecb0db8f32113df79ce0892b9a102c",
             Some(11),
         );
-        assert_eq!(v["valid"], true);
-        assert_eq!(v["algorithm"], "msnp11");
+        assert_eq!(v.valid, Some(true));
+        assert_eq!(v.algorithm.as_deref(), Some("msnp11"));
         let v = check_challenge(
             &t.challenge_keys,
             "22210219642164014968",
@@ -317,7 +396,7 @@ mod tests {
             "00000000000000000000000000000000",
             Some(11),
         );
-        assert_eq!(v["valid"], false);
+        assert_eq!(v.valid, Some(false));
         let v = check_challenge(
             &t.challenge_keys,
             "11111111111111111111",
@@ -325,8 +404,8 @@ mod tests {
             "3b6666b60157322b6fc6e41a115968f5",
             Some(8),
         );
-        assert_eq!(v["valid"], true);
-        assert_eq!(v["algorithm"], "md5");
+        assert_eq!(v.valid, Some(true));
+        assert_eq!(v.algorithm.as_deref(), Some("md5"));
         // A response from a known key under an id nobody knows.
         let v = check_challenge(
             &t.challenge_keys,
@@ -335,6 +414,9 @@ mod tests {
             "3b6666b60157322b6fc6e41a115968f5",
             Some(8),
         );
-        assert_eq!(v["answered_with_key_of"], "msmsgs@msnmsgr.com");
+        assert_eq!(
+            v.answered_with_key_of.as_deref(),
+            Some("msmsgs@msnmsgr.com")
+        );
     }
 }

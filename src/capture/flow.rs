@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use crate::event::{Dir, Event, EventKind, Service, Ts};
+use crate::event::{Close, Connect, Dir, Event, EventKind, Message, Service, Ts};
 use crate::protocol::session::Pending;
 use crate::protocol::{Session, SessionHint, Tables};
 
@@ -155,7 +155,7 @@ pub struct FlowTable {
     clock: u64,
     last_ts: Ts,
     pub stats: FlowStats,
-    evs: Vec<Event>,
+    evs: Vec<Event<'static>>,
     /// The connection of the last segment handled (for [`FlowTable::last_pending`]), its
     /// direction and payload length.
     last: Option<Key>,
@@ -314,7 +314,7 @@ impl FlowTable {
         dst: SocketAddr,
         tcp: &Tcp<'_>,
         ts: Ts,
-        sink: &mut dyn FnMut(Event) -> std::io::Result<()>,
+        sink: &mut Sink<'_>,
     ) -> std::io::Result<()> {
         self.stats.tcp_segments += 1;
         self.clock += 1;
@@ -421,7 +421,7 @@ impl FlowTable {
                 for dd in [Dir::C2s, Dir::S2c] {
                     if flow.half[dd.index()].done() {
                         if let Some(s) = flow.session.as_mut() {
-                            s.finish_dir(dd, ts, &mut evs);
+                            s.finish_dir(dd, ts, &mut keep(&mut evs));
                         }
                     }
                 }
@@ -429,8 +429,8 @@ impl FlowTable {
             }
         }
         self.learn(&evs);
-        for ev in evs.drain(..) {
-            sink(ev)?;
+        for mut ev in evs.drain(..) {
+            sink(&mut ev)?;
         }
         self.evs = evs;
         if rejected {
@@ -499,7 +499,7 @@ impl FlowTable {
         }
     }
 
-    fn open_session(&mut self, k: Key, ts: Ts, evs: &mut Vec<Event>) {
+    fn open_session(&mut self, k: Key, ts: Ts, evs: &mut Vec<Event<'static>>) {
         let Some(flow) = self.flows.get_mut(&k) else {
             return;
         };
@@ -518,43 +518,36 @@ impl FlowTable {
             (true, None) => format!("MSNP port {}", flow.server.port()),
             (false, _) => "MSNP command line seen on a port not otherwise watched".to_string(),
         };
-        let ev = s.event(
-            flow.first_ts.min(ts),
-            None,
-            EventKind::Connect {
-                client: Some(flow.client.to_string()),
-                server: Some(flow.server.to_string()),
-                detail: Some(detail),
-            },
-        );
+        let ev = s
+            .event(
+                flow.first_ts.min(ts),
+                None,
+                EventKind::Connect(Connect {
+                    client: Some(flow.client.to_string().into()),
+                    server: Some(flow.server.to_string().into()),
+                    detail: Some(detail.into()),
+                }),
+            )
+            .into_owned();
         evs.push(ev);
         flow.session = Some(s);
     }
 
     /// Remembers server addresses from XFR/RNG so later connections to them are decoded.
-    fn learn(&mut self, evs: &[Event]) {
+    fn learn(&mut self, evs: &[Event<'static>]) {
         for ev in evs {
             let Some(c) = ev.command() else { continue };
-            if ev.dir != Some(Dir::S2c) || c.address_args.is_empty() {
-                continue;
-            }
-            if let Some(r) = c.referral() {
+            if let Some((target, address, _)) = crate::protocol::redirect::of_command(ev.dir, c) {
                 if self.learned.len() >= MAX_LEARNED {
                     self.learned.clear();
                 }
                 let v = ev.version.map(|v| v.0);
-                self.learned.insert(r.address, (r.target, v));
+                self.learned.insert(address, (target, v));
             }
         }
     }
 
-    fn close(
-        &mut self,
-        k: Key,
-        ts: Ts,
-        reason: &str,
-        sink: &mut dyn FnMut(Event) -> std::io::Result<()>,
-    ) -> std::io::Result<()> {
+    fn close(&mut self, k: Key, ts: Ts, reason: &str, sink: &mut Sink<'_>) -> std::io::Result<()> {
         let Some(mut flow) = self.flows.remove(&k) else {
             return Ok(());
         };
@@ -588,14 +581,14 @@ impl FlowTable {
                             evs.push(s.event(
                                 ts,
                                 Some(dd),
-                                EventKind::Note {
-                                    message: format!("no command line found in the {n} bytes captured in this direction"),
-                                },
+                                EventKind::Note(Message {
+                                    message: format!("no command line found in the {n} bytes captured in this direction").into(),
+                                }),
                             ));
                         }
                     }
                 }
-                s.finish(ts, &mut evs);
+                s.finish(ts, &mut keep(&mut evs));
                 let by = flow
                     .closed_by
                     .map(|(d, _)| if d == Dir::C2s { "client" } else { "server" }.to_string());
@@ -605,32 +598,32 @@ impl FlowTable {
                     }
                     _ => reason.to_string(),
                 };
+                let (client_end, server_end) = ends(flow.closed_by, reason);
                 evs.push(s.event(
                     ts,
                     None,
-                    EventKind::Close {
-                        by,
-                        reason: Some(why),
+                    EventKind::Close(Close {
+                        by: by.map(Into::into),
+                        reason: Some(why.into()),
                         bytes_c2s: flow.bytes[0],
                         bytes_s2c: flow.bytes[1],
-                    },
+                        client_end,
+                        server_end,
+                        ..Close::default()
+                    }),
                 ));
             }
             None => self.stats.other_connections += 1,
         }
         self.learn(&evs);
-        for ev in evs.drain(..) {
-            sink(ev)?;
+        for mut ev in evs.drain(..) {
+            sink(&mut ev)?;
         }
         self.evs = evs;
         Ok(())
     }
 
-    fn evict(
-        &mut self,
-        ts: Ts,
-        sink: &mut dyn FnMut(Event) -> std::io::Result<()>,
-    ) -> std::io::Result<()> {
+    fn evict(&mut self, ts: Ts, sink: &mut Sink<'_>) -> std::io::Result<()> {
         let mut ages: Vec<(u64, Key)> = self.flows.iter().map(|(k, f)| (f.last_seen, *k)).collect();
         ages.sort_unstable();
         let n = (ages.len() / 8).max(1);
@@ -642,10 +635,7 @@ impl FlowTable {
     }
 
     /// End of the capture: every open connection is decoded to its end and closed.
-    pub fn finish(
-        &mut self,
-        sink: &mut dyn FnMut(Event) -> std::io::Result<()>,
-    ) -> std::io::Result<()> {
+    pub fn finish(&mut self, sink: &mut Sink<'_>) -> std::io::Result<()> {
         let mut keys: Vec<(u64, Key)> = self
             .flows
             .iter()
@@ -698,7 +688,7 @@ impl Ctx<'_> {
         ts: Ts,
         tables: &Tables,
         window: usize,
-        evs: &mut Vec<Event>,
+        evs: &mut Vec<Event<'static>>,
         rejected: &mut bool,
         opened: &mut bool,
     ) {
@@ -709,7 +699,7 @@ impl Ctx<'_> {
                 match &mut self.start[d] {
                     Start::Live => {
                         if let Some(s) = self.session.as_mut() {
-                            s.feed(dir, b, ts, evs);
+                            s.feed(dir, b, ts, &mut keep(evs));
                         }
                     }
                     Start::Seeking { pre, .. } => {
@@ -721,7 +711,7 @@ impl Ctx<'_> {
             Delivery::Gap { len, .. } => match &mut self.start[d] {
                 Start::Live => {
                     if let Some(s) = self.session.as_mut() {
-                        s.gap(dir, len, ts, evs);
+                        s.gap(dir, len, ts, &mut keep(evs));
                     }
                 }
                 Start::Seeking { pre, skipped } => {
@@ -735,11 +725,11 @@ impl Ctx<'_> {
                     evs.push(s.event(
                         ts,
                         Some(dir),
-                        EventKind::Note {
+                        EventKind::Note(Message {
                             message: format!(
                                 "TCP overlap: {len} bytes at stream offset {offset} differ from the copy received first; kept the first"
-                            ),
-                        },
+                            ).into(),
+                        }),
                     ));
                 }
             }
@@ -756,7 +746,7 @@ impl Ctx<'_> {
         ts: Ts,
         tables: &Tables,
         window: usize,
-        evs: &mut Vec<Event>,
+        evs: &mut Vec<Event<'static>>,
         rejected: &mut bool,
         opened: &mut bool,
     ) {
@@ -785,7 +775,7 @@ impl Ctx<'_> {
                         if skip > 0 {
                             evs.push(mid_note(s, dir, skip, ts));
                         }
-                        s.feed(dir, &rest, ts, evs);
+                        s.feed(dir, &rest, ts, &mut keep(evs));
                     }
                     return;
                 }
@@ -818,20 +808,51 @@ impl Ctx<'_> {
     }
 }
 
-fn mid_note(s: &Session, dir: Dir, skip: u64, ts: Ts) -> Event {
+fn mid_note(s: &Session, dir: Dir, skip: u64, ts: Ts) -> Event<'static> {
     s.event(
         ts,
         Some(dir),
-        EventKind::Note {
+        EventKind::Note(Message {
             message: format!(
                 "stream picked up mid-way: skipped {skip} bytes to the first command line; offsets count from there"
-            ),
-        },
+            ).into(),
+        }),
     )
 }
 
+/// Where a session's events are kept until the flow table has learned from them.
+fn keep<'v>(evs: &'v mut Vec<Event<'static>>) -> impl FnMut(&mut Event<'_>) + 'v {
+    |e: &mut Event<'_>| evs.push(e.clone().into_owned())
+}
+
+/// How each side ended, from who closed first and how the connection was closed.
+fn ends(
+    closed_by: Option<(Dir, &'static str)>,
+    reason: &str,
+) -> (Option<crate::event::Ending>, Option<crate::event::Ending>) {
+    use crate::event::Ending;
+    let how = |r: &str| {
+        if r == "RST" {
+            Ending::Reset
+        } else {
+            Ending::Fin
+        }
+    };
+    match closed_by {
+        Some((Dir::C2s, r)) => (Some(how(r)), None),
+        Some((Dir::S2c, r)) => (None, Some(how(r))),
+        None if reason == "end of capture" || reason == "evicted" => {
+            (Some(Ending::Open), Some(Ending::Open))
+        }
+        None => (None, None),
+    }
+}
+
+/// Where the flow table hands events.
+pub type Sink<'s> = dyn FnMut(&mut Event<'_>) -> std::io::Result<()> + 's;
+
 /// Feeds a direction's held bytes once its session exists.
-fn replay(flow: &mut Flow, dir: Dir, ts: Ts, tables: &Tables, evs: &mut Vec<Event>) {
+fn replay(flow: &mut Flow, dir: Dir, ts: Ts, tables: &Tables, evs: &mut Vec<Event<'static>>) {
     let d = dir.index();
     let Start::Seeking { pre, skipped } = &mut flow.start[d] else {
         return;
@@ -848,7 +869,7 @@ fn replay(flow: &mut Flow, dir: Dir, ts: Ts, tables: &Tables, evs: &mut Vec<Even
             if skip > 0 {
                 evs.push(mid_note(s, dir, skip, ts));
             }
-            s.feed(dir, &rest, ts, evs);
+            s.feed(dir, &rest, ts, &mut keep(evs));
         }
         Found::More(drop) => {
             *skipped += drop as u64;

@@ -89,7 +89,7 @@ pub fn read_path(
     path: &Path,
     tables: Arc<Tables>,
     opts: &ReadOptions,
-    sink: &mut dyn FnMut(Event) -> io::Result<()>,
+    sink: &mut flow::Sink<'_>,
 ) -> Result<ReadStats, CaptureError> {
     read_path_with_progress(path, tables, opts, sink, &mut |_| {})
 }
@@ -99,7 +99,7 @@ pub fn read_path_with_progress(
     path: &Path,
     tables: Arc<Tables>,
     opts: &ReadOptions,
-    sink: &mut dyn FnMut(Event) -> io::Result<()>,
+    sink: &mut flow::Sink<'_>,
     progress: &mut dyn FnMut(u64),
 ) -> Result<ReadStats, CaptureError> {
     let name = path.display().to_string();
@@ -123,7 +123,7 @@ pub fn read_from<R: Read>(
     input: R,
     tables: Arc<Tables>,
     opts: &ReadOptions,
-    sink: &mut dyn FnMut(Event) -> io::Result<()>,
+    sink: &mut flow::Sink<'_>,
     progress: &mut dyn FnMut(u64),
 ) -> Result<ReadStats, CaptureError> {
     read_core(name, input, tables, opts, sink, progress, None)
@@ -137,7 +137,7 @@ pub fn read_with_packets(
     path: &Path,
     tables: Arc<Tables>,
     opts: &ReadOptions,
-    on_record: &mut dyn FnMut(Record<'_>, &[Event]) -> io::Result<()>,
+    on_record: &mut dyn FnMut(Record<'_>, &[Event<'static>]) -> io::Result<()>,
 ) -> Result<ReadStats, CaptureError> {
     let name = path.display().to_string();
     let f = File::open(path).map_err(|source| CaptureError::Io {
@@ -159,11 +159,11 @@ pub fn read_records_from<R: Read>(
     input: R,
     tables: Arc<Tables>,
     opts: &ReadOptions,
-    on_record: &mut dyn FnMut(Record<'_>, &[Event]) -> io::Result<()>,
+    on_record: &mut dyn FnMut(Record<'_>, &[Event<'static>]) -> io::Result<()>,
 ) -> Result<ReadStats, CaptureError> {
     let evs = RefCell::new(Vec::new());
-    let mut sink = |e: Event| {
-        evs.borrow_mut().push(e);
+    let mut sink = |e: &mut Event<'_>| {
+        evs.borrow_mut().push(e.clone().into_owned());
         Ok(())
     };
     let mut observe = |r: Record<'_>| {
@@ -264,7 +264,7 @@ fn read_core<R: Read>(
     input: R,
     tables: Arc<Tables>,
     opts: &ReadOptions,
-    sink: &mut dyn FnMut(Event) -> io::Result<()>,
+    sink: &mut flow::Sink<'_>,
     progress: &mut dyn FnMut(u64),
     mut observer: Option<&mut Observer<'_>>,
 ) -> Result<ReadStats, CaptureError> {
@@ -545,7 +545,7 @@ fn handle_frame(
     defrag: &mut packet::Defrag,
     flows: &mut FlowTable,
     stats: &mut ReadStats,
-    sink: &mut dyn FnMut(Event) -> io::Result<()>,
+    sink: &mut flow::Sink<'_>,
 ) -> Result<bool, CaptureError> {
     let Some(ip) = packet::ip_of_frame(linktype, data).and_then(packet::parse_ip) else {
         stats.skipped_frames += 1;

@@ -1,17 +1,30 @@
-//! The one event schema shared by every input (live proxy, captures, session logs) and every
-//! sink. Events are plain data: they never refer back to sockets or files.
+//! The one event schema shared by every input (live proxy, captures, session logs, JSON
+//! Lines) and every output. Events borrow from the bytes and tables they were decoded
+//! from (`Event<'a>`); `into_owned` makes a `'static` copy for consumers that keep them.
+//! They are rendered once through serde: the JSON Lines a run writes are read back by the
+//! same types. Events never refer to sockets or files.
 
+pub mod annotations;
 pub mod filter;
 pub mod jsonl;
 pub mod pretty;
+pub mod ts;
 
-use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use std::borrow::Cow;
 use std::fmt;
-use std::sync::Arc;
 
-/// Version of the JSON event schema; bump on any incompatible change.
-pub const SCHEMA_VERSION: u32 = 1;
+use serde::ser::{SerializeMap, SerializeStruct};
+use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
+
+pub use annotations::Annotations;
+pub use ts::Ts;
+
+use crate::payload::{owned, owned_opt, Bytes, MsnObject, Payload};
+use crate::secret::{Redact, Secret, REDACTED};
+
+/// Version of the JSON event schema; bumped on any change a consumer could trip over.
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// Direction of a frame on a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -38,6 +51,12 @@ impl Dir {
         match self {
             Dir::C2s => "c2s",
             Dir::S2c => "s2c",
+        }
+    }
+    pub fn arrow(self) -> &'static str {
+        match self {
+            Dir::C2s => ">>>",
+            Dir::S2c => "<<<",
         }
     }
 }
@@ -82,162 +101,27 @@ impl fmt::Display for Service {
     }
 }
 
-/// A point in time, microseconds since the Unix epoch (UTC).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub struct Ts(pub i64);
-
-impl Ts {
-    pub fn from_secs_micros(secs: i64, micros: u32) -> Ts {
-        Ts(secs.saturating_mul(1_000_000).saturating_add(micros as i64))
-    }
-    pub fn now() -> Ts {
-        let d = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        Ts(d.as_micros() as i64)
-    }
-    /// Parses the RFC 3339 form this type writes (`YYYY-MM-DDTHH:MM:SS[.ffffff]Z`).
-    pub fn parse_rfc3339(s: &str) -> Option<Ts> {
-        let b = s.as_bytes();
-        if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' {
-            return None;
-        }
-        let n = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
-        let (y, mo, d) = (n(0..4)?, n(5..7)?, n(8..10)?);
-        let (h, mi, se) = (n(11..13)?, n(14..16)?, n(17..19)?);
-        let mut micros = 0i64;
-        let rest = &s[19..];
-        let rest = if let Some(frac) = rest.strip_prefix('.') {
-            let digits: String = frac.chars().take_while(|c| c.is_ascii_digit()).collect();
-            let mut v = 0i64;
-            for (i, c) in digits
-                .chars()
-                .chain(std::iter::repeat('0'))
-                .take(6)
-                .enumerate()
-            {
-                let _ = i;
-                v = v * 10 + (c as i64 - '0' as i64);
-            }
-            micros = v;
-            &frac[digits.len()..]
-        } else {
-            rest
-        };
-        if rest != "Z" && rest != "+00:00" {
-            return None;
-        }
-        let days = days_from_civil(y, mo, d);
-        Some(Ts(
-            (days * 86400 + h * 3600 + mi * 60 + se) * 1_000_000 + micros
-        ))
-    }
-}
-
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = if y >= 0 { y } else { y - 399 } / 400;
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146097 + doe - 719468
-}
-
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719468;
-    let era = if z >= 0 { z } else { z - 146096 } / 146097;
-    let doe = z - era * 146097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
-
-impl Ts {
-    /// RFC 3339 digits for years 0-9999 (None outside: `Display` pads those with `write!`).
-    fn rfc3339(&self) -> Option<[u8; 27]> {
-        let secs = self.0.div_euclid(1_000_000);
-        let micros = self.0.rem_euclid(1_000_000);
-        let days = secs.div_euclid(86400);
-        let sod = secs.rem_euclid(86400);
-        let (y, m, d) = civil_from_days(days);
-        if !(0..=9999).contains(&y) {
-            return None;
-        }
-        // Written digit by digit: this runs once per event and `write!` with padding was a
-        // tenth of the time of `msntap read --json`.
-        let mut b = *b"0000-00-00T00:00:00.000000Z";
-        let mut put = |at: usize, width: usize, mut v: i64| {
-            for i in (0..width).rev() {
-                b[at + i] = b'0' + (v % 10) as u8;
-                v /= 10;
-            }
-        };
-        put(0, 4, y);
-        put(5, 2, i64::from(m));
-        put(8, 2, i64::from(d));
-        put(11, 2, sod / 3600);
-        put(14, 2, (sod / 60) % 60);
-        put(17, 2, sod % 60);
-        put(20, 6, micros);
-        Some(b)
-    }
-}
-
-impl fmt::Display for Ts {
-    /// RFC 3339 in UTC with microseconds.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if let Some(b) = self.rfc3339() {
-            return f.write_str(std::str::from_utf8(&b).map_err(|_| fmt::Error)?);
-        }
-        let secs = self.0.div_euclid(1_000_000);
-        let micros = self.0.rem_euclid(1_000_000);
-        let sod = secs.rem_euclid(86400);
-        let (y, m, d) = civil_from_days(secs.div_euclid(86400));
-        write!(
-            f,
-            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{micros:06}Z",
-            sod / 3600,
-            (sod / 60) % 60,
-            sod % 60
-        )
-    }
-}
-
-impl Serialize for Ts {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        // A plain string, not `collect_str`: no formatter machinery per event.
-        match self.rfc3339() {
-            Some(b) => s.serialize_str(std::str::from_utf8(&b).map_err(serde::ser::Error::custom)?),
-            None => s.collect_str(self),
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for Ts {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        Ts::parse_rfc3339(&s).ok_or_else(|| serde::de::Error::custom("bad RFC 3339 timestamp"))
-    }
-}
-
 /// A negotiated dialect, written `MSNP11`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Version(pub u8);
 
 impl Serialize for Version {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(&format_args!("MSNP{}", self.0))
+        const NAMES: [&str; 22] = [
+            "MSNP0", "MSNP1", "MSNP2", "MSNP3", "MSNP4", "MSNP5", "MSNP6", "MSNP7", "MSNP8",
+            "MSNP9", "MSNP10", "MSNP11", "MSNP12", "MSNP13", "MSNP14", "MSNP15", "MSNP16",
+            "MSNP17", "MSNP18", "MSNP19", "MSNP20", "MSNP21",
+        ];
+        match NAMES.get(self.0 as usize) {
+            Some(n) => s.serialize_str(n),
+            None => s.collect_str(&format_args!("MSNP{}", self.0)),
+        }
     }
 }
 
 impl<'de> Deserialize<'de> for Version {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
+        let s = Cow::<str>::deserialize(d)?;
         s.strip_prefix("MSNP")
             .and_then(|n| n.parse().ok())
             .map(Version)
@@ -245,186 +129,728 @@ impl<'de> Deserialize<'de> for Version {
     }
 }
 
-/// Meaning of a numeric error reply.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ErrorInfo {
-    pub code: u16,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<Arc<str>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub meaning: Option<Arc<str>>,
-}
-
-/// A payload that followed a command line.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Payload {
-    /// Byte length, as declared on the command line.
-    pub length: u64,
-    /// `mime`, `xml`, `text`, `binary`, `multipart`, or `skipped` (not read: over the limit).
-    pub kind: String,
-    /// True when the command is unknown and the payload was framed by looking at what followed.
-    #[serde(default, skip_serializing_if = "is_false")]
-    pub guess: bool,
-    /// The decoded form (headers, XML tree, P2P header, ...); absent when not decodable.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub decoded: Option<Value>,
-    /// The body as text when it is UTF-8.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub text: Option<String>,
-    /// The body as base64 when it is not UTF-8.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub base64: Option<String>,
-    /// Decoding problems (bad XML, truncated P2P header, ...); the bytes are still kept.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub problem: Option<String>,
+impl fmt::Display for Version {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "MSNP{}", self.0)
+    }
 }
 
 fn is_false(b: &bool) -> bool {
     !*b
 }
 
-/// A decoded command line with its payload.
+/// Capability flags (`caps` or `caps:extcaps`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Command {
-    pub cmd: String,
+#[serde(deny_unknown_fields)]
+pub struct Caps<'a> {
+    pub value: u64,
+    pub flags: Vec<Cow<'a, str>>,
+    /// The Messenger version in the top nibble.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<Cow<'a, str>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ext: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ext_flags: Option<Vec<Cow<'a, str>>>,
+}
+
+/// An enumerated value with its meaning from the tables.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnumValue<'a> {
+    pub value: Cow<'a, str>,
+    pub meaning: Cow<'a, str>,
+}
+
+/// A server address.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Address<'a> {
+    pub host: Cow<'a, str>,
+    pub port: u64,
+}
+
+/// List bits of LST/ADC.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListBits<'a> {
+    pub value: u64,
+    pub lists: Vec<Cow<'a, str>>,
+}
+
+/// The value of one named parameter, typed by the dissector table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum FieldValue<'a> {
+    Int(u64),
+    Str(Cow<'a, str>),
+    /// A cookie, hash, ticket: redacted unless `--no-redact`.
+    Secret(Secret<'a>),
+    Enum(EnumValue<'a>),
+    Address(Address<'a>),
+    Caps(Box<Caps<'a>>),
+    /// List bits of LST/ADC (`FL`, `AL`, `BL`, `RL`, `PL`).
+    Lists(ListBits<'a>),
+    MsnObj(Box<MsnObject<'a>>),
+    /// A repeated last parameter.
+    List(Vec<FieldValue<'a>>),
+}
+
+impl FieldValue<'_> {
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            FieldValue::Str(s) => Some(s),
+            FieldValue::Secret(s) => Some(s.expose()),
+            FieldValue::Enum(e) => Some(&e.value),
+            _ => None,
+        }
+    }
+    pub fn as_u64(&self) -> Option<u64> {
+        match self {
+            FieldValue::Int(n) => Some(*n),
+            FieldValue::Caps(c) => Some(c.value),
+            FieldValue::Lists(l) => Some(l.value),
+            _ => None,
+        }
+    }
+    pub fn into_owned(self) -> FieldValue<'static> {
+        match self {
+            FieldValue::Int(n) => FieldValue::Int(n),
+            FieldValue::Str(s) => FieldValue::Str(owned(s)),
+            FieldValue::Secret(s) => FieldValue::Secret(s.into_owned()),
+            FieldValue::Enum(e) => FieldValue::Enum(EnumValue {
+                value: owned(e.value),
+                meaning: owned(e.meaning),
+            }),
+            FieldValue::Address(a) => FieldValue::Address(Address {
+                host: owned(a.host),
+                port: a.port,
+            }),
+            FieldValue::Caps(c) => FieldValue::Caps(Box::new(Caps {
+                value: c.value,
+                flags: c.flags.into_iter().map(owned).collect(),
+                client: owned_opt(c.client),
+                ext: c.ext,
+                ext_flags: c.ext_flags.map(|v| v.into_iter().map(owned).collect()),
+            })),
+            FieldValue::Lists(l) => FieldValue::Lists(ListBits {
+                value: l.value,
+                lists: l.lists.into_iter().map(owned).collect(),
+            }),
+            FieldValue::MsnObj(o) => FieldValue::MsnObj(Box::new(o.into_owned())),
+            FieldValue::List(v) => {
+                FieldValue::List(v.into_iter().map(FieldValue::into_owned).collect())
+            }
+        }
+    }
+}
+
+impl Redact for FieldValue<'_> {
+    fn redact(&mut self) -> bool {
+        match self {
+            FieldValue::Secret(s) => s.redact(),
+            FieldValue::List(v) => v.redact(),
+            _ => false,
+        }
+    }
+}
+
+/// One named parameter.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Field<'a> {
+    pub name: Cow<'a, str>,
+    pub value: FieldValue<'a>,
+}
+
+/// The named parameters of a command, in the order of the form; written as a JSON object.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Fields<'a>(pub SmallVec<[Field<'a>; 6]>);
+
+impl<'a> Fields<'a> {
+    pub fn get(&self, name: &str) -> Option<&FieldValue<'a>> {
+        self.0.iter().find(|f| f.name == name).map(|f| &f.value)
+    }
+    pub fn str(&self, name: &str) -> Option<&str> {
+        self.get(name).and_then(FieldValue::as_str)
+    }
+    pub fn u64(&self, name: &str) -> Option<u64> {
+        self.get(name).and_then(FieldValue::as_u64)
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+    pub fn iter(&self) -> impl Iterator<Item = &Field<'a>> {
+        self.0.iter()
+    }
+    pub fn into_owned(self) -> Fields<'static> {
+        Fields(
+            self.0
+                .into_iter()
+                .map(|f| Field {
+                    name: owned(f.name),
+                    value: f.value.into_owned(),
+                })
+                .collect(),
+        )
+    }
+}
+
+impl Serialize for Fields<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(self.0.len()))?;
+        for f in &self.0 {
+            m.serialize_entry(f.name.as_ref(), &f.value)?;
+        }
+        m.end()
+    }
+}
+
+impl<'de, 'a> Deserialize<'de> for Fields<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de, 'a> serde::de::Visitor<'de> for V<'a> {
+            type Value = Fields<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an object of fields")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut a: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut v = Fields::default();
+                while let Some((k, val)) = a.next_entry::<String, FieldValue<'a>>()? {
+                    v.0.push(Field {
+                        name: Cow::Owned(k),
+                        value: val,
+                    });
+                }
+                Ok(v)
+            }
+        }
+        d.deserialize_map(V(std::marker::PhantomData))
+    }
+}
+
+impl Redact for Fields<'_> {
+    fn redact(&mut self) -> bool {
+        let mut c = false;
+        for f in self.0.iter_mut() {
+            c |= f.value.redact();
+        }
+        c
+    }
+}
+
+/// Meaning of a numeric error reply.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorInfo<'a> {
+    pub code: u16,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<Cow<'a, str>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub meaning: Option<Cow<'a, str>>,
+}
+
+/// Indices of arguments (the token after the command name is 0).
+pub type ArgIndices = SmallVec<[u8; 2]>;
+
+/// A decoded command line with its payload.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Command<'a> {
+    /// The three-letter command or three-digit error code.
+    pub cmd: Cow<'a, str>,
+    #[serde(default)]
     pub trid: Option<u64>,
-    /// The raw tokens after the command name.
-    pub args: Vec<String>,
-    /// Named, typed parameters from the dissector table.
-    #[serde(default, skip_serializing_if = "Map::is_empty")]
-    pub fields: Map<String, Value>,
-    /// The command is in the dissector tables.
+    #[serde(default)]
+    pub fields: Fields<'a>,
     pub known: bool,
-    /// A known command whose line fits none of its forms (arity or literal).
-    #[serde(default, skip_serializing_if = "is_false")]
+    #[serde(default)]
     pub unmatched_form: bool,
-    /// One-line meaning from the tables (the form's, else the command's), shared with them.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub meaning: Option<Arc<str>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<ErrorInfo>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub payload: Option<Payload>,
-    /// The command line as received, without its line ending.
-    pub line: String,
+    #[serde(default)]
+    pub error: Option<ErrorInfo<'a>>,
+    #[serde(default)]
+    pub payload: Option<Payload<'a>>,
+    /// The command line as received, without its line ending (invalid UTF-8 replaced; see
+    /// `line_base64`). `args` are its tokens after the name.
+    pub line: Cow<'a, str>,
+    /// The exact bytes of the line when they are not UTF-8 (legacy Latin-1 names).
+    #[serde(default)]
+    pub line_base64: Option<Bytes<'a>>,
     /// Byte offset of the frame in its direction of the stream.
     pub offset: u64,
+    /// The line was ended by the end of the stream, not by a line ending.
+    #[serde(default)]
+    pub unterminated: bool,
+    /// Arguments holding secrets (cookies, hashes, tickets): what redaction hides.
+    #[serde(default)]
+    pub secret_args: ArgIndices,
+    /// Arguments holding server addresses (XFR, RNG): what a proxy rewrites.
+    #[serde(skip)]
+    pub address_args: ArgIndices,
     /// Secrets in this event were replaced by `<redacted>`.
+    #[serde(default)]
+    pub redacted: bool,
+    /// The line as the proxy forwarded it, when it rewrote an address in it.
+    #[serde(default)]
+    pub rewritten: Option<Cow<'a, str>>,
+    #[serde(default)]
+    pub annotations: Annotations<'a>,
+}
+
+/// The arguments of a line (tokens after the command name), for serialization.
+struct ArgsOf<'l>(&'l str);
+
+impl Serialize for ArgsOf<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(crate::wire::tokens(self.0).skip(1))
+    }
+}
+
+impl Serialize for Command<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut st = s.serialize_struct("Command", 16)?;
+        st.serialize_field("cmd", &self.cmd)?;
+        if let Some(t) = self.trid {
+            st.serialize_field("trid", &t)?;
+        }
+        st.serialize_field("args", &ArgsOf(&self.line))?;
+        if !self.fields.is_empty() {
+            st.serialize_field("fields", &self.fields)?;
+        }
+        st.serialize_field("known", &self.known)?;
+        if self.unmatched_form {
+            st.serialize_field("unmatched_form", &true)?;
+        }
+        if let Some(e) = &self.error {
+            st.serialize_field("error", e)?;
+        }
+        if let Some(p) = &self.payload {
+            st.serialize_field("payload", p)?;
+        }
+        st.serialize_field("line", &self.line)?;
+        if let Some(b) = &self.line_base64 {
+            st.serialize_field("line_base64", b)?;
+        }
+        st.serialize_field("offset", &self.offset)?;
+        if self.unterminated {
+            st.serialize_field("unterminated", &true)?;
+        }
+        if !self.secret_args.is_empty() {
+            st.serialize_field("secret_args", &self.secret_args)?;
+        }
+        if self.redacted {
+            st.serialize_field("redacted", &true)?;
+        }
+        if let Some(r) = &self.rewritten {
+            st.serialize_field("rewritten", r)?;
+        }
+        if !self.annotations.is_empty() {
+            st.serialize_field("annotations", &self.annotations)?;
+        }
+        st.end()
+    }
+}
+
+impl<'a> Command<'a> {
+    /// The tokens after the command name.
+    pub fn args(&self) -> impl Iterator<Item = &str> {
+        crate::wire::tokens(&self.line).skip(1)
+    }
+    pub fn arg(&self, i: usize) -> Option<&str> {
+        self.args().nth(i)
+    }
+    pub fn argc(&self) -> usize {
+        self.args().count()
+    }
+    pub fn is_error(&self) -> bool {
+        self.error.is_some()
+    }
+
+    /// After reading from JSON: fields that hold a secret argument are typed `Secret`
+    /// again (the JSON carries `secret_args`, not the type of each field).
+    pub fn retype_secrets(&mut self) {
+        if self.secret_args.is_empty() {
+            return;
+        }
+        let secrets: Vec<String> = self
+            .secret_args
+            .iter()
+            .filter_map(|&i| self.arg(i as usize).map(str::to_string))
+            .collect();
+        for f in self.fields.0.iter_mut() {
+            if let FieldValue::Str(s) = &f.value {
+                if secrets.iter().any(|x| x == s) {
+                    f.value = FieldValue::Secret(Secret(s.clone()));
+                }
+            }
+        }
+    }
+
+    pub fn into_owned(self) -> Command<'static> {
+        Command {
+            cmd: owned(self.cmd),
+            trid: self.trid,
+            fields: self.fields.into_owned(),
+            known: self.known,
+            unmatched_form: self.unmatched_form,
+            error: self.error.map(|e| ErrorInfo {
+                code: e.code,
+                name: owned_opt(e.name),
+                meaning: owned_opt(e.meaning),
+            }),
+            payload: self.payload.map(Payload::into_owned),
+            line: owned(self.line),
+            line_base64: self.line_base64.map(Bytes::into_owned),
+            offset: self.offset,
+            unterminated: self.unterminated,
+            secret_args: self.secret_args,
+            address_args: self.address_args,
+            redacted: self.redacted,
+            rewritten: owned_opt(self.rewritten),
+            annotations: self.annotations.into_owned(),
+        }
+    }
+}
+
+/// Replaces the tokens of `line` at `args` (argument indices) by `<redacted>`.
+fn redact_tokens(line: &[u8], args: &[u8]) -> Option<Vec<u8>> {
+    let mut toks = crate::wire::Toks::new();
+    crate::wire::tokenize(line, &mut toks);
+    let mut out = Vec::with_capacity(line.len());
+    let mut at = 0;
+    let mut changed = false;
+    for (i, t) in toks.iter().enumerate().skip(1) {
+        if !args.contains(&((i - 1) as u8)) || t.of(line) == REDACTED.as_bytes() {
+            continue;
+        }
+        out.extend_from_slice(&line[at..t.start as usize]);
+        out.extend_from_slice(REDACTED.as_bytes());
+        at = t.end as usize;
+        changed = true;
+    }
+    out.extend_from_slice(&line[at..]);
+    changed.then_some(out)
+}
+
+impl Redact for Command<'_> {
+    fn redact(&mut self) -> bool {
+        let mut c = false;
+        if !self.secret_args.is_empty() {
+            if let Some(l) = redact_tokens(self.line.as_bytes(), &self.secret_args) {
+                self.line = Cow::Owned(String::from_utf8_lossy(&l).into_owned());
+                c = true;
+            }
+            if let Some(b) = self.line_base64.as_mut() {
+                if let Some(l) = redact_tokens(&b.0, &self.secret_args) {
+                    b.0 = Cow::Owned(l);
+                    c = true;
+                }
+            }
+            if let Some(r) = self.rewritten.as_mut() {
+                if let Some(l) = redact_tokens(r.as_bytes(), &self.secret_args) {
+                    *r = Cow::Owned(String::from_utf8_lossy(&l).into_owned());
+                    c = true;
+                }
+            }
+        }
+        c |= self.fields.redact();
+        c |= self.payload.redact();
+        c |= self.annotations.redact();
+        if c {
+            self.redacted = true;
+        }
+        c
+    }
+}
+
+/// Raw bytes shown escaped (`\r`, `\n`, `\t`, `\\`, `\xNN`), as in desync previews.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Preview<'a>(pub Cow<'a, [u8]>);
+
+impl Preview<'_> {
+    pub fn escaped(&self) -> String {
+        let mut s = String::with_capacity(self.0.len());
+        for &b in self.0.iter() {
+            match b {
+                b'\r' => s.push_str("\\r"),
+                b'\n' => s.push_str("\\n"),
+                b'\t' => s.push_str("\\t"),
+                b'\\' => s.push_str("\\\\"),
+                0x20..=0x7e => s.push(b as char),
+                _ => s.push_str(&format!("\\x{b:02x}")),
+            }
+        }
+        s
+    }
+    fn unescape(s: &str) -> Vec<u8> {
+        let b = s.as_bytes();
+        let mut out = Vec::with_capacity(b.len());
+        let mut i = 0;
+        while i < b.len() {
+            if b[i] == b'\\' && i + 1 < b.len() {
+                let hex = |c: u8| (c as char).to_digit(16);
+                match b[i + 1] {
+                    b'r' => out.push(b'\r'),
+                    b'n' => out.push(b'\n'),
+                    b't' => out.push(b'\t'),
+                    b'\\' => out.push(b'\\'),
+                    b'x' if i + 3 < b.len() => {
+                        if let (Some(x), Some(y)) = (hex(b[i + 2]), hex(b[i + 3])) {
+                            out.push((x * 16 + y) as u8);
+                            i += 4;
+                            continue;
+                        }
+                        out.push(b'\\');
+                        i += 1;
+                        continue;
+                    }
+                    _ => {
+                        out.push(b'\\');
+                        i += 1;
+                        continue;
+                    }
+                }
+                i += 2;
+                continue;
+            }
+            out.push(b[i]);
+            i += 1;
+        }
+        out
+    }
+}
+
+impl Serialize for Preview<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.escaped())
+    }
+}
+
+impl<'de, 'a> Deserialize<'de> for Preview<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = Cow::<str>::deserialize(d)?;
+        Ok(Preview(Cow::Owned(Preview::unescape(&s))))
+    }
+}
+
+/// A connection was opened.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Connect<'a> {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<Cow<'a, str>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<Cow<'a, str>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<Cow<'a, str>>,
+}
+
+/// How one side of a connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Ending {
+    Fin,
+    Reset,
+    /// Still open when the capture or the proxy ended.
+    Open,
+    /// Closed by msntap (shutdown, timeout, error).
+    Aborted,
+}
+
+/// A connection was closed.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Close<'a> {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<Cow<'a, str>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<Cow<'a, str>>,
+    /// Bytes seen from each side.
+    pub bytes_c2s: u64,
+    pub bytes_s2c: u64,
+    /// Proxy: bytes that reached the other side, and bytes received that could not be
+    /// delivered (the receiver was gone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivered_c2s: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivered_s2c: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub undelivered_c2s: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub undelivered_s2c: Option<u64>,
+    /// How the client's and the server's side ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_end: Option<Ending>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_end: Option<Ending>,
+}
+
+/// Bytes that could not be framed; decoding resumed at the next command line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Desync<'a> {
+    pub offset: u64,
+    pub skipped: u64,
+    pub reason: Cow<'a, str>,
+    /// The first bytes skipped (secret-looking tokens redacted unless `--no-redact`).
+    pub preview: Preview<'a>,
     #[serde(default, skip_serializing_if = "is_false")]
     pub redacted: bool,
-    /// What the analysis layer adds: `auth` (login scheme, stage, password check),
-    /// `challenge` (CHL/QRY product id and validity).
-    #[serde(default, skip_serializing_if = "Map::is_empty")]
-    pub annotations: Map<String, Value>,
-    /// Indices of `args` holding server addresses (XFR, RNG): what a proxy rewrites.
-    #[serde(skip)]
-    pub address_args: Vec<usize>,
-    /// Indices of `args` holding secrets (cookies, hashes, tickets).
-    #[serde(skip)]
-    pub secret_args: Vec<usize>,
-    /// The exact bytes of the frame: line, line ending and payload.
-    #[serde(skip)]
-    pub raw: Vec<u8>,
 }
 
-impl Command {
-    /// The frame exactly as it was on the wire.
-    pub fn to_wire(&self) -> &[u8] {
-        &self.raw
-    }
-    /// The payload bytes (empty when none).
-    pub fn payload_bytes(&self) -> &[u8] {
-        match &self.payload {
-            Some(p) if p.kind != "skipped" => {
-                let n = (p.length as usize).min(self.raw.len());
-                &self.raw[self.raw.len() - n..]
-            }
-            _ => &[],
+impl Redact for Desync<'_> {
+    fn redact(&mut self) -> bool {
+        if self.redacted {
+            return false;
         }
-    }
-    /// The first argument, if it names a service referral (XFR NS/SB, RNG).
-    pub fn referral(&self) -> Option<Referral> {
-        let i = *self.address_args.first()?;
-        let address = self.args.get(i)?.clone();
-        if address == "0" {
-            return None;
-        }
-        let target = if self.cmd == "RNG" || self.args.iter().any(|a| a == "SB") {
-            Service::Sb
-        } else {
-            Service::Ns
-        };
-        let cookie = self
-            .args
-            .iter()
-            .position(|a| a == "CKI")
-            .and_then(|p| self.args.get(p + 1).cloned());
-        Some(Referral {
-            target,
-            address,
-            cookie,
-        })
+        let s = crate::secret::scrub(&self.preview.0);
+        let changed = s != *self.preview.0;
+        self.preview = Preview(Cow::Owned(s));
+        self.redacted = true;
+        changed
     }
 }
 
-/// A server address handed to the client by XFR or RNG.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Referral {
+/// Bytes missing from a capture.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Gap {
+    pub offset: u64,
+    pub length: u64,
+}
+
+/// A server address handed to the client, and what the proxy made of it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Redirect<'a> {
+    pub cmd: Cow<'a, str>,
     pub target: Service,
-    pub address: String,
-    pub cookie: Option<String>,
+    pub original: Cow<'a, str>,
+    /// The proxy's route listener; absent when the address could not be rewritten (the
+    /// client then leaves the proxy: see `problem`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rewritten: Option<Cow<'a, str>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<Cow<'a, str>>,
+}
+
+/// A message: an error met, or a remark about the input.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Message<'a> {
+    pub message: Cow<'a, str>,
+}
+
+/// Events dropped because a consumer fell behind (live proxy).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dropped {
+    pub events: u64,
+    pub bytes: u64,
+    /// When the first and last dropped events happened.
+    pub since: Ts,
+    pub until: Ts,
 }
 
 /// What happened, by type.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
-pub enum EventKind {
-    Command(Box<Command>),
-    Connect {
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        client: Option<String>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        server: Option<String>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        detail: Option<String>,
-    },
-    Close {
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        by: Option<String>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        reason: Option<String>,
-        bytes_c2s: u64,
-        bytes_s2c: u64,
-    },
-    Desync {
-        offset: u64,
-        skipped: u64,
-        reason: String,
-        preview: String,
-    },
-    Error {
-        message: String,
-    },
-    Gap {
-        offset: u64,
-        length: u64,
-    },
-    Redirect {
-        cmd: String,
-        target: Service,
-        original: String,
-        rewritten: String,
-    },
-    Note {
-        message: String,
-    },
+pub enum EventKind<'a> {
+    Command(Command<'a>),
+    Connect(Connect<'a>),
+    Close(Close<'a>),
+    Desync(Desync<'a>),
+    Gap(Gap),
+    Redirect(Redirect<'a>),
+    Note(Message<'a>),
+    Error(Message<'a>),
+    Dropped(Dropped),
+}
+
+impl EventKind<'_> {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            EventKind::Command(_) => "command",
+            EventKind::Connect(_) => "connect",
+            EventKind::Close(_) => "close",
+            EventKind::Desync(_) => "desync",
+            EventKind::Gap(_) => "gap",
+            EventKind::Redirect(_) => "redirect",
+            EventKind::Note(_) => "note",
+            EventKind::Error(_) => "error",
+            EventKind::Dropped(_) => "dropped",
+        }
+    }
+
+    pub fn into_owned(self) -> EventKind<'static> {
+        match self {
+            EventKind::Command(c) => EventKind::Command(c.into_owned()),
+            EventKind::Connect(c) => EventKind::Connect(Connect {
+                client: owned_opt(c.client),
+                server: owned_opt(c.server),
+                detail: owned_opt(c.detail),
+            }),
+            EventKind::Close(c) => EventKind::Close(Close {
+                by: owned_opt(c.by),
+                reason: owned_opt(c.reason),
+                ..c
+            }),
+            EventKind::Desync(d) => EventKind::Desync(Desync {
+                offset: d.offset,
+                skipped: d.skipped,
+                reason: owned(d.reason),
+                preview: Preview(Cow::Owned(d.preview.0.into_owned())),
+                redacted: d.redacted,
+            }),
+            EventKind::Gap(g) => EventKind::Gap(g),
+            EventKind::Redirect(r) => EventKind::Redirect(Redirect {
+                cmd: owned(r.cmd),
+                target: r.target,
+                original: owned(r.original),
+                rewritten: owned_opt(r.rewritten),
+                problem: owned_opt(r.problem),
+            }),
+            EventKind::Note(m) => EventKind::Note(Message {
+                message: owned(m.message),
+            }),
+            EventKind::Error(m) => EventKind::Error(Message {
+                message: owned(m.message),
+            }),
+            EventKind::Dropped(d) => EventKind::Dropped(d),
+        }
+    }
+}
+
+impl Redact for EventKind<'_> {
+    fn redact(&mut self) -> bool {
+        match self {
+            EventKind::Command(c) => c.redact(),
+            EventKind::Desync(d) => d.redact(),
+            _ => false,
+        }
+    }
+}
+
+/// The schema number in every event: written as [`SCHEMA_VERSION`], checked on reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Schema;
+
+impl Serialize for Schema {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u32(SCHEMA_VERSION)
+    }
+}
+
+impl<'de> Deserialize<'de> for Schema {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = u32::deserialize(d)?;
+        if v == SCHEMA_VERSION {
+            Ok(Schema)
+        } else {
+            Err(serde::de::Error::custom(format!(
+                "event schema {v}, but this msntap reads schema {SCHEMA_VERSION} (docs/events.md lists the changes)"
+            )))
+        }
+    }
 }
 
 /// One event of the stream.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Event {
-    pub schema: u32,
+pub struct Event<'a> {
+    pub schema: Schema,
     pub ts: Ts,
     pub conn: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -432,55 +858,77 @@ pub struct Event {
     pub service: Service,
     pub version: Option<Version>,
     #[serde(flatten)]
-    pub kind: EventKind,
+    pub kind: EventKind<'a>,
 }
 
-impl Event {
-    pub fn type_name(&self) -> &'static str {
-        match self.kind {
-            EventKind::Command(_) => "command",
-            EventKind::Connect { .. } => "connect",
-            EventKind::Close { .. } => "close",
-            EventKind::Desync { .. } => "desync",
-            EventKind::Error { .. } => "error",
-            EventKind::Gap { .. } => "gap",
-            EventKind::Redirect { .. } => "redirect",
-            EventKind::Note { .. } => "note",
+impl<'a> Event<'a> {
+    pub fn new(
+        ts: Ts,
+        conn: u64,
+        dir: Option<Dir>,
+        service: Service,
+        version: Option<u8>,
+        kind: EventKind<'a>,
+    ) -> Event<'a> {
+        Event {
+            schema: Schema,
+            ts,
+            conn,
+            dir,
+            service,
+            version: version.map(Version),
+            kind,
         }
     }
-    pub fn command(&self) -> Option<&Command> {
+    pub fn type_name(&self) -> &'static str {
+        self.kind.type_name()
+    }
+    pub fn command(&self) -> Option<&Command<'a>> {
         match &self.kind {
             EventKind::Command(c) => Some(c),
             _ => None,
         }
     }
+    pub fn command_mut(&mut self) -> Option<&mut Command<'a>> {
+        match &mut self.kind {
+            EventKind::Command(c) => Some(c),
+            _ => None,
+        }
+    }
+    pub fn into_owned(self) -> Event<'static> {
+        Event {
+            schema: Schema,
+            ts: self.ts,
+            conn: self.conn,
+            dir: self.dir,
+            service: self.service,
+            version: self.version,
+            kind: self.kind.into_owned(),
+        }
+    }
+
+    /// Reads one JSON line written by `--json` (any msntap run of this schema).
+    pub fn from_json(line: &str) -> Result<Event<'static>, serde_json::Error> {
+        let mut ev: Event<'static> = serde_json::from_str(line)?;
+        if let EventKind::Command(c) = &mut ev.kind {
+            c.retype_secrets();
+        }
+        Ok(ev)
+    }
+}
+
+impl Redact for Event<'_> {
+    fn redact(&mut self) -> bool {
+        self.kind.redact()
+    }
 }
 
 /// Somewhere events go.
 pub trait Sink {
-    fn event(&mut self, ev: &Event) -> std::io::Result<()>;
+    fn event(&mut self, ev: &Event<'_>) -> std::io::Result<()>;
     fn finish(&mut self) -> std::io::Result<()> {
         Ok(())
     }
-}
-
-/// A short, printable preview of raw bytes (escapes control and non-ASCII bytes).
-pub fn preview(bytes: &[u8], max: usize) -> String {
-    let mut s = String::new();
-    for &b in bytes.iter().take(max) {
-        match b {
-            b'\r' => s.push_str("\\r"),
-            b'\n' => s.push_str("\\n"),
-            b'\t' => s.push_str("\\t"),
-            b'\\' => s.push_str("\\\\"),
-            0x20..=0x7e => s.push(b as char),
-            _ => s.push_str(&format!("\\x{b:02x}")),
-        }
-    }
-    if bytes.len() > max {
-        s.push_str("...");
-    }
-    s
 }
 
 #[cfg(test)]
@@ -488,23 +936,89 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ts_formats_rfc3339_with_micros() {
-        // 2005-01-02T03:04:05.000006Z: 12785 days after 1970-01-01 (checked with `date -d`).
-        let t = Ts::from_secs_micros(1104635045, 6);
-        assert_eq!(t.to_string(), "2005-01-02T03:04:05.000006Z");
-        assert_eq!(Ts::parse_rfc3339("2005-01-02T03:04:05.000006Z"), Some(t));
-        assert_eq!(Ts(0).to_string(), "1970-01-01T00:00:00.000000Z");
-        assert_eq!(
-            Ts::parse_rfc3339("2024-02-29T23:59:59Z")
-                .unwrap()
-                .to_string(),
-            "2024-02-29T23:59:59.000000Z"
-        );
+    fn preview_escapes_and_reads_back() {
+        let p = Preview(Cow::Borrowed(b"A\r\n\x00\xff\\x"));
+        assert_eq!(p.escaped(), "A\\r\\n\\x00\\xff\\\\x");
+        let j = serde_json::to_string(&p).unwrap();
+        let back: Preview = serde_json::from_str(&j).unwrap();
+        assert_eq!(back, p);
     }
 
     #[test]
-    fn preview_escapes() {
-        assert_eq!(preview(b"A\r\n\x00\xff", 10), "A\\r\\n\\x00\\xff");
-        assert_eq!(preview(b"abcdef", 3), "abc...");
+    fn command_redaction_hides_line_tokens_and_secret_fields() {
+        let mut c = Command {
+            cmd: "USR".into(),
+            trid: Some(7),
+            fields: Fields(
+                [
+                    Field {
+                        name: "trid".into(),
+                        value: FieldValue::Int(7),
+                    },
+                    Field {
+                        name: "ticket".into(),
+                        value: FieldValue::Secret(Secret::new("t=abc&p=def")),
+                    },
+                ]
+                .into_iter()
+                .collect(),
+            ),
+            known: true,
+            unmatched_form: false,
+            error: None,
+            payload: None,
+            line: "USR 7 TWN S t=abc&p=def".into(),
+            line_base64: None,
+            offset: 0,
+            unterminated: false,
+            secret_args: [3u8].into_iter().collect(),
+            address_args: ArgIndices::new(),
+            redacted: false,
+            rewritten: None,
+            annotations: Annotations::default(),
+        };
+        let ev = Event::new(
+            Ts(0),
+            1,
+            Some(Dir::C2s),
+            Service::Ns,
+            Some(8),
+            EventKind::Command(c.clone()),
+        );
+        let clear = serde_json::to_string(&ev).unwrap();
+        assert!(clear.contains("t=abc&p=def"));
+        // Read back (as from a --no-redact JSON Lines file), then redacted: nothing left.
+        let mut back = Event::from_json(&clear).unwrap();
+        assert!(back.redact());
+        let j = serde_json::to_string(&back).unwrap();
+        assert!(!j.contains("abc"), "{j}");
+        assert!(j.contains(r#""line":"USR 7 TWN S <redacted>""#), "{j}");
+        assert!(j.contains(r#""args":["7","TWN","S","<redacted>"]"#), "{j}");
+        assert!(c.redact());
+        assert!(!c.redact());
+    }
+
+    #[test]
+    fn schema_is_checked_on_reading() {
+        let e = Event::new(
+            Ts(0),
+            1,
+            None,
+            Service::Unknown,
+            None,
+            EventKind::Gap(Gap {
+                offset: 1,
+                length: 2,
+            }),
+        );
+        let j = serde_json::to_string(&e).unwrap();
+        assert_eq!(
+            j,
+            r#"{"schema":2,"ts":"1970-01-01T00:00:00.000000Z","conn":1,"service":"unknown","version":null,"type":"gap","offset":1,"length":2}"#
+        );
+        assert_eq!(Event::from_json(&j).unwrap(), e);
+        let old = j.replace("\"schema\":2", "\"schema\":1");
+        let err = Event::from_json(&old).unwrap_err().to_string();
+        assert!(err.contains("schema 1"), "{err}");
     }
 }

@@ -1,238 +1,312 @@
-//! The human log in the MSN community's `>>>` / `<<<` style, colored on a terminal.
+//! The colored `>>>` / `<<<` log for people: one line per command, a summary line per
+//! payload (whole payloads with `--full`), annotations (login and challenge results),
+//! and one line per connection-level event. Colour only when asked (the caller decides
+//! from --color, NO_COLOR and the terminal).
 
+use std::fmt::Write as _;
 use std::io::{BufWriter, Write};
 
 use owo_colors::OwoColorize;
-use serde_json::Value;
 
+use super::annotations::Annotations;
 use super::{Dir, Event, EventKind, Sink};
+use crate::payload::mime::{Content, Msnftp};
+use crate::payload::p2p::{Layout, P2p};
+use crate::payload::{Decoded, Payload};
 
 pub struct PrettySink<W: Write> {
     out: BufWriter<W>,
     color: bool,
-    /// Print whole payload bodies instead of a one-line summary.
     full: bool,
+    /// Flush after every event (a terminal or a live run).
+    eager: bool,
 }
 
 impl<W: Write> PrettySink<W> {
     pub fn new(w: W, color: bool, full: bool) -> Self {
         PrettySink {
-            out: BufWriter::new(w),
+            out: BufWriter::with_capacity(64 * 1024, w),
             color,
             full,
+            eager: false,
         }
     }
-}
-
-fn clock(ev: &Event) -> String {
-    let s = ev.ts.to_string();
-    // 2005-01-02T03:04:05.123456Z -> 2005-01-02 03:04:05.123456
-    s.replacen('T', " ", 1).trim_end_matches('Z').to_string()
-}
-
-/// A clipped, single-line rendering of `s` (line breaks shown as an arrow).
-pub fn one_line(s: &str, max: usize) -> String {
-    let t = s.replace('\r', "").replace('\n', "\u{21b5}");
-    if t.chars().count() > max {
-        let mut c: String = t.chars().take(max).collect();
-        c.push('\u{2026}');
-        c
-    } else {
-        t
+    /// Writes each event out at once instead of in buffered blocks.
+    pub fn eager(mut self, yes: bool) -> Self {
+        self.eager = yes;
+        self
+    }
+    pub fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
     }
 }
 
-/// One line for an event that is not a command (connect, close, desync, gap, ...), as the
-/// log and the packet comments of `msntap annotate` show it; None for commands.
-pub fn describe_other(kind: &EventKind) -> Option<String> {
+/// `2005-01-02 03:04:05.000006Z`: the RFC 3339 time with a space, still marked UTC.
+pub fn clock(ev: &Event<'_>) -> String {
+    ev.ts.to_string().replacen('T', " ", 1)
+}
+
+/// `s` on one line (line breaks shown as ↵), cut to `max` characters.
+pub fn one_line(s: &str, max: usize) -> String {
+    let mut out = String::with_capacity(s.len().min(max + 4));
+    for (n, c) in s.chars().filter(|&c| c != '\r').enumerate() {
+        if n == max {
+            out.push('\u{2026}');
+            break;
+        }
+        out.push(if c == '\n' { '\u{21b5}' } else { c });
+    }
+    out
+}
+
+/// The one-line description of an event that is not a command (also used by annotate).
+pub fn describe_other(kind: &EventKind<'_>) -> Option<String> {
     Some(match kind {
         EventKind::Command(_) => return None,
-        EventKind::Connect {
-            client,
-            server,
-            detail,
-        } => format!(
+        EventKind::Connect(c) => format!(
             "connect {} -> {}{}",
-            client.as_deref().unwrap_or("?"),
-            server.as_deref().unwrap_or("?"),
-            detail
+            c.client.as_deref().unwrap_or("?"),
+            c.server.as_deref().unwrap_or("?"),
+            c.detail
                 .as_deref()
                 .map(|d| format!(" ({d})"))
                 .unwrap_or_default()
         ),
-        EventKind::Close {
-            by,
-            reason,
-            bytes_c2s,
-            bytes_s2c,
-        } => format!(
-            "close{}{}, {bytes_c2s} bytes c2s, {bytes_s2c} bytes s2c",
-            by.as_deref()
-                .map(|b| format!(" by {b}"))
-                .unwrap_or_default(),
-            reason
-                .as_deref()
-                .map(|r| format!(" ({r})"))
-                .unwrap_or_default()
-        ),
-        EventKind::Desync {
-            offset,
-            skipped,
-            reason,
-            preview,
-        } => format!(
-            "desync: skipped {skipped} bytes at stream offset {offset} ({reason}): {}",
-            one_line(preview, 80)
-        ),
-        EventKind::Error { message } => format!("error: {}", one_line(message, 300)),
-        EventKind::Gap { offset, length } => {
-            format!("gap: {length} bytes lost in the capture at stream offset {offset}")
+        EventKind::Close(c) => {
+            let mut s = format!(
+                "close{}{}, {} bytes c2s, {} bytes s2c",
+                c.by.as_deref()
+                    .map(|b| format!(" by {b}"))
+                    .unwrap_or_default(),
+                c.reason
+                    .as_deref()
+                    .map(|r| format!(" ({r})"))
+                    .unwrap_or_default(),
+                c.bytes_c2s,
+                c.bytes_s2c
+            );
+            for (what, n) in [("c2s", c.undelivered_c2s), ("s2c", c.undelivered_s2c)] {
+                if let Some(n) = n.filter(|&n| n > 0) {
+                    let _ = write!(s, "; {n} bytes {what} not delivered");
+                }
+            }
+            s
         }
-        EventKind::Redirect {
-            cmd,
-            target,
-            original,
-            rewritten,
-        } => {
-            format!("redirect {cmd} to {target}: {original} -> {rewritten}")
-        }
-        EventKind::Note { message } => format!("note: {}", one_line(message, 300)),
+        EventKind::Desync(d) => format!(
+            "desync: skipped {} bytes at stream offset {} ({}): {}",
+            d.skipped,
+            d.offset,
+            d.reason,
+            one_line(&d.preview.escaped(), 80)
+        ),
+        EventKind::Error(m) => format!("error: {}", one_line(&m.message, 300)),
+        EventKind::Gap(g) => format!(
+            "gap: {} bytes lost in the capture at stream offset {}",
+            g.length, g.offset
+        ),
+        EventKind::Redirect(r) => match (&r.rewritten, &r.problem) {
+            (Some(to), _) => format!(
+                "redirect {} to {}: {} -> {}",
+                r.cmd, r.target, r.original, to
+            ),
+            (None, p) => format!(
+                "redirect {} to {}: {} NOT rewritten{}",
+                r.cmd,
+                r.target,
+                r.original,
+                p.as_deref().map(|p| format!(" ({p})")).unwrap_or_default()
+            ),
+        },
+        EventKind::Note(m) => format!("note: {}", one_line(&m.message, 300)),
+        EventKind::Dropped(d) => format!(
+            "dropped {} events ({} bytes) between {} and {}: the output fell behind",
+            d.events, d.bytes, d.since, d.until
+        ),
     })
 }
 
-/// `: v1 session 5 id 7 data 0+1202/5000 [data]` and the SLP start line, if any.
-fn p2p_summary(p2p: &Value) -> String {
-    let names = |k: &str| {
-        p2p[k]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(Value::as_str)
-                    .collect::<Vec<_>>()
-                    .join("|")
-            })
-            .unwrap_or_default()
-    };
+/// `: P2P v1 session 0 id 9 ack [ack] acks 4`.
+pub fn p2p_summary(p: &P2p<'_>) -> String {
     let mut s = format!(
         ": P2P {} session {} id {} {}",
-        p2p["header"].as_str().unwrap_or("?"),
-        p2p["session_id"],
-        p2p["identifier"],
-        p2p["kind"].as_str().unwrap_or("?")
+        p.header.as_str(),
+        p.session_id.map_or("?".into(), |n| n.to_string()),
+        p.identifier.map_or("?".into(), |n| n.to_string()),
+        p.kind.map_or("?", |k| k.as_str())
     );
-    if let Some(n) = p2p["data_length"].as_u64().filter(|&n| n > 0) {
-        match (
-            p2p["offset"].as_u64(),
-            p2p["total_size"].as_u64(),
-            p2p["data_remaining"].as_u64(),
-        ) {
-            (Some(o), Some(t), _) => s.push_str(&format!(" {o}+{n}/{t}")),
-            (_, _, Some(r)) => s.push_str(&format!(" {n} bytes, {r} remaining")),
-            _ => s.push_str(&format!(" {n} bytes")),
+    if let Some(n) = p.data_length.filter(|&n| n > 0) {
+        match (p.offset, p.total_size, p.data_remaining) {
+            (Some(o), Some(t), _) => {
+                let _ = write!(s, " {o}+{n}/{t}");
+            }
+            (_, _, Some(r)) => {
+                let _ = write!(s, " {n} bytes, {r} remaining");
+            }
+            _ => {
+                let _ = write!(s, " {n} bytes");
+            }
         }
     }
-    let f = if p2p["header"] == "v2" {
-        names("tf_names")
+    let names = if p.header == Layout::V2 {
+        &p.tf_names
     } else {
-        names("flag_names")
+        &p.flag_names
     };
-    if !f.is_empty() {
-        s.push_str(&format!(" [{f}]"));
+    if !names.is_empty() {
+        let f: Vec<&str> = names.iter().map(|n| n.as_ref()).collect();
+        let _ = write!(s, " [{}]", f.join("|"));
     }
-    if let Some(a) = p2p["acked_identifier"].as_u64() {
-        s.push_str(&format!(" acks {a}"));
+    if let Some(a) = p.acked_identifier {
+        let _ = write!(s, " acks {a}");
     }
-    if let Some(slp) = p2p.get("slp").and_then(|v| v["start_line"].as_str()) {
-        s.push_str(&format!(" SLP {}", one_line(slp, 60)));
-    } else if let Some(fr) = p2p.get("slp_fragment").and_then(Value::as_str) {
-        s.push_str(&format!(" SLP (part) {}", one_line(fr, 60)));
-    }
-    s
-}
-
-/// `: INVITE file_transfer "notes.txt" (2048 bytes) cookie 12345`, and on ACCEPT the
-/// direct-connection address and auth cookie.
-fn msnftp_summary(ft: &Value) -> String {
-    let mut s = format!(": {}", ft["command"].as_str().unwrap_or("?"));
-    if let Some(a) = ft["application_name"]
-        .as_str()
-        .or(ft["application"].as_str())
-    {
-        s.push_str(&format!(" {a}"));
-    }
-    if let Some(f) = ft["file_name"].as_str() {
-        s.push_str(&format!(" {f:?}"));
-    }
-    if let Some(n) = ft["file_size"].as_u64() {
-        s.push_str(&format!(" ({n} bytes)"));
-    }
-    if !ft["cookie"].is_null() {
-        s.push_str(&format!(" cookie {}", ft["cookie"]));
-    }
-    if let Some(a) = ft["address"].as_str() {
-        s.push_str(&format!(" connect to {a}"));
-    }
-    if let Some(c) = ft["auth_cookie"].as_str() {
-        s.push_str(&format!(" AuthCookie {c}"));
+    if let Some(slp) = &p.slp {
+        let _ = write!(s, " SLP {}", one_line(&slp.start_line, 60));
+    } else if let Some(fr) = &p.slp_fragment {
+        let _ = write!(s, " SLP (part) {}", one_line(fr, 60));
     }
     s
 }
 
-/// A decoded X-MMS-IM-Format as `font, effects..., #rrggbb`.
-pub fn format_label(f: &Value) -> String {
-    let mut bits = Vec::new();
-    if let Some(v) = f.get("font").and_then(Value::as_str) {
-        bits.push(v.to_string());
+/// `: INVITE File Transfer "a.txt" (5 bytes) cookie 7`.
+pub fn msnftp_summary(ft: &Msnftp<'_>) -> String {
+    let mut s = format!(": {}", ft.command.as_deref().unwrap_or("?"));
+    if let Some(a) = ft.application_name.as_deref().or(ft.application.as_deref()) {
+        let _ = write!(s, " {a}");
     }
-    if let Some(Value::Array(e)) = f.get("effects") {
-        bits.extend(e.iter().filter_map(Value::as_str).map(str::to_string));
+    if let Some(f) = &ft.file_name {
+        let _ = write!(s, " {f:?}");
     }
-    if let Some(c) = f.get("color").and_then(Value::as_str) {
-        bits.push(c.to_string());
+    if let Some(n) = ft.file_size {
+        let _ = write!(s, " ({n} bytes)");
     }
-    bits.join(", ")
+    if let Some(c) = &ft.cookie {
+        let _ = write!(s, " cookie {c}");
+    }
+    if let Some(a) = &ft.address {
+        let _ = write!(s, " connect to {a}");
+    }
+    if let Some(c) = &ft.auth_cookie {
+        let _ = write!(s, " AuthCookie {}", c.expose());
+    }
+    s
 }
 
-/// A one-line description of a decoded payload.
-pub fn payload_summary(p: &super::Payload) -> String {
+fn content_summary(ct: &str, c: &Content<'_>, s: &mut String) {
+    s.push_str(ct);
+    if let Some(f) = &c.format {
+        let _ = write!(s, " [{}]", f.label());
+    }
+    if let Some(u) = &c.typing_user {
+        let _ = write!(s, ": {u} is typing");
+    } else if let Some(d) = &c.datacast {
+        let _ = write!(s, ": {}", d.name);
+    } else if let Some(p) = &c.p2p {
+        s.push_str(&p2p_summary(p));
+    } else if let Some(ft) = &c.msnftp {
+        s.push_str(&msnftp_summary(ft));
+    } else if let Some(b) = c.text() {
+        if !b.trim().is_empty() {
+            let _ = write!(s, ": {}", one_line(b, 100));
+        }
+    }
+}
+
+/// One line saying what a payload holds.
+pub fn payload_summary(p: &Payload<'_>) -> String {
     let mut s = String::new();
     if p.guess {
         s.push_str("[payload guessed] ");
     }
-    if let Some(d) = &p.decoded {
-        if let Some(ct) = d.get("content_type").and_then(Value::as_str) {
-            s.push_str(ct);
-            if let Some(f) = d.get("format") {
-                s.push_str(&format!(" [{}]", format_label(f)));
-            }
-            if let Some(u) = d.get("typing_user").and_then(Value::as_str) {
-                s.push_str(&format!(": {u} is typing"));
-            } else if let Some(dc) = d.get("datacast") {
-                s.push_str(&format!(": {}", dc["name"].as_str().unwrap_or("?")));
-            } else if let Some(p2p) = d.get("p2p") {
-                s.push_str(&p2p_summary(p2p));
-            } else if let Some(ft) = d.get("msnftp") {
-                s.push_str(&msnftp_summary(ft));
-            } else if let Some(b) = d.get("body").and_then(Value::as_str) {
-                if !b.trim().is_empty() {
-                    s.push_str(&format!(": {}", one_line(b, 100)));
-                }
-            }
-        } else if let Some(name) = d.get("name").and_then(Value::as_str) {
-            s.push_str(&format!("<{name}> "));
+    match &p.decoded {
+        Some(Decoded::Mime(m)) => content_summary(&m.content_type, &m.content, &mut s),
+        Some(Decoded::Multipart(m)) => content_summary(&m.content_type, &m.content, &mut s),
+        Some(Decoded::Xml(x)) => {
+            let _ = write!(s, "<{}> ", x.name);
             if let Some(t) = &p.text {
                 s.push_str(&one_line(t, 100));
             }
         }
-    } else if let Some(t) = &p.text {
-        s.push_str(&format!("{}: {}", p.kind, one_line(t, 100)));
-    } else if p.base64.is_some() {
-        s.push_str(&format!("{} ({} bytes, not UTF-8)", p.kind, p.length));
-    } else {
-        s.push_str(&format!("{} ({} bytes)", p.kind, p.length));
+        None => {
+            if let Some(t) = &p.text {
+                let _ = write!(s, "{}: {}", p.kind.as_str(), one_line(t, 100));
+            } else if p.base64.is_some() {
+                let _ = write!(s, "{} ({} bytes, not UTF-8)", p.kind.as_str(), p.length);
+            } else {
+                let _ = write!(s, "{} ({} bytes)", p.kind.as_str(), p.length);
+            }
+        }
     }
     if let Some(pr) = &p.problem {
-        s.push_str(&format!(" !! {pr}"));
+        let _ = write!(s, " !! {pr}");
+    }
+    s
+}
+
+/// The login and challenge findings of a command, one line (empty when none).
+pub fn annotation_summary(a: &Annotations<'_>) -> String {
+    let mut s = String::new();
+    // The stage alone is in the line itself; results are what is worth a line.
+    if let Some(au) = a
+        .auth
+        .as_ref()
+        .filter(|au| au.password.is_some() || au.sso_check.is_some() || au.note.is_some())
+    {
+        let _ = write!(
+            s,
+            "auth: {}{}",
+            au.scheme
+                .as_deref()
+                .map(|x| format!("{x} "))
+                .unwrap_or_default(),
+            au.stage
+        );
+        if let Some(pw) = &au.password {
+            match (pw.matched, pw.candidate) {
+                (Some(true), Some(n)) => {
+                    let _ = write!(s, ", password matched (candidate {n})");
+                }
+                (Some(false), _) => {
+                    let _ = write!(s, ", password not among {} candidates", pw.checked);
+                }
+                _ => {
+                    if let Some(n) = &pw.note {
+                        let _ = write!(s, " ({n})");
+                    }
+                }
+            }
+        }
+        if let Some(chk) = &au.sso_check {
+            let _ = write!(
+                s,
+                ", SSO response {}",
+                match chk.valid {
+                    Some(true) => "valid",
+                    Some(false) => "INVALID",
+                    None => "not checked",
+                }
+            );
+            if let Some(n) = &chk.note {
+                let _ = write!(s, " ({n})");
+            }
+        }
+    }
+    if let Some(ch) = &a.challenge {
+        if !s.is_empty() {
+            s.push_str("; ");
+        }
+        let verdict = match ch.valid {
+            Some(true) => "valid",
+            Some(false) => "INVALID",
+            None => "unknown",
+        };
+        let _ = write!(s, "challenge response {verdict} (product {}", ch.product_id);
+        if let Some(al) = &ch.algorithm {
+            let _ = write!(s, ", {al}");
+        }
+        s.push(')');
+        if let Some(e) = &ch.expected {
+            let _ = write!(s, ", expected {e}");
+        }
     }
     s
 }
@@ -245,14 +319,52 @@ impl<W: Write> PrettySink<W> {
             s.to_string()
         }
     }
+
+    fn write_full(&mut self, p: &Payload<'_>) -> std::io::Result<()> {
+        let mut body = String::new();
+        let headers = match &p.decoded {
+            Some(Decoded::Mime(m)) => Some((&m.headers, &m.content)),
+            Some(Decoded::Multipart(m)) => {
+                for b in &m.blocks {
+                    for (k, v) in &b.headers {
+                        let _ = writeln!(body, "{k}: {v}");
+                    }
+                    body.push('\n');
+                }
+                None
+            }
+            _ => None,
+        };
+        if let Some((h, _)) = headers {
+            for (k, v) in h {
+                let _ = writeln!(body, "{k}: {v}");
+            }
+            body.push('\n');
+        }
+        match (&p.text, p.content()) {
+            (Some(t), _) => body.push_str(t),
+            (None, Some(c)) => match c.text() {
+                Some(t) => body.push_str(t),
+                None => {
+                    if let Some(b) = &c.body {
+                        let _ = write!(body, "({} bytes of binary data)", b.bytes().len());
+                    }
+                }
+            },
+            _ => {}
+        }
+        for l in body.lines() {
+            writeln!(self.out, "        | {l}")?;
+        }
+        Ok(())
+    }
 }
 
 impl<W: Write> Sink for PrettySink<W> {
-    fn event(&mut self, ev: &Event) -> std::io::Result<()> {
+    fn event(&mut self, ev: &Event<'_>) -> std::io::Result<()> {
         let ver = ev
             .version
-            .map(|v| format!("MSNP{}", v.0))
-            .unwrap_or_else(|| "?".into());
+            .map_or_else(|| "?".to_string(), |v| v.to_string());
         let head = format!("{} #{} {}/{}", clock(ev), ev.conn, ev.service, ver);
         let head = self.paint(&head, |s| s.dimmed().to_string());
         match &ev.kind {
@@ -266,7 +378,7 @@ impl<W: Write> Sink for PrettySink<W> {
                 } else if !c.known {
                     self.paint(&c.line, |s| s.yellow().to_string())
                 } else {
-                    c.line.clone()
+                    c.line.to_string()
                 };
                 if !c.known {
                     line.push_str(
@@ -277,6 +389,11 @@ impl<W: Write> Sink for PrettySink<W> {
                         s.yellow().italic().to_string()
                     }));
                 }
+                if c.unterminated {
+                    line.push_str(
+                        &self.paint("  [no line ending]", |s| s.yellow().italic().to_string()),
+                    );
+                }
                 if let Some(e) = &c.error {
                     let m = format!(
                         "  [{} {}]",
@@ -285,48 +402,41 @@ impl<W: Write> Sink for PrettySink<W> {
                     );
                     line.push_str(&self.paint(&m, |s| s.red().italic().to_string()));
                 }
+                if let Some(r) = &c.rewritten {
+                    line.push_str(
+                        &self.paint(&format!("  [forwarded as: {r}]"), |s| s.blue().to_string()),
+                    );
+                }
                 writeln!(self.out, "{head} {arrow} {line}")?;
                 if let Some(p) = &c.payload {
                     let sum = payload_summary(p);
-                    writeln!(
-                        self.out,
-                        "{}",
-                        self.paint(&format!("        | {sum}"), |s| s.dimmed().to_string())
-                    )?;
+                    let l = self.paint(&format!("        | {sum}"), |s| s.dimmed().to_string());
+                    writeln!(self.out, "{l}")?;
                     if self.full {
-                        let body: String = match (&p.text, &p.decoded) {
-                            (Some(t), _) => t.clone(),
-                            (None, Some(d)) => {
-                                let mut t = String::new();
-                                if let Some(Value::Array(h)) = d.get("headers") {
-                                    for kv in h {
-                                        t.push_str(&format!(
-                                            "{}: {}\n",
-                                            kv[0].as_str().unwrap_or(""),
-                                            kv[1].as_str().unwrap_or("")
-                                        ));
-                                    }
-                                    t.push('\n');
-                                }
-                                if let Some(b) = d.get("body").and_then(Value::as_str) {
-                                    t.push_str(b);
-                                }
-                                t
-                            }
-                            _ => String::new(),
-                        };
-                        for l in body.lines() {
-                            writeln!(self.out, "        | {l}")?;
-                        }
+                        self.write_full(p)?;
                     }
+                }
+                let a = annotation_summary(&c.annotations);
+                if !a.is_empty() {
+                    let bad = a.contains("INVALID");
+                    let l = format!("        = {a}");
+                    let l = if bad {
+                        self.paint(&l, |s| s.red().to_string())
+                    } else {
+                        self.paint(&l, |s| s.blue().to_string())
+                    };
+                    writeln!(self.out, "{l}")?;
                 }
             }
             other => {
                 let text = describe_other(other).unwrap_or_default();
                 let alarm = matches!(
                     other,
-                    EventKind::Desync { .. } | EventKind::Error { .. } | EventKind::Gap { .. }
-                );
+                    EventKind::Desync(_)
+                        | EventKind::Error(_)
+                        | EventKind::Gap(_)
+                        | EventKind::Dropped(_)
+                ) || matches!(other, EventKind::Redirect(r) if r.rewritten.is_none());
                 let d = ev
                     .dir
                     .map(|d| format!("{} ", d.as_str()))
@@ -337,14 +447,20 @@ impl<W: Write> Sink for PrettySink<W> {
                     format!("--- {d}{text}")
                 };
                 let painted = match other {
-                    EventKind::Desync { .. } => self.paint(&m, |s| s.magenta().bold().to_string()),
-                    EventKind::Error { .. } => self.paint(&m, |s| s.red().bold().to_string()),
-                    EventKind::Gap { .. } => self.paint(&m, |s| s.magenta().to_string()),
-                    EventKind::Note { .. } => self.paint(&m, |s| s.dimmed().to_string()),
+                    EventKind::Desync(_) | EventKind::Dropped(_) => {
+                        self.paint(&m, |s| s.magenta().bold().to_string())
+                    }
+                    EventKind::Error(_) => self.paint(&m, |s| s.red().bold().to_string()),
+                    EventKind::Gap(_) => self.paint(&m, |s| s.magenta().to_string()),
+                    EventKind::Note(_) => self.paint(&m, |s| s.dimmed().to_string()),
+                    _ if alarm => self.paint(&m, |s| s.red().bold().to_string()),
                     _ => self.paint(&m, |s| s.blue().to_string()),
                 };
                 writeln!(self.out, "{head} {painted}")?;
             }
+        }
+        if self.eager {
+            self.out.flush()?;
         }
         Ok(())
     }
@@ -355,26 +471,52 @@ impl<W: Write> Sink for PrettySink<W> {
 }
 
 #[cfg(test)]
-mod p2p_summary_tests {
+mod tests {
     use super::*;
-    use serde_json::json;
+    use crate::payload::p2p::{build, decode, Hint};
 
     #[test]
     fn msnftp_and_p2p_one_liners() {
-        let ft = json!({"command": "INVITE", "application_name": "File Transfer", "file_name": "a.txt", "file_size": 5, "cookie": 7});
+        let ft = Msnftp {
+            command: Some("INVITE".into()),
+            application_name: Some("File Transfer".into()),
+            file_name: Some("a.txt".into()),
+            file_size: Some(5),
+            cookie: Some("7".into()),
+            ..Msnftp::default()
+        };
         assert_eq!(
             msnftp_summary(&ft),
             ": INVITE File Transfer \"a.txt\" (5 bytes) cookie 7"
         );
-        let ack = json!({"header": "v1", "session_id": 0, "identifier": 9, "kind": "ack", "flag_names": ["ack"], "acked_identifier": 4});
-        assert_eq!(
-            p2p_summary(&ack),
-            ": P2P v1 session 0 id 9 ack [ack] acks 4"
+        let mut ack = build::v1(0, 9, 0, 329, 0x2, &[], Some(0));
+        ack[32..36].copy_from_slice(&4u32.to_le_bytes());
+        let p = decode(
+            &ack,
+            Hint {
+                version: Some(11),
+                ..Hint::default()
+            },
         );
-        let v2 = json!({"header": "v2", "session_id": 5, "identifier": 1, "kind": "data", "data_length": 10, "data_remaining": 20, "tf_names": ["msnobj"]});
+        assert_eq!(p2p_summary(&p), ": P2P v1 session 0 id 9 ack [ack] acks 4");
+        let v2 = build::v2(1, None, 4, 1, 5, 20, b"0123456789", 1);
+        let p = decode(
+            &v2,
+            Hint {
+                version: Some(18),
+                dest: Some("a;{b}"),
+                src: None,
+            },
+        );
         assert_eq!(
-            p2p_summary(&v2),
+            p2p_summary(&p),
             ": P2P v2 session 5 id 1 data 10 bytes, 20 remaining [msnobj]"
         );
+    }
+
+    #[test]
+    fn one_line_cuts_and_marks_breaks() {
+        assert_eq!(one_line("a\r\nb", 10), "a\u{21b5}b");
+        assert_eq!(one_line("abcdef", 3), "abc\u{2026}");
     }
 }

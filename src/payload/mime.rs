@@ -1,20 +1,25 @@
-//! MIME-style messages (MSG bodies) and the multipart routing blocks of SDG/PUT/NFY.
-//! Decodes headers in order, the body, and the typed content the MSN clients exchange.
+//! MIME-style messages (MSG bodies) and the multipart routing blocks of SDG/PUT/NFY:
+//! headers in order, the body, and the typed content the MSN clients exchange (text with
+//! its format, typing, datacasts, emoticons, invitations and MSNFTP, mail notifications,
+//! the profile, P2P). Values borrow from the payload.
 
 use std::borrow::Cow;
 
-use serde_json::{json, Map, Value};
+use serde::{Deserialize, Serialize};
 
-use super::{body_value, msnobj, p2p, urldecode, xml};
-use crate::protocol::tables::Tables;
+use super::{
+    msnobj, owned, owned_opt, owned_pairs, p2p, redact_headers, urldecode, xml, Body, Element,
+    Headers, KvMap, MsnObject, P2p,
+};
+use crate::secret::{Redact, Secret};
 
 /// True when `b` starts like `Name: value` header lines.
 pub fn looks_like_headers(b: &[u8]) -> bool {
-    let line = match b.iter().position(|&c| c == b'\n') {
+    let line = match memchr::memchr(b'\n', b) {
         Some(i) => &b[..i],
         None => b,
     };
-    match line.iter().position(|&c| c == b':') {
+    match memchr::memchr(b':', line) {
         Some(i) => {
             i > 0
                 && line[..i]
@@ -25,29 +30,26 @@ pub fn looks_like_headers(b: &[u8]) -> bool {
     }
 }
 
-/// Splits a header block off `b`: returns (headers, rest after the blank line).
-/// Without a blank line the whole input is headers. Names and values borrow from `b`
-/// when it is UTF-8; only folded lines and invalid bytes make owned strings.
-type Headers<'a> = Vec<(Cow<'a, str>, Cow<'a, str>)>;
-
-fn split_headers(b: &[u8]) -> Result<(Headers<'_>, &[u8], bool), String> {
-    let mut headers: Headers<'_> = Vec::new();
+/// Splits a header block off `b`: (headers, rest after the blank line). Without a blank
+/// line the whole input is headers. Names and values borrow from `b` when it is UTF-8.
+fn split_headers(b: &[u8]) -> Result<(Headers<'_>, &[u8]), String> {
+    let mut headers: Headers<'_> = Vec::with_capacity(4);
     let mut pos = 0;
     while pos < b.len() {
-        let (line, next) = match b[pos..].iter().position(|&c| c == b'\n') {
+        let (line, next) = match memchr::memchr(b'\n', &b[pos..]) {
             Some(i) => (&b[pos..pos + i], pos + i + 1),
             None => (&b[pos..], b.len()),
         };
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.is_empty() {
-            return Ok((headers, &b[next..], true));
+            return Ok((headers, &b[next..]));
         }
         let text = super::lossy(line);
         let split = text
             .split_once(':')
             .filter(|(k, _)| !k.is_empty() && !k.contains(' '))
             .map(|(k, v)| (k.len(), k.len() + 1 + (v.len() - v.trim_start().len())));
-        match (split, &text) {
+        match (split, text) {
             (Some((k_end, v_start)), Cow::Borrowed(t)) => {
                 headers.push((Cow::Borrowed(&t[..k_end]), Cow::Borrowed(&t[v_start..])));
             }
@@ -57,128 +59,525 @@ fn split_headers(b: &[u8]) -> Result<(Headers<'_>, &[u8], bool), String> {
                     Cow::Owned(t[v_start..].to_string()),
                 ));
             }
-            (None, _) => {
-                if headers.is_empty() {
+            (None, text) => {
+                let Some(last) = headers.last_mut() else {
                     return Err(format!(
                         "not a MIME header line: {:?}",
-                        crate::event::preview(line, 40)
+                        String::from_utf8_lossy(&scrubbed(line, 40))
                     ));
-                }
-                // A folded or stray line: keep it attached to the previous header.
-                if let Some(last) = headers.last_mut() {
-                    let v = last.1.to_mut();
-                    v.push('\n');
-                    v.push_str(&text);
-                }
+                };
+                // A folded or stray line: kept with the previous header.
+                let v = last.1.to_mut();
+                v.push('\n');
+                v.push_str(&text);
             }
         }
         pos = next;
     }
-    Ok((headers, &b[b.len()..], false))
+    Ok((headers, &b[b.len()..]))
 }
 
-fn header<'a>(h: &'a Headers<'_>, name: &str) -> Option<&'a str> {
+/// The first bytes of a line for a problem message, with possible credentials hidden.
+fn scrubbed(line: &[u8], max: usize) -> Vec<u8> {
+    crate::secret::scrub(&line[..line.len().min(max)])
+}
+
+pub fn header<'h>(h: &'h Headers<'_>, name: &str) -> Option<&'h str> {
     h.iter()
         .find(|(k, _)| k.eq_ignore_ascii_case(name))
         .map(|(_, v)| v.as_ref())
 }
 
-fn headers_value(h: &Headers<'_>) -> Value {
-    Value::Array(
-        h.iter()
-            .map(|(k, v)| Value::Array(vec![Value::from(k.as_ref()), Value::from(v.as_ref())]))
-            .collect(),
-    )
+/// X-MMS-IM-Format: `FN=Arial; EF=BI; CO=ff; CS=0; PF=22`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct ImFormat<'a> {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub font: Option<Cow<'a, str>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub effects: Vec<Cow<'a, str>>,
+    /// `#rrggbb` (the header carries BGR without leading zeros).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub color: Option<Cow<'a, str>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub charset: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pitch_family: Option<Cow<'a, str>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rtl: Option<bool>,
+    /// Keys this decoder does not name.
+    #[serde(default, skip_serializing_if = "KvMap::is_empty")]
+    pub extra: KvMap<'a>,
 }
 
-/// `Key: value` lines of a body (invitations, mail notifications, datacasts).
-fn kv_body(b: &[u8]) -> Map<String, Value> {
-    let mut m = Map::new();
-    for line in super::lossy(b).split('\n') {
-        let line = line.trim_end_matches('\r');
-        if let Some((k, v)) = line.split_once(':') {
-            if !k.is_empty() && !k.contains(' ') {
-                m.insert(k.to_string(), json!(v.trim_start()));
-            }
+impl ImFormat<'_> {
+    /// `Arial, bold, #ff0000`.
+    pub fn label(&self) -> String {
+        let mut bits: Vec<&str> = Vec::new();
+        if let Some(f) = &self.font {
+            bits.push(f);
+        }
+        bits.extend(self.effects.iter().map(|e| e.as_ref()));
+        if let Some(c) = &self.color {
+            bits.push(c);
+        }
+        bits.join(", ")
+    }
+    fn into_owned(self) -> ImFormat<'static> {
+        ImFormat {
+            font: owned_opt(self.font),
+            effects: self.effects.into_iter().map(owned).collect(),
+            color: owned_opt(self.color),
+            charset: self.charset,
+            pitch_family: owned_opt(self.pitch_family),
+            rtl: self.rtl,
+            extra: self.extra.into_owned(),
         }
     }
-    m
+}
+
+pub fn im_format(f: &str) -> ImFormat<'_> {
+    let mut o = ImFormat::default();
+    for part in f.split(';') {
+        let Some((k, v)) = part.trim().split_once('=') else {
+            continue;
+        };
+        match k.trim() {
+            "FN" => o.font = Some(urldecode(v)),
+            "EF" => {
+                o.effects = v
+                    .chars()
+                    .filter_map(|c| match c {
+                        'B' => Some("bold"),
+                        'I' => Some("italic"),
+                        'U' => Some("underline"),
+                        'S' => Some("strikethrough"),
+                        _ => None,
+                    })
+                    .map(Cow::Borrowed)
+                    .collect()
+            }
+            "CO" => o.color = Some(bgr_to_rgb(v)),
+            "CS" => o.charset = u32::from_str_radix(v.trim(), 16).ok(),
+            "PF" => o.pitch_family = Some(Cow::Borrowed(v)),
+            "RL" => o.rtl = Some(v.trim() == "1"),
+            other => o.extra.insert(other, v),
+        }
+    }
+    o
+}
+
+/// The colour is a BGR hex number without leading zeros; `ff` is red.
+fn bgr_to_rgb(v: &str) -> Cow<'_, str> {
+    match u32::from_str_radix(v.trim(), 16) {
+        Ok(n) if n <= 0xFF_FFFF => {
+            let (r, g, b) = (n & 0xff, (n >> 8) & 0xff, (n >> 16) & 0xff);
+            Cow::Owned(format!("#{r:02x}{g:02x}{b:02x}"))
+        }
+        _ => Cow::Borrowed(v),
+    }
+}
+
+/// A `text/x-msnmsgr-datacast` message (nudge, wink, voice clip, action message).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Datacast<'a> {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<u32>,
+    pub name: Cow<'a, str>,
+    pub fields: KvMap<'a>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub msnobj: Option<MsnObject<'a>>,
+}
+
+/// One entry of a custom-emoticon list.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Emoticon<'a> {
+    pub shortcut: Cow<'a, str>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub msnobj: Option<MsnObject<'a>>,
+    /// The object text when it is not an MSNObject.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<Cow<'a, str>>,
+}
+
+/// The structured view of a text/x-msmsgsinvite body (MSNFTP and other invitation
+/// applications): what is offered, and where and with which cookie the direct connection
+/// is made.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Msnftp<'a> {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<Cow<'a, str>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cookie: Option<Cow<'a, str>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub application_name: Option<Cow<'a, str>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub application_guid: Option<Cow<'a, str>>,
+    /// `file_transfer` or `other` (absent on ACCEPT/CANCEL, which do not repeat it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub application: Option<Cow<'a, str>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_name: Option<Cow<'a, str>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_size: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connectivity: Option<Cow<'a, str>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<Cow<'a, str>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancel_code: Option<Cow<'a, str>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_data: Option<Cow<'a, str>>,
+    /// `ip:port` the receiver connects to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<Cow<'a, str>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port_x: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub internal_address: Option<Cow<'a, str>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sender_connect: Option<Cow<'a, str>>,
+    /// The direct connection's credential.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_cookie: Option<Secret<'a>>,
+}
+
+impl Msnftp<'_> {
+    fn into_owned(self) -> Msnftp<'static> {
+        Msnftp {
+            command: owned_opt(self.command),
+            cookie: owned_opt(self.cookie),
+            application_name: owned_opt(self.application_name),
+            application_guid: owned_opt(self.application_guid),
+            application: owned_opt(self.application),
+            file_name: owned_opt(self.file_name),
+            file_size: self.file_size,
+            connectivity: owned_opt(self.connectivity),
+            session_id: owned_opt(self.session_id),
+            cancel_code: owned_opt(self.cancel_code),
+            request_data: owned_opt(self.request_data),
+            address: owned_opt(self.address),
+            port: self.port,
+            port_x: self.port_x,
+            internal_address: owned_opt(self.internal_address),
+            sender_connect: owned_opt(self.sender_connect),
+            auth_cookie: self.auth_cookie.map(Secret::into_owned),
+        }
+    }
+}
+
+/// Application-GUID of MSNFTP file transfers (the same GUID as the P2P file EUF-GUID).
+const MSNFTP_GUID: &str = "{5D3E02AB-6190-11D3-BBBB-00C04F795683}";
+
+fn msnftp<'a>(kv: &KvMap<'a>) -> Msnftp<'a> {
+    let get = |k: &str| -> Option<Cow<'a, str>> {
+        kv.0.iter().find(|(n, _)| n == k).map(|(_, v)| match v {
+            Cow::Borrowed(b) => Cow::Borrowed(b.trim()),
+            Cow::Owned(o) => Cow::Owned(o.trim().to_string()),
+        })
+    };
+    let num = |k: &str| get(k).and_then(|s| s.parse::<u64>().ok());
+    let is_ft = get("Application-GUID").is_some_and(|g| g.eq_ignore_ascii_case(MSNFTP_GUID))
+        || get("Application-Name")
+            .is_some_and(|n| n.to_ascii_lowercase().contains("file transfer"));
+    let named = get("Application-GUID").is_some() || get("Application-Name").is_some();
+    let port = get("Port").and_then(|p| p.parse::<u16>().ok());
+    let join = |ip: Cow<'a, str>, port: Option<u16>| match port {
+        Some(p) => Cow::Owned(format!("{ip}:{p}")),
+        None => ip,
+    };
+    Msnftp {
+        command: get("Invitation-Command").map(|c| Cow::Owned(c.to_ascii_uppercase())),
+        cookie: get("Invitation-Cookie"),
+        application_name: get("Application-Name"),
+        application_guid: get("Application-GUID"),
+        application: (is_ft || named)
+            .then(|| Cow::Borrowed(if is_ft { "file_transfer" } else { "other" })),
+        file_name: get("Application-File"),
+        file_size: num("Application-FileSize"),
+        connectivity: get("Connectivity"),
+        session_id: get("Session-ID"),
+        cancel_code: get("Cancel-Code"),
+        request_data: get("Request-Data"),
+        address: get("IP-Address").map(|ip| join(ip, port)),
+        port,
+        port_x: num("PortX"),
+        internal_address: get("IP-Address-Internal").map(|ip| {
+            join(
+                ip,
+                get("PortX-Internal").and_then(|p| p.parse::<u16>().ok()),
+            )
+        }),
+        sender_connect: get("Sender-Connect"),
+        auth_cookie: get("AuthCookie").map(Secret),
+    }
+}
+
+/// What a MIME body is, by content type. Every field is absent unless the content type
+/// calls for it; `body` is always there.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Content<'a> {
+    /// text/plain: X-MMS-IM-Format.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<ImFormat<'a>>,
+    /// text/x-msmsgscontrol: who is typing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub typing_user: Option<Cow<'a, str>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub datacast: Option<Box<Datacast<'a>>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub emoticons: Option<Vec<Emoticon<'a>>>,
+    /// text/x-msmsgsinvite.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub msnftp: Option<Box<Msnftp<'a>>>,
+    /// `Key: value` bodies (invitations, mail and system notifications).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fields: Option<KvMap<'a>>,
+    /// The Mail-Data XML of mail notifications.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mail_data: Option<Box<Element<'a>>>,
+    /// text/x-msmsgsprofile: the byte-swapped ClientPort, corrected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_port: Option<u32>,
+    /// application/x-msnmsgrp2p: the binary header.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p2p: Option<Box<P2p<'a>>>,
+    /// Where the body starts in the whole payload and its length (P2P).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_offset: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_length: Option<usize>,
+    /// XML bodies (content types ending in xml).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub xml: Option<Box<Element<'a>>>,
+    /// The body: text, or `{base64}` (always base64 for P2P, so that JSON Lines alone are
+    /// enough to extract objects later).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<Body<'a>>,
+}
+
+impl Content<'_> {
+    pub fn into_owned(self) -> Content<'static> {
+        Content {
+            format: self.format.map(ImFormat::into_owned),
+            typing_user: owned_opt(self.typing_user),
+            datacast: self.datacast.map(|d| {
+                Box::new(Datacast {
+                    id: d.id,
+                    name: owned(d.name),
+                    fields: d.fields.into_owned(),
+                    msnobj: d.msnobj.map(MsnObject::into_owned),
+                })
+            }),
+            emoticons: self.emoticons.map(|v| {
+                v.into_iter()
+                    .map(|e| Emoticon {
+                        shortcut: owned(e.shortcut),
+                        msnobj: e.msnobj.map(MsnObject::into_owned),
+                        text: owned_opt(e.text),
+                    })
+                    .collect()
+            }),
+            msnftp: self.msnftp.map(|m| Box::new(m.into_owned())),
+            fields: self.fields.map(KvMap::into_owned),
+            mail_data: self.mail_data.map(|x| Box::new(x.into_owned())),
+            client_port: self.client_port,
+            p2p: self.p2p.map(|p| Box::new(p.into_owned())),
+            body_offset: self.body_offset,
+            body_length: self.body_length,
+            xml: self.xml.map(|x| Box::new(x.into_owned())),
+            body: self.body.map(Body::into_owned),
+        }
+    }
+    /// The body text, when it is text.
+    pub fn text(&self) -> Option<&str> {
+        self.body.as_ref().and_then(Body::text)
+    }
+}
+
+impl Redact for Content<'_> {
+    fn redact(&mut self) -> bool {
+        let mut c = false;
+        if let Some(m) = self.msnftp.as_mut() {
+            c |= m.auth_cookie.redact();
+        }
+        if let Some(f) = self.fields.as_mut() {
+            c |= f.redact();
+        }
+        if let Some(d) = self.datacast.as_mut() {
+            c |= d.fields.redact();
+        }
+        if let Some(p) = self.p2p.as_mut() {
+            c |= p.redact();
+        }
+        c |= self.body.redact();
+        c
+    }
+}
+
+/// A decoded MSG-style MIME payload.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Mime<'a> {
+    /// `[name, value]` pairs in order.
+    pub headers: Headers<'a>,
+    /// The media type, lower-cased.
+    pub content_type: Cow<'a, str>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub charset: Option<Cow<'a, str>>,
+    #[serde(flatten)]
+    pub content: Content<'a>,
+}
+
+impl Mime<'_> {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        header(&self.headers, name)
+    }
+    pub fn into_owned(self) -> Mime<'static> {
+        Mime {
+            headers: owned_pairs(self.headers),
+            content_type: owned(self.content_type),
+            charset: owned_opt(self.charset),
+            content: self.content.into_owned(),
+        }
+    }
+}
+
+impl Redact for Mime<'_> {
+    fn redact(&mut self) -> bool {
+        redact_headers(&mut self.headers) | self.content.redact()
+    }
+}
+
+/// One header block of a multipart payload (`routing`, `reliability`, `messaging`, ...).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Block<'a> {
+    /// The block's first header name, lower-cased.
+    pub name: Cow<'a, str>,
+    pub headers: Headers<'a>,
+}
+
+/// SDG / PUT / NFY payloads: `Routing`, `Reliability` and a third header block, then a body.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Multipart<'a> {
+    pub blocks: Vec<Block<'a>>,
+    pub content_type: Cow<'a, str>,
+    #[serde(flatten)]
+    pub content: Content<'a>,
+}
+
+impl Multipart<'_> {
+    pub fn block(&self, name: &str) -> Option<&Block<'_>> {
+        self.blocks.iter().find(|b| b.name == name)
+    }
+    pub fn into_owned(self) -> Multipart<'static> {
+        Multipart {
+            blocks: self
+                .blocks
+                .into_iter()
+                .map(|b| Block {
+                    name: owned(b.name),
+                    headers: owned_pairs(b.headers),
+                })
+                .collect(),
+            content_type: owned(self.content_type),
+            content: self.content.into_owned(),
+        }
+    }
+}
+
+impl Redact for Multipart<'_> {
+    fn redact(&mut self) -> bool {
+        let mut c = false;
+        for b in self.blocks.iter_mut() {
+            c |= redact_headers(&mut b.headers);
+        }
+        c | self.content.redact()
+    }
 }
 
 /// Decodes an MSG-style MIME payload.
-pub fn decode(b: &[u8], tables: &Tables, version: Option<u8>) -> Result<Value, String> {
-    let (headers, body, _) = split_headers(b)?;
-    let mut o = Map::new();
-    let (ct, charset) = split_ct(header(&headers, "Content-Type").unwrap_or(""));
-    o.insert("headers".into(), headers_value(&headers));
-    o.insert("content_type".into(), json!(ct));
-    if let Some(cs) = charset {
-        o.insert("charset".into(), json!(cs));
+pub fn decode(b: &[u8], version: Option<u8>) -> Result<Mime<'_>, String> {
+    let (headers, body) = split_headers(b)?;
+    let (ct, charset) = split_ct(header_cow(&headers, "Content-Type"));
+    let content = typed(&ct, &headers, body, b.len() - body.len(), version);
+    Ok(Mime {
+        charset,
+        content_type: ct,
+        headers,
+        content,
+    })
+}
+
+/// The lower-cased media type of a Content-Type value and its `charset` parameter
+/// (borrowed unless the type had to be lower-cased).
+fn split_ct(ct: Option<Cow<'_, str>>) -> (Cow<'_, str>, Option<Cow<'_, str>>) {
+    fn parts(s: &str) -> (Cow<'_, str>, Option<Cow<'_, str>>) {
+        let mut it = s.split(';');
+        let main = it.next().unwrap_or("").trim();
+        let main = if main.bytes().any(|c| c.is_ascii_uppercase()) {
+            Cow::Owned(main.to_ascii_lowercase())
+        } else {
+            Cow::Borrowed(main)
+        };
+        let charset = it
+            .filter_map(|p| p.split_once('='))
+            .find(|(k, _)| k.trim().eq_ignore_ascii_case("charset"))
+            .map(|(_, v)| Cow::Borrowed(v.trim().trim_matches('"')));
+        (main, charset)
     }
-    typed(
-        &mut o,
-        &ct,
-        &headers,
-        body,
-        b.len() - body.len(),
-        tables,
-        version,
-    );
-    Ok(Value::Object(o))
+    match ct {
+        None => (Cow::Borrowed(""), None),
+        Some(Cow::Borrowed(s)) => parts(s),
+        Some(Cow::Owned(s)) => {
+            let (a, b) = parts(&s);
+            (owned(a), owned_opt(b))
+        }
+    }
 }
 
-/// The lower-cased media type of a Content-Type value and its `charset` parameter.
-fn split_ct(ct: &str) -> (String, Option<&str>) {
-    let mut parts = ct.split(';');
-    let main = parts.next().unwrap_or("").trim().to_ascii_lowercase();
-    let charset = parts
-        .filter_map(|p| p.split_once('='))
-        .find(|(k, _)| k.trim().eq_ignore_ascii_case("charset"))
-        .map(|(_, v)| v.trim().trim_matches('"'));
-    (main, charset)
+fn header_cow<'a>(h: &Headers<'a>, name: &str) -> Option<Cow<'a, str>> {
+    h.iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.clone())
 }
 
-/// `body_offset` is where `body` starts in the whole payload (the extractor slices the
-/// P2P data out of the frame with it).
-fn typed(
-    o: &mut Map<String, Value>,
+/// `body_offset` is where `body` starts in the whole payload.
+fn typed<'a>(
     ct: &str,
-    headers: &Headers<'_>,
-    body: &[u8],
+    headers: &Headers<'a>,
+    body: &'a [u8],
     body_offset: usize,
-    tables: &Tables,
     version: Option<u8>,
-) {
+) -> Content<'a> {
+    let mut o = Content::default();
+    let hdr = |name: &str| header_cow(headers, name);
     match ct {
         "application/x-msnmsgrp2p" => {
+            let (dest, src) = (hdr("P2P-Dest"), hdr("P2P-Src"));
             let hint = p2p::Hint {
                 version,
-                dest: header(headers, "P2P-Dest"),
-                src: header(headers, "P2P-Src"),
+                dest: dest.as_deref(),
+                src: src.as_deref(),
             };
-            o.insert("p2p".into(), p2p::decode(body, hint));
-            o.insert("body_length".into(), json!(body.len()));
-            o.insert("body_offset".into(), json!(body_offset));
-            // Kept so that JSON Lines alone are enough to extract objects later.
-            o.insert("body".into(), json!({ "base64": super::b64(body) }));
-            return;
+            o.p2p = Some(Box::new(p2p::decode(body, hint)));
+            o.body_length = Some(body.len());
+            o.body_offset = Some(body_offset);
+            o.body = Some(Body::binary(body));
+            return o;
         }
         "text/plain" => {
-            if let Some(f) = header(headers, "X-MMS-IM-Format") {
-                o.insert("format".into(), im_format(f));
+            if let Some(f) = hdr("X-MMS-IM-Format") {
+                o.format = Some(match f {
+                    Cow::Borrowed(b) => im_format(b),
+                    Cow::Owned(s) => im_format(&s).into_owned(),
+                });
             }
         }
-        "text/x-msmsgscontrol" => {
-            if let Some(u) = header(headers, "TypingUser") {
-                o.insert("typing_user".into(), json!(u));
-            }
-        }
+        "text/x-msmsgscontrol" => o.typing_user = hdr("TypingUser"),
         "text/x-msnmsgr-datacast" => {
-            let kv = kv_body(body);
-            let id = kv
-                .get("ID")
-                .and_then(Value::as_str)
-                .and_then(|s| s.trim().parse::<u32>().ok());
+            let kv = KvMap::from_lines_bytes(body);
+            let id = kv.get("ID").and_then(|s| s.trim().parse::<u32>().ok());
             let name = match id {
                 Some(1) => "nudge",
                 Some(2) => "wink",
@@ -186,21 +585,33 @@ fn typed(
                 Some(4) => "action_message",
                 _ => "unknown",
             };
-            let mut d = json!({"id": id, "name": name, "fields": kv});
-            if let Some(obj) = d["fields"]["Data"].as_str().and_then(msnobj::parse) {
-                d["msnobj"] = obj;
-            }
-            o.insert("datacast".into(), d);
+            let msnobj = kv
+                .get("Data")
+                .and_then(msnobj::parse)
+                .map(MsnObject::into_owned);
+            o.datacast = Some(Box::new(Datacast {
+                id,
+                name: Cow::Borrowed(name),
+                fields: kv,
+                msnobj,
+            }));
         }
         "text/x-mms-emoticon" | "text/x-mms-animemoticon" => {
-            let text = String::from_utf8_lossy(body);
+            let text = super::lossy(body);
             let parts: Vec<&str> = text.split('\t').collect();
-            let list: Vec<Value> = parts
+            let list = parts
                 .chunks(2)
                 .filter(|c| c.len() == 2 && !c[0].trim().is_empty())
-                .map(|c| json!({"shortcut": c[0].trim_start_matches(['\r','\n']), "msnobj": msnobj::parse(c[1]).unwrap_or_else(|| json!(c[1]))}))
+                .map(|c| {
+                    let obj = msnobj::parse(c[1]).map(MsnObject::into_owned);
+                    Emoticon {
+                        shortcut: Cow::Owned(c[0].trim_start_matches(['\r', '\n']).to_string()),
+                        text: obj.is_none().then(|| Cow::Owned(c[1].to_string())),
+                        msnobj: obj,
+                    }
+                })
                 .collect();
-            o.insert("emoticons".into(), Value::Array(list));
+            o.emoticons = Some(list);
         }
         "text/x-msmsgsinvite"
         | "text/x-msmsgsemailnotification"
@@ -210,27 +621,21 @@ fn typed(
         | "application/x-msmsgssystemmessage"
         | "text/x-msmsgsoimnotification"
         | "text/x-msmsgsinitialmdatanotification" => {
-            let kv = kv_body(body);
+            let kv = KvMap::from_lines_bytes(body);
             if ct == "text/x-msmsgsinvite" {
-                o.insert("invite".into(), Value::Object(kv.clone()));
-                o.insert("msnftp".into(), msnftp(&kv));
+                o.msnftp = Some(Box::new(msnftp(&kv)));
             }
-            if let Some(md) = kv.get("Mail-Data").and_then(Value::as_str) {
+            if let Some(md) = kv.get("Mail-Data") {
                 if let Ok(x) = xml::parse(md) {
-                    o.insert("mail_data".into(), x);
+                    o.mail_data = Some(Box::new(x.into_owned()));
                 }
             }
-            o.insert("fields".into(), Value::Object(kv));
+            o.fields = Some(kv);
         }
         "text/x-msmsgsprofile" => {
-            if let Some(p) =
-                header(headers, "ClientPort").and_then(|p| p.trim().parse::<u32>().ok())
-            {
+            if let Some(p) = hdr("ClientPort").and_then(|p| p.trim().parse::<u32>().ok()) {
                 // The profile's ClientPort is byte-swapped (msnp-wiki versions/msnp8.md).
-                o.insert(
-                    "client_port".into(),
-                    json!(((p & 0xff) << 8) | ((p & 0xff00) >> 8)),
-                );
+                o.client_port = Some(((p & 0xff) << 8) | ((p & 0xff00) >> 8));
             }
         }
         _ => {}
@@ -238,229 +643,132 @@ fn typed(
     if ct.ends_with("xml") && body.trim_ascii_start().starts_with(b"<") {
         if let Ok(x) = std::str::from_utf8(body)
             .map_err(|e| e.to_string())
-            .and_then(|t| xml::parse(t).map_err(|e| e.to_string()))
+            .and_then(xml::parse)
         {
-            o.insert("xml".into(), x);
+            o.xml = Some(Box::new(x));
         }
     }
-    let _ = tables;
-    o.insert("body".into(), body_value(body));
+    o.body = Some(Body::of(body));
+    o
 }
 
-/// Application-GUID of MSNFTP file transfers (the same GUID as the P2P file EUF-GUID).
-const MSNFTP_GUID: &str = "{5D3E02AB-6190-11D3-BBBB-00C04F795683}";
-
-/// The structured view of a text/x-msmsgsinvite body (MSNFTP and other invitation apps):
-/// what is offered, and where and with which cookie the direct connection is made.
-fn msnftp(kv: &Map<String, Value>) -> Value {
-    let get = |k: &str| kv.get(k).and_then(Value::as_str).map(str::trim);
-    let mut o = Map::new();
-    let mut put = |name: &str, v: Option<Value>| {
-        if let Some(v) = v {
-            o.insert(name.to_string(), v);
+impl<'a> KvMap<'a> {
+    /// `Key: value` lines of a body that may not be UTF-8.
+    pub fn from_lines_bytes(b: &'a [u8]) -> KvMap<'a> {
+        match super::lossy(b) {
+            Cow::Borrowed(t) => KvMap::from_lines(t),
+            Cow::Owned(t) => KvMap::from_lines(&t).into_owned(),
         }
-    };
-    let num = |k: &str| get(k).and_then(|s| s.parse::<u64>().ok()).map(|n| json!(n));
-    let text = |k: &str| get(k).map(|s| json!(s));
-    put(
-        "command",
-        get("Invitation-Command").map(|c| json!(c.to_ascii_uppercase())),
-    );
-    put(
-        "cookie",
-        num("Invitation-Cookie").or_else(|| text("Invitation-Cookie")),
-    );
-    put("application_name", text("Application-Name"));
-    put("application_guid", text("Application-GUID"));
-    let is_ft = get("Application-GUID").is_some_and(|g| g.eq_ignore_ascii_case(MSNFTP_GUID))
-        || get("Application-Name")
-            .is_some_and(|n| n.to_ascii_lowercase().contains("file transfer"));
-    // ACCEPT and CANCEL do not repeat the application; the INVITE with the same cookie names it.
-    let named = get("Application-GUID").is_some() || get("Application-Name").is_some();
-    put(
-        "application",
-        (is_ft || named).then(|| json!(if is_ft { "file_transfer" } else { "other" })),
-    );
-    put("file_name", text("Application-File"));
-    put("file_size", num("Application-FileSize"));
-    put("connectivity", text("Connectivity"));
-    put("session_id", text("Session-ID"));
-    put("cancel_code", text("Cancel-Code"));
-    put("request_data", text("Request-Data"));
-    let port = get("Port").and_then(|p| p.parse::<u16>().ok());
-    if let Some(ip) = get("IP-Address") {
-        let addr = match port {
-            Some(p) => format!("{ip}:{p}"),
-            None => ip.to_string(),
-        };
-        put("address", Some(json!(addr)));
-    }
-    put("port", port.map(|p| json!(p)));
-    put("port_x", num("PortX"));
-    if let Some(ip) = get("IP-Address-Internal") {
-        let addr = match get("PortX-Internal").and_then(|p| p.parse::<u16>().ok()) {
-            Some(p) => format!("{ip}:{p}"),
-            None => ip.to_string(),
-        };
-        put("internal_address", Some(json!(addr)));
-    }
-    put("sender_connect", text("Sender-Connect"));
-    put("auth_cookie", text("AuthCookie"));
-    Value::Object(o)
-}
-
-/// X-MMS-IM-Format: `FN=Arial; EF=BI; CO=ff; CS=0; PF=22`.
-pub fn im_format(f: &str) -> Value {
-    let mut o = Map::new();
-    for part in f.split(';') {
-        let Some((k, v)) = part.trim().split_once('=') else {
-            continue;
-        };
-        match k.trim() {
-            "FN" => {
-                o.insert("font".into(), json!(urldecode(v)));
-            }
-            "EF" => {
-                let names: Vec<&str> = v
-                    .chars()
-                    .filter_map(|c| match c {
-                        'B' => Some("bold"),
-                        'I' => Some("italic"),
-                        'U' => Some("underline"),
-                        'S' => Some("strikethrough"),
-                        _ => None,
-                    })
-                    .collect();
-                o.insert("effects".into(), json!(names));
-            }
-            "CO" => {
-                o.insert("color".into(), json!(bgr_to_rgb(v)));
-            }
-            "CS" => {
-                o.insert("charset".into(), json!(u32::from_str_radix(v, 16).ok()));
-            }
-            "PF" => {
-                o.insert("pitch_family".into(), json!(v));
-            }
-            "RL" => {
-                o.insert("rtl".into(), json!(v == "1"));
-            }
-            other => {
-                o.insert(other.to_string(), json!(v));
-            }
-        }
-    }
-    Value::Object(o)
-}
-
-/// The colour is a BGR hex number without leading zeros; `ff` is red.
-fn bgr_to_rgb(v: &str) -> String {
-    match u32::from_str_radix(v.trim(), 16) {
-        Ok(n) if n <= 0xFF_FFFF => {
-            let (r, g, b) = (n & 0xff, (n >> 8) & 0xff, (n >> 16) & 0xff);
-            format!("#{r:02x}{g:02x}{b:02x}")
-        }
-        _ => v.to_string(),
     }
 }
 
-/// SDG / PUT / NFY payloads: `Routing`, `Reliability` and a third header block, then a body.
-pub fn decode_multipart(b: &[u8], tables: &Tables, version: Option<u8>) -> Result<Value, String> {
-    let mut o = Map::new();
+/// SDG / PUT / NFY payloads.
+pub fn decode_multipart(b: &[u8], version: Option<u8>) -> Result<Multipart<'_>, String> {
+    let mut blocks = Vec::new();
     let mut rest = b;
-    let mut last: Headers<'_> = Vec::new();
     for _ in 0..3 {
         if rest.is_empty() || !looks_like_headers(rest) {
             break;
         }
-        let (h, r, _) = split_headers(rest)?;
+        let (h, r) = split_headers(rest)?;
         let name = h
             .first()
-            .map(|(k, _)| k.to_ascii_lowercase())
-            .unwrap_or_default();
-        o.insert(name, headers_value(&h));
-        last = h;
+            .map(|(k, _)| Cow::Owned(k.to_ascii_lowercase()))
+            .unwrap_or(Cow::Borrowed(""));
+        blocks.push(Block { name, headers: h });
         rest = r;
     }
-    if o.is_empty() {
+    let Some(last) = blocks.last() else {
         return Err("not a routing/reliability/messaging block".into());
-    }
-    let (ct, _) = split_ct(header(&last, "Content-Type").unwrap_or(""));
-    o.insert("content_type".into(), json!(ct));
-    typed(
-        &mut o,
-        &ct,
-        &last,
-        rest,
-        b.len() - rest.len(),
-        tables,
-        version,
-    );
-    Ok(Value::Object(o))
+    };
+    let (ct, _) = split_ct(header_cow(&last.headers, "Content-Type"));
+    let content = typed(&ct, &last.headers, rest, b.len() - rest.len(), version);
+    Ok(Multipart {
+        blocks,
+        content_type: ct,
+        content,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn t() -> Tables {
-        Tables::empty()
-    }
-
     #[test]
     fn text_message_with_format() {
         let m = b"MIME-Version: 1.0\r\nContent-Type: text/plain; charset=UTF-8\r\nX-MMS-IM-Format: FN=MS%20Sans%20Serif; EF=BI; CO=ff; CS=0; PF=22\r\n\r\nHello";
-        let v = decode(m, &t(), Some(8)).unwrap();
-        assert_eq!(v["content_type"], "text/plain");
-        assert_eq!(v["charset"], "UTF-8");
-        assert_eq!(v["body"], "Hello");
-        assert_eq!(v["format"]["font"], "MS Sans Serif");
-        assert_eq!(v["format"]["effects"], json!(["bold", "italic"]));
-        assert_eq!(v["format"]["color"], "#ff0000");
-        assert_eq!(v["headers"][0], json!(["MIME-Version", "1.0"]));
+        let v = decode(m, Some(8)).unwrap();
+        assert_eq!(v.content_type, "text/plain");
+        assert_eq!(v.charset.as_deref(), Some("UTF-8"));
+        assert_eq!(v.content.text(), Some("Hello"));
+        let f = v.content.format.as_ref().unwrap();
+        assert_eq!(f.font.as_deref(), Some("MS Sans Serif"));
+        assert_eq!(f.effects, ["bold", "italic"]);
+        assert_eq!(f.color.as_deref(), Some("#ff0000"));
+        assert_eq!(f.label(), "MS Sans Serif, bold, italic, #ff0000");
+        assert_eq!(
+            v.headers[0],
+            (Cow::Borrowed("MIME-Version"), Cow::Borrowed("1.0"))
+        );
+        let j = serde_json::to_value(&v).unwrap();
+        assert_eq!(j["headers"][0], serde_json::json!(["MIME-Version", "1.0"]));
+        assert_eq!(j["body"], "Hello");
+        assert_eq!(j["format"]["charset"], 0);
+        let back: Mime = serde_json::from_value(j).unwrap();
+        assert_eq!(back, v);
     }
 
     #[test]
     fn typing_and_nudge() {
         let m = b"MIME-Version: 1.0\r\nContent-Type: text/x-msmsgscontrol\r\nTypingUser: bob@example.com\r\n\r\n\r\n";
         assert_eq!(
-            decode(m, &t(), None).unwrap()["typing_user"],
-            "bob@example.com"
+            decode(m, None).unwrap().content.typing_user.as_deref(),
+            Some("bob@example.com")
         );
         let m = b"MIME-Version: 1.0\r\nContent-Type: text/x-msnmsgr-datacast\r\n\r\nID: 1\r\n\r\n";
-        let v = decode(m, &t(), None).unwrap();
-        assert_eq!(v["datacast"]["id"], 1);
-        assert_eq!(v["datacast"]["name"], "nudge");
+        let v = decode(m, None).unwrap();
+        let d = v.content.datacast.unwrap();
+        assert_eq!(d.id, Some(1));
+        assert_eq!(d.name, "nudge");
     }
 
     #[test]
-    fn profile_port_is_swapped() {
+    fn profile_port_is_swapped_and_mspauth_is_secret() {
         // 18183 = 0x4707; swapped 0x0747 = 1863.
-        let m = b"MIME-Version: 1.0\r\nContent-Type: text/x-msmsgsprofile; charset=UTF-8\r\nClientPort: 18183\r\n\r\n";
-        assert_eq!(decode(m, &t(), None).unwrap()["client_port"], 1863);
+        let m = b"MIME-Version: 1.0\r\nContent-Type: text/x-msmsgsprofile; charset=UTF-8\r\nMSPAuth: 7secretAAA\r\nClientPort: 18183\r\n\r\n";
+        let mut v = decode(m, None).unwrap();
+        assert_eq!(v.content.client_port, Some(1863));
+        assert!(v.redact());
+        let j = serde_json::to_string(&v).unwrap();
+        assert!(!j.contains("7secretAAA"), "{j}");
+        assert!(!v.redact());
     }
 
     #[test]
     fn not_mime_is_an_error() {
-        assert!(decode(b"\x00\x01binary", &t(), None).is_err());
+        assert!(decode(b"\x00\x01binary", None).is_err());
     }
 
     #[test]
-    fn msnftp_invitation_is_structured() {
+    fn msnftp_invitation_is_structured_and_its_cookie_secret() {
         let m = b"MIME-Version: 1.0\r\nContent-Type: text/x-msmsgsinvite; charset=UTF-8\r\n\r\nApplication-Name: File Transfer\r\nApplication-GUID: {5D3E02AB-6190-11D3-BBBB-00C04F795683}\r\nInvitation-Command: INVITE\r\nInvitation-Cookie: 12345\r\nApplication-File: notes.txt\r\nApplication-FileSize: 2048\r\n\r\n";
-        let v = decode(m, &t(), Some(7)).unwrap();
-        assert_eq!(v["msnftp"]["command"], "INVITE");
-        assert_eq!(v["msnftp"]["cookie"], 12345);
-        assert_eq!(v["msnftp"]["application"], "file_transfer");
-        assert_eq!(v["msnftp"]["file_name"], "notes.txt");
-        assert_eq!(v["msnftp"]["file_size"], 2048);
+        let v = decode(m, Some(7)).unwrap();
+        let f = v.content.msnftp.as_ref().unwrap();
+        assert_eq!(f.command.as_deref(), Some("INVITE"));
+        assert_eq!(f.cookie.as_deref(), Some("12345"));
+        assert_eq!(f.application.as_deref(), Some("file_transfer"));
+        assert_eq!(f.file_name.as_deref(), Some("notes.txt"));
+        assert_eq!(f.file_size, Some(2048));
         let m = b"MIME-Version: 1.0\r\nContent-Type: text/x-msmsgsinvite; charset=UTF-8\r\n\r\nInvitation-Command: ACCEPT\r\nInvitation-Cookie: 12345\r\nIP-Address: 192.0.2.7\r\nPort: 6891\r\nAuthCookie: 99887766\r\nSender-Connect: TRUE\r\n\r\n";
-        let v = decode(m, &t(), Some(7)).unwrap();
-        assert_eq!(v["msnftp"]["command"], "ACCEPT");
-        assert!(v["msnftp"].get("application").is_none());
-        assert_eq!(v["msnftp"]["address"], "192.0.2.7:6891");
-        assert_eq!(v["msnftp"]["auth_cookie"], "99887766");
-        assert_eq!(v["msnftp"]["sender_connect"], "TRUE");
+        let mut v = decode(m, Some(7)).unwrap();
+        let f = v.content.msnftp.as_ref().unwrap();
+        assert_eq!(f.command.as_deref(), Some("ACCEPT"));
+        assert!(f.application.is_none());
+        assert_eq!(f.address.as_deref(), Some("192.0.2.7:6891"));
+        assert_eq!(f.auth_cookie.as_ref().unwrap().expose(), "99887766");
+        assert!(v.redact());
+        let j = serde_json::to_string(&v).unwrap();
+        assert!(!j.contains("99887766"), "{j}");
     }
 
     #[test]
@@ -468,21 +776,27 @@ mod tests {
         let mut m = b"MIME-Version: 1.0\r\nContent-Type: application/x-msnmsgrp2p\r\nP2P-Dest: bob@example.com\r\n\r\n".to_vec();
         let head = m.len();
         m.extend_from_slice(&p2p::build::v1(9, 2, 0, 3, 0x20, b"abc", Some(1)));
-        let v = decode(&m, &t(), Some(11)).unwrap();
-        assert_eq!(v["body_offset"], head);
-        assert_eq!(v["p2p"]["header"], "v1");
-        assert_eq!(v["p2p"]["session_id"], 9);
-        let body = crate::payload::unb64(v["body"]["base64"].as_str().unwrap()).unwrap();
-        assert_eq!(body, &m[head..]);
+        let v = decode(&m, Some(11)).unwrap();
+        assert_eq!(v.content.body_offset, Some(head));
+        let p = v.content.p2p.as_ref().unwrap();
+        assert_eq!(p.header, p2p::Layout::V1);
+        assert_eq!(p.session_id, Some(9));
+        assert_eq!(v.content.body.as_ref().unwrap().bytes(), &m[head..]);
     }
 
     #[test]
     fn multipart_blocks() {
         let m = b"Routing: 1.0\r\nTo: 1:bob@example.com\r\nFrom: 1:alice@example.com;epid={x}\r\n\r\nReliability: 1.0\r\n\r\nMessaging: 2.0\r\nMessage-Type: Text\r\nContent-Type: Text/plain; charset=UTF-8\r\nContent-Length: 2\r\n\r\nhi";
-        let v = decode_multipart(m, &t(), Some(21)).unwrap();
-        assert_eq!(v["routing"][1], json!(["To", "1:bob@example.com"]));
-        assert_eq!(v["messaging"][1], json!(["Message-Type", "Text"]));
-        assert_eq!(v["content_type"], "text/plain");
-        assert_eq!(v["body"], "hi");
+        let v = decode_multipart(m, Some(21)).unwrap();
+        assert_eq!(
+            v.block("routing").unwrap().headers[1].1,
+            "1:bob@example.com"
+        );
+        assert_eq!(v.block("messaging").unwrap().headers[1].1, "Text");
+        assert_eq!(v.content_type, "text/plain");
+        assert_eq!(v.content.text(), Some("hi"));
+        let j = serde_json::to_value(&v).unwrap();
+        let back: Multipart = serde_json::from_value(j).unwrap();
+        assert_eq!(back, v);
     }
 }

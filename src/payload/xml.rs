@@ -1,12 +1,82 @@
-//! XML payloads (NOT, IPG, UBX/UUX, ADL/RML/FQY, GCF) parsed into elements and attributes.
+//! XML payloads (NOT, IPG, UBX/UUX, ADL/RML/FQY, GCF, errors) parsed into elements whose
+//! names, attributes and text borrow from the payload. Bounded in depth and node count.
 
-use serde_json::{json, Map, Value};
+use std::borrow::Cow;
 
-/// Deepest element nesting that is turned into JSON; deeper content is summarised.
+use serde::{Deserialize, Serialize};
+
+use super::KvMap;
+use crate::secret::Redact;
+
+/// Deepest element nesting that is kept; deeper content is counted, not decoded.
 const MAX_DEPTH: usize = 64;
 
-/// Parses an XML document into `{name, attrs, text, children}` objects.
-pub fn parse(text: &str) -> Result<Value, String> {
+/// One element: `{name, attrs, text, children}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Element<'a> {
+    pub name: Cow<'a, str>,
+    #[serde(default, skip_serializing_if = "KvMap::is_empty")]
+    pub attrs: KvMap<'a>,
+    /// The element's own text (its text nodes joined), when not only whitespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<Cow<'a, str>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub children: Vec<Element<'a>>,
+    /// Child elements past the depth limit, not decoded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub children_omitted: Option<usize>,
+}
+
+impl<'a> Element<'a> {
+    pub fn attr(&self, name: &str) -> Option<&str> {
+        self.attrs.get(name)
+    }
+    pub fn child(&self, name: &str) -> Option<&Element<'a>> {
+        self.children.iter().find(|c| c.name == name)
+    }
+    /// Every element of the tree, depth first, this one included.
+    pub fn walk(&self) -> Vec<&Element<'a>> {
+        let mut out = vec![self];
+        let mut i = 0;
+        while i < out.len() {
+            let e = out[i];
+            out.extend(e.children.iter());
+            i += 1;
+        }
+        out
+    }
+    pub fn into_owned(self) -> Element<'static> {
+        Element {
+            name: super::owned(self.name),
+            attrs: self.attrs.into_owned(),
+            text: super::owned_opt(self.text),
+            children: self.children.into_iter().map(Element::into_owned).collect(),
+            children_omitted: self.children_omitted,
+        }
+    }
+}
+
+impl Redact for Element<'_> {
+    /// XML payloads of MSNP carry no credentials by name (tickets travel in command lines
+    /// and HTTP); attributes with a secret name are hidden all the same.
+    fn redact(&mut self) -> bool {
+        let mut changed = self.attrs.redact();
+        for c in self.children.iter_mut() {
+            changed |= c.redact();
+        }
+        changed
+    }
+}
+
+fn storage<'i>(s: &roxmltree::StringStorage<'i>) -> Cow<'i, str> {
+    match s {
+        roxmltree::StringStorage::Borrowed(b) => Cow::Borrowed(b),
+        roxmltree::StringStorage::Owned(o) => Cow::Owned(o.to_string()),
+    }
+}
+
+/// Parses an XML document into its root element.
+pub fn parse(text: &str) -> Result<Element<'_>, String> {
     // MSN payloads sometimes end with NUL or stray whitespace after the root element.
     let t = text.trim_matches(|c: char| c.is_whitespace() || c == '\0');
     let opts = roxmltree::ParsingOptions {
@@ -17,41 +87,46 @@ pub fn parse(text: &str) -> Result<Value, String> {
     Ok(element(doc.root_element(), 0))
 }
 
-fn element(n: roxmltree::Node, depth: usize) -> Value {
-    let mut o = Map::new();
-    o.insert("name".into(), json!(n.tag_name().name()));
-    let attrs: Map<String, Value> = n
-        .attributes()
-        .map(|a| (a.name().to_string(), json!(a.value())))
-        .collect();
-    if !attrs.is_empty() {
-        o.insert("attrs".into(), Value::Object(attrs));
+fn element<'i>(n: roxmltree::Node<'_, 'i>, depth: usize) -> Element<'i> {
+    let mut attrs = KvMap::default();
+    for a in n.attributes() {
+        attrs.insert(Cow::Borrowed(a.name()), storage(a.value_storage()));
     }
-    // Most elements have no text and few children: allocate only for what is there.
-    let mut texts = n
-        .children()
-        .filter(|c| c.is_text())
-        .filter_map(|c| c.text());
-    if let Some(first) = texts.next() {
-        let mut text = first.to_string();
-        texts.for_each(|t| text.push_str(t));
-        if !text.trim().is_empty() {
-            o.insert("text".into(), Value::String(text));
+    let mut text: Option<Cow<'i, str>> = None;
+    let mut kids = 0usize;
+    for c in n.children() {
+        if c.is_element() {
+            kids += 1;
+        } else if c.is_text() {
+            if let Some(s) = c.text_storage() {
+                match text.as_mut() {
+                    None => text = Some(storage(s)),
+                    Some(t) => t.to_mut().push_str(s),
+                }
+            }
         }
     }
-    let nkids = n.children().filter(|c| c.is_element()).count();
-    if nkids > 0 {
-        if depth >= MAX_DEPTH {
-            o.insert("children_omitted".into(), json!(nkids));
-        } else {
-            let kids = n.children().filter(|c| c.is_element());
-            o.insert(
-                "children".into(),
-                Value::Array(kids.map(|c| element(c, depth + 1)).collect()),
-            );
-        }
+    let text = text.filter(|t| !t.trim().is_empty());
+    let (children, children_omitted) = if kids == 0 {
+        (Vec::new(), None)
+    } else if depth >= MAX_DEPTH {
+        (Vec::new(), Some(kids))
+    } else {
+        (
+            n.children()
+                .filter(|c| c.is_element())
+                .map(|c| element(c, depth + 1))
+                .collect(),
+            None,
+        )
+    };
+    Element {
+        name: Cow::Borrowed(n.tag_name().name()),
+        attrs,
+        text,
+        children,
+        children_omitted,
     }
-    Value::Object(o)
 }
 
 #[cfg(test)]
@@ -61,17 +136,33 @@ mod tests {
     #[test]
     fn adl_list() {
         let v = parse(r#"<ml l="1"><d n="example.com"><c n="bob" l="3" t="1"/></d></ml>"#).unwrap();
-        assert_eq!(v["name"], "ml");
-        assert_eq!(v["attrs"]["l"], "1");
-        assert_eq!(v["children"][0]["attrs"]["n"], "example.com");
-        assert_eq!(v["children"][0]["children"][0]["attrs"]["l"], "3");
+        assert_eq!(v.name, "ml");
+        assert_eq!(v.attr("l"), Some("1"));
+        assert_eq!(v.children[0].attr("n"), Some("example.com"));
+        assert_eq!(v.children[0].children[0].attr("l"), Some("3"));
+        assert!(matches!(v.children[0].name, Cow::Borrowed(_)));
+        assert_eq!(
+            serde_json::to_string(&v).unwrap(),
+            r#"{"name":"ml","attrs":{"l":"1"},"children":[{"name":"d","attrs":{"n":"example.com"},"children":[{"name":"c","attrs":{"n":"bob","l":"3","t":"1"}}]}]}"#
+        );
     }
 
     #[test]
-    fn text_and_errors() {
-        let v = parse("<Data><PSM>hi there</PSM><CurrentMedia></CurrentMedia></Data>\0").unwrap();
-        assert_eq!(v["children"][0]["text"], "hi there");
+    fn text_entities_and_errors() {
+        let v =
+            parse("<Data><PSM>hi &amp; there</PSM><CurrentMedia></CurrentMedia></Data>\0").unwrap();
+        assert_eq!(v.children[0].text.as_deref(), Some("hi & there"));
         assert!(parse("<a><b></a>").is_err());
         assert!(parse("not xml").is_err());
+        let deep = "<a>".repeat(100) + &"</a>".repeat(100);
+        let v = parse(&deep).unwrap();
+        let mut d = 0;
+        let mut e = &v;
+        while let Some(c) = e.children.first() {
+            e = c;
+            d += 1;
+        }
+        assert_eq!(d, MAX_DEPTH);
+        assert_eq!(e.children_omitted, Some(1));
     }
 }

@@ -1,119 +1,171 @@
-//! Turns a command's raw tokens into named, typed fields using the form from the tables.
+//! Turns a command's tokens into named, typed fields using the form from the tables.
 //! Pure functions over one line; no state.
 
-use serde_json::{json, Map, Value};
+use std::borrow::Cow;
+
+use smallvec::SmallVec;
 
 use super::tables::{CommandDef, FormDef, ParamType, Tables};
-use crate::event::{Command, Dir};
+use crate::event::{Address, ArgIndices, Caps, EnumValue, Field, FieldValue, Fields, ListBits};
 use crate::payload::{msnobj, urldecode};
-use crate::wire;
+use crate::secret::Secret;
+use crate::wire::{self, Args};
 
-/// Fills `cmd.fields`, `cmd.trid`, address and secret indices from `form`.
-pub fn decode(tables: &Tables, form: &FormDef, cmd: &mut Command) {
-    let mut fields = Map::new();
-    let mut repeated: Vec<Value> = Vec::new();
-    let n = cmd.args.len();
+/// A token as text: borrowed when it is UTF-8 (nearly always).
+pub fn text(tok: &[u8]) -> Cow<'_, str> {
+    crate::payload::lossy(tok)
+}
+
+/// What a form says about a line: its fields, the transaction id, and which arguments
+/// hold server addresses and secrets.
+pub struct Decoded<'a> {
+    pub fields: Fields<'a>,
+    pub trid: Option<u64>,
+    pub address_args: ArgIndices,
+    pub secret_args: ArgIndices,
+}
+
+/// Decodes the arguments of a line by `form`.
+pub fn decode<'a>(tables: &'a Tables, form: &'a FormDef, args: &Args<'a, '_>) -> Decoded<'a> {
+    let mut out = Decoded {
+        fields: Fields::default(),
+        trid: None,
+        address_args: SmallVec::new(),
+        secret_args: SmallVec::new(),
+    };
+    let mut repeated: Vec<FieldValue<'a>> = Vec::new();
+    let n = args.len();
     for i in 0..n {
         let Some(p) = form.param(i) else { break };
-        let raw = cmd.args[i].as_str();
+        let Some(raw) = args.get(i) else { break };
+        let idx = u8::try_from(i).unwrap_or(u8::MAX);
         match p.ty {
-            ParamType::Address => cmd.address_args.push(i),
-            t if t.is_secret() => cmd.secret_args.push(i),
+            ParamType::Address => out.address_args.push(idx),
+            t if t.is_secret() => out.secret_args.push(idx),
             _ => {}
         }
         let v = value(
             tables,
             p.ty,
             raw,
-            p.values.as_ref().and_then(|v| v.meaning(raw)),
+            p.values.as_ref().and_then(|v| v.meaning_bytes(raw)),
         );
-        if p.ty == ParamType::Trid && cmd.trid.is_none() {
-            cmd.trid = wire::parse_len(raw);
+        if p.ty == ParamType::Trid && out.trid.is_none() {
+            out.trid = wire::parse_len(raw);
         }
         if form.repeat_last && i + 1 >= form.params.len() {
             repeated.push(v);
             continue;
         }
-        fields.insert(p.name.clone(), v);
+        out.fields.0.push(Field {
+            name: Cow::Borrowed(&p.name),
+            value: v,
+        });
     }
     if form.repeat_last && !repeated.is_empty() {
         if let Some(p) = form.params.last() {
-            fields.insert(p.name.clone(), Value::Array(repeated));
+            out.fields.0.push(Field {
+                name: Cow::Borrowed(&p.name),
+                value: FieldValue::List(repeated),
+            });
         }
     }
-    cmd.fields = fields;
+    out
 }
 
 /// For a line that fits no form: still find addresses and secrets by type position in any
-/// form of the same direction and arity, so the proxy and redaction never miss them.
-pub fn mark_by_any_form(def: &CommandDef, dir: Dir, cmd: &mut Command) {
-    let n = cmd.args.len();
+/// form of the same direction, so the proxy and redaction never miss them.
+pub fn mark_by_any_form(
+    def: &CommandDef,
+    dir: crate::event::Dir,
+    args: &Args<'_, '_>,
+    address_args: &mut ArgIndices,
+    secret_args: &mut ArgIndices,
+) {
     for f in def
         .forms
         .iter()
-        .filter(|f| f.dir.fits(dir) && f.matches_args(&cmd.args))
+        .filter(|f| f.dir.fits(dir) && f.matches_args(args))
     {
-        for i in 0..n {
-            if let Some(p) = f.param(i) {
-                if p.ty == ParamType::Address
-                    && looks_like_address(&cmd.args[i])
-                    && !cmd.address_args.contains(&i)
-                {
-                    cmd.address_args.push(i);
-                }
-                if p.ty.is_secret() && !cmd.secret_args.contains(&i) {
-                    cmd.secret_args.push(i);
-                }
+        for i in 0..args.len() {
+            let Some(p) = f.param(i) else { continue };
+            let idx = u8::try_from(i).unwrap_or(u8::MAX);
+            if p.ty == ParamType::Address
+                && args.get(i).is_some_and(looks_like_address)
+                && !address_args.contains(&idx)
+            {
+                address_args.push(idx);
+            }
+            if p.ty.is_secret() && !secret_args.contains(&idx) {
+                secret_args.push(idx);
             }
         }
     }
 }
 
 /// `host:port` with a numeric port.
-pub fn looks_like_address(s: &str) -> bool {
-    match s.rsplit_once(':') {
-        Some((h, p)) => !h.is_empty() && wire::parse_len(p).is_some_and(|p| p <= 65535),
+pub fn looks_like_address(s: &[u8]) -> bool {
+    match s.iter().rposition(|&c| c == b':') {
+        Some(i) => i > 0 && wire::parse_len(&s[i + 1..]).is_some_and(|p| p <= 65535),
         None => false,
     }
 }
 
-fn value(tables: &Tables, ty: ParamType, raw: &str, meaning: Option<&str>) -> Value {
+fn value<'a>(
+    tables: &'a Tables,
+    ty: ParamType,
+    raw: &'a [u8],
+    meaning: Option<&'a str>,
+) -> FieldValue<'a> {
+    let t = || text(raw);
     match ty {
         ParamType::Trid | ParamType::Length | ParamType::Int => match wire::parse_len(raw) {
-            Some(n) => json!(n),
-            None => json!(raw),
+            Some(n) => FieldValue::Int(n),
+            None => FieldValue::Str(t()),
         },
-        ParamType::Friendly | ParamType::Text => json!(urldecode(raw)),
+        ParamType::Friendly | ParamType::Text => FieldValue::Str(match t() {
+            Cow::Borrowed(b) => urldecode(b),
+            Cow::Owned(o) => Cow::Owned(urldecode(&o).into_owned()),
+        }),
         ParamType::Msnobj => {
-            let text = urldecode(raw);
-            match msnobj::parse(&text) {
-                Some(o) => o,
-                None => json!(text),
+            let s = match t() {
+                Cow::Borrowed(b) => urldecode(b),
+                Cow::Owned(o) => Cow::Owned(urldecode(&o).into_owned()),
+            };
+            let obj = msnobj::parse(&s).map(|o| o.into_owned());
+            match obj {
+                Some(o) => FieldValue::MsnObj(Box::new(o)),
+                None => FieldValue::Str(s),
             }
         }
-        ParamType::Caps => caps(tables, raw),
+        ParamType::Caps => caps(tables, raw).unwrap_or_else(|| FieldValue::Str(t())),
         ParamType::Listbits => match wire::parse_len(raw) {
-            Some(n) => {
-                let names: Vec<&str> = [(1, "FL"), (2, "AL"), (4, "BL"), (8, "RL"), (16, "PL")]
+            Some(n) => FieldValue::Lists(ListBits {
+                value: n,
+                lists: [(1, "FL"), (2, "AL"), (4, "BL"), (8, "RL"), (16, "PL")]
                     .iter()
                     .filter(|(b, _)| n & b != 0)
-                    .map(|(_, s)| *s)
-                    .collect();
-                json!({"value": n, "lists": names})
-            }
-            None => json!(raw),
+                    .map(|(_, s)| Cow::Borrowed(*s))
+                    .collect(),
+            }),
+            None => FieldValue::Str(t()),
         },
-        ParamType::Address => match raw.rsplit_once(':') {
-            Some((h, p)) if wire::parse_len(p).is_some() => {
-                json!({"host": h, "port": wire::parse_len(p)})
-            }
-            _ => json!(raw),
+        ParamType::Address => match raw.iter().rposition(|&c| c == b':') {
+            Some(i) if wire::parse_len(&raw[i + 1..]).is_some() => FieldValue::Address(Address {
+                host: text(&raw[..i]),
+                port: wire::parse_len(&raw[i + 1..]).unwrap_or(0),
+            }),
+            _ => FieldValue::Str(t()),
         },
         ParamType::Enum => match meaning {
-            Some(m) => json!({"value": raw, "meaning": m}),
-            None => json!(raw),
+            Some(m) => FieldValue::Enum(EnumValue {
+                value: t(),
+                meaning: Cow::Borrowed(m),
+            }),
+            None => FieldValue::Str(t()),
         },
-        _ => json!(raw),
+        ParamType::Cookie | ParamType::Secret => FieldValue::Secret(Secret(t())),
+        _ => FieldValue::Str(t()),
     }
 }
 
@@ -124,27 +176,32 @@ const CLIENT_NIBBLE: [&str; 13] = [
 ];
 
 /// `caps` or `caps:extcaps` into value, flag names and client version.
-pub fn caps(tables: &Tables, raw: &str) -> Value {
-    let (a, b) = match raw.split_once(':') {
-        Some((a, b)) => (a, Some(b)),
+pub fn caps<'a>(tables: &'a Tables, raw: &[u8]) -> Option<FieldValue<'a>> {
+    let (a, b) = match raw.iter().position(|&c| c == b':') {
+        Some(i) => (&raw[..i], Some(&raw[i + 1..])),
         None => (raw, None),
     };
-    let Some(v) = wire::parse_len(a) else {
-        return json!(raw);
-    };
-    let mut o = Map::new();
-    o.insert("value".into(), json!(v));
-    o.insert(
-        "flags".into(),
-        json!(tables.capability_names(v & 0x0FFF_FFFF, false)),
-    );
+    let v = wire::parse_len(a)?;
     let nib = ((v >> 28) & 0xF) as usize;
-    if let Some(name) = CLIENT_NIBBLE.get(nib).filter(|s| !s.is_empty()) {
-        o.insert("client".into(), json!(name));
-    }
-    if let Some(e) = b.and_then(wire::parse_len) {
-        o.insert("ext".into(), json!(e));
-        o.insert("ext_flags".into(), json!(tables.capability_names(e, true)));
-    }
-    Value::Object(o)
+    let ext = b.and_then(wire::parse_len);
+    Some(FieldValue::Caps(Box::new(Caps {
+        value: v,
+        flags: tables
+            .capability_names(v & 0x0FFF_FFFF, false)
+            .into_iter()
+            .map(Cow::Borrowed)
+            .collect(),
+        client: CLIENT_NIBBLE
+            .get(nib)
+            .filter(|s| !s.is_empty())
+            .map(|s| Cow::Borrowed(*s)),
+        ext,
+        ext_flags: ext.map(|e| {
+            tables
+                .capability_names(e, true)
+                .into_iter()
+                .map(Cow::Borrowed)
+                .collect()
+        }),
+    })))
 }

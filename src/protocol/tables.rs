@@ -8,6 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::event::{Dir, Service};
+use crate::wire::Args;
 
 mod builtin {
     include!(concat!(env!("OUT_DIR"), "/builtin_dissectors.rs"));
@@ -187,6 +188,9 @@ impl EnumValues {
             EnumValues::Map(m) => m.get(v).map(String::as_str),
         }
     }
+    pub fn meaning_bytes(&self, v: &[u8]) -> Option<&str> {
+        std::str::from_utf8(v).ok().and_then(|v| self.meaning(v))
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -262,10 +266,10 @@ impl FormDef {
         n >= min && (n <= max || self.repeat_last)
     }
 
-    pub fn matches_args<S: AsRef<str>>(&self, args: &[S]) -> bool {
+    pub fn matches_args(&self, args: &Args<'_, '_>) -> bool {
         self.matchers.iter().all(|(i, lits)| {
             args.get(*i)
-                .is_some_and(|a| lits.iter().any(|l| l == a.as_ref()))
+                .is_some_and(|a| lits.iter().any(|l| l.as_bytes() == a))
         })
     }
 
@@ -374,6 +378,103 @@ struct FileDoc {
     capability: Vec<CapabilityDef>,
     #[serde(default)]
     challenge_key: Vec<ChallengeKey>,
+    #[serde(default)]
+    rule: Vec<DialectRule>,
+}
+
+/// What a rule does to the connection when its command is seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RuleAction {
+    /// The client's `VER`: the dialects it offers bound the version.
+    Offer,
+    /// The server's `VER`: the version is the dialect it picked.
+    Negotiate,
+    /// A successful login.
+    LoggedIn,
+    /// A referral that answers a login: the server was a dispatch server.
+    Dispatch,
+}
+
+/// A version/service inference rule (dissectors/dialect.toml).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DialectRule {
+    pub dir: DirSpec,
+    /// The commands it applies to.
+    pub cmd: Vec<String>,
+    /// Argument literals that must match (`{ 1 = "MD5|CTP" }`).
+    #[serde(default, rename = "match", skip_serializing_if = "BTreeMap::is_empty")]
+    pub matches: BTreeMap<String, String>,
+    /// Argument literals that must not match.
+    #[serde(
+        default,
+        rename = "not_match",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    pub not_matches: BTreeMap<String, String>,
+    /// Exact number of arguments.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub argc: Option<usize>,
+    /// Least number of arguments.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_args: Option<usize>,
+    /// While the version is unknown, narrow it to this range.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub versions: Option<VersionRange>,
+    /// While the service is unknown, it is this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<Service>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<RuleAction>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub why: Option<String>,
+    #[serde(skip)]
+    matchers: Vec<(usize, Vec<String>)>,
+    #[serde(skip)]
+    anti: Vec<(usize, Vec<String>)>,
+}
+
+fn matchers(m: &BTreeMap<String, String>) -> Result<Vec<(usize, Vec<String>)>, String> {
+    m.iter()
+        .map(|(k, v)| {
+            let idx: usize = k
+                .parse()
+                .map_err(|_| format!("match key {k:?} is not an argument index"))?;
+            Ok((idx, v.split('|').map(str::to_string).collect()))
+        })
+        .collect()
+}
+
+impl DialectRule {
+    fn prepare(&mut self) -> Result<(), String> {
+        self.matchers = matchers(&self.matches)?;
+        self.anti = matchers(&self.not_matches)?;
+        if self.versions.is_none() && self.service.is_none() && self.action.is_none() {
+            return Err("a rule needs versions, service or action".into());
+        }
+        Ok(())
+    }
+
+    /// Does the rule apply to this line?
+    pub fn applies(&self, dir: Dir, name: &[u8], args: &Args<'_, '_>) -> bool {
+        let hit = |m: &[(usize, Vec<String>)]| {
+            m.iter().all(|(i, lits)| {
+                args.get(*i)
+                    .is_some_and(|a| lits.iter().any(|l| l.as_bytes() == a))
+            })
+        };
+        self.dir.fits(dir)
+            && self.cmd.iter().any(|c| c.as_bytes() == name)
+            && self.argc.is_none_or(|n| args.len() == n)
+            && self.min_args.is_none_or(|n| args.len() >= n)
+            && hit(&self.matchers)
+            && (self.anti.is_empty()
+                || !self.anti.iter().any(|(i, lits)| {
+                    args.get(*i)
+                        .is_some_and(|a| lits.iter().any(|l| l.as_bytes() == a))
+                }))
+    }
 }
 
 const SLOTS: usize = 26 * 26 * 26;
@@ -391,6 +492,8 @@ pub struct Tables {
     pub content_types: BTreeMap<String, NamedEntry>,
     pub mime_headers: BTreeMap<String, NamedEntry>,
     pub xml_roots: BTreeMap<String, NamedEntry>,
+    /// What commands say about a connection's version and service (dialect.toml).
+    pub rules: Vec<DialectRule>,
 }
 
 fn slot(name: &[u8]) -> Option<usize> {
@@ -431,6 +534,7 @@ impl Tables {
             content_types: BTreeMap::new(),
             mime_headers: BTreeMap::new(),
             xml_roots: BTreeMap::new(),
+            rules: Vec::new(),
         }
     }
 
@@ -511,6 +615,11 @@ impl Tables {
         for e in doc.xml_root {
             self.xml_roots.insert(e.name.to_ascii_lowercase(), e);
         }
+        for mut r in doc.rule {
+            r.prepare()
+                .map_err(|m| invalid(format!("rule for {}: {m}", r.cmd.join("|"))))?;
+            self.rules.push(r);
+        }
         for k in doc.challenge_key {
             self.challenge_keys.retain(|x| x.product_id != k.product_id);
             self.challenge_keys.push(k);
@@ -559,15 +668,15 @@ impl Tables {
         self.errors.get(&code)
     }
 
-    /// Finds the first form of `def` that fits the line.
-    pub fn select_form<'a, S: AsRef<str>>(
-        def: &'a CommandDef,
+    /// Finds the first form of `def` that fits the line; returns its index.
+    pub fn select_form(
+        def: &CommandDef,
         dir: Dir,
         service: Service,
         versions: VersionRange,
-        args: &[S],
-    ) -> Option<&'a FormDef> {
-        def.forms.iter().find(|f| {
+        args: &Args<'_, '_>,
+    ) -> Option<usize> {
+        def.forms.iter().position(|f| {
             f.dir.fits(dir)
                 && (service == Service::Unknown
                     || f.services
@@ -582,6 +691,28 @@ impl Tables {
                 && f.versions.unwrap_or(def.versions).intersects(&versions)
                 && f.arity_fits(args.len())
                 && f.matches_args(args)
+        })
+    }
+
+    /// The index of a command in the tables (stable for the life of the tables).
+    pub fn command_index(&self, name: &[u8]) -> Option<usize> {
+        let s = slot(name)?;
+        match self.index[s] {
+            u16::MAX => None,
+            i => Some(i as usize),
+        }
+    }
+
+    pub fn command_at(&self, i: usize) -> Option<&CommandDef> {
+        self.commands.get(i)
+    }
+
+    /// Does any server-to-client form of `name` carry a server address (XFR, RNG)?
+    pub fn may_redirect(&self, name: &[u8]) -> bool {
+        self.command(name).is_some_and(|d| {
+            d.forms.iter().any(|f| {
+                f.dir.fits(Dir::S2c) && f.params.iter().any(|p| p.ty == ParamType::Address)
+            })
         })
     }
 

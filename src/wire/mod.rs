@@ -1,8 +1,14 @@
-//! Byte-level framing helpers: line splitting, command tokens, numeric tokens, bounds.
-//! No protocol meaning lives here; which command carries a payload is decided by the tables.
+//! Byte-level framing: the one tokenizer, the one "a command line starts here" test, limits,
+//! and the [`Framer`] that cuts a byte stream into frames. No protocol meaning lives here:
+//! which command carries a payload is asked of a [`Rules`] implementation (the protocol
+//! layer answers from the dissector tables and the negotiated dialect).
+
+pub mod framer;
+
+pub use framer::{DesyncInfo, DesyncReason, Eol, Frame, Framer, Item, PayloadSpan, Plan, Rules};
 
 /// Bounds that keep hostile input cheap.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// Longest command line accepted, without its line ending.
     pub max_line: usize,
@@ -22,21 +28,104 @@ impl Default for Limits {
     }
 }
 
-/// Is `b` the start of a command name: three upper-case letters or three digits?
+/// The byte range of one token inside its line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tok {
+    pub start: u32,
+    pub end: u32,
+}
+
+impl Tok {
+    pub fn of<'a>(&self, line: &'a [u8]) -> &'a [u8] {
+        &line[self.start as usize..self.end as usize]
+    }
+    pub fn range(&self) -> std::ops::Range<usize> {
+        self.start as usize..self.end as usize
+    }
+}
+
+/// Token ranges of a line; the first is the command name. Lines of up to a dozen tokens
+/// (nearly all) need no allocation.
+pub type Toks = smallvec::SmallVec<[Tok; 12]>;
+
+/// The arguments of a command line (its tokens after the name), by index.
+#[derive(Debug, Clone, Copy)]
+pub struct Args<'a, 't> {
+    line: &'a [u8],
+    toks: &'t [Tok],
+}
+
+impl<'a, 't> Args<'a, 't> {
+    /// `toks` are all the tokens of `line`, the name first.
+    pub fn of_line(line: &'a [u8], toks: &'t [Tok]) -> Args<'a, 't> {
+        Args {
+            line,
+            toks: toks.get(1..).unwrap_or(&[]),
+        }
+    }
+    pub fn len(&self) -> usize {
+        self.toks.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.toks.is_empty()
+    }
+    pub fn get(&self, i: usize) -> Option<&'a [u8]> {
+        self.toks.get(i).map(|t| t.of(self.line))
+    }
+    pub fn tok(&self, i: usize) -> Option<Tok> {
+        self.toks.get(i).copied()
+    }
+    pub fn last(&self) -> Option<&'a [u8]> {
+        self.toks.last().map(|t| t.of(self.line))
+    }
+    pub fn iter(&self) -> impl Iterator<Item = &'a [u8]> + '_ {
+        self.toks.iter().map(|t| t.of(self.line))
+    }
+}
+
+/// The one tokenizer: tokens are separated by one or more spaces.
+pub fn tokenize(line: &[u8], out: &mut Toks) {
+    out.clear();
+    let mut i = 0;
+    let n = line.len();
+    while i < n {
+        while i < n && line[i] == b' ' {
+            i += 1;
+        }
+        if i == n {
+            break;
+        }
+        let s = i;
+        while i < n && line[i] != b' ' {
+            i += 1;
+        }
+        out.push(Tok {
+            start: s as u32,
+            end: i as u32,
+        });
+    }
+}
+
+/// Tokens of a text line (the same rule as [`tokenize`]).
+pub fn tokens(line: &str) -> impl Iterator<Item = &str> {
+    line.split(' ').filter(|t| !t.is_empty())
+}
+
+/// Is `b` a command name: three upper-case letters or three digits?
 pub fn is_command_name(b: &[u8]) -> bool {
     b.len() >= 3
         && (b[..3].iter().all(u8::is_ascii_uppercase) || b[..3].iter().all(u8::is_ascii_digit))
 }
 
-/// Does `line` (without line ending) start with a well-formed command token?
+/// Does `line` (without its line ending) start with a well-formed command token?
 pub fn is_command_line(line: &[u8]) -> bool {
     is_command_name(line) && (line.len() == 3 || line[3] == b' ')
 }
 
-/// Does `b` look like the start of a command line (name followed by space or line end)?
-/// `known` decides whether an alphabetic name is acceptable (digits always are).
-/// Returns None when more bytes are needed to tell.
-pub fn looks_like_line_start(b: &[u8], eof: bool, known: impl Fn(&[u8]) -> bool) -> Option<bool> {
+/// The one "a command line starts here" test: a name (three upper-case letters that
+/// `known` accepts, or three digits) followed by a space or a line end. None when more
+/// bytes are needed to tell; at the end of the stream (`eof`) a bare name counts.
+pub fn line_starts(b: &[u8], eof: bool, known: impl Fn(&[u8]) -> bool) -> Option<bool> {
     let digits = b.first().is_some_and(u8::is_ascii_digit);
     for &c in &b[..b.len().min(3)] {
         let ok = if digits {
@@ -52,23 +141,34 @@ pub fn looks_like_line_start(b: &[u8], eof: bool, known: impl Fn(&[u8]) -> bool)
         if !eof {
             return None;
         }
-        return Some(b.len() == 3 && (b[0].is_ascii_digit() || known(&b[..3])));
+        return Some(b.len() == 3 && (digits || known(&b[..3])));
     }
-    let sep = matches!(b[3], b' ' | b'\r' | b'\n');
-    Some(sep && (b[0].is_ascii_digit() || known(&b[..3])))
+    Some(matches!(b[3], b' ' | b'\r' | b'\n') && (digits || known(&b[..3])))
 }
 
 /// Parses an unsigned decimal token (no sign, no spaces), at most 20 digits.
-pub fn parse_len(tok: &str) -> Option<u64> {
-    if tok.is_empty() || tok.len() > 20 || !tok.bytes().all(|c| c.is_ascii_digit()) {
+pub fn parse_len(tok: &[u8]) -> Option<u64> {
+    if tok.is_empty() || tok.len() > 20 {
         return None;
     }
-    tok.parse().ok()
+    let mut v: u64 = 0;
+    for &c in tok {
+        if !c.is_ascii_digit() {
+            return None;
+        }
+        v = v.checked_mul(10)?.checked_add(u64::from(c - b'0'))?;
+    }
+    Some(v)
+}
+
+/// [`parse_len`] of a text token.
+pub fn parse_num(tok: &str) -> Option<u64> {
+    parse_len(tok.as_bytes())
 }
 
 /// Finds the next LF in `b`.
 pub fn find_lf(b: &[u8]) -> Option<usize> {
-    b.iter().position(|&c| c == b'\n')
+    memchr::memchr(b'\n', b)
 }
 
 #[cfg(test)]
@@ -87,28 +187,42 @@ mod tests {
     }
 
     #[test]
+    fn tokenizer_skips_runs_of_spaces() {
+        let mut t = Toks::new();
+        let line = b"  MSG 1  N 12 ";
+        tokenize(line, &mut t);
+        let v: Vec<&[u8]> = t.iter().map(|x| x.of(line)).collect();
+        assert_eq!(v, [&b"MSG"[..], b"1", b"N", b"12"]);
+        assert_eq!(
+            tokens("  MSG 1  N 12 ").collect::<Vec<_>>(),
+            ["MSG", "1", "N", "12"]
+        );
+        tokenize(b"", &mut t);
+        assert!(t.is_empty());
+    }
+
+    #[test]
     fn line_start_needs_four_bytes_unless_eof() {
         let any = |_: &[u8]| true;
-        assert_eq!(looks_like_line_start(b"MS", false, any), None);
-        assert_eq!(looks_like_line_start(b"MSG", false, any), None);
-        assert_eq!(looks_like_line_start(b"MSG", true, any), Some(true));
-        assert_eq!(looks_like_line_start(b"MSG ", false, any), Some(true));
-        assert_eq!(looks_like_line_start(b"MIME", false, any), Some(false));
-        assert_eq!(looks_like_line_start(b"<ml", false, any), Some(false));
-        assert_eq!(
-            looks_like_line_start(b"XYZ ", false, |_| false),
-            Some(false)
-        );
-        assert_eq!(looks_like_line_start(b"540 ", false, |_| false), Some(true));
+        assert_eq!(line_starts(b"MS", false, any), None);
+        assert_eq!(line_starts(b"MSG", false, any), None);
+        assert_eq!(line_starts(b"MSG", true, any), Some(true));
+        assert_eq!(line_starts(b"MSG ", false, any), Some(true));
+        assert_eq!(line_starts(b"MIME", false, any), Some(false));
+        assert_eq!(line_starts(b"<ml", false, any), Some(false));
+        assert_eq!(line_starts(b"XYZ ", false, |_| false), Some(false));
+        assert_eq!(line_starts(b"540 ", false, |_| false), Some(true));
     }
 
     #[test]
     fn lengths() {
-        assert_eq!(parse_len("0"), Some(0));
-        assert_eq!(parse_len("4294967295"), Some(4294967295));
-        assert_eq!(parse_len("-1"), None);
-        assert_eq!(parse_len("12a"), None);
-        assert_eq!(parse_len("OK"), None);
-        assert_eq!(parse_len("99999999999999999999999"), None);
+        assert_eq!(parse_len(b"0"), Some(0));
+        assert_eq!(parse_len(b"4294967295"), Some(4294967295));
+        assert_eq!(parse_len(b"18446744073709551615"), Some(u64::MAX));
+        assert_eq!(parse_len(b"18446744073709551616"), None);
+        assert_eq!(parse_len(b"-1"), None);
+        assert_eq!(parse_len(b"12a"), None);
+        assert_eq!(parse_len(b"OK"), None);
+        assert_eq!(parse_len(b"99999999999999999999999"), None);
     }
 }

@@ -13,7 +13,29 @@ use msntap::capture::{FlowOptions, ReadOptions};
 use msntap::output::create_private;
 use msntap::protocol::tables::Tables;
 
-use crate::cli::AnnotateArgs;
+use clap::Args;
+use std::path::PathBuf;
+
+#[derive(Args, Debug)]
+pub struct AnnotateArgs {
+    /// Capture to annotate (pcap or pcapng).
+    #[arg(value_name = "IN")]
+    pub input: PathBuf,
+    /// Output pcapng file.
+    #[arg(short, long, value_name = "OUT")]
+    pub output: PathBuf,
+    /// Also treat these server ports as MSNP (comma-separated; 1863 always is).
+    #[arg(long, value_delimiter = ',', value_name = "PORT")]
+    pub port: Vec<u16>,
+    /// Most TCP connections tracked at once (the least recently active are closed first).
+    #[arg(long, default_value_t = 20_000, value_name = "N")]
+    pub max_flows: usize,
+    /// Keep secrets (tickets, cookies, hashes) in the comments; the output file is then
+    /// created readable by its owner only.
+    #[arg(long)]
+    pub no_redact: bool,
+}
+
 
 pub fn run(a: &AnnotateArgs, tables: Arc<Tables>) -> Result<ExitCode> {
     // Creating the output would truncate the input before it is read.

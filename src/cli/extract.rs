@@ -13,7 +13,24 @@ use msntap::event::Sink;
 use msntap::protocol::tables::Tables;
 use msntap::Event;
 
-use crate::cli::ExtractArgs;
+use clap::Args;
+use std::path::PathBuf;
+
+#[derive(Args, Debug)]
+pub struct ExtractArgs {
+    #[command(flatten)]
+    pub input: InputArgs,
+    /// Directory to write the objects into (created if missing; files are never overwritten).
+    #[arg(short = 'o', long = "output", value_name = "DIR")]
+    pub output: PathBuf,
+    /// Also write one JSON report per object to FILE ("-" for standard output).
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<String>,
+    /// Largest object to reassemble, in bytes (larger announced sizes are refused).
+    #[arg(long, value_name = "BYTES", default_value_t = 64 << 20)]
+    pub max_object_size: u64,
+}
+
 
 /// Reports objects as they are finished.
 struct Reporter {

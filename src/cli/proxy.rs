@@ -7,12 +7,49 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use crate::cli::ProxyArgs;
+use clap::Args;
+use std::path::PathBuf;
+
 use msntap::analysis::extract::{ExtractSink, Limits};
 use msntap::event::Sink;
 use msntap::output::Output;
 use msntap::protocol::tables::Tables;
 use msntap::proxy::{Config, Proxy, ProxyError};
+
+#[derive(Args, Debug)]
+pub struct ProxyArgs {
+    /// The real server, HOST:PORT (e.g. messenger.example.org:1863).
+    #[arg(
+        long,
+        value_name = "HOST:PORT",
+        required_unless_present = "transparent"
+    )]
+    pub upstream: Option<String>,
+    /// Where clients connect. Anything but a loopback address exposes the proxy to the network.
+    #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:1863")]
+    pub listen: std::net::SocketAddr,
+    /// Host written into rewritten redirect addresses (default: the address the client
+    /// reached the proxy on). Needed when clients reach the proxy through NAT or a name.
+    #[arg(long, value_name = "HOST")]
+    pub advertise: Option<String>,
+    /// Linux: take each connection's real destination from an iptables/nftables REDIRECT
+    /// rule (SO_ORIGINAL_DST); --upstream is then only the fallback. See docs/proxy.md.
+    #[arg(long)]
+    pub transparent: bool,
+    /// Record the proxied connections into FILE as pcapng (readable by Wireshark and
+    /// `msntap read`). The file holds everything, secrets included: it is made owner-only.
+    #[arg(long, value_name = "FILE")]
+    pub pcap: Option<PathBuf>,
+    /// Seconds to wait for the upstream server to accept a connection.
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    pub connect_timeout: u64,
+    /// Extract display pictures, emoticons and files sent over P2P into DIR as they
+    /// complete, each verified against its MSNObject (as `msntap extract` does).
+    #[arg(long, value_name = "DIR")]
+    pub extract: Option<PathBuf>,
+    #[command(flatten)]
+    pub out: OutputArgs,
+}
 
 pub fn run(a: &ProxyArgs, tables: Arc<Tables>) -> Result<ExitCode> {
     let cfg = Config {

@@ -1,19 +1,37 @@
-//! The `read` and `synth` subcommands: wire command-line options to the capture module,
-//! the output pipeline and the progress bar. No capture parsing or decoding lives here.
+//! `msntap read`: wires command-line options to the capture reader, the output pipeline
+//! and the progress bar. No capture parsing or decoding lives here.
 
 use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
+use clap::Args;
 
-use msntap::capture::synth::{synthesize, SynthOptions};
-use msntap::capture::writer::Format;
 use msntap::capture::{read_path_with_progress, FlowOptions, ReadOptions, ReadStats};
 use msntap::output::Output;
 use msntap::protocol::tables::Tables;
 
-use crate::cli::{ReadArgs, SynthArgs};
+use super::args::OutputArgs;
+
+#[derive(Args, Debug)]
+pub struct ReadArgs {
+    /// Capture files (pcap or pcapng, any byte order, micro- or nanosecond timestamps).
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// Also treat these server ports as MSNP (comma-separated; 1863 always is).
+    #[arg(long, value_delimiter = ',', value_name = "PORT")]
+    pub port: Vec<u16>,
+    /// Most TCP connections tracked at once (the least recently active are closed first).
+    #[arg(long, default_value_t = 20_000, value_name = "N")]
+    pub max_flows: usize,
+    /// No progress bar, even on a terminal.
+    #[arg(long)]
+    pub no_progress: bool,
+    #[command(flatten)]
+    pub out: OutputArgs,
+}
 
 /// Files smaller than this are read without a progress bar.
 const PROGRESS_MIN: u64 = 16 << 20;
@@ -94,45 +112,4 @@ pub fn read(a: &ReadArgs, tables: Arc<Tables>) -> Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
-}
-
-pub fn synth(a: &SynthArgs, tables: Arc<Tables>) -> Result<ExitCode> {
-    let text = std::fs::read(&a.log).with_context(|| format!("reading {}", a.log.display()))?;
-    let text = String::from_utf8_lossy(&text);
-    let conns = msntap::logfile::parse(&text, &tables, a.flip);
-    if conns.is_empty() {
-        anyhow::bail!("{}: no C:/S: or >>>/<<< lines found", a.log.display());
-    }
-    for c in &conns {
-        for (line, note) in &c.notes {
-            eprintln!("msntap: {}:{line}: {note}", a.log.display());
-        }
-    }
-    let opts = SynthOptions {
-        segment: a.segment.max(1),
-        format: if a.pcapng {
-            Format::PcapNg
-        } else {
-            Format::Pcap
-        },
-        reorder: a.reorder,
-        duplicate: a.duplicate,
-        overlap: a.overlap,
-        drop_every: a.drop.filter(|n| *n > 0),
-        seed: a.seed,
-        ..SynthOptions::default()
-    };
-    let f = std::fs::File::create(&a.output)
-        .with_context(|| format!("creating {}", a.output.display()))?;
-    let s = synthesize(&conns, &opts, std::io::BufWriter::new(f))
-        .with_context(|| format!("writing {}", a.output.display()))?;
-    eprintln!(
-        "msntap: wrote {}: {} connections, {} packets, {} data bytes, {} segments dropped",
-        a.output.display(),
-        s.connections,
-        s.packets,
-        s.data_bytes,
-        s.dropped
-    );
-    Ok(ExitCode::SUCCESS)
 }

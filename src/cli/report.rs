@@ -1,0 +1,70 @@
+//! `msntap report`: the discovery report over the events of every input.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::Args;
+
+use msntap::analysis::report::Report;
+use msntap::protocol::tables::Tables;
+
+use super::args::InputArgs;
+use super::{finish_inputs, for_each_input_event, write_out};
+
+#[derive(Args, Debug)]
+pub struct ReportArgs {
+    #[command(flatten)]
+    pub input: InputArgs,
+    /// Write the report as JSON to FILE ("-" for standard output).
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<String>,
+    /// Write a dissector stub (dissectors/ format) for each unknown command into DIR.
+    #[arg(long, value_name = "DIR")]
+    pub stubs: Option<PathBuf>,
+    /// Keep secrets in the example lines instead of <redacted> (a --json file is then
+    /// created readable by its owner only).
+    #[arg(long)]
+    pub no_redact: bool,
+}
+
+pub fn run(a: &ReportArgs, tables: Arc<Tables>) -> Result<ExitCode> {
+    let mut r = Report {
+        inputs: a
+            .input
+            .inputs
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect(),
+        ..Report::default()
+    };
+    let problems = for_each_input_event(&a.input, &tables, &mut |mut ev| {
+        if !a.no_redact {
+            msntap::event::filter::redact(&mut ev);
+        }
+        r.add(&ev, &tables);
+        Ok(())
+    });
+    if let Some(dir) = &a.stubs {
+        let written = r
+            .write_stubs(dir)
+            .with_context(|| format!("writing stubs into {}", dir.display()))?;
+        eprintln!(
+            "msntap: wrote {} dissector stubs into {} (load them with --dissectors {})",
+            written.len(),
+            dir.display(),
+            dir.display()
+        );
+    }
+    match a.json.as_deref() {
+        Some(dest) => write_out(
+            dest,
+            &(serde_json::to_string_pretty(&r)? + "\n"),
+            a.no_redact,
+        )?,
+        None => write_out("-", &r.text(), a.no_redact)?,
+    }
+    Ok(finish_inputs(&problems))
+}
+
