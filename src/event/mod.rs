@@ -27,7 +27,7 @@ use crate::secret::{Redact, Secret, REDACTED};
 pub const SCHEMA_VERSION: u32 = 2;
 
 /// Direction of a frame on a connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Dir {
     C2s,

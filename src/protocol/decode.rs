@@ -129,10 +129,16 @@ pub fn command<'a>(
     let line = frame.line(bytes);
     let text = payload::lossy(line);
     let line_base64 = matches!(text, Cow::Owned(_)).then(|| Bytes(Cow::Borrowed(line)));
-    let args = Args::of_line(line, &frame.toks);
+    let args = match text {
+        Cow::Borrowed(s) => Args::of_text(s, &frame.toks),
+        Cow::Owned(_) => Args::of_line(line, &frame.toks),
+    };
     let name = frame.name(bytes);
     let mut c = Command {
-        cmd: fields::text(name),
+        cmd: match text {
+            Cow::Borrowed(s) => Cow::Borrowed(s.get(..name.len()).unwrap_or_default()),
+            Cow::Owned(_) => fields::text(name),
+        },
         trid: None,
         fields: Fields::default(),
         known: false,

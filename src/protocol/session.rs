@@ -409,7 +409,7 @@ versions = "2-21"
         t.add_file("test.toml", TEST_TABLE)
             .expect("test table parses");
         // The dialect rules are data too: use the built-in ones.
-        t.rules = Tables::builtin().expect("built-in tables").rules;
+        t.set_rules(Tables::builtin().expect("built-in tables").rules);
         Arc::new(t)
     }
 

@@ -494,6 +494,8 @@ pub struct Tables {
     pub xml_roots: BTreeMap<String, NamedEntry>,
     /// What commands say about a connection's version and service (dialect.toml).
     pub rules: Vec<DialectRule>,
+    /// Rule indices by command name, sorted by name (nearly every line has no rule).
+    rule_index: Vec<([u8; 3], Vec<u16>)>,
 }
 
 fn slot(name: &[u8]) -> Option<usize> {
@@ -535,6 +537,7 @@ impl Tables {
             mime_headers: BTreeMap::new(),
             xml_roots: BTreeMap::new(),
             rules: Vec::new(),
+            rule_index: Vec::new(),
         }
     }
 
@@ -620,11 +623,44 @@ impl Tables {
                 .map_err(|m| invalid(format!("rule for {}: {m}", r.cmd.join("|"))))?;
             self.rules.push(r);
         }
+        self.index_rules();
         for k in doc.challenge_key {
             self.challenge_keys.retain(|x| x.product_id != k.product_id);
             self.challenge_keys.push(k);
         }
         Ok(())
+    }
+
+    fn index_rules(&mut self) {
+        let mut idx: Vec<([u8; 3], Vec<u16>)> = Vec::new();
+        for (i, r) in self.rules.iter().enumerate() {
+            for c in &r.cmd {
+                let Ok(k) = <[u8; 3]>::try_from(c.as_bytes()) else {
+                    continue;
+                };
+                match idx.binary_search_by(|(n, _)| n.cmp(&k)) {
+                    Ok(p) => idx[p].1.push(i as u16),
+                    Err(p) => idx.insert(p, (k, vec![i as u16])),
+                }
+            }
+        }
+        self.rule_index = idx;
+    }
+
+    /// The dialect rules that name this command, in file order.
+    pub fn rules_for(&self, name: &[u8]) -> impl Iterator<Item = &DialectRule> {
+        let hit = <[u8; 3]>::try_from(name)
+            .ok()
+            .and_then(|k| self.rule_index.binary_search_by(|(n, _)| n.cmp(&k)).ok());
+        hit.into_iter()
+            .flat_map(move |p| self.rule_index[p].1.iter())
+            .filter_map(move |&i| self.rules.get(i as usize))
+    }
+
+    /// Replaces the dialect rules (tests).
+    pub fn set_rules(&mut self, rules: Vec<DialectRule>) {
+        self.rules = rules;
+        self.index_rules();
     }
 
     /// Drops a command from the tables (to study what msntap makes of it unknown).

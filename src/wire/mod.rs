@@ -53,6 +53,8 @@ pub type Toks = smallvec::SmallVec<[Tok; 12]>;
 pub struct Args<'a, 't> {
     line: &'a [u8],
     toks: &'t [Tok],
+    /// The line as text, when it is UTF-8: tokens are then cut from it without checks.
+    text: Option<&'a str>,
 }
 
 impl<'a, 't> Args<'a, 't> {
@@ -61,6 +63,26 @@ impl<'a, 't> Args<'a, 't> {
         Args {
             line,
             toks: toks.get(1..).unwrap_or(&[]),
+            text: None,
+        }
+    }
+    /// As [`Args::of_line`], for a line already known to be this text.
+    pub fn of_text(text: &'a str, toks: &'t [Tok]) -> Args<'a, 't> {
+        Args {
+            line: text.as_bytes(),
+            toks: toks.get(1..).unwrap_or(&[]),
+            text: Some(text),
+        }
+    }
+    /// The `i`th argument as text (invalid UTF-8 replaced).
+    pub fn str(&self, i: usize) -> Option<std::borrow::Cow<'a, str>> {
+        let t = self.toks.get(i)?;
+        match self.text.and_then(|s| s.get(t.range())) {
+            Some(s) => Some(std::borrow::Cow::Borrowed(s)),
+            None => Some(match std::str::from_utf8(t.of(self.line)) {
+                Ok(s) => std::borrow::Cow::Borrowed(s),
+                Err(_) => std::borrow::Cow::Owned(String::from_utf8_lossy(t.of(self.line)).into_owned()),
+            }),
         }
     }
     pub fn len(&self) -> usize {
