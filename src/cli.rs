@@ -268,6 +268,10 @@ pub struct DissectorArgs {
     /// Show only these commands (comma-separated).
     #[arg(long, value_delimiter = ',', value_name = "CMD")]
     pub only: Vec<String>,
+    /// Write a Wireshark Lua plugin generated from the tables to FILE (default msnp.lua;
+    /// "-" for standard output).
+    #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "msnp.lua", conflicts_with_all = ["json", "only"])]
+    pub wireshark: Option<String>,
 }
 
 /// Output and filter options shared by every decoding command.

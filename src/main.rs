@@ -248,6 +248,14 @@ fn decode(a: &cli::DecodeArgs, tables: Arc<Tables>) -> Result<ExitCode> {
 }
 
 fn dissectors(a: &cli::DissectorArgs, tables: &Tables) -> Result<ExitCode> {
+    if let Some(dest) = &a.wireshark {
+        let lua = msntap::wireshark::generate(tables, env!("CARGO_PKG_VERSION"));
+        write_out(dest, &lua, false)?;
+        if dest != "-" {
+            eprintln!("msntap: wrote the Wireshark plugin {dest} (install: see README, Wireshark)");
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let only: Vec<String> = a.only.iter().map(|s| s.to_ascii_uppercase()).collect();
     let cmds: Vec<_> = tables
         .commands()

@@ -391,6 +391,8 @@ pub struct Tables {
     pub content_types: BTreeMap<String, NamedEntry>,
     pub mime_headers: BTreeMap<String, NamedEntry>,
     pub xml_roots: BTreeMap<String, NamedEntry>,
+    /// Every file merged in, in load order (built-in ones first).
+    files: Vec<String>,
 }
 
 fn slot(name: &[u8]) -> Option<usize> {
@@ -431,6 +433,7 @@ impl Tables {
             content_types: BTreeMap::new(),
             mime_headers: BTreeMap::new(),
             xml_roots: BTreeMap::new(),
+            files: Vec::new(),
         }
     }
 
@@ -468,6 +471,7 @@ impl Tables {
             file: file.to_string(),
             message: e.to_string(),
         })?;
+        self.files.push(file.to_string());
         let invalid = |m: String| TableError::Invalid {
             file: file.to_string(),
             message: m,
@@ -543,6 +547,11 @@ impl Tables {
             u16::MAX => None,
             i => self.commands.get(i as usize),
         }
+    }
+
+    /// The files these tables were merged from, in load order (built-in ones first).
+    pub fn files(&self) -> &[String] {
+        &self.files
     }
 
     pub fn is_known(&self, name: &[u8]) -> bool {
