@@ -149,6 +149,10 @@ local function copy_state(st)
   for d, r in pairs(st.resync) do
     c.resync[d] = { at_line_start = r.at_line_start, reason = r.reason }
   end
+  if st.seek ~= nil then
+    c.seek = { c2s = st.seek.c2s, s2c = st.seek.s2c }
+    c.anywhere = { c2s = st.anywhere.c2s, s2c = st.anywhere.s2c }
+  end
   return c
 end
 core.copy_state = copy_state
@@ -444,12 +448,99 @@ local function tokens(line)
 end
 core.tokens = tokens
 
+-- msntap's test for the first line of a direction: a known command, a space or CR,
+-- printable, CRLF, and not an HTTP request line. nil: too short to tell.
+local function plausible_line(s)
+  if #s < 4 then
+    for k = 1, #s do
+      if not is_upper(s:byte(k)) then
+        return false
+      end
+    end
+    return nil
+  end
+  local a, b, c, d = s:byte(1, 4)
+  if not (is_upper(a) and is_upper(b) and is_upper(c)) or not (d == 32 or d == 13)
+    or not is_known(s:sub(1, 3)) then
+    return false
+  end
+  local window = s:sub(1, 2048)
+  local lf = window:find("\n", 1, true)
+  if lf == nil then
+    if #window == 2048 then
+      return false
+    end
+    if window:find("[^\r\32-\126]") then
+      return false
+    end
+    return nil
+  end
+  local line = window:sub(1, lf - 2)
+  return lf >= 5 and window:byte(lf - 1) == 13 and not line:find("[^\32-\126]")
+    and not line:find(" HTTP/", 1, true)
+end
+core.plausible_line = plausible_line
+
+-- Where the first command line of a direction starts, from index pos: "at", i; "more", i
+-- (not yet: bytes before i can go); or "no". Only at pos itself unless `anywhere` (a
+-- stream picked up mid-way, or known MSNP whose first bytes are no command line).
+local function find_start(s, pos, anywhere)
+  local cand = pos
+  while true do
+    local ok = plausible_line(s:sub(cand, cand + 2047))
+    if ok then
+      return "at", cand
+    elseif ok == nil then
+      return "more", cand
+    elseif not anywhere then
+      return "no", cand
+    end
+    local lf = s:find("\n", cand, true)
+    if lf == nil then
+      return "more", #s + 1
+    end
+    cand = lf + 1
+  end
+end
+core.find_start = find_start
+
 -- Frames the bytes s of one direction as msntap does. Calls on_pdu(p) for each command
--- and on_skip(from, to, reason) for bytes that are not MSNP. Returns nil when everything
--- was used, or the index where framing stopped and how many more bytes are needed there
--- (0: at least one more segment).
+-- and on_skip(from, to, reason, midway) for bytes that are not MSNP. Returns nil when
+-- everything was used, or the index where framing stopped and how many more bytes are
+-- needed there (0: at least one more segment); or nil, nil, true when a connection taken
+-- on trial (st.tentative) turns out not to start with a command line.
 local function frame(st, dir, s, eof, on_pdu, on_skip)
   local pos = 1
+  -- A direction of a TCP connection starts at its first plausible command line.
+  while st.seek ~= nil and st.seek[dir] do
+    local r, cand = find_start(s, pos, st.anywhere[dir])
+    if r == "at" then
+      if cand > pos then
+        on_skip(pos, cand - 1, "stream picked up mid-way: skipped to the first command line", true)
+      end
+      pos = cand
+      st.seek[dir] = false
+      st.tentative = nil
+    elseif r == "no" and st.tentative then
+      -- Taken on the promise of its first bytes, and they are no command line after all.
+      return nil, nil, true
+    elseif r == "more" then
+      if cand > pos then
+        on_skip(pos, cand - 1, "before the first command line", true)
+      end
+      if cand > #s then
+        return nil
+      end
+      if #s - cand + 1 > 4096 then
+        -- A line longer than any command: skip it.
+        on_skip(cand, #s, "before the first command line", true)
+        return nil
+      end
+      return cand, 0
+    else
+      st.anywhere[dir] = true
+    end
+  end
   local function start_resync(reason)
     if st.resync[dir] == nil then
       st.resync[dir] = { at_line_start = false, reason = reason }
@@ -577,38 +668,6 @@ local function frame(st, dir, s, eof, on_pdu, on_skip)
 end
 core.frame = frame
 
--- msntap's test for the first bytes of a connection found on no MSNP port: a known
--- command, a space or CR, printable, CRLF, and not an HTTP request line. nil: too short.
-local function plausible_line(s)
-  if #s < 4 then
-    for k = 1, #s do
-      if not is_upper(s:byte(k)) then
-        return false
-      end
-    end
-    return nil
-  end
-  local a, b, c, d = s:byte(1, 4)
-  if not (is_upper(a) and is_upper(b) and is_upper(c)) or not (d == 32 or d == 13)
-    or not is_known(s:sub(1, 3)) then
-    return false
-  end
-  local window = s:sub(1, 2048)
-  local lf = window:find("\n", 1, true)
-  if lf == nil then
-    if #window == 2048 then
-      return false
-    end
-    if window:find("[^\r\32-\126]") then
-      return false
-    end
-    return nil
-  end
-  local line = window:sub(1, lf - 2)
-  return lf >= 5 and window:byte(lf - 1) == 13 and not line:find("[^\32-\126]")
-    and not line:find(" HTTP/", 1, true)
-end
-core.plausible_line = plausible_line
 
 -- Outside Wireshark (tests running the framing under a plain Lua), stop here.
 if Proto == nil then
@@ -642,6 +701,8 @@ field("error", ProtoField.uint16("msnp.error", "Error code", base.DEC, GEN.error
 field("error_meaning", ProtoField.string("msnp.error.meaning", "Error meaning"))
 field("host", ProtoField.string("msnp.server.host", "Server host", base.ASCII, "Host of an address argument (XFR, RNG)"))
 field("port", ProtoField.uint16("msnp.server.port", "Server port", base.DEC, nil, nil, "Port of an address argument (XFR, RNG)"))
+field("client", ProtoField.string("msnp.client", "Client", base.ASCII, "The connection's client side (address:port)"))
+field("server", ProtoField.string("msnp.server", "Server", base.ASCII, "The connection's server side (address:port)"))
 field("referral", ProtoField.string("msnp.referral", "Referral", base.ASCII, "Server address a later connection is expected on"))
 field("mime_header", ProtoField.string("msnp.mime.header", "MIME header"))
 field("mime_name", ProtoField.string("msnp.mime.header.name", "Name"))
@@ -711,9 +772,10 @@ local E = {
   oversize = ProtoExpert.new("msnp.payload.oversize", "Declared payload too large: not read", expert.group.PROTOCOL, expert.severity.WARN),
   desync = ProtoExpert.new("msnp.desync", "Bytes that are not MSNP: skipped to the next command line", expert.group.MALFORMED, expert.severity.WARN),
   error = ProtoExpert.new("msnp.error_reply", "Error reply", expert.group.RESPONSE_CODE, expert.severity.NOTE),
+  midway = ProtoExpert.new("msnp.midway", "Bytes before the first command line of a direction", expert.group.SEQUENCE, expert.severity.NOTE),
   badnum = ProtoExpert.new("msnp.not_a_number", "Parameter is not a number", expert.group.PROTOCOL, expert.severity.NOTE),
 }
-msnp.experts = { E.unknown, E.unmatched, E.truncated, E.guess, E.oversize, E.desync, E.error, E.badnum }
+msnp.experts = { E.unknown, E.unmatched, E.truncated, E.guess, E.oversize, E.desync, E.midway, E.error, E.badnum }
 
 msnp.prefs.ports = Pref.range("Extra TCP ports", "", "TCP ports besides 1863 whose traffic is MSNP (switchboards are also found by heuristic and from XFR/RNG)", 65535)
 msnp.prefs.heuristic = Pref.bool("Find MSNP on other ports", true, "Try connections on any port whose first line is a known MSNP command")
@@ -842,7 +904,7 @@ end
 
 -- The connection a TCP segment belongs to, created on first sight. `decided` false: not
 -- yet known to be MSNP (no MSNP port, no learned address, no command line seen yet).
-local function connection(pinfo, key, s)
+local function connection(pinfo, key)
   local c = conns[key]
   if c ~= nil then
     return c
@@ -867,6 +929,8 @@ local function connection(pinfo, key, s)
       c.detail = "MSNP command line seen on a port not otherwise watched"
     end
   end
+  c.state.seek = { c2s = true, s2c = true }
+  c.state.anywhere = { c2s = not c.syn, s2c = not c.syn }
   conns[key] = c
   return c
 end
@@ -879,15 +943,21 @@ local function accept(c, s)
   if c.rejected then
     return false
   end
-  local ok = plausible_line(s)
-  c.seen = c.seen + #s
-  if ok ~= false then
+  -- A connection opened by a SYN must start with a command line; one seen mid-way may
+  -- start on one at any line within its first 4 KiB.
+  local r, cand = find_start(s, 1, not c.syn)
+  if r == "at" then
     c.accepted = true
     return true
   end
-  -- A connection opened by a SYN must start with a command line; one seen mid-way may
-  -- start on one within its first 4 KiB.
-  if c.syn or c.seen >= DETECT_WINDOW then
+  if r == "more" and cand <= #s then
+    -- The start of a plausible line: taken on trial, so that TCP gathers the rest of it.
+    c.accepted = true
+    c.state.tentative = true
+    return true
+  end
+  c.seen = c.seen + #s
+  if r == "no" or c.seen > DETECT_WINDOW then
     c.rejected = true
   end
   return false
@@ -928,7 +998,11 @@ local function mime_headers(s, i, limit)
       return hs, lf + 1
     end
     local name, value = text:match("^([^:]+):%s*(.*)$")
-    hs[#hs + 1] = { from = pos, len = lf - pos + 1, text = text, name = name, value = value }
+    local voff = nil
+    if name ~= nil then
+      voff = #text - #value
+    end
+    hs[#hs + 1] = { from = pos, len = lf - pos + 1, text = text, name = name, value = value, voff = voff }
     pos = lf + 1
   end
   return hs, nil
@@ -940,7 +1014,7 @@ local function add_headers(tvb, tree, hs, base0)
     local it = tree:add(F.mime_header, tvb(base0 + h.from - 1, h.len), h.text)
     if h.name ~= nil then
       it:add(F.mime_name, tvb(base0 + h.from - 1, #h.name), h.name)
-      it:add(F.mime_value, tvb(base0 + h.from - 1, h.len), h.value)
+      it:add(F.mime_value, tvb(base0 + h.from - 1 + h.voff, #h.value), h.value)
       local m = GEN.mime_headers[h.name:lower()]
       if m ~= nil and m ~= "" then
         it:append_text(" (" .. m .. ")")
@@ -953,7 +1027,7 @@ local function add_headers(tvb, tree, hs, base0)
   return ctype
 end
 
-local function add_body(tvb, tree, s, from, to, base0, ctype)
+local function add_body(tvb, pinfo, tree, s, from, to, base0, ctype)
   if from > to then
     return
   end
@@ -962,7 +1036,7 @@ local function add_body(tvb, tree, s, from, to, base0, ctype)
   if ct:find("^text/") or ct:find("^application/x%-msmsgs") then
     tree:add(F.mime_body, r, s:sub(from, to))
   elseif ct:find("xml") and xml_dissector ~= nil then
-    pcall(function() xml_dissector:call(r:tvb(), nil, tree) end)
+    pcall(function() xml_dissector:call(r:tvb(), pinfo, tree) end)
   else
     tree:add(F.payload, r)
   end
@@ -982,7 +1056,12 @@ local function add_payload(tvb, pinfo, tree, s, p, base0)
   if is_digit(p.name:byte(1)) then
     kind = "xml"
   end
-  local pt = tree:add(F.payload_len, range, p.payload_len)
+  local label = "Payload: " .. p.payload_len .. " bytes"
+  if kind ~= nil then
+    label = label .. " (" .. kind .. ")"
+  end
+  local pt = tree:add(range, label)
+  pt:add(F.payload_len, range, p.payload_len)
   if p.guess then
     pt:add_proto_expert_info(E.guess, "Payload length guessed: the last token of an unknown command, and no command line follows")
   end
@@ -1026,7 +1105,7 @@ local function add_payload(tvb, pinfo, tree, s, p, base0)
         break
       end
     end
-    add_body(tvb, pt, s, pos, to, base0, ctype)
+    add_body(tvb, pinfo, pt, s, pos, to, base0, ctype)
   elseif kind == "xml" and xml_dissector ~= nil and s:sub(from, from) == "<" then
     pcall(function() xml_dissector:call(range:tvb(), pinfo, pt) end)
   elseif kind == "text" or kind == "xml" then
@@ -1100,12 +1179,16 @@ local function param_of(form, i)
   return p
 end
 
-local function add_pdu(tvb, pinfo, tree, s, p, dir, base0)
+local function add_pdu(tvb, pinfo, tree, s, p, dir, base0, c)
   local arrow = dir == "c2s" and ">>>" or "<<<"
   local whole = tvb(base0 + p.start - 1, p.frame_len)
   local lr = tvb(base0 + p.start - 1, p.line_len > 0 and p.line_len or p.head_len)
   local t = tree:add(msnp, whole, "MSN Messenger Protocol, " .. arrow .. " " .. short(p.line))
   t:add(F.dir, lr, dir):append_text(" (" .. arrow .. ")")
+  if c.client ~= nil then
+    t:add(F.client, lr, c.client):set_generated()
+    t:add(F.server, lr, c.server):set_generated()
+  end
   t:add(F.service, lr, p.service)
   if p.version ~= nil then
     t:add(F.version, lr, p.version)
@@ -1194,24 +1277,36 @@ local function dissect_bytes(tvb, pinfo, tree, st, dir, eof, gateway, live, c)
   local infos = {}
   local skips = {}
   local function on_pdu(p)
-    infos[#infos + 1] = add_pdu(tvb, pinfo, tree, s, p, dir, 0)
+    infos[#infos + 1] = add_pdu(tvb, pinfo, tree, s, p, dir, 0, c)
     if live and p.referral ~= nil then
       learn(p.referral, p.referral_target, p.version)
     end
   end
-  local function on_skip(from, to, reason)
+  local function on_skip(from, to, reason, midway)
     local last = skips[#skips]
     if last ~= nil and last.to + 1 == from and last.reason == reason then
       last.to = to
     else
-      skips[#skips + 1] = { from = from, to = to, reason = reason }
+      skips[#skips + 1] = { from = from, to = to, reason = reason, midway = midway }
     end
   end
-  local stop, need = frame(st, dir, s, eof, on_pdu, on_skip)
+  local stop, need, reject = frame(st, dir, s, eof, on_pdu, on_skip)
+  if reject then
+    if live then
+      c.accepted = false
+      c.rejected = true
+    end
+    return 0
+  end
   for _, k in ipairs(skips) do
     local r = tvb(k.from - 1, k.to - k.from + 1)
-    tree:add(msnp, r, "MSN Messenger Protocol, " .. (k.to - k.from + 1) .. " bytes that are not MSNP")
-      :add(F.skipped, r):add_proto_expert_info(E.desync, "Not MSNP (" .. k.reason .. "): skipped to the next command line")
+    local it = tree:add(msnp, r, "MSN Messenger Protocol, " .. (k.to - k.from + 1) .. " bytes that are not MSNP")
+      :add(F.skipped, r)
+    if k.midway then
+      it:add_proto_expert_info(E.midway, "Not MSNP (" .. k.reason .. ")")
+    else
+      it:add_proto_expert_info(E.desync, "Not MSNP (" .. k.reason .. "): skipped to the next command line")
+    end
   end
   if #infos > 0 or #skips > 0 then
     pinfo.cols.protocol = gateway and "MSNP/HTTP" or "MSNP"
@@ -1233,9 +1328,12 @@ local function dissect_bytes(tvb, pinfo, tree, st, dir, eof, gateway, live, c)
 end
 
 -- The state a dissector call starts from: on the first pass the connection's own (and a
--- snapshot of it), afterwards a copy of that snapshot.
+-- snapshot of it), afterwards a copy of that snapshot. A call is known by its frame and
+-- where its bytes start in it (0 for reassembled bytes: at most one such call per frame);
+-- not by its length, since a later pass hands over a reassembled PDU without the bytes
+-- after it that the first pass saw.
 local function call_state(pinfo, tvb, c, key)
-  local skey = key .. "#" .. pinfo.number .. ":" .. tvb:offset() .. ":" .. tvb:len()
+  local skey = key .. "#" .. pinfo.number .. ":" .. tvb:offset()
   local snap = snapshots[skey]
   if not pinfo.visited and snap == nil then
     snapshots[skey] = copy_state(c.state)
@@ -1250,20 +1348,17 @@ end
 local function dissect_tcp(tvb, pinfo, tree, from_heuristic)
   local key = conn_key(pinfo)
   local c = conns[key]
-  local s = nil
   if c == nil then
     if pinfo.visited then
       return 0
     end
-    s = tvb:raw(0, math.min(tvb:len(), 2048))
-    c = connection(pinfo, key, s)
+    c = connection(pinfo, key)
   end
   if not c.expected and not c.accepted then
     if pinfo.visited or (from_heuristic == false and not msnp.prefs.heuristic) then
       return 0
     end
-    s = s or tvb:raw(0, math.min(tvb:len(), 2048))
-    if not accept(c, s) then
+    if not accept(c, tvb:raw(0, math.min(tvb:len(), DETECT_WINDOW + 2048))) then
       return 0
     end
   end
