@@ -210,7 +210,8 @@ core.lookup = lookup
 local NO_PAYLOAD = {}
 
 -- Whether a payload follows the line at s[after]: NO_PAYLOAD, { n = len, guess = bool },
--- { oversize = len }, or nil when more bytes are needed to tell.
+-- { oversize = len }, or nil when more bytes are needed to tell; second value true when
+-- the bytes after the line decided.
 local function plan_payload(st, dir, name, def, form, args, s, after, eof)
   local n = #args
   local len
@@ -237,12 +238,12 @@ local function plan_payload(st, dir, name, def, form, args, s, after, eof)
         return nil
       end
       if l then
-        return NO_PAYLOAD
+        return NO_PAYLOAD, true
       end
       if eof and after > #s then
-        return NO_PAYLOAD
+        return NO_PAYLOAD, true
       end
-      return { n = g, guess = true }
+      return { n = g, guess = true }, true
     end
   end
   if len == nil then
@@ -509,7 +510,20 @@ core.find_start = find_start
 -- everything was used, or the index where framing stopped and how many more bytes are
 -- needed there (0: at least one more segment); or nil, nil, true when a connection taken
 -- on trial (st.tentative) turns out not to start with a command line.
-local function frame(st, dir, s, eof, on_pdu, on_skip)
+-- memo (optional) keeps what was decided by looking at bytes after a command: a later
+-- pass gets a reassembled command without the bytes after it, and must decide alike.
+local function frame(st, dir, s, eof, on_pdu, on_skip, memo)
+  memo = memo or {}
+  -- looks_like_line_start at i, remembered where the bytes told.
+  local function line_start_at(i)
+    local l = looks_like_line_start(s, i, eof, is_known)
+    if l == nil then
+      l = memo["r" .. i]
+    else
+      memo["r" .. i] = l
+    end
+    return l
+  end
   local pos = 1
   -- A direction of a TCP connection starts at its first plausible command line.
   while st.seek ~= nil and st.seek[dir] do
@@ -551,7 +565,7 @@ local function frame(st, dir, s, eof, on_pdu, on_skip)
     if rs ~= nil then
       local done = false
       if rs.at_line_start then
-        local l = looks_like_line_start(s, pos, eof, is_known)
+        local l = line_start_at(pos)
         if l == nil then
           return pos, 0
         elseif l then
@@ -571,7 +585,7 @@ local function frame(st, dir, s, eof, on_pdu, on_skip)
           return nil
         end
         local cand = lf + 1
-        local l = looks_like_line_start(s, cand, eof, is_known)
+        local l = line_start_at(cand)
         on_skip(pos, lf, rs.reason)
         if l == nil then
           rs.at_line_start = true
@@ -621,9 +635,14 @@ local function frame(st, dir, s, eof, on_pdu, on_skip)
         else
           local name, args, tpos = tokens(line)
           local def, form = lookup(st, dir, name, args)
-          local plan = plan_payload(st, dir, name, def, form, args, s, lf + 1, eof)
+          local plan, looked = plan_payload(st, dir, name, def, form, args, s, lf + 1, eof)
           if plan == nil then
-            return pos, 0
+            plan = memo["p" .. pos]
+            if plan == nil then
+              return pos, 0
+            end
+          elseif looked then
+            memo["p" .. pos] = plan
           end
           local p = {
             start = pos, line = line, line_len = #line, head_len = lf - pos + 1,
@@ -963,13 +982,16 @@ local function accept(c, s)
   return false
 end
 
-local function set_info(pinfo, text, append_always)
-  local cur = tostring(pinfo.cols.info)
-  if append_always or cur:sub(1, 4) == ">>> " or cur:sub(1, 4) == "<<< " then
+-- The Info column: this call's commands, after those of an earlier call on the same frame
+-- (the protocol column already says MSNP then) or after HTTP's text for gateway bodies.
+local function set_info(pinfo, text, gateway)
+  local proto = gateway and "MSNP/HTTP" or "MSNP"
+  if gateway or tostring(pinfo.cols.protocol) == proto then
     pinfo.cols.info:append(" | " .. text)
   else
     pinfo.cols.info:set(text)
   end
+  pinfo.cols.protocol = proto
 end
 
 local function short(line)
@@ -1272,33 +1294,17 @@ end
 
 -- Dissects the bytes of one direction of one connection, starting from state st.
 -- Returns the number of bytes used; asks TCP for more when a command is incomplete.
-local function dissect_bytes(tvb, pinfo, tree, st, dir, eof, gateway, live, c)
+local function dissect_bytes(tvb, pinfo, tree, st, memo, dir, eof, gateway, live, c)
   local s = tvb:raw(0, tvb:len())
   local infos = {}
-  local skips = {}
-  local function on_pdu(p)
-    infos[#infos + 1] = add_pdu(tvb, pinfo, tree, s, p, dir, 0, c)
-    if live and p.referral ~= nil then
-      learn(p.referral, p.referral_target, p.version)
+  -- Skipped bytes are gathered into one run until a command or the end comes.
+  local skip = nil
+  local function flush_skip()
+    if skip == nil then
+      return
     end
-  end
-  local function on_skip(from, to, reason, midway)
-    local last = skips[#skips]
-    if last ~= nil and last.to + 1 == from and last.reason == reason then
-      last.to = to
-    else
-      skips[#skips + 1] = { from = from, to = to, reason = reason, midway = midway }
-    end
-  end
-  local stop, need, reject = frame(st, dir, s, eof, on_pdu, on_skip)
-  if reject then
-    if live then
-      c.accepted = false
-      c.rejected = true
-    end
-    return 0
-  end
-  for _, k in ipairs(skips) do
+    local k = skip
+    skip = nil
     local r = tvb(k.from - 1, k.to - k.from + 1)
     local it = tree:add(msnp, r, "MSN Messenger Protocol, " .. (k.to - k.from + 1) .. " bytes that are not MSNP")
       :add(F.skipped, r)
@@ -1307,14 +1313,34 @@ local function dissect_bytes(tvb, pinfo, tree, st, dir, eof, gateway, live, c)
     else
       it:add_proto_expert_info(E.desync, "Not MSNP (" .. k.reason .. "): skipped to the next command line")
     end
+    infos[#infos + 1] = "[not MSNP]"
   end
-  if #infos > 0 or #skips > 0 then
-    pinfo.cols.protocol = gateway and "MSNP/HTTP" or "MSNP"
-    local text = table.concat(infos, " | ")
-    if #skips > 0 then
-      text = text .. (#infos > 0 and " | " or "") .. "[not MSNP]"
+  local function on_pdu(p)
+    flush_skip()
+    infos[#infos + 1] = add_pdu(tvb, pinfo, tree, s, p, dir, 0, c)
+    if live and p.referral ~= nil then
+      learn(p.referral, p.referral_target, p.version)
     end
-    set_info(pinfo, text, gateway)
+  end
+  local function on_skip(from, to, reason, midway)
+    if skip ~= nil and skip.to + 1 == from and skip.reason == reason then
+      skip.to = to
+    else
+      flush_skip()
+      skip = { from = from, to = to, reason = reason, midway = midway }
+    end
+  end
+  local stop, need, reject = frame(st, dir, s, eof, on_pdu, on_skip, memo)
+  if reject then
+    if live then
+      c.accepted = false
+      c.rejected = true
+    end
+    return 0
+  end
+  flush_skip()
+  if #infos > 0 then
+    set_info(pinfo, table.concat(infos, " | "), gateway)
   end
   if stop ~= nil then
     pinfo.desegment_offset = stop - 1
@@ -1336,13 +1362,14 @@ local function call_state(pinfo, tvb, c, key)
   local skey = key .. "#" .. pinfo.number .. ":" .. tvb:offset()
   local snap = snapshots[skey]
   if not pinfo.visited and snap == nil then
-    snapshots[skey] = copy_state(c.state)
-    return c.state, true
+    snap = { state = copy_state(c.state), memo = {} }
+    snapshots[skey] = snap
+    return c.state, true, snap.memo
   end
   if snap == nil then
-    return nil, false
+    return nil, false, nil
   end
-  return copy_state(snap), false
+  return copy_state(snap.state), false, snap.memo
 end
 
 local function dissect_tcp(tvb, pinfo, tree, from_heuristic)
@@ -1362,14 +1389,14 @@ local function dissect_tcp(tvb, pinfo, tree, from_heuristic)
       return 0
     end
   end
-  local st, live = call_state(pinfo, tvb, c, key)
+  local st, live, memo = call_state(pinfo, tvb, c, key)
   if st == nil then
     return 0
   end
   local src = endpoint(pinfo.src, pinfo.src_port)
   local dir = src == c.client and "c2s" or "s2c"
   local eof = pinfo.can_desegment == 0
-  return dissect_bytes(tvb, pinfo, tree, st, dir, eof, false, live, c)
+  return dissect_bytes(tvb, pinfo, tree, st, memo, dir, eof, false, live, c)
 end
 
 -- Gateway bodies (HTTP, application/x-msn-messenger): each body is whole, so framing ends
@@ -1392,13 +1419,13 @@ local function dissect_gateway(tvb, pinfo, tree)
     c = { state = new_state(service, nil), expected = true, gateway = true }
     conns[key] = c
   end
-  local st, live = call_state(pinfo, tvb, c, key)
+  local st, live, memo = call_state(pinfo, tvb, c, key)
   if st == nil then
     return 0
   end
   local req = f_http_request()
   local dir = (req ~= nil and req.value) and "c2s" or "s2c"
-  return dissect_bytes(tvb, pinfo, tree, st, dir, true, true, live, c)
+  return dissect_bytes(tvb, pinfo, tree, st, memo, dir, true, true, live, c)
 end
 
 function msnp.dissector(tvb, pinfo, tree)
