@@ -1342,7 +1342,9 @@ local function dissect_bytes(tvb, pinfo, tree, st, memo, dir, eof, gateway, live
   if #infos > 0 then
     set_info(pinfo, table.concat(infos, " | "), gateway)
   end
-  if stop ~= nil then
+  -- Nothing to keep when framing stopped at the very end (TCP must not be asked to keep
+  -- zero bytes: its reassembly asserts); the state says where the next bytes stand.
+  if stop ~= nil and stop <= #s then
     pinfo.desegment_offset = stop - 1
     if need == nil or need <= 0 then
       pinfo.desegment_len = DESEGMENT_ONE_MORE_SEGMENT
