@@ -924,15 +924,63 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
+/// Runs a harness of tests/wireshark/ under `lua` and reads its "conn dir cmd hexline"
+/// lines into connections.
+fn lua_lines(
+    lua: &str,
+    harness: &Path,
+    plugin: &Path,
+    input: &Path,
+) -> Vec<((String, String), Lines)> {
+    let o = Command::new(lua)
+        .arg(harness)
+        .arg(plugin)
+        .arg(input)
+        .output()
+        .expect("lua runs");
+    assert!(
+        o.status.success(),
+        "{lua} {}: {}",
+        harness.display(),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let mut by: Vec<((String, String), Lines)> = Vec::new();
+    for l in String::from_utf8_lossy(&o.stdout).lines() {
+        let mut f = l.splitn(4, ' ');
+        let (conn, d, cmd, line) = (
+            f.next().unwrap_or_default().to_string(),
+            f.next().unwrap_or_default(),
+            f.next().unwrap_or_default().to_string(),
+            f.next().unwrap_or_default(),
+        );
+        let bytes: Vec<u8> = (0..line.len() / 2)
+            .filter_map(|i| u8::from_str_radix(&line[2 * i..2 * i + 2], 16).ok())
+            .collect();
+        let line = String::from_utf8_lossy(&bytes).into_owned();
+        let key = (conn, String::new());
+        let k = match by.iter().position(|(c, _)| *c == key) {
+            Some(k) => k,
+            None => {
+                by.push((key, Default::default()));
+                by.len() - 1
+            }
+        };
+        by[k].1[dir_index(d)].push((cmd, line));
+    }
+    by
+}
+
+/// Under each Lua present, over every session log: the plugin's framing alone (frame.lua,
+/// 3-byte pieces) and the whole plugin against a strict stand-in for Wireshark's API
+/// (mock.lua, 5-byte pieces, and a second, visited pass) must give msntap decode's lines.
 #[test]
-fn framing_runs_the_same_on_lua_5_2_to_5_4() {
+fn the_plugin_runs_the_same_on_lua_5_2_to_5_4() {
     let luas = luas();
     if luas.is_empty() {
         return;
     }
     let plugin = plugin();
     let tables = msntap::Tables::builtin().expect("tables");
-    let harness = root().join("tests/wireshark/frame.lua");
     let mut problems = Vec::new();
     let mut logs: Vec<PathBuf> = std::fs::read_dir(root().join("captures/logs"))
         .expect("captures/logs")
@@ -944,72 +992,65 @@ fn framing_runs_the_same_on_lua_5_2_to_5_4() {
     assert!(logs.len() >= 20);
     for log in &logs {
         let text = std::fs::read_to_string(log).expect("log");
-        // The chunks msntap decodes, fed to the plugin's framing 3 bytes at a time.
-        let mut input = String::new();
-        for (i, conn) in msntap::logfile::parse(&text, &tables, false)
-            .iter()
-            .enumerate()
-        {
-            for ch in &conn.chunks {
-                let d = if ch.dir == Dir::C2s { "c2s" } else { "s2c" };
-                for piece in ch.bytes.chunks(3) {
-                    input += &format!("{i} {d} {}\n", hex(piece));
+        let conns = msntap::logfile::parse(&text, &tables, false);
+        let reference = msntap_lines(&["decode", log.to_str().expect("utf-8")]);
+        for (harness, piece) in [("frame.lua", 3), ("mock.lua", 5)] {
+            // The chunks msntap decodes, in pieces.
+            let mut input = String::new();
+            for (i, conn) in conns.iter().enumerate() {
+                for ch in &conn.chunks {
+                    let d = if ch.dir == Dir::C2s { "c2s" } else { "s2c" };
+                    for p in ch.bytes.chunks(piece) {
+                        input += &format!("{i} {d} {}\n", hex(p));
+                    }
                 }
             }
-        }
-        let input_path = tmp_dir().join("frame-input.txt");
-        std::fs::write(&input_path, input).expect("write");
-        let reference = msntap_lines(&["decode", log.to_str().expect("utf-8")]);
-        for lua in &luas {
-            let o = Command::new(lua)
-                .arg(&harness)
-                .arg(&plugin)
-                .arg(&input_path)
-                .output()
-                .expect("lua runs");
-            assert!(
-                o.status.success(),
-                "{lua} {}: {}",
-                log.display(),
-                String::from_utf8_lossy(&o.stderr)
-            );
-            let mut by: Vec<(String, Lines)> = Vec::new();
-            for l in String::from_utf8_lossy(&o.stdout).lines() {
-                let mut f = l.splitn(4, ' ');
-                let (conn, d, cmd, line) = (
-                    f.next().unwrap_or_default().to_string(),
-                    f.next().unwrap_or_default(),
-                    f.next().unwrap_or_default().to_string(),
-                    f.next().unwrap_or_default(),
-                );
-                let bytes: Vec<u8> = (0..line.len() / 2)
-                    .filter_map(|i| u8::from_str_radix(&line[2 * i..2 * i + 2], 16).ok())
-                    .collect();
-                let line = String::from_utf8_lossy(&bytes).into_owned();
-                let k = match by.iter().position(|(c, _)| *c == conn) {
-                    Some(k) => k,
-                    None => {
-                        by.push((conn.clone(), Default::default()));
-                        by.len() - 1
-                    }
-                };
-                by[k].1[dir_index(d)].push((cmd, line));
-            }
-            let got: Vec<((String, String), Lines)> = by
-                .into_iter()
-                .map(|(c, l)| ((c, String::new()), l))
-                .collect();
-            if let Err(e) = compare(
-                &format!(
-                    "{lua} {} (\"tshark\" below: the plugin's framing under {lua})",
+            let input_path = tmp_dir().join(format!("lua-input-{piece}.txt"));
+            std::fs::write(&input_path, input).expect("write");
+            let harness = root().join("tests/wireshark").join(harness);
+            for lua in &luas {
+                let got = lua_lines(lua, &harness, &plugin, &input_path);
+                let name = format!(
+                    "{lua} {} {} (\"tshark\" below: the plugin under {lua})",
+                    harness.display(),
                     log.display()
-                ),
-                &reference,
-                &got,
-            ) {
-                problems.push(e);
+                );
+                if let Err(e) = compare(&name, &reference, &got) {
+                    problems.push(e);
+                }
             }
         }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[test]
+fn extra_ports_preference_and_heuristic_switch() {
+    if !tshark_present() {
+        return;
+    }
+    let plugin = plugin();
+    let cap = edge_capture();
+    let lines_on = |args: &[&str]| -> usize {
+        let mut a: Vec<&str> = vec!["-Y", "tcp.port == 7777 && msnp"];
+        a.extend(LINE_FIELDS);
+        a.extend(args);
+        tshark(&plugin, &cap, &a)
+            .packets
+            .iter()
+            .map(|p| values(p, "msnp.line").len())
+            .sum()
+    };
+    // ANS, IRO, ANS OK, MSG on port 7777: found by its first line, or by the port given.
+    assert_eq!(lines_on(&[]), 4);
+    assert_eq!(lines_on(&["-o", "msnp.heuristic:FALSE"]), 0);
+    assert_eq!(
+        lines_on(&[
+            "-o",
+            "msnp.heuristic:FALSE",
+            "-o",
+            "msnp.ports:7000-7999,8000"
+        ]),
+        4
+    );
 }

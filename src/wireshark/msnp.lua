@@ -732,7 +732,6 @@ field("caps", ProtoField.uint32("msnp.caps", "Capabilities", base.HEX))
 field("caps_client", ProtoField.uint32("msnp.caps.client", "Client version nibble", base.DEC, nil, 0xF0000000,
   "Top four bits of the capabilities: the Messenger client version (1 = 6.0 ...)"))
 field("extcaps", ProtoField.uint32("msnp.extcaps", "Extended capabilities", base.HEX))
-field("lists", ProtoField.uint32("msnp.lists", "Lists", base.DEC))
 field("skipped", ProtoField.bytes("msnp.skipped", "Bytes that are not MSNP"))
 
 -- The list bits of the `listbits` parameter type, as dissectors/README.md defines it.
@@ -1142,7 +1141,12 @@ local function add_param(tvb, t, p, tok, r)
   if p.class == "uint" then
     local v = u32(tok)
     if v ~= nil then
-      t:add(f, r, v)
+      local it = t:add(f, r, v)
+      if p.ty == "listbits" then
+        for _, lf in ipairs(F_LISTS) do
+          it:add(lf, r, v)
+        end
+      end
     else
       t:add(r, p.label .. ": " .. tok):add_proto_expert_info(E.badnum, p.label .. " is not a 32-bit number: " .. tok)
     end
@@ -1180,14 +1184,6 @@ local function add_param(tvb, t, p, tok, r)
       local et = it:add(F.extcaps, r, e)
       for _, cf in ipairs(F_EXTCAPS) do
         et:add(cf, r, e)
-      end
-    end
-  elseif p.ty == "listbits" then
-    local v = u32(tok)
-    if v ~= nil then
-      local lt = it:add(F.lists, r, v)
-      for _, lf in ipairs(F_LISTS) do
-        lt:add(lf, r, v)
       end
     end
   end
@@ -1247,7 +1243,8 @@ local function add_pdu(tvb, pinfo, tree, s, p, dir, base0, c)
     t:add(F.known, lr, true)
     local meaning = (p.form and p.form.meaning) or p.def.meaning
     ct:append_text(" (" .. meaning .. ")")
-    t:add(F.meaning, lr, meaning)
+    -- Shown in the command's item already; kept as a field for filters.
+    t:add(F.meaning, lr, meaning):set_hidden()
     if p.form == nil then
       ct:add_proto_expert_info(E.unmatched, "No form of " .. p.name .. " fits this line (direction " .. dir
         .. ", service " .. p.service .. ", MSNP" .. p.lo .. "-" .. p.hi .. ", " .. #p.args .. " arguments)")
