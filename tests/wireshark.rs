@@ -219,7 +219,7 @@ const LINE_FIELDS: [&str; 10] = [
 /// tshark's command lines per connection (client, server), in order of appearance.
 fn tshark_lines(plugin: &Path, cap: &Path, extra: &[&str]) -> Vec<((String, String), Lines)> {
     let mut args: Vec<&str> = LINE_FIELDS.to_vec();
-    args.extend(["-e", "msnp.cmd"]);
+    args.extend(["-e", "msnp.cmd", "-e", "frame.number"]);
     args.extend(extra);
     let t = tshark(plugin, cap, &args);
     let mut out: Vec<((String, String), Lines)> = Vec::new();
@@ -232,8 +232,13 @@ fn tshark_lines(plugin: &Path, cap: &Path, extra: &[&str]) -> Vec<((String, Stri
         let n = line.len();
         assert!(
             client.len() == n && server.len() == n && dir.len() == n && cmd.len() == n,
-            "{}: a command without all of client, server, dir, cmd: {p}",
-            cap.display()
+            "{}: frame {:?}: {n} lines but {} clients, {} servers, {} dirs, {} cmds",
+            cap.display(),
+            values(p, "frame.number"),
+            client.len(),
+            server.len(),
+            dir.len(),
+            cmd.len()
         );
         for i in 0..n {
             let key = (client[i].clone(), server[i].clone());
@@ -729,9 +734,7 @@ fn frames_with_line(cap: &Path, prefix: &str) -> Vec<String> {
     let mut v = Vec::new();
     for p in &t.packets {
         let hex = values(p, "tcp.payload").concat().replace(':', "");
-        let bytes: Vec<u8> = (0..hex.len() / 2)
-            .filter_map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok())
-            .collect();
+        let bytes = unhex(&hex);
         let text = String::from_utf8_lossy(&bytes);
         if text.starts_with(prefix) || text.contains(&format!("\n{prefix}")) {
             v.extend(values(p, "frame.number"));
@@ -799,7 +802,7 @@ fn fields_can_be_filtered() {
     let got = frames(
         &cap,
         &format!("msnp.xfr.trid == {trid} && msnp.xfr.trid > 1"),
-        "msnp.line",
+        "msnp.cmd",
     );
     assert_eq!(got.len(), 2, "request and reply share the trid: {got:?}");
     // The port of every address argument: XFR SB and RNG, as the raw bytes say.
@@ -924,6 +927,12 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
+fn unhex(h: &str) -> Vec<u8> {
+    (0..h.len() / 2)
+        .filter_map(|i| u8::from_str_radix(h.get(2 * i..2 * i + 2)?, 16).ok())
+        .collect()
+}
+
 /// Runs a harness of tests/wireshark/ under `lua` and reads its "conn dir cmd hexline"
 /// lines into connections.
 fn lua_lines(
@@ -953,10 +962,7 @@ fn lua_lines(
             f.next().unwrap_or_default().to_string(),
             f.next().unwrap_or_default(),
         );
-        let bytes: Vec<u8> = (0..line.len() / 2)
-            .filter_map(|i| u8::from_str_radix(&line[2 * i..2 * i + 2], 16).ok())
-            .collect();
-        let line = String::from_utf8_lossy(&bytes).into_owned();
+        let line = String::from_utf8_lossy(&unhex(line)).into_owned();
         let key = (conn, String::new());
         let k = match by.iter().position(|(c, _)| *c == key) {
             Some(k) => k,

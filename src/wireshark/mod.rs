@@ -198,7 +198,7 @@ fn write_form(
         f.payload_kind
             .map_or("nil".to_string(), |k| lua_str(kind_name(k))),
         f.meaning.as_deref().map_or("nil".to_string(), lua_str),
-        f.params.len() - f.optional,
+        f.params.len().saturating_sub(f.optional),
         f.params.len(),
         f.repeat_last
     );

@@ -368,6 +368,15 @@ local function looks_like_address(s)
   return v ~= nil and v <= 65535
 end
 
+-- The definition of argument i of a form, honouring repeat_last.
+local function param_of(form, i)
+  local p = form.params[i]
+  if p == nil and form.rep then
+    p = form.params[#form.params]
+  end
+  return p
+end
+
 -- Argument indices holding server addresses: the form's address params, or for a line that
 -- fits no form, address-looking arguments where a form of this direction has one.
 local function address_args(def, form, dir, args)
@@ -375,16 +384,9 @@ local function address_args(def, form, dir, args)
   if def == nil then
     return out
   end
-  local function param(f, i)
-    local p = f.params[i]
-    if p == nil and f.rep then
-      p = f.params[#f.params]
-    end
-    return p
-  end
   if form ~= nil then
     for i = 1, #args do
-      local p = param(form, i)
+      local p = param_of(form, i)
       if p == nil then
         break
       end
@@ -406,7 +408,7 @@ local function address_args(def, form, dir, args)
     end
     if ok then
       for i = 1, #args do
-        local p = param(f, i)
+        local p = param_of(f, i)
         if p ~= nil and p.ty == "address" and looks_like_address(args[i]) and not seen[i] then
           seen[i] = true
           out[#out + 1] = i
@@ -1187,14 +1189,6 @@ local function add_param(tvb, t, p, tok, r)
       end
     end
   end
-end
-
-local function param_of(form, i)
-  local p = form.params[i]
-  if p == nil and form.rep then
-    p = form.params[#form.params]
-  end
-  return p
 end
 
 local function add_pdu(tvb, pinfo, tree, s, p, dir, base0, c)
