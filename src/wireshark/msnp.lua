@@ -810,12 +810,13 @@ local xml_dissector = Dissector.get("xml")
 -- Capture-wide state, cleared by init(): connections keyed by their sorted address pair,
 -- the state each dissector call started from (frames are re-dissected out of order), the
 -- SYN senders, and server addresses learned from XFR/RNG.
-local conns, snapshots, syn_client, learned, learned_count, learned_ports
+local conns, snapshots, memos, syn_client, learned, learned_count, learned_ports
 local extra_ports = {}
 
 local function reset()
   conns = {}
   snapshots = {}
+  memos = {}
   syn_client = {}
   learned = {}
   learned_count = 0
@@ -1285,7 +1286,7 @@ end
 
 -- Dissects the bytes of one direction of one connection, starting from state st.
 -- Returns the number of bytes used; asks TCP for more when a command is incomplete.
-local function dissect_bytes(tvb, pinfo, tree, st, memo, dir, eof, gateway, live, c)
+local function dissect_bytes(tvb, pinfo, tree, st, memo, skey, dir, eof, gateway, live, c)
   local s = tvb:raw(0, tvb:len())
   local infos = {}
   -- Skipped bytes are gathered into one run until a command or the end comes.
@@ -1322,6 +1323,9 @@ local function dissect_bytes(tvb, pinfo, tree, st, memo, dir, eof, gateway, live
     end
   end
   local stop, need, reject = frame(st, dir, s, eof, on_pdu, on_skip, memo)
+  if live and next(memo) ~= nil then
+    memos[skey] = memo
+  end
   if reject then
     if live then
       c.accepted = false
@@ -1346,23 +1350,52 @@ local function dissect_bytes(tvb, pinfo, tree, st, memo, dir, eof, gateway, live
   return tvb:len()
 end
 
+-- Whether two states would frame alike (so that one snapshot can serve both calls).
+local function same_state(a, b)
+  for _, k in ipairs({ "service", "hinted", "version", "lo", "hi", "logged_in", "tentative" }) do
+    if a[k] ~= b[k] then
+      return false
+    end
+  end
+  for _, d in ipairs({ "c2s", "s2c" }) do
+    local x, y = a.resync[d], b.resync[d]
+    if (x == nil) ~= (y == nil) or (x ~= nil and (x.at_line_start ~= y.at_line_start or x.reason ~= y.reason)) then
+      return false
+    end
+    if (a.seek == nil) ~= (b.seek == nil)
+      or (a.seek ~= nil and (a.seek[d] ~= b.seek[d] or a.anywhere[d] ~= b.anywhere[d])) then
+      return false
+    end
+  end
+  return true
+end
+
 -- The state a dissector call starts from: on the first pass the connection's own (and a
--- snapshot of it), afterwards a copy of that snapshot. A call is known by its frame and
--- where its bytes start in it (0 for reassembled bytes: at most one such call per frame);
--- not by its length, since a later pass hands over a reassembled PDU without the bytes
--- after it that the first pass saw.
-local function call_state(pinfo, tvb, c, key)
-  local skey = key .. "#" .. pinfo.number .. ":" .. tvb:offset()
+-- snapshot of it, shared with the connection's previous call while the state is the
+-- same, to keep memory per frame small), afterwards a copy of that snapshot. A call is
+-- known by its frame and where its bytes start in it (0 for reassembled bytes: at most
+-- one such call per frame); not by its length, since a later pass hands over a
+-- reassembled PDU without the bytes after it that the first pass saw. Returns the state,
+-- whether it is the live one, the call's memo (see frame) and the call's key.
+local function call_state(pinfo, tvb, c, gateway_key)
+  local skey
+  if gateway_key ~= nil then
+    skey = gateway_key .. "#" .. pinfo.number .. ":" .. tvb:offset()
+  else
+    skey = pinfo.number * 65536 + math.min(tvb:offset(), 65535)
+  end
   local snap = snapshots[skey]
   if not pinfo.visited and snap == nil then
-    snap = { state = copy_state(c.state), memo = {} }
-    snapshots[skey] = snap
-    return c.state, true, snap.memo
+    if c.last_snap == nil or not same_state(c.last_snap, c.state) then
+      c.last_snap = copy_state(c.state)
+    end
+    snapshots[skey] = c.last_snap
+    return c.state, true, {}, skey
   end
   if snap == nil then
-    return nil, false, nil
+    return nil, false, nil, skey
   end
-  return copy_state(snap.state), false, snap.memo
+  return copy_state(snap), false, memos[skey] or {}, skey
 end
 
 local function dissect_tcp(tvb, pinfo, tree, from_heuristic)
@@ -1382,14 +1415,14 @@ local function dissect_tcp(tvb, pinfo, tree, from_heuristic)
       return 0
     end
   end
-  local st, live, memo = call_state(pinfo, tvb, c, key)
+  local st, live, memo, skey = call_state(pinfo, tvb, c, nil)
   if st == nil then
     return 0
   end
   local src = endpoint(pinfo.src, pinfo.src_port)
   local dir = src == c.client and "c2s" or "s2c"
   local eof = pinfo.can_desegment == 0
-  return dissect_bytes(tvb, pinfo, tree, st, memo, dir, eof, false, live, c)
+  return dissect_bytes(tvb, pinfo, tree, st, memo, skey, dir, eof, false, live, c)
 end
 
 -- Gateway bodies (HTTP, application/x-msn-messenger): each body is whole, so framing ends
@@ -1412,13 +1445,13 @@ local function dissect_gateway(tvb, pinfo, tree)
     c = { state = new_state(service, nil), expected = true, gateway = true }
     conns[key] = c
   end
-  local st, live, memo = call_state(pinfo, tvb, c, key)
+  local st, live, memo, skey = call_state(pinfo, tvb, c, key)
   if st == nil then
     return 0
   end
   local req = f_http_request()
   local dir = (req ~= nil and req.value) and "c2s" or "s2c"
-  return dissect_bytes(tvb, pinfo, tree, st, memo, dir, true, true, live, c)
+  return dissect_bytes(tvb, pinfo, tree, st, memo, skey, dir, true, true, live, c)
 end
 
 function msnp.dissector(tvb, pinfo, tree)
