@@ -12,6 +12,7 @@ pub mod payload;
 pub mod protocol;
 pub mod secret;
 pub mod wire;
+pub mod wireshark;
 
 pub use event::{Dir, Event, EventKind, Service, Ts};
 pub use protocol::{Session, SessionHint, Tables};

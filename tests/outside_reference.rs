@@ -24,7 +24,9 @@ fn tshark() -> bool {
         .output()
         .is_ok_and(|o| o.status.success());
     if !ok {
-        eprintln!("SKIP: tshark is not installed; the outside reference for the goldens was not run");
+        eprintln!(
+            "SKIP: tshark is not installed; the outside reference for the goldens was not run"
+        );
     }
     ok
 }
@@ -32,7 +34,9 @@ fn tshark() -> bool {
 /// Commands that carry a payload whose length is their last argument, by direction, as
 /// protocol-facts A.2 lists them (for every version: the captures here do not need more).
 fn payload_command(name: &str, dir: Dir, args: &[&str], msnp13: bool) -> bool {
-    let last_is_len = args.last().is_some_and(|a| a.bytes().all(|c| c.is_ascii_digit()));
+    let last_is_len = args
+        .last()
+        .is_some_and(|a| a.bytes().all(|c| c.is_ascii_digit()));
     if !last_is_len {
         return false;
     }
@@ -65,11 +69,13 @@ fn command_lines(stream: &[u8], dir: Dir, msnp13: &mut bool) -> Vec<String> {
         let toks: Vec<&str> = text.split(' ').filter(|t| !t.is_empty()).collect();
         pos = next;
         let Some(&name) = toks.first() else { continue };
-        if name == "VER" && toks.iter().any(|t| {
-            t.strip_prefix("MSNP")
-                .and_then(|n| n.parse::<u8>().ok())
-                .is_some_and(|n| n >= 13)
-        }) && dir == Dir::S2c
+        if name == "VER"
+            && toks.iter().any(|t| {
+                t.strip_prefix("MSNP")
+                    .and_then(|n| n.parse::<u8>().ok())
+                    .is_some_and(|n| n >= 13)
+            })
+            && dir == Dir::S2c
         {
             *msnp13 = true;
         }
@@ -157,15 +163,28 @@ fn check(cap: &Path) {
     })
     .unwrap_or_else(|e| panic!("{e}"));
     let streams = tshark_streams(cap);
-    assert!(!streams.is_empty(), "{}: tshark found no TCP stream", cap.display());
+    assert!(
+        !streams.is_empty(),
+        "{}: tshark found no TCP stream",
+        cap.display()
+    );
     let mut compared = 0;
     for (conn, (client, server)) in &conns {
         let s = streams
             .iter()
             .find(|(a, b, _, _)| (a, b) == (client, server) || (b, a) == (client, server))
-            .unwrap_or_else(|| panic!("{}: tshark has no stream {client} -> {server}", cap.display()));
+            .unwrap_or_else(|| {
+                panic!(
+                    "{}: tshark has no stream {client} -> {server}",
+                    cap.display()
+                )
+            });
         // Node 0 is whoever tshark saw first; orient by the client address.
-        let (c2s, s2c) = if &s.0 == client { (&s.2, &s.3) } else { (&s.3, &s.2) };
+        let (c2s, s2c) = if &s.0 == client {
+            (&s.2, &s.3)
+        } else {
+            (&s.3, &s.2)
+        };
         let mut v13 = false;
         // The server's VER tells the version; cut that direction first.
         let want_s2c = command_lines(s2c, Dir::S2c, &mut v13);

@@ -16,9 +16,21 @@ pub struct DissectorArgs {
     /// Show only these commands (comma-separated).
     #[arg(long, value_delimiter = ',', value_name = "CMD")]
     pub only: Vec<String>,
+    /// Write a Wireshark Lua plugin generated from the tables to FILE (default msnp.lua;
+    /// "-" for standard output).
+    #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "msnp.lua", conflicts_with_all = ["json", "only"])]
+    pub wireshark: Option<String>,
 }
 
 pub fn run(a: &DissectorArgs, tables: &Tables) -> Result<ExitCode> {
+    if let Some(dest) = &a.wireshark {
+        let lua = msntap::wireshark::generate(tables, env!("CARGO_PKG_VERSION"));
+        super::write_out(dest, &lua, false)?;
+        if dest != "-" {
+            eprintln!("msntap: wrote the Wireshark plugin {dest} (install: see README, Wireshark)");
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let only: Vec<String> = a.only.iter().map(|s| s.to_ascii_uppercase()).collect();
     let cmds: Vec<_> = tables
         .commands()

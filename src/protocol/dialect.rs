@@ -64,7 +64,10 @@ impl Dialect {
 
     /// Learns from one command line.
     pub fn update(&mut self, tables: &Tables, dir: Dir, name: &[u8], args: &Args<'_, '_>) {
-        for r in tables.rules_for(name).filter(|r| r.applies(dir, name, args)) {
+        for r in tables
+            .rules_for(name)
+            .filter(|r| r.applies(dir, name, args))
+        {
             match r.action {
                 Some(RuleAction::Offer) => {
                     let offered = args.iter().filter_map(dialect_number);

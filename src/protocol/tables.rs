@@ -496,6 +496,8 @@ pub struct Tables {
     pub rules: Vec<DialectRule>,
     /// Rule indices by command name, sorted by name (nearly every line has no rule).
     rule_index: Vec<([u8; 3], Vec<u16>)>,
+    /// Every file merged in, in load order (built-in ones first).
+    files: Vec<String>,
 }
 
 fn slot(name: &[u8]) -> Option<usize> {
@@ -538,6 +540,7 @@ impl Tables {
             xml_roots: BTreeMap::new(),
             rules: Vec::new(),
             rule_index: Vec::new(),
+            files: Vec::new(),
         }
     }
 
@@ -575,6 +578,7 @@ impl Tables {
             file: file.to_string(),
             message: e.to_string(),
         })?;
+        self.files.push(file.to_string());
         let invalid = |m: String| TableError::Invalid {
             file: file.to_string(),
             message: m,
@@ -688,6 +692,11 @@ impl Tables {
             u16::MAX => None,
             i => self.commands.get(i as usize),
         }
+    }
+
+    /// The files these tables were merged from, in load order (built-in ones first).
+    pub fn files(&self) -> &[String] {
+        &self.files
     }
 
     pub fn is_known(&self, name: &[u8]) -> bool {

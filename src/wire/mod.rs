@@ -81,7 +81,9 @@ impl<'a, 't> Args<'a, 't> {
             Some(s) => Some(std::borrow::Cow::Borrowed(s)),
             None => Some(match std::str::from_utf8(t.of(self.line)) {
                 Ok(s) => std::borrow::Cow::Borrowed(s),
-                Err(_) => std::borrow::Cow::Owned(String::from_utf8_lossy(t.of(self.line)).into_owned()),
+                Err(_) => {
+                    std::borrow::Cow::Owned(String::from_utf8_lossy(t.of(self.line)).into_owned())
+                }
             }),
         }
     }

@@ -1,0 +1,1510 @@
+-- ---------------------------------------------------------------------------------------
+-- The fixed part of the plugin (src/wireshark/msnp.lua in msntap): framing, state tracking
+-- and the protocol tree. The tables above it (GEN) are generated from msntap's dissector
+-- tables. It must stay within Lua 5.2-5.4 (no bitwise operators, no integer division, no
+-- math.tointeger) and the Wireshark 4.0 Lua API (no Conversation objects, no ENC_STR_DEC).
+-- ---------------------------------------------------------------------------------------
+
+-- msntap's default bounds (wire::Limits): they decide when a line or payload is refused,
+-- so the dissector frames hostile input exactly as msntap does.
+local MAX_LINE = 65536
+local MAX_PAYLOAD = 1048576
+local MAX_GUESS = 65536
+-- msntap looks for a first command line in the first 4 KiB of a connection seen mid-way.
+local DETECT_WINDOW = 4096
+local MAX_LEARNED = 4096
+local MSNP_PORT = 1863
+
+local core = {}
+
+local function is_known(name)
+  return GEN.commands[name] ~= nil
+end
+
+local function any_name()
+  return true
+end
+
+local function is_digit(c)
+  return c ~= nil and c >= 48 and c <= 57
+end
+
+local function is_upper(c)
+  return c ~= nil and c >= 65 and c <= 90
+end
+
+-- A line (without its line ending) that starts with a command token: three capitals or
+-- three digits, then a space or the end of the line.
+local function is_command_line(line)
+  if #line < 3 then
+    return false
+  end
+  local a, b, c = line:byte(1, 3)
+  local name_ok = (is_upper(a) and is_upper(b) and is_upper(c))
+    or (is_digit(a) and is_digit(b) and is_digit(c))
+  return name_ok and (#line == 3 or line:byte(4) == 32)
+end
+core.is_command_line = is_command_line
+
+-- Does s, from index i on, look like the start of a command line? nil: more bytes needed.
+local function looks_like_line_start(s, i, eof, known)
+  local avail = #s - i + 1
+  if avail < 0 then
+    avail = 0
+  end
+  local digits = is_digit(s:byte(i))
+  local n = avail
+  if n > 3 then
+    n = 3
+  end
+  for k = 0, n - 1 do
+    local c = s:byte(i + k)
+    local ok
+    if digits then
+      ok = is_digit(c)
+    else
+      ok = is_upper(c)
+    end
+    if not ok then
+      return false
+    end
+  end
+  if avail < 4 then
+    if not eof then
+      return nil
+    end
+    return avail == 3 and (digits or known(s:sub(i, i + 2)))
+  end
+  local sep = s:byte(i + 3)
+  return (sep == 32 or sep == 13 or sep == 10) and (digits or known(s:sub(i, i + 2))) or false
+end
+core.looks_like_line_start = looks_like_line_start
+
+-- An unsigned decimal token of at most 20 digits (what msntap accepts as a length).
+local function parse_len(tok)
+  if tok == nil or #tok == 0 or #tok > 20 or tok:find("[^0-9]") then
+    return nil
+  end
+  return tonumber(tok)
+end
+core.parse_len = parse_len
+
+-- A number that fits a 32-bit field, else nil.
+local function u32(tok)
+  local v = parse_len(tok)
+  if v ~= nil and #tok <= 10 and v <= 4294967295 then
+    return v
+  end
+  return nil
+end
+
+local function dialect(t)
+  local d = t:match("^MSNP([0-9]+)$")
+  if d == nil or #d > 3 then
+    return nil
+  end
+  local v = tonumber(d)
+  if v > 255 then
+    return nil
+  end
+  return v
+end
+
+local function urldecode(s)
+  if not s:find("%", 1, true) then
+    return s
+  end
+  return (s:gsub("%%(%x%x)", function(h)
+    return string.char(tonumber(h, 16))
+  end))
+end
+core.urldecode = urldecode
+
+-- Per-connection decoder state: what msntap's Session tracks besides its buffers.
+local function new_state(service, version)
+  local st = {
+    service = service or "unknown",
+    hinted = service ~= nil and service ~= "unknown",
+    version = nil,
+    lo = 2,
+    hi = 21,
+    logged_in = false,
+    resync = {},
+  }
+  if version ~= nil and version >= 2 and version <= 21 then
+    st.version = version
+    st.lo = version
+    st.hi = version
+  end
+  return st
+end
+core.new_state = new_state
+
+local function copy_state(st)
+  local c = {}
+  for k, v in pairs(st) do
+    c[k] = v
+  end
+  c.resync = {}
+  for d, r in pairs(st.resync) do
+    c.resync[d] = { at_line_start = r.at_line_start, reason = r.reason }
+  end
+  if st.seek ~= nil then
+    c.seek = { c2s = st.seek.c2s, s2c = st.seek.s2c }
+    c.anywhere = { c2s = st.anywhere.c2s, s2c = st.anywhere.s2c }
+  end
+  return c
+end
+core.copy_state = copy_state
+
+local function versions(st)
+  if st.version ~= nil then
+    return st.version, st.version
+  end
+  return st.lo, st.hi
+end
+
+local function form_fits(f, dir, service, lo, hi, args)
+  if f.dir ~= "both" and f.dir ~= dir then
+    return false
+  end
+  if service ~= "unknown" and not f.services[service]
+    and not (service == "DS" and f.services.NS) then
+    return false
+  end
+  if not (f.lo <= hi and lo <= f.hi) then
+    return false
+  end
+  local n = #args
+  if n < f.min or (n > f.max and not f.rep) then
+    return false
+  end
+  for idx, lits in pairs(f.match) do
+    local a = args[idx]
+    if a == nil or not lits[a] then
+      return false
+    end
+  end
+  return true
+end
+
+-- The table entry of a command and the first form the line fits (errors have neither).
+local function lookup(st, dir, name, args)
+  if is_digit(name:byte(1)) then
+    return nil, nil
+  end
+  local def = GEN.commands[name]
+  if def == nil then
+    return nil, nil
+  end
+  local lo, hi = versions(st)
+  for _, f in ipairs(def.forms) do
+    if form_fits(f, dir, st.service, lo, hi, args) then
+      return def, f
+    end
+  end
+  return def, nil
+end
+core.lookup = lookup
+
+local NO_PAYLOAD = {}
+
+-- Whether a payload follows the line at s[after]: NO_PAYLOAD, { n = len, guess = bool },
+-- { oversize = len }, or nil when more bytes are needed to tell; second value true when
+-- the bytes after the line decided.
+local function plan_payload(st, dir, name, def, form, args, s, after, eof)
+  local n = #args
+  local len
+  if is_digit(name:byte(1)) then
+    -- Errors carry a payload only from MSNP13 on, as `NNN trid len`.
+    if st.hi >= 13 and n == 2 then
+      len = parse_len(args[2])
+    end
+  elseif def ~= nil then
+    if form ~= nil then
+      if form.payload then
+        len = parse_len(args[n])
+      end
+    elseif def.payload[dir] then
+      -- No form fits: what the command can do in this direction decides.
+      len = parse_len(args[n])
+    end
+  else
+    -- Unknown command: a numeric last token is a length only if no command line follows.
+    local g = parse_len(args[n])
+    if g ~= nil and g > 0 and g <= MAX_GUESS then
+      local l = looks_like_line_start(s, after, eof, any_name)
+      if l == nil then
+        return nil
+      end
+      if l then
+        return NO_PAYLOAD, true
+      end
+      if eof and after > #s then
+        return NO_PAYLOAD, true
+      end
+      return { n = g, guess = true }, true
+    end
+  end
+  if len == nil then
+    return NO_PAYLOAD
+  end
+  if len > MAX_PAYLOAD then
+    return { oversize = len }
+  end
+  return { n = len, guess = false }
+end
+core.plan_payload = plan_payload
+
+local function narrow(st, lo, hi)
+  local a = st.lo
+  if lo > a then
+    a = lo
+  end
+  local b = st.hi
+  if hi < b then
+    b = hi
+  end
+  if a <= b then
+    st.lo = a
+    st.hi = b
+  end
+end
+
+-- Version and service tracking from what a command says (msntap's Session::update_state).
+local function update_state(st, dir, name, args)
+  local a1, a2 = args[2], args[3]
+  local unknown = st.service == "unknown"
+  if dir == "c2s" and name == "VER" then
+    local lo, hi
+    for _, t in ipairs(args) do
+      local v = dialect(t)
+      if v ~= nil then
+        if lo == nil or v < lo then
+          lo = v
+        end
+        if hi == nil or v > hi then
+          hi = v
+        end
+      end
+    end
+    if unknown then
+      st.service = "NS"
+    end
+    if st.version == nil and lo ~= nil then
+      st.lo = lo
+      st.hi = hi
+    end
+  elseif dir == "s2c" and name == "VER" then
+    local hi
+    for _, t in ipairs(args) do
+      local v = dialect(t)
+      if v ~= nil and (hi == nil or v > hi) then
+        hi = v
+      end
+    end
+    if hi ~= nil then
+      st.version = hi
+      st.lo = hi
+      st.hi = hi
+    end
+    if unknown then
+      st.service = "NS"
+    end
+  elseif dir == "c2s" and name == "INF" then
+    if st.version == nil then
+      narrow(st, 2, 7)
+    end
+  elseif dir == "c2s" and name == "CVR" then
+    if st.version == nil and #args >= 9 then
+      narrow(st, 8, 21)
+    end
+  elseif dir == "c2s" and name == "USR" then
+    local scheme = a1 or ""
+    if scheme == "MD5" or scheme == "CTP" then
+      narrow(st, 2, 7)
+    elseif scheme == "TWN" then
+      narrow(st, 8, 14)
+    elseif scheme == "SSO" then
+      narrow(st, 15, 21)
+    elseif scheme == "SHA" then
+      narrow(st, 18, 21)
+    elseif #args == 3 and unknown then
+      st.service = "SB"
+    end
+  elseif dir == "c2s" and (name == "ANS" or name == "CAL") then
+    if unknown then
+      st.service = "SB"
+    end
+  elseif dir == "s2c" and name == "USR" then
+    if a1 == "OK" then
+      st.logged_in = true
+    end
+  elseif dir == "s2c" and name == "XFR" then
+    -- A referral answering the login is what a dispatch server does.
+    if a1 == "NS" and a2 ~= "0" and not st.logged_in and not st.hinted then
+      st.service = "DS"
+    end
+  elseif (dir == "s2c" and (name == "IRO" or name == "JOI" or name == "BYE" or name == "ACK" or name == "NAK"))
+    or (dir == "c2s" and name == "MSG") then
+    if unknown then
+      st.service = "SB"
+    end
+  elseif (dir == "c2s" and name == "PNG")
+    or (dir == "s2c" and (name == "QNG" or name == "NLN" or name == "ILN" or name == "FLN" or name == "UBX")) then
+    if unknown then
+      st.service = "NS"
+    end
+  end
+end
+core.update_state = update_state
+
+local function looks_like_address(s)
+  local h, p = s:match("^(.+):([0-9]+)$")
+  if h == nil then
+    return false
+  end
+  local v = parse_len(p)
+  return v ~= nil and v <= 65535
+end
+
+-- The definition of argument i of a form, honouring repeat_last.
+local function param_of(form, i)
+  local p = form.params[i]
+  if p == nil and form.rep then
+    p = form.params[#form.params]
+  end
+  return p
+end
+
+-- Argument indices holding server addresses: the form's address params, or for a line that
+-- fits no form, address-looking arguments where a form of this direction has one.
+local function address_args(def, form, dir, args)
+  local out = {}
+  if def == nil then
+    return out
+  end
+  if form ~= nil then
+    for i = 1, #args do
+      local p = param_of(form, i)
+      if p == nil then
+        break
+      end
+      if p.ty == "address" then
+        out[#out + 1] = i
+      end
+    end
+    return out
+  end
+  local seen = {}
+  for _, f in ipairs(def.forms) do
+    local ok = f.dir == "both" or f.dir == dir
+    if ok then
+      for idx, lits in pairs(f.match) do
+        if args[idx] == nil or not lits[args[idx]] then
+          ok = false
+        end
+      end
+    end
+    if ok then
+      for i = 1, #args do
+        local p = param_of(f, i)
+        if p ~= nil and p.ty == "address" and looks_like_address(args[i]) and not seen[i] then
+          seen[i] = true
+          out[#out + 1] = i
+        end
+      end
+    end
+  end
+  return out
+end
+
+-- The server a command refers the client to: address, and NS or SB.
+local function referral(name, args, addrs)
+  local i = addrs[1]
+  if i == nil or args[i] == nil or args[i] == "0" then
+    return nil
+  end
+  local target = "NS"
+  if name == "RNG" then
+    target = "SB"
+  else
+    for _, a in ipairs(args) do
+      if a == "SB" then
+        target = "SB"
+      end
+    end
+  end
+  return args[i], target
+end
+
+-- Splits a command line into its name and arguments, with each token's index in the line.
+local function tokens(line)
+  local toks, pos = {}, {}
+  for p, t in line:gmatch("()([^ ]+)") do
+    toks[#toks + 1] = t
+    pos[#pos + 1] = p
+  end
+  local name = table.remove(toks, 1)
+  table.remove(pos, 1)
+  return name, toks, pos
+end
+core.tokens = tokens
+
+-- msntap's test for the first line of a direction: a known command, a space or CR,
+-- printable, CRLF, and not an HTTP request line. nil: too short to tell.
+local function plausible_line(s)
+  if #s < 4 then
+    for k = 1, #s do
+      if not is_upper(s:byte(k)) then
+        return false
+      end
+    end
+    return nil
+  end
+  local a, b, c, d = s:byte(1, 4)
+  if not (is_upper(a) and is_upper(b) and is_upper(c)) or not (d == 32 or d == 13)
+    or not is_known(s:sub(1, 3)) then
+    return false
+  end
+  local window = s:sub(1, 2048)
+  local lf = window:find("\n", 1, true)
+  if lf == nil then
+    if #window == 2048 then
+      return false
+    end
+    if window:find("[^\r\32-\126]") then
+      return false
+    end
+    return nil
+  end
+  local line = window:sub(1, lf - 2)
+  return lf >= 5 and window:byte(lf - 1) == 13 and not line:find("[^\32-\126]")
+    and not line:find(" HTTP/", 1, true)
+end
+core.plausible_line = plausible_line
+
+-- Where the first command line of a direction starts, from index pos: "at", i; "more", i
+-- (not yet: bytes before i can go); or "no". Only at pos itself unless `anywhere` (a
+-- stream picked up mid-way, or known MSNP whose first bytes are no command line).
+local function find_start(s, pos, anywhere)
+  local cand = pos
+  while true do
+    local ok = plausible_line(s:sub(cand, cand + 2047))
+    if ok then
+      return "at", cand
+    elseif ok == nil then
+      return "more", cand
+    elseif not anywhere then
+      return "no", cand
+    end
+    local lf = s:find("\n", cand, true)
+    if lf == nil then
+      return "more", #s + 1
+    end
+    cand = lf + 1
+  end
+end
+core.find_start = find_start
+
+-- Frames the bytes s of one direction as msntap does. Calls on_pdu(p) for each command
+-- and on_skip(from, to, reason, midway) for bytes that are not MSNP. Returns nil when
+-- everything was used, or the index where framing stopped and how many more bytes are
+-- needed there (0: at least one more segment); or nil, nil, true when a connection taken
+-- on trial (st.tentative) turns out not to start with a command line.
+-- memo (optional) keeps what was decided by looking at bytes after a command: a later
+-- pass gets a reassembled command without the bytes after it, and must decide alike.
+local function frame(st, dir, s, eof, on_pdu, on_skip, memo)
+  memo = memo or {}
+  -- looks_like_line_start at i, remembered where the bytes told.
+  local function line_start_at(i)
+    local l = looks_like_line_start(s, i, eof, is_known)
+    if l == nil then
+      l = memo["r" .. i]
+    else
+      memo["r" .. i] = l
+    end
+    return l
+  end
+  local pos = 1
+  -- A direction of a TCP connection starts at its first plausible command line.
+  while st.seek ~= nil and st.seek[dir] do
+    local r, cand = find_start(s, pos, st.anywhere[dir])
+    if r == "at" then
+      if cand > pos then
+        on_skip(pos, cand - 1, "stream picked up mid-way: skipped to the first command line", true)
+      end
+      pos = cand
+      st.seek[dir] = false
+      st.tentative = nil
+    elseif r == "no" and st.tentative then
+      -- Taken on the promise of its first bytes, and they are no command line after all.
+      return nil, nil, true
+    elseif r == "more" then
+      if cand > pos then
+        on_skip(pos, cand - 1, "before the first command line", true)
+      end
+      if cand > #s then
+        return nil
+      end
+      if #s - cand + 1 > 4096 then
+        -- A line longer than any command: skip it.
+        on_skip(cand, #s, "before the first command line", true)
+        return nil
+      end
+      return cand, 0
+    else
+      st.anywhere[dir] = true
+    end
+  end
+  local function start_resync(reason)
+    if st.resync[dir] == nil then
+      st.resync[dir] = { at_line_start = false, reason = reason }
+    end
+  end
+  while true do
+    local rs = st.resync[dir]
+    if rs ~= nil then
+      local done = false
+      if rs.at_line_start then
+        local l = line_start_at(pos)
+        if l == nil then
+          return pos, 0
+        elseif l then
+          st.resync[dir] = nil
+          done = true
+        else
+          rs.at_line_start = false
+        end
+      end
+      if not done then
+        -- Skip to the next line that starts with a known command or an error code.
+        local lf = s:find("\n", pos, true)
+        if lf == nil then
+          if pos <= #s then
+            on_skip(pos, #s, rs.reason)
+          end
+          return nil
+        end
+        local cand = lf + 1
+        local l = line_start_at(cand)
+        on_skip(pos, lf, rs.reason)
+        if l == nil then
+          rs.at_line_start = true
+          return cand, 0
+        elseif l then
+          st.resync[dir] = nil
+          pos = cand
+        else
+          pos = cand
+          if pos > #s then
+            return nil
+          end
+        end
+      end
+    else
+      if pos > #s then
+        return nil
+      end
+      local lf = s:find("\n", pos, true)
+      if lf ~= nil and lf - pos >= MAX_LINE + 2 then
+        lf = nil
+      end
+      if lf == nil then
+        if #s - pos + 1 > MAX_LINE then
+          start_resync("line longer than " .. MAX_LINE .. " bytes")
+        elseif eof then
+          start_resync("incomplete line at end of stream")
+          on_skip(pos, #s, st.resync[dir].reason)
+          return nil
+        else
+          return pos, 0
+        end
+      else
+        local line_end = lf
+        if lf > pos and s:byte(lf - 1) == 13 then
+          line_end = lf - 1
+        end
+        local line = s:sub(pos, line_end - 1)
+        if #line > MAX_LINE then
+          start_resync("line longer than " .. MAX_LINE .. " bytes")
+        elseif not is_command_line(line) then
+          if line == "" then
+            start_resync("empty line")
+          else
+            start_resync("not a command line")
+          end
+        else
+          local name, args, tpos = tokens(line)
+          local def, form = lookup(st, dir, name, args)
+          local plan, looked = plan_payload(st, dir, name, def, form, args, s, lf + 1, eof)
+          if plan == nil then
+            plan = memo["p" .. pos]
+            if plan == nil then
+              return pos, 0
+            end
+          elseif looked then
+            memo["p" .. pos] = plan
+          end
+          local p = {
+            start = pos, line = line, line_len = #line, head_len = lf - pos + 1,
+            name = name, args = args, tpos = tpos, def = def, form = form,
+          }
+          p.frame_len = p.head_len
+          if plan.n ~= nil then
+            local have = #s - lf
+            p.payload_len = plan.n
+            p.guess = plan.guess
+            if have < plan.n then
+              if not eof then
+                return pos, p.head_len + plan.n - (#s - pos + 1)
+              end
+              p.truncated = have
+              p.frame_len = #s - pos + 1
+            else
+              p.frame_len = p.head_len + plan.n
+            end
+          elseif plan.oversize ~= nil then
+            p.oversize = plan.oversize
+          end
+          update_state(st, dir, name, args)
+          p.service = st.service
+          p.version = st.version
+          p.lo, p.hi = st.lo, st.hi
+          if dir == "s2c" then
+            p.referral, p.referral_target = referral(name, args, address_args(def, form, dir, args))
+          end
+          on_pdu(p)
+          pos = pos + p.frame_len
+          if p.oversize ~= nil then
+            start_resync("declared payload of " .. p.oversize .. " bytes exceeds the "
+              .. MAX_PAYLOAD .. "-byte limit; skipped to the next command line")
+            -- A bogus length is usually followed at once by the next command.
+            st.resync[dir].at_line_start = true
+          end
+        end
+      end
+    end
+  end
+end
+core.frame = frame
+
+
+-- Outside Wireshark (tests running the framing under a plain Lua), stop here.
+if Proto == nil then
+  return core
+end
+
+-- ---------------------------------------------------------------------------------------
+-- Wireshark glue
+-- ---------------------------------------------------------------------------------------
+
+local msnp = Proto("msnp", "MSN Messenger Protocol")
+local F = {}
+local function field(key, f)
+  F[key] = f
+end
+
+field("cmd", ProtoField.string("msnp.cmd", "Command", base.ASCII, "Three-letter command or three-digit error code"))
+field("trid", ProtoField.uint32("msnp.trid", "Transaction ID", base.DEC))
+field("args", ProtoField.string("msnp.args", "Arguments", base.ASCII))
+field("line", ProtoField.string("msnp.line", "Command line", base.ASCII))
+field("dir", ProtoField.string("msnp.dir", "Direction", base.ASCII, "c2s (>>>) or s2c (<<<)"))
+field("version", ProtoField.uint8("msnp.version", "Negotiated version", base.DEC, nil, nil, "MSNP dialect from the VER exchange"))
+field("versions", ProtoField.string("msnp.versions", "Possible versions", base.ASCII, "Before VER settles it: the dialects the forms are chosen from"))
+field("service", ProtoField.string("msnp.service", "Service", base.ASCII, "DS (dispatch), NS (notification), SB (switchboard) or unknown"))
+field("meaning", ProtoField.string("msnp.meaning", "Meaning", base.ASCII))
+field("payload_len", ProtoField.uint32("msnp.payload.length", "Payload length", base.DEC))
+field("payload", ProtoField.bytes("msnp.payload", "Payload"))
+field("payload_text", ProtoField.string("msnp.payload.text", "Payload text"))
+field("known", ProtoField.bool("msnp.known", "Known command"))
+field("error", ProtoField.uint16("msnp.error", "Error code", base.DEC, GEN.error_names))
+field("error_meaning", ProtoField.string("msnp.error.meaning", "Error meaning"))
+field("host", ProtoField.string("msnp.server.host", "Server host", base.ASCII, "Host of an address argument (XFR, RNG)"))
+field("port", ProtoField.uint16("msnp.server.port", "Server port", base.DEC, nil, nil, "Port of an address argument (XFR, RNG)"))
+field("client", ProtoField.string("msnp.client", "Client", base.ASCII, "The connection's client side (address:port)"))
+field("server", ProtoField.string("msnp.server", "Server", base.ASCII, "The connection's server side (address:port)"))
+field("referral", ProtoField.string("msnp.referral", "Referral", base.ASCII, "Server address a later connection is expected on"))
+field("mime_header", ProtoField.string("msnp.mime.header", "MIME header"))
+field("mime_name", ProtoField.string("msnp.mime.header.name", "Name"))
+field("mime_value", ProtoField.string("msnp.mime.header.value", "Value"))
+field("content_type", ProtoField.string("msnp.mime.content_type", "Content-Type"))
+field("mime_body", ProtoField.string("msnp.mime.body", "Body"))
+field("caps", ProtoField.uint32("msnp.caps", "Capabilities", base.HEX))
+field("caps_client", ProtoField.uint32("msnp.caps.client", "Client version nibble", base.DEC, nil, 0xF0000000,
+  "Top four bits of the capabilities: the Messenger client version (1 = 6.0 ...)"))
+field("extcaps", ProtoField.uint32("msnp.extcaps", "Extended capabilities", base.HEX))
+field("skipped", ProtoField.bytes("msnp.skipped", "Bytes that are not MSNP"))
+
+-- The list bits of the `listbits` parameter type, as dissectors/README.md defines it.
+local LIST_BITS = { { 1, "FL", "Forward list" }, { 2, "AL", "Allow list" }, { 4, "BL", "Block list" },
+  { 8, "RL", "Reverse list" }, { 16, "PL", "Pending list" } }
+local F_LISTS = {}
+for _, b in ipairs(LIST_BITS) do
+  F_LISTS[#F_LISTS + 1] = ProtoField.bool("msnp.lists." .. b[2]:lower(), b[2] .. " (" .. b[3] .. ")", 32, nil, b[1])
+end
+
+local F_CAPS, F_EXTCAPS = {}, {}
+for _, c in ipairs(GEN.caps) do
+  local f
+  if c.single then
+    f = ProtoField.bool(c.abbr, c.name, 32, nil, c.bit, c.meaning)
+  else
+    f = ProtoField.uint32(c.abbr, c.name, base.HEX, nil, c.bit, c.meaning)
+  end
+  if c.ext then
+    F_EXTCAPS[#F_EXTCAPS + 1] = f
+  else
+    F_CAPS[#F_CAPS + 1] = f
+  end
+end
+
+-- One field per named parameter of each command's forms.
+local PF = {}
+for _, d in ipairs(GEN.fields) do
+  local abbr, label, class, desc = d[1], d[2], d[3], d[4]
+  if class == "uint" then
+    PF[abbr] = ProtoField.uint32(abbr, label, base.DEC, nil, nil, desc)
+  else
+    PF[abbr] = ProtoField.string(abbr, label, base.UNICODE, desc)
+  end
+end
+
+local fields = {}
+for _, f in pairs(F) do
+  fields[#fields + 1] = f
+end
+for _, list in ipairs({ F_LISTS, F_CAPS, F_EXTCAPS }) do
+  for _, f in ipairs(list) do
+    fields[#fields + 1] = f
+  end
+end
+for _, f in pairs(PF) do
+  fields[#fields + 1] = f
+end
+msnp.fields = fields
+
+local E = {
+  unknown = ProtoExpert.new("msnp.unknown_command", "Command not in msntap's tables", expert.group.UNDECODED, expert.severity.WARN),
+  unmatched = ProtoExpert.new("msnp.unmatched_form", "No form of this command fits the line", expert.group.UNDECODED, expert.severity.NOTE),
+  truncated = ProtoExpert.new("msnp.payload.truncated", "Payload truncated", expert.group.MALFORMED, expert.severity.WARN),
+  guess = ProtoExpert.new("msnp.payload.guessed", "Payload length guessed for an unknown command", expert.group.ASSUMPTION, expert.severity.NOTE),
+  oversize = ProtoExpert.new("msnp.payload.oversize", "Declared payload too large: not read", expert.group.PROTOCOL, expert.severity.WARN),
+  desync = ProtoExpert.new("msnp.desync", "Bytes that are not MSNP: skipped to the next command line", expert.group.MALFORMED, expert.severity.WARN),
+  error = ProtoExpert.new("msnp.error_reply", "Error reply", expert.group.RESPONSE_CODE, expert.severity.NOTE),
+  midway = ProtoExpert.new("msnp.midway", "Bytes before the first command line of a direction", expert.group.SEQUENCE, expert.severity.NOTE),
+  badnum = ProtoExpert.new("msnp.not_a_number", "Parameter is not a number", expert.group.PROTOCOL, expert.severity.NOTE),
+}
+msnp.experts = { E.unknown, E.unmatched, E.truncated, E.guess, E.oversize, E.desync, E.midway, E.error, E.badnum }
+
+msnp.prefs.ports = Pref.range("Extra TCP ports", "", "TCP ports besides 1863 whose traffic is MSNP (switchboards are also found by heuristic and from XFR/RNG)", 65535)
+msnp.prefs.heuristic = Pref.bool("Find MSNP on other ports", true, "Try connections on any port whose first line is a known MSNP command")
+
+local f_syn = Field.new("tcp.flags.syn")
+local f_ack = Field.new("tcp.flags.ack")
+local f_http_request = Field.new("http.request")
+local f_http_uri = Field.new("http.request.uri")
+
+local xml_dissector = Dissector.get("xml")
+
+-- Capture-wide state, cleared by init(): connections keyed by their sorted address pair,
+-- the state each dissector call started from (frames are re-dissected out of order), the
+-- SYN senders, and server addresses learned from XFR/RNG.
+local conns, snapshots, memos, syn_client, learned, learned_count, learned_ports
+local extra_ports = {}
+
+local function reset()
+  conns = {}
+  snapshots = {}
+  memos = {}
+  syn_client = {}
+  learned = {}
+  learned_count = 0
+  learned_ports = learned_ports or {}
+end
+reset()
+msnp.init = reset
+
+local function endpoint(addr, port)
+  local a = tostring(addr)
+  if a:find(":", 1, true) then
+    return "[" .. a .. "]:" .. port
+  end
+  return a .. ":" .. port
+end
+
+local function conn_key(pinfo, prefix)
+  local a = endpoint(pinfo.src, pinfo.src_port)
+  local b = endpoint(pinfo.dst, pinfo.dst_port)
+  if b < a then
+    a, b = b, a
+  end
+  return (prefix or "") .. a .. " " .. b
+end
+
+local function is_server_port(p)
+  return p == MSNP_PORT or extra_ports[p] == true
+end
+
+local function tcp_port_table()
+  return DissectorTable.get("tcp.port")
+end
+
+local function apply_ports()
+  local t = tcp_port_table()
+  for p in pairs(extra_ports) do
+    t:remove(p, msnp)
+  end
+  extra_ports = {}
+  local spec = tostring(msnp.prefs.ports or "")
+  for part in spec:gmatch("[^,]+") do
+    local a, b = part:match("^%s*([0-9]+)%s*%-%s*([0-9]+)%s*$")
+    if a == nil then
+      a = part:match("^%s*([0-9]+)%s*$")
+      b = a
+    end
+    if a ~= nil then
+      local lo, hi = tonumber(a), tonumber(b)
+      if lo <= hi and hi <= 65535 and hi - lo < 65536 then
+        for p = lo, hi do
+          extra_ports[p] = true
+          t:add(p, msnp)
+        end
+      end
+    end
+  end
+end
+
+function msnp.prefs_changed()
+  apply_ports()
+end
+
+-- Remembers a server address from XFR/RNG; later connections to it are MSNP of that service.
+local function learn(address, target, version)
+  if learned[address] == nil then
+    if learned_count >= MAX_LEARNED then
+      learned = {}
+      learned_count = 0
+    end
+    learned_count = learned_count + 1
+  end
+  learned[address] = { service = target, version = version }
+  local port = tonumber(address:match(":([0-9]+)$") or "")
+  if port ~= nil and port > 0 and port <= 65535 and not is_server_port(port) and not learned_ports[port] then
+    learned_ports[port] = true
+    tcp_port_table():add(port, msnp)
+  end
+end
+
+-- Who is the client: the SYN's sender; otherwise the side on an MSNP port or learned
+-- address is the server; otherwise the side with the lower port is.
+local function orient(pinfo, key)
+  local src = endpoint(pinfo.src, pinfo.src_port)
+  local dst = endpoint(pinfo.dst, pinfo.dst_port)
+  local client = syn_client[key]
+  if client == src then
+    return src, dst
+  elseif client == dst then
+    return dst, src
+  end
+  local function srv(ep, port)
+    return is_server_port(port) or learned[ep] ~= nil
+  end
+  local s_srv, d_srv = srv(src, pinfo.src_port), srv(dst, pinfo.dst_port)
+  local src_is_server
+  if s_srv ~= d_srv then
+    src_is_server = s_srv
+  else
+    src_is_server = pinfo.src_port < pinfo.dst_port
+  end
+  if src_is_server then
+    return dst, src
+  end
+  return src, dst
+end
+
+-- The connection a TCP segment belongs to, created on first sight. `decided` false: not
+-- yet known to be MSNP (no MSNP port, no learned address, no command line seen yet).
+local function connection(pinfo, key)
+  local c = conns[key]
+  if c ~= nil then
+    return c
+  end
+  local client, server = orient(pinfo, key)
+  local hint = learned[server]
+  local server_port = tonumber(server:match(":([0-9]+)$"))
+  c = { client = client, server = server, seen = 0, syn = syn_client[key] ~= nil }
+  c.expected = is_server_port(server_port) or hint ~= nil
+  if hint ~= nil then
+    local v = nil
+    if hint.service == "SB" then
+      v = hint.version
+    end
+    c.state = new_state(hint.service, v)
+    c.detail = hint.service .. " address learned from a referral earlier in the capture"
+  else
+    c.state = new_state(nil, nil)
+    if c.expected then
+      c.detail = "MSNP port " .. server_port
+    else
+      c.detail = "MSNP command line seen on a port not otherwise watched"
+    end
+  end
+  c.state.seek = { c2s = true, s2c = true }
+  c.state.anywhere = { c2s = not c.syn, s2c = not c.syn }
+  conns[key] = c
+  return c
+end
+
+-- Decides, on the first pass, whether a connection not on an MSNP port is MSNP.
+local function accept(c, s)
+  if c.expected or c.accepted then
+    return true
+  end
+  if c.rejected then
+    return false
+  end
+  -- A connection opened by a SYN must start with a command line; one seen mid-way may
+  -- start on one at any line within its first 4 KiB.
+  local r, cand = find_start(s, 1, not c.syn)
+  if r == "at" then
+    c.accepted = true
+    return true
+  end
+  if r == "more" and cand <= #s then
+    -- The start of a plausible line: taken on trial, so that TCP gathers the rest of it.
+    c.accepted = true
+    c.state.tentative = true
+    return true
+  end
+  c.seen = c.seen + #s
+  if r == "no" or c.seen > DETECT_WINDOW then
+    c.rejected = true
+  end
+  return false
+end
+
+-- The Info column: this call's commands, after those of an earlier call on the same frame
+-- (the protocol column already says MSNP then) or after HTTP's text for gateway bodies.
+local function set_info(pinfo, text, gateway)
+  local proto = gateway and "MSNP/HTTP" or "MSNP"
+  if gateway or tostring(pinfo.cols.protocol) == proto then
+    pinfo.cols.info:append(" | " .. text)
+  else
+    pinfo.cols.info:set(text)
+  end
+  pinfo.cols.protocol = proto
+end
+
+local function short(line)
+  if #line > 160 then
+    return line:sub(1, 157) .. "..."
+  end
+  return line
+end
+
+-- MIME headers ("Name: value" lines up to an empty line) of s from index i; returns the
+-- headers with their positions and the index where the body starts (nil if no end).
+local function mime_headers(s, i, limit)
+  local hs = {}
+  local pos = i
+  while pos <= limit do
+    local lf = s:find("\n", pos, true)
+    if lf == nil or lf > limit then
+      return hs, nil
+    end
+    local e = lf - 1
+    if e >= pos and s:byte(e) == 13 then
+      e = e - 1
+    end
+    local text = s:sub(pos, e)
+    if text == "" then
+      return hs, lf + 1
+    end
+    local name, value = text:match("^([^:]+):%s*(.*)$")
+    local voff = nil
+    if name ~= nil then
+      voff = #text - #value
+    end
+    hs[#hs + 1] = { from = pos, len = lf - pos + 1, text = text, name = name, value = value, voff = voff }
+    pos = lf + 1
+  end
+  return hs, nil
+end
+
+local function add_headers(tvb, tree, hs, base0)
+  local ctype
+  for _, h in ipairs(hs) do
+    local it = tree:add(F.mime_header, tvb(base0 + h.from - 1, h.len), h.text)
+    if h.name ~= nil then
+      it:add(F.mime_name, tvb(base0 + h.from - 1, #h.name), h.name)
+      it:add(F.mime_value, tvb(base0 + h.from - 1 + h.voff, #h.value), h.value)
+      local m = GEN.mime_headers[h.name:lower()]
+      if m ~= nil and m ~= "" then
+        it:append_text(" (" .. m .. ")")
+      end
+      if h.name:lower() == "content-type" then
+        ctype = h.value
+      end
+    end
+  end
+  return ctype
+end
+
+local function add_body(tvb, pinfo, tree, s, from, to, base0, ctype)
+  if from > to then
+    return
+  end
+  local r = tvb(base0 + from - 1, to - from + 1)
+  local ct = (ctype or ""):lower()
+  if ct:find("^text/") or ct:find("^application/x%-msmsgs") then
+    tree:add(F.mime_body, r, s:sub(from, to))
+  elseif ct:find("xml") and xml_dissector ~= nil then
+    pcall(function() xml_dissector:call(r:tvb(), pinfo, tree) end)
+  else
+    tree:add(F.payload, r)
+  end
+end
+
+local function add_payload(tvb, pinfo, tree, s, p, base0)
+  local from = p.start + p.head_len
+  local to = p.start + p.frame_len - 1
+  local plen = to - from + 1
+  local range
+  if plen > 0 then
+    range = tvb(base0 + from - 1, plen)
+  else
+    range = tvb(base0 + p.start - 1, p.head_len)
+  end
+  local kind = p.form and p.form.kind
+  if is_digit(p.name:byte(1)) then
+    kind = "xml"
+  end
+  local label = "Payload: " .. p.payload_len .. " bytes"
+  if kind ~= nil then
+    label = label .. " (" .. kind .. ")"
+  end
+  local pt = tree:add(range, label)
+  pt:add(F.payload_len, range, p.payload_len)
+  if p.guess then
+    pt:add_proto_expert_info(E.guess, "Payload length guessed: the last token of an unknown command, and no command line follows")
+  end
+  if p.truncated ~= nil then
+    pt:add_proto_expert_info(E.truncated, "Payload truncated: " .. p.truncated .. " of " .. p.payload_len .. " bytes")
+  end
+  if plen <= 0 then
+    return
+  end
+  if kind == "mime" or kind == "multipart" then
+    local pos = from
+    local ctype
+    local blocks = 0
+    while pos <= to and blocks < 3 do
+      local hs, body = mime_headers(s, pos, to)
+      if #hs == 0 then
+        break
+      end
+      blocks = blocks + 1
+      local label = "MIME headers"
+      if kind == "multipart" and hs[1].name ~= nil then
+        label = hs[1].name .. " headers"
+      end
+      local ht = pt:add(range, label)
+      local ct = add_headers(tvb, ht, hs, base0)
+      if ct ~= nil then
+        ctype = ct
+        pt:add(F.content_type, range, ct)
+      end
+      if body == nil then
+        pos = to + 1
+        break
+      end
+      pos = body
+      if kind == "mime" then
+        break
+      end
+      -- A further block of the multipart payload starts with a "Name: value" line.
+      local nxt = s:sub(pos, math.min(to, pos + 200))
+      if not nxt:find("^[%w%-]+: ") then
+        break
+      end
+    end
+    add_body(tvb, pinfo, pt, s, pos, to, base0, ctype)
+  elseif kind == "xml" and xml_dissector ~= nil and s:sub(from, from) == "<" then
+    pcall(function() xml_dissector:call(range:tvb(), pinfo, pt) end)
+  elseif kind == "text" or kind == "xml" then
+    pt:add(F.payload_text, range, s:sub(from, to))
+  else
+    pt:add(F.payload, range)
+  end
+end
+
+local function add_param(tvb, t, p, tok, r)
+  local f = PF[p.f]
+  if p.class == "uint" then
+    local v = u32(tok)
+    if v ~= nil then
+      local it = t:add(f, r, v)
+      if p.ty == "listbits" then
+        for _, lf in ipairs(F_LISTS) do
+          it:add(lf, r, v)
+        end
+      end
+    else
+      t:add(r, p.label .. ": " .. tok):add_proto_expert_info(E.badnum, p.label .. " is not a 32-bit number: " .. tok)
+    end
+    return
+  end
+  local value = tok
+  if p.ty == "friendly" or p.ty == "text" or p.ty == "msnobj" then
+    value = urldecode(tok)
+  end
+  local it = t:add(f, r, value)
+  if p.values ~= nil and p.values[tok] ~= nil then
+    it:append_text(" (" .. p.values[tok] .. ")")
+  end
+  if p.ty == "address" then
+    local h, port = tok:match("^(.+):([0-9]+)$")
+    if h ~= nil and u32(port) ~= nil and u32(port) <= 65535 then
+      it:add(F.host, r, h)
+      it:add(F.port, r, u32(port))
+    end
+  elseif p.ty == "caps" then
+    local a, b = tok:match("^([0-9]+):([0-9]+)$")
+    if a == nil then
+      a = tok
+    end
+    local v = u32(a)
+    if v ~= nil then
+      local ct = it:add(F.caps, r, v)
+      for _, cf in ipairs(F_CAPS) do
+        ct:add(cf, r, v)
+      end
+      ct:add(F.caps_client, r, v)
+    end
+    local e = b and u32(b)
+    if e ~= nil then
+      local et = it:add(F.extcaps, r, e)
+      for _, cf in ipairs(F_EXTCAPS) do
+        et:add(cf, r, e)
+      end
+    end
+  end
+end
+
+local function add_pdu(tvb, pinfo, tree, s, p, dir, base0, c)
+  local arrow = dir == "c2s" and ">>>" or "<<<"
+  local whole = tvb(base0 + p.start - 1, p.frame_len)
+  local lr = tvb(base0 + p.start - 1, p.line_len > 0 and p.line_len or p.head_len)
+  local t = tree:add(msnp, whole, "MSN Messenger Protocol, " .. arrow .. " " .. short(p.line))
+  t:add(F.dir, lr, dir):append_text(" (" .. arrow .. ")")
+  if c.client ~= nil then
+    t:add(F.client, lr, c.client):set_generated()
+    t:add(F.server, lr, c.server):set_generated()
+  end
+  t:add(F.service, lr, p.service)
+  if p.version ~= nil then
+    t:add(F.version, lr, p.version)
+  else
+    t:add(F.versions, lr, "MSNP" .. p.lo .. "-" .. p.hi)
+  end
+  t:add(F.line, lr, p.line)
+  local function tok_range(i)
+    return tvb(base0 + p.start - 1 + p.tpos[i] - 1, #p.args[i])
+  end
+  local ct = t:add(F.cmd, tvb(base0 + p.start - 1, 3), p.name)
+  if #p.args > 0 then
+    local a0 = p.tpos[1]
+    t:add(F.args, tvb(base0 + p.start - 1 + a0 - 1, p.line_len - a0 + 1), table.concat(p.args, " "))
+  end
+  local trid
+  local numeric = is_digit(p.name:byte(1))
+  if numeric then
+    local code = tonumber(p.name)
+    local e = GEN.errors[code]
+    local et = t:add(F.error, tvb(base0 + p.start - 1, 3), code)
+    if e ~= nil then
+      et:add(F.error_meaning, tvb(base0 + p.start - 1, 3), e[2])
+      ct:append_text(" (" .. e[1] .. ": " .. e[2] .. ")")
+    end
+    et:add_proto_expert_info(E.error, "Error " .. p.name .. (e and (" " .. e[1] .. ": " .. e[2]) or " (not in msntap's tables)"))
+    t:add(F.known, lr, e ~= nil)
+    trid = 1
+  elseif p.def == nil then
+    t:add(F.known, lr, false)
+    ct:add_proto_expert_info(E.unknown, "Unknown command " .. p.name)
+    trid = 1
+  else
+    t:add(F.known, lr, true)
+    local meaning = (p.form and p.form.meaning) or p.def.meaning
+    ct:append_text(" (" .. meaning .. ")")
+    -- Shown in the command's item already; kept as a field for filters.
+    t:add(F.meaning, lr, meaning):set_hidden()
+    if p.form == nil then
+      ct:add_proto_expert_info(E.unmatched, "No form of " .. p.name .. " fits this line (direction " .. dir
+        .. ", service " .. p.service .. ", MSNP" .. p.lo .. "-" .. p.hi .. ", " .. #p.args .. " arguments)")
+      trid = 1
+    else
+      for i = 1, #p.args do
+        local pd = param_of(p.form, i)
+        if pd == nil then
+          break
+        end
+        if pd.ty == "trid" and trid == nil then
+          trid = i
+        end
+      end
+    end
+  end
+  if trid ~= nil and p.args[trid] ~= nil then
+    local v = u32(p.args[trid])
+    if v ~= nil then
+      t:add(F.trid, tok_range(trid), v)
+    end
+  end
+  if p.form ~= nil and #p.args > 0 then
+    local pt = t:add(lr, p.name .. " parameters")
+    for i = 1, #p.args do
+      local pd = param_of(p.form, i)
+      if pd == nil then
+        break
+      end
+      add_param(tvb, pt, pd, p.args[i], tok_range(i))
+    end
+  end
+  if p.referral ~= nil then
+    t:add(F.referral, lr, p.referral .. " (" .. p.referral_target .. ")")
+  end
+  if p.oversize ~= nil then
+    t:add(F.payload_len, lr, u32(tostring(p.oversize)) or 0):add_proto_expert_info(E.oversize,
+      "Declared payload of " .. p.args[#p.args] .. " bytes exceeds " .. MAX_PAYLOAD .. " bytes: not read")
+  elseif p.payload_len ~= nil then
+    add_payload(tvb, pinfo, t, s, p, base0)
+  end
+  return arrow .. " " .. short(p.line)
+end
+
+-- Dissects the bytes of one direction of one connection, starting from state st.
+-- Returns the number of bytes used; asks TCP for more when a command is incomplete.
+local function dissect_bytes(tvb, pinfo, tree, st, memo, skey, dir, eof, gateway, live, c)
+  local s = tvb:raw(0, tvb:len())
+  local infos = {}
+  -- Skipped bytes are gathered into one run until a command or the end comes.
+  local skip = nil
+  local function flush_skip()
+    if skip == nil then
+      return
+    end
+    local k = skip
+    skip = nil
+    local r = tvb(k.from - 1, k.to - k.from + 1)
+    local it = tree:add(msnp, r, "MSN Messenger Protocol, " .. (k.to - k.from + 1) .. " bytes that are not MSNP")
+      :add(F.skipped, r)
+    if k.midway then
+      it:add_proto_expert_info(E.midway, "Not MSNP (" .. k.reason .. ")")
+    else
+      it:add_proto_expert_info(E.desync, "Not MSNP (" .. k.reason .. "): skipped to the next command line")
+    end
+    infos[#infos + 1] = "[not MSNP]"
+  end
+  local function on_pdu(p)
+    flush_skip()
+    infos[#infos + 1] = add_pdu(tvb, pinfo, tree, s, p, dir, 0, c)
+    if live and p.referral ~= nil then
+      learn(p.referral, p.referral_target, p.version)
+    end
+  end
+  local function on_skip(from, to, reason, midway)
+    if skip ~= nil and skip.to + 1 == from and skip.reason == reason then
+      skip.to = to
+    else
+      flush_skip()
+      skip = { from = from, to = to, reason = reason, midway = midway }
+    end
+  end
+  local stop, need, reject = frame(st, dir, s, eof, on_pdu, on_skip, memo)
+  if live and next(memo) ~= nil then
+    memos[skey] = memo
+  end
+  if reject then
+    if live then
+      c.accepted = false
+      c.rejected = true
+    end
+    return 0
+  end
+  flush_skip()
+  if #infos > 0 then
+    set_info(pinfo, table.concat(infos, " | "), gateway)
+  end
+  -- Nothing to keep when framing stopped at the very end (TCP must not be asked to keep
+  -- zero bytes: its reassembly asserts); the state says where the next bytes stand.
+  if stop ~= nil and stop <= #s then
+    pinfo.desegment_offset = stop - 1
+    if need == nil or need <= 0 then
+      pinfo.desegment_len = DESEGMENT_ONE_MORE_SEGMENT
+    else
+      pinfo.desegment_len = need
+    end
+  end
+  return tvb:len()
+end
+
+-- Whether two states would frame alike (so that one snapshot can serve both calls).
+local function same_state(a, b)
+  for _, k in ipairs({ "service", "hinted", "version", "lo", "hi", "logged_in", "tentative" }) do
+    if a[k] ~= b[k] then
+      return false
+    end
+  end
+  for _, d in ipairs({ "c2s", "s2c" }) do
+    local x, y = a.resync[d], b.resync[d]
+    if (x == nil) ~= (y == nil) or (x ~= nil and (x.at_line_start ~= y.at_line_start or x.reason ~= y.reason)) then
+      return false
+    end
+    if (a.seek == nil) ~= (b.seek == nil)
+      or (a.seek ~= nil and (a.seek[d] ~= b.seek[d] or a.anywhere[d] ~= b.anywhere[d])) then
+      return false
+    end
+  end
+  return true
+end
+
+-- The state a dissector call starts from: on the first pass the connection's own (and a
+-- snapshot of it, shared with the connection's previous call while the state is the
+-- same, to keep memory per frame small), afterwards a copy of that snapshot. A call is
+-- known by its frame and where its bytes start in it (0 for reassembled bytes: at most
+-- one such call per frame); not by its length, since a later pass hands over a
+-- reassembled PDU without the bytes after it that the first pass saw. Returns the state,
+-- whether it is the live one, the call's memo (see frame) and the call's key.
+local function call_state(pinfo, tvb, c, gateway_key)
+  local skey
+  if gateway_key ~= nil then
+    skey = gateway_key .. "#" .. pinfo.number .. ":" .. tvb:offset()
+  else
+    skey = pinfo.number * 65536 + math.min(tvb:offset(), 65535)
+  end
+  local snap = snapshots[skey]
+  if not pinfo.visited and snap == nil then
+    if c.last_snap == nil or not same_state(c.last_snap, c.state) then
+      c.last_snap = copy_state(c.state)
+    end
+    snapshots[skey] = c.last_snap
+    return c.state, true, {}, skey
+  end
+  if snap == nil then
+    return nil, false, nil, skey
+  end
+  return copy_state(snap), false, memos[skey] or {}, skey
+end
+
+local function dissect_tcp(tvb, pinfo, tree, from_heuristic)
+  local key = conn_key(pinfo)
+  local c = conns[key]
+  if c == nil then
+    if pinfo.visited then
+      return 0
+    end
+    c = connection(pinfo, key)
+  end
+  if not c.expected and not c.accepted then
+    if pinfo.visited or (from_heuristic == false and not msnp.prefs.heuristic) then
+      return 0
+    end
+    if not accept(c, tvb:raw(0, math.min(tvb:len(), DETECT_WINDOW + 2048))) then
+      return 0
+    end
+  end
+  local st, live, memo, skey = call_state(pinfo, tvb, c, nil)
+  if st == nil then
+    return 0
+  end
+  local src = endpoint(pinfo.src, pinfo.src_port)
+  local dir = src == c.client and "c2s" or "s2c"
+  local eof = pinfo.can_desegment == 0
+  return dissect_bytes(tvb, pinfo, tree, st, memo, skey, dir, eof, false, live, c)
+end
+
+-- Gateway bodies (HTTP, application/x-msn-messenger): each body is whole, so framing ends
+-- with it; state is kept per HTTP connection, the direction taken from request/response.
+local function dissect_gateway(tvb, pinfo, tree)
+  local key = conn_key(pinfo, "gw ")
+  local c = conns[key]
+  if c == nil then
+    if pinfo.visited then
+      return 0
+    end
+    local service = nil
+    local uri = f_http_uri()
+    if uri ~= nil then
+      service = tostring(uri.value):match("[?&]Server=([A-Z][A-Z])")
+      if service ~= "NS" and service ~= "SB" then
+        service = nil
+      end
+    end
+    c = { state = new_state(service, nil), expected = true, gateway = true }
+    conns[key] = c
+  end
+  local st, live, memo, skey = call_state(pinfo, tvb, c, key)
+  if st == nil then
+    return 0
+  end
+  local req = f_http_request()
+  local dir = (req ~= nil and req.value) and "c2s" or "s2c"
+  return dissect_bytes(tvb, pinfo, tree, st, memo, skey, dir, true, true, live, c)
+end
+
+function msnp.dissector(tvb, pinfo, tree)
+  if tvb:len() == 0 then
+    return 0
+  end
+  if pinfo.match_string == "application/x-msn-messenger" then
+    return dissect_gateway(tvb, pinfo, tree)
+  end
+  return dissect_tcp(tvb, pinfo, tree, false)
+end
+
+local function heuristic(tvb, pinfo, tree)
+  if not msnp.prefs.heuristic or tvb:len() == 0 then
+    return false
+  end
+  local used = dissect_tcp(tvb, pinfo, tree, true)
+  if used == 0 then
+    return false
+  end
+  pinfo.conversation = msnp
+  return true
+end
+
+-- SYN senders, for telling client from server (a postdissector sees every TCP packet).
+local syn_watch = Proto("msnp_syn", "MSNP connection opener")
+function syn_watch.dissector(tvb, pinfo, tree)
+  if pinfo.visited then
+    return
+  end
+  local syn = f_syn()
+  if syn == nil or not syn.value then
+    return
+  end
+  local ack = f_ack()
+  local key = conn_key(pinfo)
+  local src = endpoint(pinfo.src, pinfo.src_port)
+  local dst = endpoint(pinfo.dst, pinfo.dst_port)
+  if ack ~= nil and ack.value then
+    if syn_client[key] == nil then
+      syn_client[key] = dst
+    end
+  else
+    -- A new connection on the same address pair starts afresh.
+    if syn_client[key] ~= nil or conns[key] ~= nil then
+      conns[key] = nil
+    end
+    syn_client[key] = src
+  end
+end
+register_postdissector(syn_watch)
+
+tcp_port_table():add(MSNP_PORT, msnp)
+DissectorTable.get("media_type"):add("application/x-msn-messenger", msnp)
+msnp:register_heuristic("tcp", heuristic)
+apply_ports()
