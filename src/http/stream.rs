@@ -84,6 +84,9 @@ pub struct Body {
     pub framing: Framing,
     /// Bytes the body had on the wire after de-chunking (also those not kept).
     pub wire_length: u64,
+    /// The Content-Length, when that framed the body.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub declared_length: Option<u64>,
     /// The Content-Encoding named by the message, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content_encoding: Option<String>,
@@ -116,6 +119,7 @@ impl Body {
             data: Bytes::default(),
             framing,
             wire_length: 0,
+            declared_length: None,
             content_encoding: None,
             decoded: false,
             truncated: false,
@@ -760,6 +764,9 @@ impl HttpStream {
             _ => Framing::None,
         };
         let mut body = Body::empty(body_framing);
+        if let State::Length(n) = next {
+            body.declared_length = Some(n);
+        }
         body.content_encoding = header(head.headers(), "content-encoding")
             .map(|s| s.trim().to_ascii_lowercase())
             .filter(|s| !s.is_empty() && s != "identity");
