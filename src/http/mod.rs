@@ -252,6 +252,9 @@ pub fn redact_text(text: &mut Vec<u8>) -> usize {
     for attr in SECRET_ATTRS {
         n += redact_after(text, attr.as_bytes(), |c| c == b'"' || c == b'\'');
     }
+    for name in SECRET_LINES {
+        n += redact_after(text, name.as_bytes(), |c| c == b'\r' || c == b'\n');
+    }
     n += redact_after(text, b"pwd=", |c| {
         matches!(c, b',' | b'&' | b'\r' | b'\n' | b' ')
     });
@@ -274,6 +277,10 @@ const SECRET_ELEMENTS: &[&str] = &[
     "MSPProf",
     "Token",
 ];
+
+/// MIME header lines whose value is a secret (the NS's profile message carries MSPAuth;
+/// MSNFTP invitations carry AuthCookie).
+const SECRET_LINES: &[&str] = &["MSPAuth:", "MSPProf:", "AuthCookie:"];
 
 /// Attributes (with their opening quote) whose value is a secret.
 const SECRET_ATTRS: &[&str] = &["passport=\"", "passport='", "lockkey=\"", "lockkey='"];
@@ -348,7 +355,12 @@ fn redact_after(text: &mut Vec<u8>, marker: &[u8], stop: impl Fn(u8) -> bool) ->
     let mut n = 0;
     let mut from = 0;
     while let Some(rel) = find_ci(&text[from..], marker) {
-        let start = from + rel + marker.len();
+        let mut start = from + rel + marker.len();
+        if marker.ends_with(b":") {
+            while matches!(text.get(start), Some(b' ' | b'\t')) {
+                start += 1;
+            }
+        }
         let end = text[start..]
             .iter()
             .position(|&c| stop(c))
@@ -490,6 +502,8 @@ mod tests {
         // A `t=` that is not a ticket is kept.
         let (t, n) = red("format=1 t=3 ");
         assert_eq!((t.as_str(), n), ("format=1 t=3 ", 0));
+        let (t, _) = red("sid: 507\r\nMSPAuth: 7fB2Y6+H31s==\r\nClientIP: 1\r\n");
+        assert_eq!(t, "sid: 507\r\nMSPAuth: <redacted>\r\nClientIP: 1\r\n");
         // Idempotent.
         let (t2, n2) = red(&t);
         assert_eq!((t2, n2), (t, 0));
