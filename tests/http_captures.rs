@@ -762,3 +762,154 @@ fn scenario_redaction_leaves_no_password_ticket_or_binary_secret() {
         }
     }
 }
+
+// ------------------------------------------------------------------ a real client: MSNPSharp
+
+#[test]
+fn real_client_sso_answer_verifies_from_its_binary_secret() {
+    let d = decode(&scenario("msnp18_msnpsharp_sso_escargot.pcap"), 8081);
+    assert!(problems(&d.http).is_empty(), "{:?}", problems(&d.http));
+    // .NET sends Expect: 100-continue on its SOAP posts.
+    assert!(d
+        .http
+        .iter()
+        .any(|(_, i)| matches!(i, HttpItem::Response(r) if r.interim)));
+    let secrets = secrets(&d);
+    let (secret, issued) = &secrets["alice@example.com"];
+    let ns: Vec<_> = d.tcp.values().filter(|(_, s, _)| s.1 == 1863).collect();
+    assert_eq!(ns.len(), 1);
+    let st = &ns[0].2;
+    let (_, cmds) = decode_msnp(
+        Service::Ns,
+        &[(Dir::C2s, st[0].clone()), (Dir::S2c, st[1].clone())],
+    );
+    assert!(cmds
+        .iter()
+        .any(|c| c.cmd == "VER" && c.args.iter().any(|a| a == "MSNP18")));
+    let (account, nonce, ticket, answer) = sso_login(&cmds).expect("an SSO login");
+    assert_eq!(account, "alice@example.com");
+    assert_eq!(&ticket, issued);
+    // MSNP16+ adds the machine GUID after the answer.
+    let usr = cmds
+        .iter()
+        .find(|c| c.cmd == "USR" && c.args.get(3).is_some_and(|t| t.starts_with("t=")))
+        .unwrap();
+    assert!(
+        usr.args.get(5).is_some_and(|g| g.starts_with('{')),
+        "{:?}",
+        usr.args
+    );
+    assert_eq!(sso::verify(secret, &nonce, &answer), sso::Verdict::Valid);
+    assert!(!sso::verify(secret, &nonce, &flip_one_byte(&answer)).is_valid());
+    // A BinarySecret of another login does not fit.
+    let other = decode(&scenario("msnp15_sso_tcp_escargot.pcap"), 8081);
+    let (other_secret, _) = &secrets_of(&other)["alice@example.com"];
+    assert!(!sso::verify(other_secret, &nonce, &answer).is_valid());
+}
+
+fn secrets_of(d: &Decoded) -> BTreeMap<String, (String, String)> {
+    secrets(d)
+}
+
+#[test]
+fn real_client_soap_calls_are_typed_and_redacted() {
+    let d = decode(&scenario("msnp18_msnpsharp_sso_escargot.pcap"), 8081);
+    let msgs = soap_messages(&d);
+    let ops: Vec<(String, String)> = msgs
+        .iter()
+        .map(|(q, r)| {
+            (
+                q.operation.clone(),
+                r.as_ref().map_or(String::new(), |r| r.operation.clone()),
+            )
+        })
+        .collect();
+    let want = [
+        (
+            "RequestMultipleSecurityTokens",
+            "RequestSecurityTokenResponseCollection",
+        ),
+        ("FindMembership", "FindMembershipResponse"),
+        ("ABFindContactsPaged", "ABFindContactsPagedResponse"),
+        ("GetProfile", "GetProfileResponse"),
+    ];
+    for (q, r) in want {
+        assert!(
+            ops.iter().any(|(a, b)| a == q && b == r),
+            "{q}/{r} not in {ops:?}"
+        );
+    }
+    for (q, r) in &msgs {
+        if q.service != soap::SoapService::SecurityToken {
+            assert!(
+                q.auth.ticket_token.is_some(),
+                "{} without TicketToken",
+                q.operation
+            );
+            assert!(
+                q.action
+                    .as_deref()
+                    .is_some_and(|a| a.ends_with(&q.operation)),
+                "{:?}",
+                q.action
+            );
+        }
+        match r.as_ref().map(|r| &r.body) {
+            Some(SoapBody::Memberships { memberships }) => {
+                assert!(memberships.iter().all(|m| !m.role.is_empty()));
+            }
+            Some(SoapBody::AddressBook { contacts, .. }) => {
+                // The owner's own entry.
+                assert!(
+                    contacts
+                        .iter()
+                        .any(|c| c.passport_name.as_deref() == Some("alice@example.com")),
+                    "{contacts:?}"
+                );
+            }
+            _ => {}
+        }
+    }
+    let mut all: Vec<SoapMessage> = msgs
+        .into_iter()
+        .flat_map(|(q, r)| std::iter::once(q).chain(r))
+        .collect();
+    let mut http: Vec<HttpItem> = d.http.iter().map(|(_, i)| i.clone()).collect();
+    let (bs, ticket) = &secrets(&d)["alice@example.com"];
+    let needles = [
+        "password1".to_string(),
+        bs.clone(),
+        ticket[2..22].to_string(),
+    ];
+    let before = serde_json::to_string(&(&all, &http)).unwrap();
+    assert!(needles.iter().all(|n| before.contains(n.as_str())));
+    all.iter_mut().for_each(SoapMessage::redact);
+    http.iter_mut().for_each(HttpItem::redact);
+    let after = serde_json::to_string(&(&all, &http)).unwrap();
+    for n in &needles {
+        assert!(!after.contains(n.as_str()), "{n} left after redact()");
+    }
+}
+
+#[test]
+fn real_client_bad_password_is_a_typed_fault() {
+    let d = decode(
+        &scenario("msnp18_msnpsharp_badpassword_escargot.pcap"),
+        8081,
+    );
+    let msgs = soap_messages(&d);
+    assert_eq!(msgs.len(), 1);
+    let (q, r) = &msgs[0];
+    let SoapBody::RstRequest(rq) = &q.body else {
+        panic!("{q:?}")
+    };
+    assert_eq!(
+        rq.password.as_ref().map(|p| p.expose()),
+        Some("wrongpassword")
+    );
+    let f = r.as_ref().and_then(SoapMessage::fault).expect("a fault");
+    assert_eq!(f.code, "S:Sender");
+    assert_eq!(f.subcode.as_deref(), Some("wst:FailedAuthentication"));
+    assert_eq!(f.error_code.as_deref(), Some("0x80048821"));
+    assert_eq!(f.reason, "Authentication Failure");
+}
