@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::stream::{RequestHead, ResponseHead};
+use super::stream::{parse_request_head, parse_response_head, Parsed, RequestHead, ResponseHead};
 use super::{find_ci, header, target_path, Header};
 
 /// Which part of MSN's HTTP side a message belongs to.
@@ -180,41 +180,19 @@ fn head_of(b: &[u8], client: bool) -> Head {
     if b.is_empty() {
         return Head::Partial;
     }
-    let mut fields = [httparse::EMPTY_HEADER; 64];
-    if client {
-        let mut r = httparse::Request::new(&mut fields);
-        match r.parse(b) {
-            Ok(httparse::Status::Complete(_)) => Head::Request(RequestHead {
-                method: r.method.unwrap_or("").to_string(),
-                target: r.path.unwrap_or("").to_string(),
-                version: format!("HTTP/1.{}", r.version.unwrap_or(1)),
-                headers: to_headers(r.headers),
-            }),
-            Ok(httparse::Status::Partial) => Head::Partial,
+    fn judge<T>(p: Parsed<T>, f: fn(T) -> Head) -> Head {
+        match p {
+            Parsed::Done(h) => f(h),
             // Too many headers for the probe is still HTTP.
-            Err(httparse::Error::TooManyHeaders) => Head::Partial,
-            Err(_) => Head::No,
-        }
-    } else {
-        let mut r = httparse::Response::new(&mut fields);
-        match r.parse(b) {
-            Ok(httparse::Status::Complete(_)) => Head::Response(ResponseHead {
-                version: format!("HTTP/1.{}", r.version.unwrap_or(1)),
-                status: r.code.unwrap_or(0),
-                reason: r.reason.unwrap_or("").to_string(),
-                headers: to_headers(r.headers),
-            }),
-            Ok(httparse::Status::Partial) => Head::Partial,
-            Err(httparse::Error::TooManyHeaders) => Head::Partial,
-            Err(_) => Head::No,
+            Parsed::Partial | Parsed::Bad(httparse::Error::TooManyHeaders) => Head::Partial,
+            Parsed::Bad(_) => Head::No,
         }
     }
-}
-
-fn to_headers(hs: &[httparse::Header<'_>]) -> Vec<Header> {
-    hs.iter()
-        .map(|h| Header::new(h.name, &String::from_utf8_lossy(h.value)))
-        .collect()
+    if client {
+        judge(parse_request_head(b, 64), Head::Request)
+    } else {
+        judge(parse_response_head(b, 64), Head::Response)
+    }
 }
 
 #[cfg(test)]

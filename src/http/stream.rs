@@ -653,8 +653,16 @@ impl HttpStream {
         }
         let start_ts = h.buf_ts.unwrap_or(ts);
         let parsed = match dir {
-            Dir::C2s => parse_request(&buf[..end], limits.max_headers).map(Head::Request),
-            Dir::S2c => parse_response(&buf[..end], limits.max_headers).map(Head::Response),
+            Dir::C2s => complete(
+                parse_request_head(&buf[..end], limits.max_headers),
+                "request",
+            )
+            .map(Head::Request),
+            Dir::S2c => complete(
+                parse_response_head(&buf[..end], limits.max_headers),
+                "response",
+            )
+            .map(Head::Response),
         };
         let head = match parsed {
             Ok(head) => head,
@@ -1199,30 +1207,37 @@ fn plausible_start(b: &[u8], dir: Dir) -> bool {
     }
 }
 
-fn to_headers(hs: &[httparse::Header<'_>]) -> Vec<Header> {
+pub(crate) fn to_headers(hs: &[httparse::Header<'_>]) -> Vec<Header> {
     hs.iter()
         .map(|h| Header::new(h.name, &String::from_utf8_lossy(h.value)))
         .collect()
 }
 
-fn parse_request(buf: &[u8], max_headers: usize) -> Result<RequestHead, String> {
+/// A head parsed by httparse (with the lenient options old clients and servers need).
+pub(crate) enum Parsed<T> {
+    Done(T),
+    Partial,
+    Bad(httparse::Error),
+}
+
+pub(crate) fn parse_request_head(buf: &[u8], max_headers: usize) -> Parsed<RequestHead> {
     let mut fields = vec![httparse::EMPTY_HEADER; max_headers];
     let mut req = httparse::Request::new(&mut fields);
     let mut cfg = httparse::ParserConfig::default();
     cfg.allow_multiple_spaces_in_request_line_delimiters(true);
     match cfg.parse_request(&mut req, buf) {
-        Ok(httparse::Status::Complete(_)) => Ok(RequestHead {
+        Ok(httparse::Status::Complete(_)) => Parsed::Done(RequestHead {
             method: req.method.unwrap_or("").to_string(),
             target: req.path.unwrap_or("").to_string(),
             version: format!("HTTP/1.{}", req.version.unwrap_or(1)),
             headers: to_headers(req.headers),
         }),
-        Ok(httparse::Status::Partial) => Err("request head ends early".into()),
-        Err(e) => Err(format!("bad request head: {e}")),
+        Ok(httparse::Status::Partial) => Parsed::Partial,
+        Err(e) => Parsed::Bad(e),
     }
 }
 
-fn parse_response(buf: &[u8], max_headers: usize) -> Result<ResponseHead, String> {
+pub(crate) fn parse_response_head(buf: &[u8], max_headers: usize) -> Parsed<ResponseHead> {
     let mut fields = vec![httparse::EMPTY_HEADER; max_headers];
     let mut res = httparse::Response::new(&mut fields);
     let mut cfg = httparse::ParserConfig::default();
@@ -1230,14 +1245,23 @@ fn parse_response(buf: &[u8], max_headers: usize) -> Result<ResponseHead, String
         .allow_obsolete_multiline_headers_in_responses(true)
         .allow_multiple_spaces_in_response_status_delimiters(true);
     match cfg.parse_response(&mut res, buf) {
-        Ok(httparse::Status::Complete(_)) => Ok(ResponseHead {
+        Ok(httparse::Status::Complete(_)) => Parsed::Done(ResponseHead {
             version: format!("HTTP/1.{}", res.version.unwrap_or(1)),
             status: res.code.unwrap_or(0),
             reason: res.reason.unwrap_or("").to_string(),
             headers: to_headers(res.headers),
         }),
-        Ok(httparse::Status::Partial) => Err("response head ends early".into()),
-        Err(e) => Err(format!("bad response head: {e}")),
+        Ok(httparse::Status::Partial) => Parsed::Partial,
+        Err(e) => Parsed::Bad(e),
+    }
+}
+
+/// A complete head (its end already found) or why it is not one.
+fn complete<T>(p: Parsed<T>, what: &str) -> Result<T, String> {
+    match p {
+        Parsed::Done(h) => Ok(h),
+        Parsed::Partial => Err(format!("{what} head ends early")),
+        Parsed::Bad(e) => Err(format!("bad {what} head: {e}")),
     }
 }
 
