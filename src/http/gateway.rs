@@ -331,15 +331,17 @@ impl Gateway {
                 .as_ref()
                 .and_then(|id| self.ids.get(id).copied())
         };
-        let mut body = Some(r.body.clone());
-        if let Some(s) = known {
-            if let Some(sess) = self.sessions.get_mut(&s) {
-                sess.last_used = order;
+        // A known session's bytes go on at once; an open's wait for the SessionID.
+        let body = match known {
+            Some(s) => {
+                if let Some(sess) = self.sessions.get_mut(&s) {
+                    sess.last_used = order;
+                }
+                push_body(out, s, Dir::C2s, r.ts_end, &r.body, &http);
+                None
             }
-            if let Some(b) = body.take() {
-                push_body(out, s, Dir::C2s, r.ts_end, &b, &http);
-            }
-        }
+            None => Some(r.body.clone()),
+        };
         if self.pending.len() >= self.limits.max_pending {
             if let Some((&k, _)) = self.pending.iter().min_by_key(|(_, p)| p.order) {
                 if let Some(p) = self.pending.remove(&k) {
