@@ -538,4 +538,27 @@ mod tests {
         let back: Header = serde_json::from_str(&j).unwrap();
         assert_eq!(back, h);
     }
+
+    proptest::proptest! {
+        #[test]
+        fn redaction_never_panics_and_is_idempotent(v in proptest::collection::vec(proptest::sample::select(b"<>/:=&'\" tpPassword;amp\r\nTicket".to_vec()), 0..200)) {
+            let mut a = v.clone();
+            redact_text(&mut a);
+            let mut b = a.clone();
+            redact_text(&mut b);
+            proptest::prop_assert_eq!(a, b);
+        }
+
+        #[test]
+        fn text_helpers_never_panic(s in "\\PC{0,80}") {
+            let _ = percent_decode(&s);
+            let _ = query_params(&s);
+            let _ = target_path(&s);
+            let _ = target_host(&s);
+            let _ = passport::parse_fields(&s);
+            let _ = passport::parse_credentials(&format!("Passport1.4 {s}"));
+            let _ = gateway::MessengerHeader::parse(&s);
+            let _ = soap::parse(s.as_bytes(), &s, Some(&s));
+        }
+    }
 }
