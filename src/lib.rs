@@ -5,6 +5,7 @@
 pub mod analysis;
 pub mod capture;
 pub mod event;
+pub mod http;
 pub mod input;
 pub mod logfile;
 pub mod output;
