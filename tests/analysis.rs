@@ -317,7 +317,7 @@ fn stubs_already_written_are_never_overwritten() {
     }
     let s = r.write_stubs(&dir).unwrap();
     assert!(s.written.is_empty());
-    assert_eq!(s.kept, [stub.clone()]);
+    assert_eq!(s.kept, std::slice::from_ref(&stub));
     assert_eq!(std::fs::read_to_string(&stub).unwrap(), edited);
     std::fs::remove_dir_all(&dir).unwrap();
 }
