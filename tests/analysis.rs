@@ -278,13 +278,17 @@ fn stubs_already_written_are_never_overwritten() {
     let dir = std::env::temp_dir().join(format!("msntap-stubs-keep-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let log = fixture("sb_chat_msnp8.log");
-    let (code, _, err) = run(&[
-        "report",
-        log.to_str().unwrap(),
-        "--stubs",
-        dir.to_str().unwrap(),
-    ]);
-    assert_eq!(code, 0, "{err}");
+    let stubs = || {
+        let (code, _, err) = run(&[
+            "report",
+            log.to_str().unwrap(),
+            "--stubs",
+            dir.to_str().unwrap(),
+        ]);
+        assert_eq!(code, 0, "{err}");
+        err
+    };
+    let err = stubs();
     assert!(err.contains("wrote 1 dissector stubs"), "{err}");
     // The user fills the stub in; a second run must leave it alone and say so.
     let stub = dir.join("xyz.toml");
@@ -292,13 +296,7 @@ fn stubs_already_written_are_never_overwritten() {
         .unwrap()
         .replace("Undocumented (seen by msntap report)", "Edited by hand");
     std::fs::write(&stub, &edited).unwrap();
-    let (code, _, err) = run(&[
-        "report",
-        log.to_str().unwrap(),
-        "--stubs",
-        dir.to_str().unwrap(),
-    ]);
-    assert_eq!(code, 0, "{err}");
+    let err = stubs();
     assert!(
         err.contains(&format!(
             "{} already exists: not overwritten",
@@ -383,28 +381,23 @@ fn no_redact_json_lines_are_redacted_again_on_reading() {
     std::fs::create_dir_all(&dir).unwrap();
     let log = dir.join("secrets.log");
     std::fs::write(&log, SECRETS_LOG).unwrap();
-    let a = dir.join("log.jsonl");
-    let (code, _, err) = run(&[
-        "decode",
-        log.to_str().unwrap(),
-        "--no-redact",
-        "--json",
-        a.to_str().unwrap(),
-        "-q",
-    ]);
-    assert_eq!(code, 0, "{err}");
+    let unredacted = |cmd: &str, input: &Path, name: &str| {
+        let out = dir.join(name);
+        let (code, _, err) = run(&[
+            cmd,
+            input.to_str().unwrap(),
+            "--no-redact",
+            "--json",
+            out.to_str().unwrap(),
+            "-q",
+        ]);
+        assert_eq!(code, 0, "{err}");
+        out
+    };
+    let a = unredacted("decode", &log, "log.jsonl");
     let cap =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("captures/msnp11_msnp11-sdk_escargot.pcap");
-    let b = dir.join("capture.jsonl");
-    let (code, _, err) = run(&[
-        "read",
-        cap.to_str().unwrap(),
-        "--no-redact",
-        "--json",
-        b.to_str().unwrap(),
-        "-q",
-    ]);
-    assert_eq!(code, 0, "{err}");
+    let b = unredacted("read", &cap, "capture.jsonl");
     let inputs = format!(
         "{}{}",
         std::fs::read_to_string(&a).unwrap(),

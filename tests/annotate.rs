@@ -113,7 +113,8 @@ fn packets(path: &Path) -> Vec<Pkt> {
     out
 }
 
-fn annotate(input: &Path, out: &Path, extra: &[&str]) {
+/// Runs `msntap annotate`, which must succeed; returns what it said on stderr.
+fn annotate(input: &Path, out: &Path, extra: &[&str]) -> String {
     let o = msntap()
         .arg("annotate")
         .arg(input)
@@ -122,12 +123,9 @@ fn annotate(input: &Path, out: &Path, extra: &[&str]) {
         .args(extra)
         .output()
         .expect("run");
-    assert!(
-        o.status.success(),
-        "{}: {}",
-        input.display(),
-        String::from_utf8_lossy(&o.stderr)
-    );
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(o.status.success(), "{}: {err}", input.display());
+    err
 }
 
 fn read_json(path: &Path) -> String {
@@ -438,20 +436,6 @@ fn capture_without_secrets() -> Vec<u8> {
     w.into_inner().expect("bytes")
 }
 
-fn annotate_stderr(input: &Path, out: &Path, extra: &[&str]) -> String {
-    let o = msntap()
-        .arg("annotate")
-        .arg(input)
-        .arg("-o")
-        .arg(out)
-        .args(extra)
-        .output()
-        .expect("run");
-    let err = String::from_utf8_lossy(&o.stderr).into_owned();
-    assert!(o.status.success(), "{}: {err}", input.display());
-    err
-}
-
 /// The copied packets keep every byte, secrets included: the output is owner-only when the
 /// input held any (even with redacted comments), and an ordinary file when it held none.
 #[cfg(unix)]
@@ -468,7 +452,7 @@ fn output_mode_follows_the_secrets_of_the_input() {
     let out = tmp("mode-secrets.pcapng");
     std::fs::write(&out, b"an earlier run").expect("write");
     set_mode(&out, 0o644);
-    let err = annotate_stderr(&input, &out, &[]);
+    let err = annotate(&input, &out, &[]);
     assert_eq!(mode(&out) & 0o077, 0, "mode {:o}: {err}", mode(&out));
     assert!(err.contains("had mode 0644"), "{err}");
     assert!(err.contains("owner-only"), "{err}");
@@ -485,7 +469,7 @@ fn output_mode_follows_the_secrets_of_the_input() {
     set_mode(&clean, 0o644);
     let out = tmp("mode-clean.pcapng");
     let _ = std::fs::remove_file(&out);
-    let err = annotate_stderr(&clean, &out, &[]);
+    let err = annotate(&clean, &out, &[]);
     assert_eq!(mode(&out), usual, "{err}");
     assert!(!err.contains("owner-only"), "{err}");
     assert!(packets(&out).iter().any(|p| p
@@ -493,11 +477,11 @@ fn output_mode_follows_the_secrets_of_the_input() {
         .iter()
         .any(|c| c == "#1 c2s MSG 2 N 52: text/plain: hello")));
     // ...unless asked to keep secrets, or the input itself is owner-only.
-    let err = annotate_stderr(&clean, &out, &["--no-redact"]);
+    let err = annotate(&clean, &out, &["--no-redact"]);
     assert_eq!(mode(&out) & 0o077, 0, "{err}");
     set_mode(&clean, 0o600);
     let out2 = tmp("mode-clean-private.pcapng");
     let _ = std::fs::remove_file(&out2);
-    let err = annotate_stderr(&clean, &out2, &[]);
+    let err = annotate(&clean, &out2, &[]);
     assert_eq!(mode(&out2) & 0o077, 0, "{err}");
 }
