@@ -2,12 +2,16 @@
 //! wiring of inputs, outputs and exit codes. The library below does all the decoding;
 //! anyhow and process exit codes live only here.
 
+mod annotate;
 mod args;
 mod decode;
 mod dissectors;
+mod extract;
 mod read;
+mod report;
 mod synth;
-// Being ported to the typed events: report, transcript, extract, annotate, proxy.
+mod transcript;
+// Being ported to the typed events: proxy.
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -52,22 +56,22 @@ pub enum Command {
     // PORTING /// Relay a client to its server and decode the session live; XFR and RNG redirects are
     // PORTING /// rewritten so notification and switchboard connections pass through msntap too.
     // PORTING Proxy(proxy::ProxyArgs),
-    // PORTING /// Discovery report: commands per version and service, unknown commands and forms,
-    // PORTING /// unfamiliar payload vocabulary, error codes, payload guesses and desyncs.
-    // PORTING Report(report::ReportArgs),
-    // PORTING /// Switchboard conversations: who joined and left, messages with formatting, typing,
-    // PORTING /// nudges, invitations.
-    // PORTING Transcript(transcript::TranscriptArgs),
-    // PORTING /// Extract display pictures, emoticons and files carried over P2P into a directory, and
-    // PORTING /// verify each against its MSNObject's SHA1D.
-    // PORTING Extract(extract::ExtractArgs),
+    /// Discovery report: commands per version and service, unknown commands and forms,
+    /// unfamiliar payload vocabulary, error codes, payload guesses and desyncs.
+    Report(report::ReportArgs),
+    /// Switchboard conversations: who joined and left, messages with formatting, typing,
+    /// nudges, invitations.
+    Transcript(transcript::TranscriptArgs),
+    /// Extract display pictures, emoticons and files carried over P2P into a directory, and
+    /// verify each against its MSNObject's SHA1D.
+    Extract(extract::ExtractArgs),
     /// Decode pcap/pcapng captures: TCP reassembly, MSNP found on any port.
     Read(read::ReadArgs),
     /// Turn a session log into a pcap/pcapng capture (one TCP connection per log connection).
     Synth(synth::SynthArgs),
-    // PORTING /// Copy a capture into pcapng with a comment on each packet naming the MSNP commands it
-    // PORTING /// completes and what is still pending (Wireshark: frame.comment).
-    // PORTING Annotate(annotate::AnnotateArgs),
+    /// Copy a capture into pcapng with a comment on each packet naming the MSNP commands it
+    /// completes and what is still pending (Wireshark: frame.comment).
+    Annotate(annotate::AnnotateArgs),
 }
 
 /// The binary's entry point: parse, set up diagnostics, run, map errors to exit codes.
@@ -104,6 +108,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Dissectors(a) => dissectors::run(a, &tables),
         Command::Read(a) => read::read(a, tables),
         Command::Synth(a) => synth::synth(a, tables),
+        Command::Report(a) => report::run(a, tables),
+        Command::Transcript(a) => transcript::run(a, tables),
+        Command::Extract(a) => extract::run(a, tables),
+        Command::Annotate(a) => annotate::run(a, tables),
     }
 }
 
