@@ -751,6 +751,9 @@ pub struct Dropped {
 }
 
 /// What happened, by type.
+// A command is by far the largest and most frequent kind; events are built in place and
+// handed on by reference, so boxing it would only add an allocation per command.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum EventKind<'a> {

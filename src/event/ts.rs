@@ -108,12 +108,12 @@ impl Ts {
             _ => (false, s),
         };
         let dash = rest.find('-')?;
-        if dash < 4 || dash > 12 {
+        if !(4..=12).contains(&dash) {
             return None;
         }
         let y: i64 = rest[..dash].parse().ok()?;
         let y = if neg { -y } else { y };
-        let b = rest[dash..].as_bytes();
+        let b = &rest.as_bytes()[dash..];
         // -MM-DDTHH:MM:SS
         if b.len() < 15
             || b[0] != b'-'

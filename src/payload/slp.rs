@@ -307,7 +307,7 @@ fn parse_text(text: &str) -> Result<Slp<'_>, String> {
         o.headers.push((Cow::Borrowed(k), Cow::Borrowed(v)));
         if k.eq_ignore_ascii_case("to") || k.eq_ignore_ascii_case("from") {
             let (h, g) = address(v);
-            let (h, g) = (Some(Cow::Borrowed(h)), g.map(|g| Cow::Borrowed(g)));
+            let (h, g) = (Some(Cow::Borrowed(h)), g.map(Cow::Borrowed));
             if k.eq_ignore_ascii_case("to") {
                 (o.to, o.to_endpoint) = (h, g);
             } else {

@@ -88,11 +88,10 @@ impl Dialect {
                     }
                 }
                 Some(RuleAction::LoggedIn) => self.logged_in = true,
-                Some(RuleAction::Dispatch) => {
-                    if !self.logged_in && !self.service_hinted {
-                        self.service = Service::Ds;
-                    }
+                Some(RuleAction::Dispatch) if !self.logged_in && !self.service_hinted => {
+                    self.service = Service::Ds;
                 }
+                Some(RuleAction::Dispatch) => {}
                 None => {}
             }
             if let Some(v) = r.versions {
