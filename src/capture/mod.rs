@@ -3,16 +3,16 @@
 //! protocol module's job; nothing here interprets MSNP beyond finding where streams start.
 //! Files are streamed through a bounded buffer, never read whole.
 
-pub mod flow;
+pub mod decode;
 pub mod packet;
 pub mod reasm;
 pub mod synth;
+pub mod tracker;
 pub mod writer;
 
 use std::cell::RefCell;
 use std::fs::File;
 use std::io::{self, BufReader, Read};
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -22,7 +22,8 @@ use pcap_parser::{create_reader, PcapBlockOwned, PcapError};
 use crate::event::{Event, Ts};
 use crate::protocol::Tables;
 
-pub use flow::{FlowOptions, FlowPending, FlowStats, FlowTable};
+pub use decode::FlowPending;
+pub use tracker::{FlowOptions, FlowStats, StreamEvent, Tracker};
 
 /// Options of a capture read.
 #[derive(Debug, Clone, Default)]
@@ -269,8 +270,8 @@ fn read_core<R: Read>(
     mut observer: Option<&mut Observer<'_>>,
 ) -> Result<ReadStats, CaptureError> {
     let watch = observer.is_some();
-    let mut flows = FlowTable::new(tables, opts.flows.clone(), opts.first_conn.max(1));
-    let mut defrag = packet::Defrag::default();
+    let mut flows = Tracker::new(tables.clone(), opts.flows.clone(), opts.first_conn.max(1));
+    let mut dec = decode::Decoder::new(tables);
     let mut stats = ReadStats::default();
     let fmt_err = |offset: u64, message: String| CaptureError::Format {
         path: name.to_string(),
@@ -397,8 +398,10 @@ fn read_core<R: Read>(
                                 format!("unsupported {}", packet::link_name(lt)),
                             ));
                         }
-                        let tcp =
-                            handle_frame(lt, data, ts, &mut defrag, &mut flows, &mut stats, sink)?;
+                        decode::frame(&mut flows, &mut dec, lt, ts, data);
+                        for ev in dec.evs.drain(..) {
+                            sink(ev).map_err(CaptureError::Output)?;
+                        }
                         if watch {
                             seen = Seen::Packet {
                                 kind,
@@ -410,11 +413,7 @@ fn read_core<R: Read>(
                                     RecordKind::Simple => 12,
                                 },
                                 data_len: data.len(),
-                                pending: if tcp {
-                                    flows.last_pending().map(Box::new)
-                                } else {
-                                    None
-                                },
+                                pending: dec.pending(&flows).map(Box::new),
                             };
                         }
                     }
@@ -513,10 +512,14 @@ fn read_core<R: Read>(
         Ok(())
     })();
     // Whatever happened, decode what is buffered and close every connection.
-    flows.finish(sink).map_err(CaptureError::Output)?;
-    stats.fragments_dropped = defrag.dropped + defrag.pending() as u64;
-    stats.flows = flows.stats.clone();
-    stats.next_conn = flows.next_conn();
+    flows.finish(&mut |e| dec.on(e));
+    for ev in dec.evs.drain(..) {
+        sink(ev).map_err(CaptureError::Output)?;
+    }
+    stats.fragments_dropped = flows.fragments_dropped();
+    stats.skipped_frames = flows.stats().skipped_frames;
+    stats.flows = flows.stats().clone();
+    stats.next_conn = flows.next_id();
     result.map(|()| stats)
 }
 
@@ -536,47 +539,6 @@ fn absurd_length(data: &[u8], (ng, be): (bool, bool)) -> Option<String> {
             MAX_RECORD >> 20
         )
     })
-}
-
-fn handle_frame(
-    linktype: u16,
-    data: &[u8],
-    ts: Ts,
-    defrag: &mut packet::Defrag,
-    flows: &mut FlowTable,
-    stats: &mut ReadStats,
-    sink: &mut dyn FnMut(Event) -> io::Result<()>,
-) -> Result<bool, CaptureError> {
-    let Some(ip) = packet::ip_of_frame(linktype, data).and_then(packet::parse_ip) else {
-        stats.skipped_frames += 1;
-        return Ok(false);
-    };
-    if ip.proto != 6 {
-        stats.skipped_frames += 1;
-        return Ok(false);
-    }
-    let whole;
-    let payload = if ip.frag.is_some() {
-        match defrag.add(&ip) {
-            Some(b) => {
-                whole = b;
-                &whole[..]
-            }
-            None => return Ok(false),
-        }
-    } else {
-        ip.payload
-    };
-    let Some(tcp) = packet::parse_tcp(payload) else {
-        stats.skipped_frames += 1;
-        return Ok(false);
-    };
-    let src = SocketAddr::new(ip.src, tcp.sport);
-    let dst = SocketAddr::new(ip.dst, tcp.dport);
-    flows
-        .segment(src, dst, &tcp, ts, sink)
-        .map_err(CaptureError::Output)?;
-    Ok(true)
 }
 
 #[cfg(test)]
@@ -889,7 +851,8 @@ mod tests {
     #[test]
     fn closed_connections_are_released() {
         let tables = tables();
-        let mut ft = FlowTable::new(tables, FlowOptions::default(), 1);
+        let mut ft = Tracker::new(tables.clone(), FlowOptions::default(), 1);
+        let mut dec = decode::Decoder::new(tables);
         let mut n = 0u64;
         for i in 0..2000u16 {
             let mut w = Vec::new();
@@ -908,19 +871,8 @@ mod tests {
             }
             pk.extend(f.close(Dir::S2c).expect("close"));
             for (_, p) in pk {
-                let ip = packet::parse_ip(&p).expect("ip");
-                let tcp = packet::parse_tcp(ip.payload).expect("tcp");
-                ft.segment(
-                    SocketAddr::new(ip.src, tcp.sport),
-                    SocketAddr::new(ip.dst, tcp.dport),
-                    &tcp,
-                    Ts(0),
-                    &mut |e| {
-                        w.push(e);
-                        Ok(())
-                    },
-                )
-                .expect("segment");
+                decode::frame(&mut ft, &mut dec, 101, Ts(0), &p);
+                w.append(&mut dec.evs);
             }
             n += w.len() as u64;
             assert_eq!(ft.tracked(), 0, "connection {i} still tracked");
