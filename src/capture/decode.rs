@@ -79,7 +79,11 @@ impl Decoder {
                         SessionHint {
                             service: Some(service),
                             // Only a switchboard speaks its referrer's version from the start.
-                            version: if service == Service::Sb { version } else { None },
+                            version: if service == Service::Sb {
+                                version
+                            } else {
+                                None
+                            },
                         },
                         format!("{service} address learned from a referral earlier in the capture"),
                     ),

@@ -106,6 +106,10 @@ impl HalfStream {
     pub fn started(&self) -> bool {
         self.base.is_some()
     }
+    /// Sequence number of stream offset 0, once known.
+    pub fn base(&self) -> Option<u32> {
+        self.base
+    }
     /// Segments are waiting for the stream's start; since which packet number.
     pub fn waiting_since(&self) -> Option<u64> {
         (self.base.is_none() && !self.early.is_empty()).then_some(self.early_since)
@@ -363,7 +367,10 @@ impl HalfStream {
                 fresh.push((pos, a));
             }
             let (s, e) = (a.max(pos), b.min(end));
-            if s < e && v[(s - a) as usize..(e - a) as usize] != data[(s - off) as usize..(e - off) as usize] {
+            if s < e
+                && v[(s - a) as usize..(e - a) as usize]
+                    != data[(s - off) as usize..(e - off) as usize]
+            {
                 out(Delivery::Conflict {
                     offset: s,
                     len: e - s,
@@ -571,7 +578,10 @@ mod tests {
         h.on_segment(5000, b"QNG 50\r\n", false, Ts(1), 2, &mut |x| g.take(x));
         h.on_segment(5013, b"", true, Ts(3), 3, &mut |x| g.take(x));
         let early = h.anchor_midstream();
-        assert_eq!(early.iter().map(|e| e.ts).collect::<Vec<_>>(), [Ts(1), Ts(2), Ts(3)]);
+        assert_eq!(
+            early.iter().map(|e| e.ts).collect::<Vec<_>>(),
+            [Ts(1), Ts(2), Ts(3)]
+        );
         for e in early {
             h.on_segment(e.seq, &e.data, e.fin, e.ts, 4, &mut |x| g.take(x));
         }

@@ -10,8 +10,8 @@
 //! command line) counts against one budget shared by all connections; past it the
 //! connection holding most gives up waiting for its holes first.
 
-use std::collections::hash_map::RandomState;
 use std::cmp::Reverse;
+use std::collections::hash_map::RandomState;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::fmt;
 use std::hash::{Hash, Hasher};
@@ -706,14 +706,18 @@ impl Tracker {
                 return;
             }
             self.timers.pop();
-            let live = self.slots.get_mut(i).and_then(Option::as_mut).is_some_and(|f| {
-                if f.st.serial == serial && f.st.timer == Some(due) {
-                    f.st.timer = None;
-                    true
-                } else {
-                    false
-                }
-            });
+            let live = self
+                .slots
+                .get_mut(i)
+                .and_then(Option::as_mut)
+                .is_some_and(|f| {
+                    if f.st.serial == serial && f.st.timer == Some(due) {
+                        f.st.timer = None;
+                        true
+                    } else {
+                        false
+                    }
+                });
             if live {
                 self.settle(i, ts, out);
             }
@@ -784,7 +788,12 @@ impl Tracker {
         let Some(mut flow) = self.remove(i) else {
             return;
         };
-        self.kill(flow.st.key, flow.st.client_isn);
+        // A SYN that comes after the connection closed is its own, seen late.
+        let isn = flow
+            .st
+            .client_isn
+            .or(flow.half[0].base().map(|b| b.wrapping_sub(1)));
+        self.kill(flow.st.key, isn);
         let pkt = self.packets;
         let mut cx = Ctx {
             tables: &self.tables,
@@ -918,7 +927,12 @@ impl Tracker {
             .enumerate()
             .filter_map(|(i, f)| {
                 let f = f.as_ref()?;
-                Some((f.st.id.unwrap_or(u64::MAX), f.st.key, i, f.st.reset.map(|r| r.1)))
+                Some((
+                    f.st.id.unwrap_or(u64::MAX),
+                    f.st.key,
+                    i,
+                    f.st.reset.map(|r| r.1),
+                ))
             })
             .collect();
         order.sort_unstable();
@@ -954,14 +968,23 @@ fn expectation(
 
 /// Hands segments held before a direction's start back to its reassembler, each with
 /// its own timestamp (never earlier than the one before).
-fn replay(h: &mut HalfStream, st: &mut State, dir: Dir, early: Vec<Early>, pkt: u64, cx: &mut Ctx<'_>) {
+fn replay(
+    h: &mut HalfStream,
+    st: &mut State,
+    dir: Dir,
+    early: Vec<Early>,
+    pkt: u64,
+    cx: &mut Ctx<'_>,
+) {
     if !h.syn && h.started() {
         st.anywhere[dir.index()] = true;
     }
     let mut t = Ts(i64::MIN);
     for e in early {
         t = t.max(e.ts);
-        h.on_segment(e.seq, &e.data, e.fin, t, pkt, &mut |x| cx.take(st, dir, x, t));
+        h.on_segment(e.seq, &e.data, e.fin, t, pkt, &mut |x| {
+            cx.take(st, dir, x, t)
+        });
     }
 }
 
