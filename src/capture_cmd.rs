@@ -23,7 +23,10 @@ pub fn read(a: &ReadArgs, tables: Arc<Tables>) -> Result<ExitCode> {
     cfg.challenge_keys = tables.challenge_keys.clone();
     let mut out = Output::new(&cfg)?;
     let mut opts = ReadOptions {
-        flows: FlowOptions::with(&a.port, a.max_flows),
+        flows: FlowOptions {
+            max_buffer: a.max_buffer,
+            ..FlowOptions::with(&a.port, a.max_flows)
+        },
         first_conn: 1,
     };
     let mut total = ReadStats::default();

@@ -173,6 +173,11 @@ pub struct ReadArgs {
     /// Most TCP connections tracked at once (the least recently active are closed first).
     #[arg(long, default_value_t = 20_000, value_name = "N")]
     pub max_flows: usize,
+    /// Memory all connections together may hold while waiting for missing or reordered
+    /// bytes (suffix K, M or G for KiB, MiB, GiB); past it the connection holding most
+    /// stops waiting first.
+    #[arg(long, default_value = "256M", value_name = "BYTES", value_parser = parse_size)]
+    pub max_buffer: usize,
     /// No progress bar, even on a terminal.
     #[arg(long)]
     pub no_progress: bool,
@@ -321,6 +326,22 @@ fn parse_dir(s: &str) -> Result<Dir, String> {
         "s2c" | "<<<" => Ok(Dir::S2c),
         _ => Err(format!("unknown direction {s:?}: expected c2s or s2c")),
     }
+}
+
+/// A byte count: digits with an optional K, M or G (powers of 1024).
+pub fn parse_size(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let (num, shift) = match t.char_indices().last() {
+        Some((i, 'k' | 'K')) => (&t[..i], 10),
+        Some((i, 'm' | 'M')) => (&t[..i], 20),
+        Some((i, 'g' | 'G')) => (&t[..i], 30),
+        _ => (t, 0),
+    };
+    let n: usize = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a byte count (e.g. 268435456, 256M, 1G)"))?;
+    n.checked_mul(1 << shift)
+        .ok_or_else(|| format!("{s:?} is too large"))
 }
 
 pub fn parse_version(s: &str) -> Result<u8, String> {

@@ -259,7 +259,10 @@ enum Seen {
 /// Called by the reading loop with each block, after the block's events went to the sink.
 type Observer<'o> = dyn FnMut(Record<'_>) -> io::Result<()> + 'o;
 
-#[allow(clippy::too_many_arguments)]
+/// Called with each packet's link type, timestamp and frame; what its connection still
+/// holds comes back for the observer (when there is one).
+type OnFrame<'f> = dyn FnMut(u16, Ts, &[u8]) -> Result<Option<Box<FlowPending>>, CaptureError> + 'f;
+
 fn read_core<R: Read>(
     name: &str,
     input: R,
@@ -267,18 +270,112 @@ fn read_core<R: Read>(
     opts: &ReadOptions,
     sink: &mut dyn FnMut(Event) -> io::Result<()>,
     progress: &mut dyn FnMut(u64),
-    mut observer: Option<&mut Observer<'_>>,
+    observer: Option<&mut Observer<'_>>,
 ) -> Result<ReadStats, CaptureError> {
     let watch = observer.is_some();
     let mut flows = Tracker::new(tables.clone(), opts.flows.clone(), opts.first_conn.max(1));
     let mut dec = decode::Decoder::new(tables);
     let mut stats = ReadStats::default();
+    let result = frames_core(
+        name,
+        input,
+        &mut |lt, ts, data| {
+            decode::frame(&mut flows, &mut dec, lt, ts, data);
+            for ev in dec.evs.drain(..) {
+                sink(ev).map_err(CaptureError::Output)?;
+            }
+            Ok(if watch {
+                dec.pending(&flows).map(Box::new)
+            } else {
+                None
+            })
+        },
+        progress,
+        observer,
+        &mut stats,
+    );
+    // Whatever happened, decode what is buffered and close every connection.
+    flows.finish(&mut |e| dec.on(e));
+    for ev in dec.evs.drain(..) {
+        sink(ev).map_err(CaptureError::Output)?;
+    }
+    stats.fragments_dropped = flows.fragments_dropped();
+    stats.skipped_frames = flows.stats().skipped_frames;
+    stats.flows = flows.stats().clone();
+    stats.next_conn = flows.next_id();
+    result.map(|()| stats)
+}
+
+/// Reads a capture from any byte source and hands every packet to `on_frame` (link
+/// type, timestamp, captured bytes); `name` is used in error messages. Nothing is
+/// parsed beyond the file's records.
+pub fn frames<R: Read>(
+    name: &str,
+    input: R,
+    on_frame: &mut dyn FnMut(u16, Ts, &[u8]),
+) -> Result<ReadStats, CaptureError> {
+    let mut stats = ReadStats::default();
+    frames_core(
+        name,
+        input,
+        &mut |lt, ts, data| {
+            on_frame(lt, ts, data);
+            Ok(None)
+        },
+        &mut |_| {},
+        None,
+        &mut stats,
+    )?;
+    Ok(stats)
+}
+
+/// Reads a capture from any byte source through a [`Tracker`]: every stream event goes
+/// to `out`, with no MSNP decoding. Connections still open at the end (or at an error)
+/// are closed.
+pub fn track<R: Read>(
+    name: &str,
+    input: R,
+    tables: Arc<Tables>,
+    opts: &ReadOptions,
+    out: &mut dyn FnMut(StreamEvent<'_>),
+) -> Result<ReadStats, CaptureError> {
+    let mut flows = Tracker::new(tables, opts.flows.clone(), opts.first_conn.max(1));
+    let mut stats = ReadStats::default();
+    let result = frames_core(
+        name,
+        input,
+        &mut |lt, ts, data| {
+            flows.packet(lt, ts, data, out);
+            Ok(None)
+        },
+        &mut |_| {},
+        None,
+        &mut stats,
+    );
+    flows.finish(out);
+    stats.fragments_dropped = flows.fragments_dropped();
+    stats.skipped_frames = flows.stats().skipped_frames;
+    stats.flows = flows.stats().clone();
+    stats.next_conn = flows.next_id();
+    result.map(|()| stats)
+}
+
+/// The reading loop: records, interfaces, errors with their offsets.
+fn frames_core<R: Read>(
+    name: &str,
+    input: R,
+    on_frame: &mut OnFrame<'_>,
+    progress: &mut dyn FnMut(u64),
+    mut observer: Option<&mut Observer<'_>>,
+    stats: &mut ReadStats,
+) -> Result<(), CaptureError> {
+    let watch = observer.is_some();
     let fmt_err = |offset: u64, message: String| CaptureError::Format {
         path: name.to_string(),
         offset,
         message,
     };
-    let result = (|| -> Result<(), CaptureError> {
+    (|| -> Result<(), CaptureError> {
         let mut reader = match create_reader(BUF, input) {
             Ok(r) => r,
             Err(PcapError::HeaderNotRecognized) => {
@@ -398,10 +495,7 @@ fn read_core<R: Read>(
                                 format!("unsupported {}", packet::link_name(lt)),
                             ));
                         }
-                        decode::frame(&mut flows, &mut dec, lt, ts, data);
-                        for ev in dec.evs.drain(..) {
-                            sink(ev).map_err(CaptureError::Output)?;
-                        }
+                        let pending = on_frame(lt, ts, data)?;
                         if watch {
                             seen = Seen::Packet {
                                 kind,
@@ -413,7 +507,7 @@ fn read_core<R: Read>(
                                     RecordKind::Simple => 12,
                                 },
                                 data_len: data.len(),
-                                pending: dec.pending(&flows).map(Box::new),
+                                pending,
                             };
                         }
                     }
@@ -510,17 +604,7 @@ fn read_core<R: Read>(
         }
         stats.bytes = reader.consumed() as u64;
         Ok(())
-    })();
-    // Whatever happened, decode what is buffered and close every connection.
-    flows.finish(&mut |e| dec.on(e));
-    for ev in dec.evs.drain(..) {
-        sink(ev).map_err(CaptureError::Output)?;
-    }
-    stats.fragments_dropped = flows.fragments_dropped();
-    stats.skipped_frames = flows.stats().skipped_frames;
-    stats.flows = flows.stats().clone();
-    stats.next_conn = flows.next_id();
-    result.map(|()| stats)
+    })()
 }
 
 /// Reads the length field of the record at the start of `data`; a message when it is

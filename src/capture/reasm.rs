@@ -20,6 +20,9 @@ use crate::event::Ts;
 /// How many of the most recently delivered bytes are kept to check retransmissions.
 pub const TAIL: usize = 4096;
 
+/// What a held piece costs besides its bytes (map entry and node share), for the budget.
+const PIECE_COST: usize = 48;
+
 /// What the reassembler hands on, in stream order.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Delivery<'a> {
@@ -48,7 +51,7 @@ pub struct HalfStream {
     base: Option<u32>,
     /// Next stream offset to deliver.
     next: u64,
-    /// Contiguous runs of bytes ahead of `next`, by stream offset; never overlapping.
+    /// Pieces of bytes ahead of `next`, by stream offset; never overlapping.
     runs: BTreeMap<u64, Vec<u8>>,
     /// Capacity of the runs and of `early`: what this direction costs the budget.
     held: usize,
@@ -386,40 +389,16 @@ impl HalfStream {
         }
     }
 
-    /// Adds bytes that no run covers, appending to the run that ends right there.
+    /// Adds bytes that no piece covers. Each piece keeps its own allocation: growing one
+    /// buffer per run costs a copy per reallocation and leaves the freed buffers to the
+    /// allocator, which a capture full of holes turns into resident memory.
     fn insert(&mut self, at: u64, bytes: &[u8]) {
         if bytes.is_empty() {
             return;
         }
-        if let Some((&k, v)) = self.runs.range_mut(..at).next_back() {
-            if k + v.len() as u64 == at {
-                let before = v.capacity();
-                v.extend_from_slice(bytes);
-                self.held += v.capacity() - before;
-                self.merge_after(k);
-                return;
-            }
-        }
         let v = bytes.to_vec();
-        self.held += v.capacity();
+        self.held += v.capacity() + PIECE_COST;
         self.runs.insert(at, v);
-        self.merge_after(at);
-    }
-
-    /// Joins the run at `k` with the one starting right where it ends.
-    fn merge_after(&mut self, k: u64) {
-        let Some(len) = self.runs.get(&k).map(|v| v.len() as u64) else {
-            return;
-        };
-        let Some(next) = self.runs.remove(&(k + len)) else {
-            return;
-        };
-        self.held -= next.capacity();
-        if let Some(v) = self.runs.get_mut(&k) {
-            let before = v.capacity();
-            v.extend_from_slice(&next);
-            self.held += v.capacity() - before;
-        }
     }
 
     fn drain(&mut self, out: &mut dyn FnMut(Delivery<'_>)) {
@@ -429,7 +408,7 @@ impl HalfStream {
                 break;
             }
             let v = entry.remove();
-            self.held -= v.capacity();
+            self.held -= v.capacity() + PIECE_COST;
             let skip = (self.next - k) as usize;
             if skip < v.len() {
                 self.deliver(&v[skip..], out);

@@ -1183,3 +1183,78 @@ impl Ctx<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::capture::writer::TcpFlowWriter;
+
+    /// LINKTYPE_RAW: frames are IP packets.
+    const RAW: u16 = 101;
+
+    #[test]
+    fn over_budget_each_connection_gives_up_once_with_one_gap() {
+        let tables = Arc::new(Tables::builtin().expect("tables"));
+        let budget = 64 << 10;
+        let opts = FlowOptions {
+            max_buffer: budget,
+            ..FlowOptions::default()
+        };
+        let mut t = Tracker::new(tables, opts, 1);
+        let mut flows: Vec<TcpFlowWriter> = (0..3u16)
+            .map(|i| {
+                TcpFlowWriter::new(
+                    format!("10.0.0.{}:4000{i}", i + 1).parse().expect("addr"),
+                    "10.9.9.9:1863".parse().expect("addr"),
+                )
+            })
+            .collect();
+        let mut gaps: BTreeMap<FlowId, Vec<u64>> = BTreeMap::new();
+        let mut notes = 0;
+        let mut data: BTreeMap<FlowId, u64> = BTreeMap::new();
+        let mut n = 0i64;
+        let mut on = |e: StreamEvent<'_>| match e {
+            StreamEvent::Gap { flow, len, .. } => gaps.entry(flow).or_default().push(len),
+            StreamEvent::Note {
+                note: NoteKind::OverBudget { .. },
+                ..
+            } => notes += 1,
+            StreamEvent::Data { flow, bytes, .. } => {
+                *data.entry(flow).or_default() += bytes.len() as u64
+            }
+            _ => {}
+        };
+        let line = b"VER 1 MSNP8 CVR0\r\n";
+        for f in &mut flows {
+            for (_, p) in f.handshake().expect("hs") {
+                n += 1;
+                t.packet(RAW, Ts(n), &p, &mut on);
+            }
+            for p in f.data(Dir::C2s, line, 1460).expect("data") {
+                t.packet(RAW, Ts(n), &p, &mut on);
+            }
+            // A hole the capture never fills: everything after it is held.
+            f.skip(Dir::C2s, 100);
+        }
+        let chunk = [b'x'; 1000];
+        for _ in 0..100 {
+            for f in &mut flows {
+                for p in f.data(Dir::C2s, &chunk, 1460).expect("data") {
+                    n += 1;
+                    t.packet(RAW, Ts(n), &p, &mut on);
+                }
+                assert!(t.held() <= budget, "{} held", t.held());
+            }
+        }
+        t.finish(&mut on);
+        assert_eq!(notes, 3);
+        assert_eq!(gaps.len(), 3, "{gaps:?}");
+        for (flow, g) in &gaps {
+            assert_eq!(g, &vec![100], "connection {flow}: one gap of the hole");
+            assert_eq!(data[flow], line.len() as u64 + 100 * 1000);
+        }
+        assert_eq!(t.stats().over_budget, 3);
+    }
+}
