@@ -8,10 +8,12 @@
 //!      discarded (`capture::track`);
 //!   4. writing the same packets as a pcap with capture/writer.rs and with pcap-parser's
 //!      serializer.
+//!
 //! MB/s counts the capture file's bytes. MSNTAP_BENCH_STAGE=tracker runs only stage 3
-//! (for callgrind). It measures only; it asserts nothing and is never run as a test.
+//! (for callgrind); MSNTAP_BENCH_CAPTURE=FILE reads FILE instead of building one, and
+//! MSNTAP_BENCH_KEEP=1 keeps the capture built. It measures only; it asserts nothing and is never run as a test.
 
-use std::io::{BufReader, Write};
+use std::io::Write;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -37,8 +39,9 @@ fn best<T>(runs: usize, mut f: impl FnMut() -> T) -> (f64, T) {
     (best, last.expect("at least one run"))
 }
 
-fn open(p: &std::path::Path) -> BufReader<std::fs::File> {
-    BufReader::with_capacity(256 << 10, std::fs::File::open(p).expect("open capture"))
+/// As `capture::read_path` opens files: pcap-parser's own buffer reads the file.
+fn open(p: &std::path::Path) -> std::fs::File {
+    std::fs::File::open(p).expect("open capture")
 }
 
 fn main() {
@@ -56,8 +59,20 @@ fn main() {
     let only_tracker = std::env::var("MSNTAP_BENCH_STAGE").is_ok_and(|v| v == "tracker");
     let dir = std::env::temp_dir().join(format!("msntap-capbench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
-    let cap = dir.join("bench.pcap");
-    let (packets, sessions) = common::build(&cap, mb << 20);
+    let (cap, packets, sessions) = match std::env::var_os("MSNTAP_BENCH_CAPTURE") {
+        // A capture built earlier (e.g. by a native run, to run this one under callgrind).
+        Some(p) => {
+            let p = std::path::PathBuf::from(p);
+            let mut n = 0u64;
+            frames("bench", open(&p), &mut |_, _, _| n += 1).expect("read");
+            (p, n, 0)
+        }
+        None => {
+            let cap = dir.join("bench.pcap");
+            let (p, s) = common::build(&cap, mb << 20);
+            (cap, p, s)
+        }
+    };
     let size = std::fs::metadata(&cap).map(|m| m.len()).unwrap_or(0) as f64;
     println!(
         "capture: {:.1} MB, {packets} packets, {sessions} sessions",
@@ -187,5 +202,9 @@ fn main() {
         out.len()
     });
     wreport("4b. write pcap (pcap-parser serialize)", s, len);
-    std::fs::remove_dir_all(&dir).ok();
+    if std::env::var_os("MSNTAP_BENCH_KEEP").is_some() {
+        println!("kept {}", cap.display());
+    } else {
+        std::fs::remove_dir_all(&dir).ok();
+    }
 }

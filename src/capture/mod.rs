@@ -12,7 +12,7 @@ pub mod writer;
 
 use std::cell::RefCell;
 use std::fs::File;
-use std::io::{self, BufReader, Read};
+use std::io::{self, Read};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -110,7 +110,7 @@ pub fn read_path_with_progress(
     })?;
     read_from(
         &name,
-        BufReader::with_capacity(BUF, f),
+        f,
         tables,
         opts,
         sink,
@@ -147,7 +147,7 @@ pub fn read_with_packets(
     })?;
     read_records_from(
         &name,
-        BufReader::with_capacity(BUF, f),
+        f,
         tables,
         opts,
         on_record,

@@ -55,9 +55,11 @@ pub struct HalfStream {
     runs: BTreeMap<u64, Vec<u8>>,
     /// Capacity of the runs and of `early`: what this direction costs the budget.
     held: usize,
-    /// Ring of the last delivered bytes: byte at offset `o` is at `o % TAIL`.
+    /// Ring of the last delivered bytes: byte at stream offset `o` is at
+    /// `(o - origin) % TAIL`. It grows by appending (never zero-filled) until full.
     tail: Vec<u8>,
     tail_len: usize,
+    origin: u64,
     /// Stream offset of the FIN, once seen.
     fin: Option<u64>,
     /// Highest stream offset the peer acknowledged.
@@ -108,6 +110,10 @@ impl HalfStream {
     /// The stream's first sequence number is known.
     pub fn started(&self) -> bool {
         self.base.is_some()
+    }
+    /// Nothing waits on a timer and no FIN was seen: the tracker has nothing to check.
+    pub fn quiet(&self) -> bool {
+        self.evidence.is_none() && self.early.is_empty() && self.fin.is_none()
     }
     /// Sequence number of stream offset 0, once known.
     pub fn base(&self) -> Option<u32> {
@@ -317,17 +323,36 @@ impl HalfStream {
             return;
         }
         out(Delivery::Data(data));
-        if self.tail.is_empty() {
-            self.tail = vec![0; TAIL];
-        }
+        self.remember(data);
+        self.next += data.len() as u64;
+    }
+
+    /// Keeps the last [`TAIL`] bytes delivered (`data` starts at `next`).
+    fn remember(&mut self, data: &[u8]) {
         let keep = &data[data.len().saturating_sub(TAIL)..];
         let start = self.next + (data.len() - keep.len()) as u64;
-        let at = (start % TAIL as u64) as usize;
-        let first = keep.len().min(TAIL - at);
-        self.tail[at..at + first].copy_from_slice(&keep[..first]);
-        self.tail[..keep.len() - first].copy_from_slice(&keep[first..]);
-        self.next += data.len() as u64;
-        self.tail_len = (self.tail_len + data.len()).min(TAIL);
+        if self.tail_len == 0 || keep.len() == TAIL {
+            self.tail.clear();
+            self.origin = start;
+            self.tail_len = 0;
+        }
+        if self.tail.capacity() == 0 {
+            self.tail.reserve(keep.len().max(TAIL / 4));
+        }
+        let mut rest = keep;
+        if self.tail.len() < TAIL {
+            // Not wrapped yet: the next position is the end.
+            let n = rest.len().min(TAIL - self.tail.len());
+            self.tail.extend_from_slice(&rest[..n]);
+            rest = &rest[n..];
+        }
+        if !rest.is_empty() {
+            let at = ((start + (keep.len() - rest.len()) as u64 - self.origin) % TAIL as u64) as usize;
+            let first = rest.len().min(TAIL - at);
+            self.tail[at..at + first].copy_from_slice(&rest[..first]);
+            self.tail[..rest.len() - first].copy_from_slice(&rest[first..]);
+        }
+        self.tail_len = (self.tail_len + keep.len()).min(TAIL);
     }
 
     /// Compares bytes at `[off, off+len)` (all before `next`) with what was delivered.
@@ -339,8 +364,9 @@ impl HalfStream {
             return;
         }
         let new = &data[(from - off) as usize..];
-        let at = (from as u64 % TAIL as u64) as usize;
-        let first = new.len().min(TAIL - at);
+        let ring = self.tail.len();
+        let at = ((from as u64 - self.origin) % TAIL as u64) as usize;
+        let first = new.len().min(ring - at);
         let same = self.tail[at..at + first] == new[..first]
             && self.tail[..new.len() - first] == new[first..];
         if !same {
