@@ -47,7 +47,10 @@ fn build(path: &Path, flows: u32) -> u64 {
         for (_, p) in c.handshake().expect("hs") {
             put(&mut w, &p);
         }
-        for p in c.data(Dir::C2s, b"VER 1 MSNP8 CVR0\r\n", SEG).expect("data") {
+        for p in c
+            .data(Dir::C2s, b"VER 1 MSNP8 CVR0\r\n", SEG)
+            .expect("data")
+        {
             put(&mut w, &p);
         }
         c.skip(Dir::C2s, SEG as u64);
@@ -98,7 +101,9 @@ fn main() {
     let exe = env!("CARGO_BIN_EXE_msntap");
     let json = dir.join("events.jsonl");
     let mut cmd = Command::new("/usr/bin/time");
-    cmd.arg("-v").arg(exe).args(["read", "--quiet", "--no-progress", "--json"]);
+    cmd.arg("-v")
+        .arg(exe)
+        .args(["read", "--quiet", "--no-progress", "--json"]);
     cmd.arg(&json);
     if let Ok(b) = std::env::var("MSNTAP_BENCH_MAX_BUFFER") {
         cmd.args(["--max-buffer", &b]);
@@ -110,21 +115,27 @@ fn main() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     let peak_kb = stderr
         .lines()
-        .find_map(|l| l.trim().strip_prefix("Maximum resident set size (kbytes): "))
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("Maximum resident set size (kbytes): ")
+        })
         .and_then(|v| v.trim().parse::<u64>().ok());
     let text = std::fs::read_to_string(&json).unwrap_or_default();
-    let gaps = text.lines().filter(|l| l.contains(r#""type":"gap""#)).count();
-    let notes = text
+    let gaps = text
         .lines()
-        .filter(|l| l.contains("memory budget"))
+        .filter(|l| l.contains(r#""type":"gap""#))
         .count();
+    let notes = text.lines().filter(|l| l.contains("memory budget")).count();
     if let Some(s) = stderr.lines().find(|l| l.starts_with("msntap: ")) {
         println!("{s}");
     }
     println!(
         "msntap read: {:.2} s, peak RSS {}, {gaps} gap events, {notes} over-budget notes, exit {}",
         secs,
-        peak_kb.map_or("unknown".to_string(), |k| format!("{:.1} MB", k as f64 / 1024.0)),
+        peak_kb.map_or("unknown".to_string(), |k| format!(
+            "{:.1} MB",
+            k as f64 / 1024.0
+        )),
         out.status
     );
     std::fs::remove_dir_all(&dir).ok();

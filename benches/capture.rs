@@ -9,8 +9,9 @@
 //!   4. writing the same packets as a pcap with capture/writer.rs and with pcap-parser's
 //!      serializer.
 //!
-//! MB/s counts the capture file's bytes. MSNTAP_BENCH_STAGE=tracker runs only stage 3
-//! (for callgrind); MSNTAP_BENCH_CAPTURE=FILE reads FILE instead of building one, and
+//! MB/s counts the capture file's bytes. MSNTAP_BENCH_STAGE=NAME runs one stage
+//! (read, packet, etherparse, tracker and write name the stages, for callgrind);
+//! MSNTAP_BENCH_CAPTURE=FILE reads FILE instead of building one, and
 //! MSNTAP_BENCH_KEEP=1 keeps the capture built. It measures only; it asserts nothing and is never run as a test.
 
 use std::io::Write;
@@ -56,7 +57,8 @@ fn main() {
     };
     let mb = env("MSNTAP_BENCH_MB", 100);
     let runs = env("MSNTAP_BENCH_RUNS", 3) as usize;
-    let only_tracker = std::env::var("MSNTAP_BENCH_STAGE").is_ok_and(|v| v == "tracker");
+    let stage = std::env::var("MSNTAP_BENCH_STAGE").ok();
+    let want = |name: &str| stage.as_deref().is_none_or(|s| s == name);
     let dir = std::env::temp_dir().join(format!("msntap-capbench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let (cap, packets, sessions) = match std::env::var_os("MSNTAP_BENCH_CAPTURE") {
@@ -105,56 +107,67 @@ fn main() {
         .expect("track");
         (bytes, gaps, st.flows.msnp_connections)
     };
-    if only_tracker {
-        let (s, (bytes, gaps, conns)) = best(1, || tracker(&cap));
-        report("read + parse + reassembly + tracker", s, format!("{bytes} stream bytes, {gaps} gaps, {conns} connections"));
+    if want("read") {
+        let (s, n) = best(runs, || {
+            let mut n = 0u64;
+            frames("bench", open(&cap), &mut |_, _, d| n += d.len() as u64).expect("read");
+            n
+        });
+        report("1. read (pcap records)", s, format!("{n} frame bytes"));
+    }
+
+    if want("packet") {
+        let (s, n) = best(runs, || {
+            let mut n = 0u64;
+            frames("bench", open(&cap), &mut |lt, _, d| {
+                if let Some(ip) = packet::ip_of_frame(lt, d).and_then(packet::parse_ip) {
+                    if let Some(t) = packet::parse_tcp(ip.payload) {
+                        n += t.payload.len() as u64 + u64::from(t.seq & 1) + u64::from(t.sport);
+                    }
+                }
+            })
+            .expect("read");
+            n
+        });
+        report(
+            "2a. read + parse (capture/packet.rs)",
+            s,
+            format!("checksum {n}"),
+        );
+    }
+    if want("etherparse") {
+        let (s, n) = best(runs, || {
+            let mut n = 0u64;
+            frames("bench", open(&cap), &mut |_, _, d| {
+                if let Ok(p) = etherparse::SlicedPacket::from_ethernet(d) {
+                    if let Some(etherparse::TransportSlice::Tcp(t)) = p.transport {
+                        n += t.payload().len() as u64
+                            + u64::from(t.sequence_number() & 1)
+                            + u64::from(t.source_port());
+                    }
+                }
+            })
+            .expect("read");
+            n
+        });
+        report(
+            "2b. read + parse (etherparse SlicedPacket)",
+            s,
+            format!("checksum {n}"),
+        );
+    }
+    if want("tracker") {
+        let (s, (bytes, gaps, conns)) = best(runs, || tracker(&cap));
+        report(
+            "3. read + parse + reassembly + tracker",
+            s,
+            format!("{bytes} stream bytes, {gaps} gaps, {conns} connections"),
+        );
+    }
+    if !want("write") {
         std::fs::remove_dir_all(&dir).ok();
         return;
     }
-
-    let (s, n) = best(runs, || {
-        let mut n = 0u64;
-        frames("bench", open(&cap), &mut |_, _, d| n += d.len() as u64).expect("read");
-        n
-    });
-    report("1. read (pcap records)", s, format!("{n} frame bytes"));
-
-    let (s, n) = best(runs, || {
-        let mut n = 0u64;
-        frames("bench", open(&cap), &mut |lt, _, d| {
-            if let Some(ip) = packet::ip_of_frame(lt, d).and_then(packet::parse_ip) {
-                if let Some(t) = packet::parse_tcp(ip.payload) {
-                    n += t.payload.len() as u64 + u64::from(t.seq & 1) + u64::from(t.sport);
-                }
-            }
-        })
-        .expect("read");
-        n
-    });
-    report("2a. read + parse (capture/packet.rs)", s, format!("checksum {n}"));
-
-    let (s, n) = best(runs, || {
-        let mut n = 0u64;
-        frames("bench", open(&cap), &mut |_, _, d| {
-            if let Ok(p) = etherparse::SlicedPacket::from_ethernet(d) {
-                if let Some(etherparse::TransportSlice::Tcp(t)) = p.transport {
-                    n += t.payload().len() as u64
-                        + u64::from(t.sequence_number() & 1)
-                        + u64::from(t.source_port());
-                }
-            }
-        })
-        .expect("read");
-        n
-    });
-    report("2b. read + parse (etherparse SlicedPacket)", s, format!("checksum {n}"));
-
-    let (s, (bytes, gaps, conns)) = best(runs, || tracker(&cap));
-    report(
-        "3. read + parse + reassembly + tracker",
-        s,
-        format!("{bytes} stream bytes, {gaps} gaps, {conns} connections"),
-    );
 
     // Writing: the first 200,000 frames, kept in memory, written to a Vec.
     let mut kept: Vec<(Ts, Vec<u8>)> = Vec::new();

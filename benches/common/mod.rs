@@ -139,4 +139,3 @@ pub fn build(path: &PathBuf, target: u64) -> (u64, u64) {
     w.into_inner().expect("flush").flush().expect("flush");
     (packets, sessions)
 }
-

@@ -77,8 +77,14 @@ struct Iface {
 }
 
 fn ts_from_units(t: u64, units: u64, offset_secs: i64) -> Ts {
-    let secs = (t / units) as i64;
-    let frac = (u128::from(t % units) * 1_000_000 / u128::from(units)) as i64;
+    let (secs, frac) = match units {
+        1_000_000 => ((t / 1_000_000) as i64, (t % 1_000_000) as i64),
+        1_000_000_000 => ((t / 1_000_000_000) as i64, (t % 1_000_000_000 / 1000) as i64),
+        u => (
+            (t / u) as i64,
+            (u128::from(t % u) * 1_000_000 / u128::from(u)) as i64,
+        ),
+    };
     Ts(secs
         .saturating_add(offset_secs)
         .saturating_mul(1_000_000)
@@ -108,14 +114,7 @@ pub fn read_path_with_progress(
         path: name.clone(),
         source,
     })?;
-    read_from(
-        &name,
-        f,
-        tables,
-        opts,
-        sink,
-        progress,
-    )
+    read_from(&name, f, tables, opts, sink, progress)
 }
 
 /// Reads a capture from any byte source; `name` is used in error messages.
@@ -145,13 +144,7 @@ pub fn read_with_packets(
         path: name.clone(),
         source,
     })?;
-    read_records_from(
-        &name,
-        f,
-        tables,
-        opts,
-        on_record,
-    )
+    read_records_from(&name, f, tables, opts, on_record)
 }
 
 /// As [`read_with_packets`], from any byte source; `name` is used in error messages.
@@ -430,7 +423,13 @@ fn frames_core<R: Read>(
                             let i = ifaces.first().ok_or_else(|| {
                                 fmt_err(at, "record before the file header".into())
                             })?;
-                            let frac = u64::from(b.ts_usec) * 1_000_000 / i.units;
+                            // Dividing by a constant is a multiply; by a variable, a division
+                            // per packet.
+                            let frac = match i.units {
+                                1_000_000 => u64::from(b.ts_usec),
+                                1_000_000_000 => u64::from(b.ts_usec) / 1000,
+                                u => u64::from(b.ts_usec) * 1_000_000 / u,
+                            };
                             let ts = Ts::from_secs_micros(i64::from(b.ts_sec), frac as u32);
                             Some((i.linktype, ts, b.data, RecordKind::Pcap, 0))
                         }

@@ -347,7 +347,8 @@ impl HalfStream {
             rest = &rest[n..];
         }
         if !rest.is_empty() {
-            let at = ((start + (keep.len() - rest.len()) as u64 - self.origin) % TAIL as u64) as usize;
+            let at =
+                ((start + (keep.len() - rest.len()) as u64 - self.origin) % TAIL as u64) as usize;
             let first = rest.len().min(TAIL - at);
             self.tail[at..at + first].copy_from_slice(&rest[..first]);
             self.tail[..rest.len() - first].copy_from_slice(&rest[first..]);
