@@ -165,7 +165,9 @@ fn main() {
         );
     }
     if !want("write") {
-        std::fs::remove_dir_all(&dir).ok();
+        if std::env::var_os("MSNTAP_BENCH_KEEP").is_none() {
+            std::fs::remove_dir_all(&dir).ok();
+        }
         return;
     }
 

@@ -119,7 +119,11 @@ fn max_buffer_bounds_what_is_held_and_is_checked() {
             .arg(&cap)
             .output()
             .expect("run");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     // The default holds every reordered segment until its hole fills: nothing is lost.
@@ -128,7 +132,10 @@ fn max_buffer_bounds_what_is_held_and_is_checked() {
     assert!(!plenty.contains("memory budget"));
     // With room for nothing, held segments are given up: a note says why, then gaps.
     let none = run("1");
-    assert!(none.contains("memory budget (--max-buffer) exhausted"), "{none}");
+    assert!(
+        none.contains("memory budget (--max-buffer) exhausted"),
+        "{none}"
+    );
     assert!(none.contains(r#""type":"gap""#));
     let bad = msntap()
         .args(["read", "--max-buffer", "lots"])

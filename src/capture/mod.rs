@@ -79,7 +79,10 @@ struct Iface {
 fn ts_from_units(t: u64, units: u64, offset_secs: i64) -> Ts {
     let (secs, frac) = match units {
         1_000_000 => ((t / 1_000_000) as i64, (t % 1_000_000) as i64),
-        1_000_000_000 => ((t / 1_000_000_000) as i64, (t % 1_000_000_000 / 1000) as i64),
+        1_000_000_000 => (
+            (t / 1_000_000_000) as i64,
+            (t % 1_000_000_000 / 1000) as i64,
+        ),
         u => (
             (t / u) as i64,
             (u128::from(t % u) * 1_000_000 / u128::from(u)) as i64,
@@ -451,9 +454,8 @@ fn frames_core<R: Read>(
                                 h.magic_number,
                                 0xa1b2_c3d4 | 0xd4c3_b2a1 | 0xa1b2_3c4d | 0x4d3c_b2a1
                             );
-                            plain_pcap = (standard
-                                && packet::link_supported(h.network.0 as u16))
-                            .then_some(h.is_bigendian());
+                            plain_pcap = (standard && packet::link_supported(h.network.0 as u16))
+                                .then_some(h.is_bigendian());
                             seen = Seen::PcapHeader {
                                 linktype: h.network.0 as u32,
                                 snaplen: h.snaplen,
