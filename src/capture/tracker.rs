@@ -584,7 +584,9 @@ impl Tracker {
         let d = dir.index();
         let o = dir.flip().index();
         self.last = Some((i, dir, tcp.payload.len()));
-        if st.id.is_none() && st.oriented && st.expected.is_some() {
+        // A watched port or learned address: the connection is MSNP from its first packet
+        // (its Connect belongs to that packet even when its bytes wait for a handshake).
+        if st.id.is_none() && st.expected.is_some() {
             cx.open(st, ts);
         }
         if tcp.syn {
