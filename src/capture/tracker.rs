@@ -367,6 +367,8 @@ pub struct Tracker {
     packets: u64,
     last_ts: Ts,
     held: usize,
+    /// After a vain attempt to get back under budget: what must be held to try again.
+    stuck: usize,
     stats: FlowStats,
     /// Slot, direction and payload length of the last packet's connection.
     last: Option<(usize, Dir, usize)>,
@@ -393,6 +395,7 @@ impl Tracker {
             packets: 0,
             last_ts: Ts(0),
             held: 0,
+            stuck: 0,
             stats: FlowStats::default(),
             last: None,
             recent: None,
@@ -642,9 +645,7 @@ impl Tracker {
             let after = cost(half, st);
             self.held = self.held + after - st.held;
             st.held = after;
-            if self.held > self.opts.max_buffer {
-                self.over_budget(ts, out);
-            }
+            self.check_budget(ts, out);
             return;
         }
         let mut cx = Ctx {
@@ -710,8 +711,17 @@ impl Tracker {
                 }
             }
         }
+        self.check_budget(ts, out);
+    }
+
+    #[inline]
+    fn check_budget(&mut self, ts: Ts, out: &mut dyn FnMut(StreamEvent<'_>)) {
         if self.held > self.opts.max_buffer {
-            self.over_budget(ts, out);
+            if self.held > self.stuck {
+                self.over_budget(ts, out);
+            }
+        } else {
+            self.stuck = 0;
         }
     }
 
@@ -913,10 +923,13 @@ impl Tracker {
                 self.kill(k, isn);
             } else if after >= held {
                 // Nothing more to give up here (bytes before a first command line are
-                // bounded by the detection window).
+                // bounded by the detection window): do not scan every connection again
+                // on every packet; try again once an eighth more is held.
+                self.stuck = self.held + self.opts.max_buffer / 8 + 1;
                 return;
             }
         }
+        self.stuck = 0;
     }
 
     fn evict(&mut self, ts: Ts, out: &mut dyn FnMut(StreamEvent<'_>)) {
