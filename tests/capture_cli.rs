@@ -109,3 +109,39 @@ fn synth_then_read_round_trips_a_log() {
     assert_eq!(cmds.first().map(String::as_str), Some("VER 1 MSNP2 CVR0"));
     assert_eq!(cmds.last().map(String::as_str), Some("OUT"));
 }
+
+#[test]
+fn max_buffer_bounds_what_is_held_and_is_checked() {
+    let cap = root().join("captures/synth/msnp11_chat_reorder.pcap");
+    let run = |limit: &str| {
+        let out = msntap()
+            .args(["read", "--json", "-", "--quiet", "--max-buffer", limit])
+            .arg(&cap)
+            .output()
+            .expect("run");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // The default holds every reordered segment until its hole fills: nothing is lost.
+    let plenty = run("256M");
+    assert!(!plenty.contains(r#""type":"gap""#));
+    assert!(!plenty.contains("memory budget"));
+    // With room for nothing, held segments are given up: a note says why, then gaps.
+    let none = run("1");
+    assert!(
+        none.contains("memory budget (--max-buffer) exhausted"),
+        "{none}"
+    );
+    assert!(none.contains(r#""type":"gap""#));
+    let bad = msntap()
+        .args(["read", "--max-buffer", "lots"])
+        .arg(&cap)
+        .output()
+        .expect("run");
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("is not a byte count"));
+}

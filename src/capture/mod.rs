@@ -3,16 +3,16 @@
 //! protocol module's job; nothing here interprets MSNP beyond finding where streams start.
 //! Files are streamed through a bounded buffer, never read whole.
 
-pub mod flow;
+pub mod decode;
 pub mod packet;
 pub mod reasm;
 pub mod synth;
+pub mod tracker;
 pub mod writer;
 
 use std::cell::RefCell;
 use std::fs::File;
-use std::io::{self, BufReader, Read};
-use std::net::SocketAddr;
+use std::io::{self, Read};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -22,7 +22,8 @@ use pcap_parser::{create_reader, PcapBlockOwned, PcapError};
 use crate::event::{Event, Ts};
 use crate::protocol::Tables;
 
-pub use flow::{FlowOptions, FlowPending, FlowStats, FlowTable};
+pub use decode::FlowPending;
+pub use tracker::{FlowOptions, FlowStats, StreamEvent, Tracker};
 
 /// Options of a capture read.
 #[derive(Debug, Clone, Default)]
@@ -76,8 +77,17 @@ struct Iface {
 }
 
 fn ts_from_units(t: u64, units: u64, offset_secs: i64) -> Ts {
-    let secs = (t / units) as i64;
-    let frac = (u128::from(t % units) * 1_000_000 / u128::from(units)) as i64;
+    let (secs, frac) = match units {
+        1_000_000 => ((t / 1_000_000) as i64, (t % 1_000_000) as i64),
+        1_000_000_000 => (
+            (t / 1_000_000_000) as i64,
+            (t % 1_000_000_000 / 1000) as i64,
+        ),
+        u => (
+            (t / u) as i64,
+            (u128::from(t % u) * 1_000_000 / u128::from(u)) as i64,
+        ),
+    };
     Ts(secs
         .saturating_add(offset_secs)
         .saturating_mul(1_000_000)
@@ -89,7 +99,7 @@ pub fn read_path(
     path: &Path,
     tables: Arc<Tables>,
     opts: &ReadOptions,
-    sink: &mut flow::Sink<'_>,
+    sink: &mut decode::Sink<'_>,
 ) -> Result<ReadStats, CaptureError> {
     read_path_with_progress(path, tables, opts, sink, &mut |_| {})
 }
@@ -99,7 +109,7 @@ pub fn read_path_with_progress(
     path: &Path,
     tables: Arc<Tables>,
     opts: &ReadOptions,
-    sink: &mut flow::Sink<'_>,
+    sink: &mut decode::Sink<'_>,
     progress: &mut dyn FnMut(u64),
 ) -> Result<ReadStats, CaptureError> {
     let name = path.display().to_string();
@@ -107,14 +117,7 @@ pub fn read_path_with_progress(
         path: name.clone(),
         source,
     })?;
-    read_from(
-        &name,
-        BufReader::with_capacity(BUF, f),
-        tables,
-        opts,
-        sink,
-        progress,
-    )
+    read_from(&name, f, tables, opts, sink, progress)
 }
 
 /// Reads a capture from any byte source; `name` is used in error messages.
@@ -123,7 +126,7 @@ pub fn read_from<R: Read>(
     input: R,
     tables: Arc<Tables>,
     opts: &ReadOptions,
-    sink: &mut flow::Sink<'_>,
+    sink: &mut decode::Sink<'_>,
     progress: &mut dyn FnMut(u64),
 ) -> Result<ReadStats, CaptureError> {
     read_core(name, input, tables, opts, sink, progress, None)
@@ -144,13 +147,7 @@ pub fn read_with_packets(
         path: name.clone(),
         source,
     })?;
-    read_records_from(
-        &name,
-        BufReader::with_capacity(BUF, f),
-        tables,
-        opts,
-        on_record,
-    )
+    read_records_from(&name, f, tables, opts, on_record)
 }
 
 /// As [`read_with_packets`], from any byte source; `name` is used in error messages.
@@ -258,26 +255,121 @@ enum Seen {
 /// Called by the reading loop with each block, after the block's events went to the sink.
 type Observer<'o> = dyn FnMut(Record<'_>) -> io::Result<()> + 'o;
 
-#[allow(clippy::too_many_arguments)]
+/// Called with each packet's link type, timestamp and frame; what its connection still
+/// holds comes back for the observer (when there is one).
+type OnFrame<'f> = dyn FnMut(u16, Ts, &[u8]) -> Result<Option<Box<FlowPending>>, CaptureError> + 'f;
+
 fn read_core<R: Read>(
     name: &str,
     input: R,
     tables: Arc<Tables>,
     opts: &ReadOptions,
-    sink: &mut flow::Sink<'_>,
+    sink: &mut decode::Sink<'_>,
     progress: &mut dyn FnMut(u64),
-    mut observer: Option<&mut Observer<'_>>,
+    observer: Option<&mut Observer<'_>>,
 ) -> Result<ReadStats, CaptureError> {
     let watch = observer.is_some();
-    let mut flows = FlowTable::new(tables, opts.flows.clone(), opts.first_conn.max(1));
-    let mut defrag = packet::Defrag::default();
+    let mut flows = Tracker::new(tables.clone(), opts.flows.clone(), opts.first_conn.max(1));
+    let mut dec = decode::Decoder::new(tables);
     let mut stats = ReadStats::default();
+    let result = frames_core(
+        name,
+        input,
+        &mut |lt, ts, data| {
+            decode::frame(&mut flows, &mut dec, sink, lt, ts, data)
+                .map_err(CaptureError::Output)?;
+            Ok(if watch {
+                dec.pending(&flows).map(Box::new)
+            } else {
+                None
+            })
+        },
+        progress,
+        observer,
+        &mut stats,
+    );
+    // Whatever happened, decode what is buffered and close every connection.
+    flows.finish(&mut |e| dec.on(e, sink));
+    if let Some(e) = dec.take_error() {
+        return Err(CaptureError::Output(e));
+    }
+    stats.fragments_dropped = flows.fragments_dropped();
+    stats.skipped_frames = flows.stats().skipped_frames;
+    stats.flows = flows.stats().clone();
+    stats.next_conn = flows.next_id();
+    result.map(|()| stats)
+}
+
+/// Reads a capture from any byte source and hands every packet to `on_frame` (link
+/// type, timestamp, captured bytes); `name` is used in error messages. Nothing is
+/// parsed beyond the file's records.
+pub fn frames<R: Read>(
+    name: &str,
+    input: R,
+    on_frame: &mut dyn FnMut(u16, Ts, &[u8]),
+) -> Result<ReadStats, CaptureError> {
+    let mut stats = ReadStats::default();
+    frames_core(
+        name,
+        input,
+        &mut |lt, ts, data| {
+            on_frame(lt, ts, data);
+            Ok(None)
+        },
+        &mut |_| {},
+        None,
+        &mut stats,
+    )?;
+    Ok(stats)
+}
+
+/// Reads a capture from any byte source through a [`Tracker`]: every stream event goes
+/// to `out`, with no MSNP decoding. Connections still open at the end (or at an error)
+/// are closed.
+pub fn track<R: Read>(
+    name: &str,
+    input: R,
+    tables: Arc<Tables>,
+    opts: &ReadOptions,
+    out: &mut dyn FnMut(StreamEvent<'_>),
+) -> Result<ReadStats, CaptureError> {
+    let mut flows = Tracker::new(tables, opts.flows.clone(), opts.first_conn.max(1));
+    let mut stats = ReadStats::default();
+    let result = frames_core(
+        name,
+        input,
+        &mut |lt, ts, data| {
+            flows.packet(lt, ts, data, out);
+            Ok(None)
+        },
+        &mut |_| {},
+        None,
+        &mut stats,
+    );
+    flows.finish(out);
+    stats.fragments_dropped = flows.fragments_dropped();
+    stats.skipped_frames = flows.stats().skipped_frames;
+    stats.flows = flows.stats().clone();
+    stats.next_conn = flows.next_id();
+    result.map(|()| stats)
+}
+
+/// The reading loop: records, interfaces, errors with their offsets.
+fn frames_core<R: Read>(
+    name: &str,
+    input: R,
+    on_frame: &mut OnFrame<'_>,
+    progress: &mut dyn FnMut(u64),
+    mut observer: Option<&mut Observer<'_>>,
+    stats: &mut ReadStats,
+) -> Result<(), CaptureError> {
+    let watch = observer.is_some();
     let fmt_err = |offset: u64, message: String| CaptureError::Format {
         path: name.to_string(),
         offset,
         message,
     };
-    let result = (|| -> Result<(), CaptureError> {
+    (|| -> Result<(), CaptureError> {
         let mut reader = match create_reader(BUF, input) {
             Ok(r) => r,
             Err(PcapError::HeaderNotRecognized) => {
@@ -303,7 +395,52 @@ fn read_core<R: Read>(
         let mut layout = (false, false);
         let mut cap = BUF;
         let mut last_progress = 0u64;
+        // Classic pcap with the standard record layout: Some(big-endian) once its header is
+        // read. Its records are then cut straight from the reader's buffer (16-byte
+        // header, data), which costs a fraction of a parsed block; whatever that fast path
+        // cannot take whole (the last bytes of the buffer, a corrupt length, the end of
+        // the file) goes through the reader as before, with its errors.
+        let mut plain_pcap: Option<bool> = None;
         loop {
+            if let (Some(be), false, Some(i)) = (plain_pcap, watch, ifaces.first()) {
+                let buf = reader.data();
+                let mut off = 0usize;
+                let u32_at = |b: &[u8], k: usize| {
+                    let w = [b[k], b[k + 1], b[k + 2], b[k + 3]];
+                    if be {
+                        u32::from_be_bytes(w)
+                    } else {
+                        u32::from_le_bytes(w)
+                    }
+                };
+                while buf.len() - off >= 16 {
+                    let h = &buf[off..off + 16];
+                    let caplen = u32_at(h, 8) as usize;
+                    let Some(data) = buf.get(off + 16..off + 16 + caplen) else {
+                        break;
+                    };
+                    let (sec, usec) = (u32_at(h, 0), u32_at(h, 4));
+                    let frac = match i.units {
+                        1_000_000 => u64::from(usec),
+                        _ => u64::from(usec) / 1000,
+                    };
+                    stats.packets += 1;
+                    on_frame(
+                        i.linktype,
+                        Ts::from_secs_micros(i64::from(sec), frac as u32),
+                        data,
+                    )?;
+                    off += 16 + caplen;
+                }
+                if off > 0 {
+                    reader.consume(off);
+                    let pos = reader.consumed() as u64;
+                    if pos - last_progress >= 1 << 20 {
+                        last_progress = pos;
+                        progress(pos);
+                    }
+                }
+            }
             let at = reader.consumed() as u64;
             match reader.next() {
                 Ok((len, block)) => {
@@ -311,6 +448,12 @@ fn read_core<R: Read>(
                     let pkt: Option<(u16, Ts, &[u8], RecordKind, u32)> = match &block {
                         PcapBlockOwned::LegacyHeader(h) => {
                             layout = (false, h.is_bigendian());
+                            let standard = matches!(
+                                h.magic_number,
+                                0xa1b2_c3d4 | 0xd4c3_b2a1 | 0xa1b2_3c4d | 0x4d3c_b2a1
+                            );
+                            plain_pcap = (standard && packet::link_supported(h.network.0 as u16))
+                                .then_some(h.is_bigendian());
                             seen = Seen::PcapHeader {
                                 linktype: h.network.0 as u32,
                                 snaplen: h.snaplen,
@@ -332,7 +475,13 @@ fn read_core<R: Read>(
                             let i = ifaces.first().ok_or_else(|| {
                                 fmt_err(at, "record before the file header".into())
                             })?;
-                            let frac = u64::from(b.ts_usec) * 1_000_000 / i.units;
+                            // Dividing by a constant is a multiply; by a variable, a division
+                            // per packet.
+                            let frac = match i.units {
+                                1_000_000 => u64::from(b.ts_usec),
+                                1_000_000_000 => u64::from(b.ts_usec) / 1000,
+                                u => u64::from(b.ts_usec) * 1_000_000 / u,
+                            };
                             let ts = Ts::from_secs_micros(i64::from(b.ts_sec), frac as u32);
                             Some((i.linktype, ts, b.data, RecordKind::Pcap, 0))
                         }
@@ -397,8 +546,7 @@ fn read_core<R: Read>(
                                 format!("unsupported {}", packet::link_name(lt)),
                             ));
                         }
-                        let tcp =
-                            handle_frame(lt, data, ts, &mut defrag, &mut flows, &mut stats, sink)?;
+                        let pending = on_frame(lt, ts, data)?;
                         if watch {
                             seen = Seen::Packet {
                                 kind,
@@ -410,11 +558,7 @@ fn read_core<R: Read>(
                                     RecordKind::Simple => 12,
                                 },
                                 data_len: data.len(),
-                                pending: if tcp {
-                                    flows.last_pending().map(Box::new)
-                                } else {
-                                    None
-                                },
+                                pending,
                             };
                         }
                     }
@@ -511,13 +655,7 @@ fn read_core<R: Read>(
         }
         stats.bytes = reader.consumed() as u64;
         Ok(())
-    })();
-    // Whatever happened, decode what is buffered and close every connection.
-    flows.finish(sink).map_err(CaptureError::Output)?;
-    stats.fragments_dropped = defrag.dropped + defrag.pending() as u64;
-    stats.flows = flows.stats.clone();
-    stats.next_conn = flows.next_conn();
-    result.map(|()| stats)
+    })()
 }
 
 /// Reads the length field of the record at the start of `data`; a message when it is
@@ -536,47 +674,6 @@ fn absurd_length(data: &[u8], (ng, be): (bool, bool)) -> Option<String> {
             MAX_RECORD >> 20
         )
     })
-}
-
-fn handle_frame(
-    linktype: u16,
-    data: &[u8],
-    ts: Ts,
-    defrag: &mut packet::Defrag,
-    flows: &mut FlowTable,
-    stats: &mut ReadStats,
-    sink: &mut flow::Sink<'_>,
-) -> Result<bool, CaptureError> {
-    let Some(ip) = packet::ip_of_frame(linktype, data).and_then(packet::parse_ip) else {
-        stats.skipped_frames += 1;
-        return Ok(false);
-    };
-    if ip.proto != 6 {
-        stats.skipped_frames += 1;
-        return Ok(false);
-    }
-    let whole;
-    let payload = if ip.frag.is_some() {
-        match defrag.add(&ip) {
-            Some(b) => {
-                whole = b;
-                &whole[..]
-            }
-            None => return Ok(false),
-        }
-    } else {
-        ip.payload
-    };
-    let Some(tcp) = packet::parse_tcp(payload) else {
-        stats.skipped_frames += 1;
-        return Ok(false);
-    };
-    let src = SocketAddr::new(ip.src, tcp.sport);
-    let dst = SocketAddr::new(ip.dst, tcp.dport);
-    flows
-        .segment(src, dst, &tcp, ts, sink)
-        .map_err(CaptureError::Output)?;
-    Ok(true)
 }
 
 #[cfg(test)]
@@ -887,7 +984,8 @@ mod tests {
     #[test]
     fn closed_connections_are_released() {
         let tables = tables();
-        let mut ft = FlowTable::new(tables, FlowOptions::default(), 1);
+        let mut ft = Tracker::new(tables.clone(), FlowOptions::default(), 1);
+        let mut dec = decode::Decoder::new(tables);
         let mut n = 0u64;
         for i in 0..2000u16 {
             let mut w = Vec::new();
@@ -906,19 +1004,18 @@ mod tests {
             }
             pk.extend(f.close(Dir::S2c).expect("close"));
             for (_, p) in pk {
-                let ip = packet::parse_ip(&p).expect("ip");
-                let tcp = packet::parse_tcp(ip.payload).expect("tcp");
-                ft.segment(
-                    SocketAddr::new(ip.src, tcp.sport),
-                    SocketAddr::new(ip.dst, tcp.dport),
-                    &tcp,
-                    Ts(0),
+                decode::frame(
+                    &mut ft,
+                    &mut dec,
                     &mut |e| {
                         w.push(e.type_name());
                         Ok(())
                     },
+                    101,
+                    Ts(0),
+                    &p,
                 )
-                .expect("segment");
+                .expect("frame");
             }
             n += w.len() as u64;
             assert_eq!(ft.tracked(), 0, "connection {i} still tracked");

@@ -102,6 +102,22 @@ pub fn parse_dir(s: &str) -> Result<Dir, String> {
     }
 }
 
+/// A byte count: digits with an optional K, M or G (powers of 1024).
+pub fn parse_size(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let (num, shift) = match t.char_indices().last() {
+        Some((i, 'k' | 'K')) => (&t[..i], 10),
+        Some((i, 'm' | 'M')) => (&t[..i], 20),
+        Some((i, 'g' | 'G')) => (&t[..i], 30),
+        _ => (t, 0),
+    };
+    let n: usize = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a byte count (e.g. 268435456, 256M, 1G)"))?;
+    n.checked_mul(1 << shift)
+        .ok_or_else(|| format!("{s:?} is too large"))
+}
+
 pub fn parse_version(s: &str) -> Result<u8, String> {
     let n = s.trim_start_matches("MSNP").trim_start_matches("msnp");
     match n.parse::<u8>() {

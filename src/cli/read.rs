@@ -26,6 +26,11 @@ pub struct ReadArgs {
     /// Most TCP connections tracked at once (the least recently active are closed first).
     #[arg(long, default_value_t = 20_000, value_name = "N")]
     pub max_flows: usize,
+    /// Memory all connections together may hold while waiting for missing or reordered
+    /// bytes (suffix K, M or G for KiB, MiB, GiB); past it the connection holding most
+    /// stops waiting first.
+    #[arg(long, default_value = "256M", value_name = "BYTES", value_parser = super::args::parse_size)]
+    pub max_buffer: usize,
     /// No progress bar, even on a terminal.
     #[arg(long)]
     pub no_progress: bool,
@@ -41,7 +46,10 @@ pub fn read(a: &ReadArgs, tables: Arc<Tables>) -> Result<ExitCode> {
     cfg.challenge_keys = tables.challenge_keys.clone();
     let mut out = Output::new(&cfg)?;
     let mut opts = ReadOptions {
-        flows: FlowOptions::with(&a.port, a.max_flows),
+        flows: FlowOptions {
+            max_buffer: a.max_buffer,
+            ..FlowOptions::with(&a.port, a.max_flows)
+        },
         first_conn: 1,
     };
     let mut total = ReadStats::default();

@@ -738,17 +738,6 @@ mod tests {
         m
     }
 
-    impl PartialOrd for Dir {
-        fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
-            Some(self.cmp(o))
-        }
-    }
-    impl Ord for Dir {
-        fn cmp(&self, o: &Self) -> std::cmp::Ordering {
-            self.index().cmp(&o.index())
-        }
-    }
-
     #[test]
     fn open_poll_and_session_over_two_connections() {
         let mut n = Net::default();
