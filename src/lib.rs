@@ -7,6 +7,7 @@ pub mod annotate;
 pub mod capture;
 pub mod event;
 pub mod input;
+pub mod json;
 pub mod logfile;
 pub mod output;
 pub mod payload;
