@@ -391,6 +391,18 @@ impl ser::SerializeMap for Compound<'_> {
         self.out.push(b':');
         v.serialize(self.ser())
     }
+    /// As `SerializeStruct::serialize_field`: flattened fields arrive here with constant keys.
+    #[inline(always)]
+    fn serialize_entry<K, V>(&mut self, k: &K, v: &V) -> Result
+    where
+        K: Serialize + ?Sized,
+        V: Serialize + ?Sized,
+    {
+        self.comma();
+        k.serialize(KeySerializer { out: self.out })?;
+        self.out.push(b':');
+        v.serialize(self.ser())
+    }
     #[inline]
     fn end(mut self) -> Result {
         self.close(b'}');
@@ -401,11 +413,12 @@ impl ser::SerializeMap for Compound<'_> {
 impl ser::SerializeStruct for Compound<'_> {
     type Ok = ();
     type Error = Error;
-    #[inline]
+    /// Inlined all the way down so that LLVM sees the constant key and folds its escape check
+    /// away: a field name costs a few stores.
+    #[inline(always)]
     fn serialize_field<T: Serialize + ?Sized>(&mut self, key: &'static str, v: &T) -> Result {
         self.comma();
-        write_str(self.out, key);
-        self.out.push(b':');
+        write_key(self.out, key);
         v.serialize(self.ser())
     }
     #[inline]
@@ -470,9 +483,9 @@ impl ser::Serializer for KeySerializer<'_> {
     type SerializeStruct = Impossible<(), Error>;
     type SerializeStructVariant = Impossible<(), Error>;
 
-    #[inline]
+    #[inline(always)]
     fn serialize_str(self, v: &str) -> Result {
-        write_str(self.out, v);
+        write_str_inline(self.out, v);
         Ok(())
     }
     fn serialize_char(self, v: char) -> Result {
@@ -534,6 +547,25 @@ impl ser::Serializer for KeySerializer<'_> {
 
 // ---- strings -------------------------------------------------------------------------------
 
+/// `"key":` of a struct field.
+#[inline(always)]
+fn write_key(out: &mut Vec<u8>, key: &str) {
+    write_str_inline(out, key);
+    out.push(b':');
+}
+
+/// `write_str` for call sites where the string is usually a constant, which this folds.
+#[inline(always)]
+fn write_str_inline(out: &mut Vec<u8>, s: &str) {
+    out.push(b'"');
+    let s = s.as_bytes();
+    let clean = copy_clean(out, s);
+    if clean < s.len() {
+        write_str_contents(out, s.get(clean..).unwrap_or_default());
+    }
+    out.push(b'"');
+}
+
 #[inline]
 fn write_str(out: &mut Vec<u8>, s: &str) {
     out.reserve(s.len() + 2);
@@ -542,17 +574,15 @@ fn write_str(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
 }
 
-/// Copies clean runs in one `extend` each; only `"`, `\` and bytes below 0x20 are escaped
-/// (serde_json leaves `/`, DEL and non-ASCII alone), so splitting at them keeps UTF-8 whole.
+/// Only `"`, `\\` and bytes below 0x20 are escaped (serde_json leaves `/`, DEL and non-ASCII
+/// alone), so splitting at them keeps UTF-8 whole.
 #[inline]
 fn write_str_contents(out: &mut Vec<u8>, mut s: &[u8]) {
     loop {
-        let (run, rest) = s.split_at(first_escape(s).min(s.len()));
-        let Some((&b, rest)) = rest.split_first() else {
-            out.extend_from_slice(run);
+        let clean = copy_clean(out, s);
+        let Some((&b, rest)) = s.get(clean..).and_then(<[u8]>::split_first) else {
             return;
         };
-        out.extend_from_slice(run);
         write_escape(out, b);
         s = rest;
     }
@@ -597,88 +627,150 @@ fn swar(x: u64) -> u64 {
 }
 
 #[inline(always)]
-fn word(s: &[u8], at: usize) -> u64 {
-    let mut w = [0; 8];
-    if let Some(b) = s.get(at..at + 8) {
-        w.copy_from_slice(b);
-    }
-    u64::from_le_bytes(w)
+fn first(mask: u64) -> usize {
+    (mask.trailing_zeros() / 8) as usize
 }
 
-/// Index of the first byte of `s` needing an escape, or at least `s.len()` if none.
-/// Whole 16-byte blocks go through a plain boolean fold that LLVM turns into SSE2 compares;
-/// the ragged end is read as words overlapping bytes already known clean, so no byte loop
-/// and no copy into a padded buffer is needed on the common short, clean string.
-#[inline]
-fn first_escape(s: &[u8]) -> usize {
-    let n = s.len();
-    if n < 16 {
-        return first_escape_short(s);
+/// `N` bytes of `s` from `at`; callers keep `at + N <= s.len()` (zeros otherwise, never read).
+#[inline(always)]
+fn array<const N: usize>(s: &[u8], at: usize) -> [u8; N] {
+    let mut w = [0; N];
+    if let Some(b) = s.get(at..at + N) {
+        w.copy_from_slice(b);
     }
-    let mut blocks = s.chunks_exact(16);
+    w
+}
+
+/// The first escape in a 16-byte block, if any: a plain boolean fold, which LLVM turns into
+/// SSE2 compares, then the position from two SWAR words only when there is one.
+#[inline(always)]
+fn first_in_16(block: &[u8; 16]) -> Option<usize> {
+    let mut any = false;
+    for &b in block {
+        any |= needs_escape(b);
+    }
+    if !any {
+        return None;
+    }
+    let lo = swar(u64::from_le_bytes(array(block, 0)));
+    Some(if lo != 0 {
+        first(lo)
+    } else {
+        8 + first(swar(u64::from_le_bytes(array(block, 8))))
+    })
+}
+
+/// Strings longer than this are scanned first and copied once.
+const LONG: usize = 128;
+
+/// Length of the clean prefix of `s` (more than 32 bytes): 32-byte blocks while clean, then
+/// 16-byte blocks to place the escape, then the last 16 bytes overlapping what is known clean.
+fn clean_prefix_long(s: &[u8]) -> usize {
+    let n = s.len();
     let mut at = 0;
-    for block in &mut blocks {
+    while at + 32 <= n {
+        let block = array::<32>(s, at);
         let mut any = false;
-        for &b in block {
+        for &b in &block {
             any |= needs_escape(b);
         }
         if any {
-            return at + first_in_16(block, 0);
+            break;
+        }
+        at += 32;
+    }
+    while at + 16 <= n {
+        if let Some(p) = first_in_16(&array(s, at)) {
+            return at + p;
         }
         at += 16;
     }
-    if at == n {
-        return n;
+    if at < n {
+        if let Some(p) = first_in_16(&array(s, n - 16)) {
+            return n - 16 + p;
+        }
     }
-    n - 16 + first_in_16(s, n - 16)
+    n
 }
 
-/// The first escape in `s[at..at + 16]` (or `usize::MAX` past it if none) by two words.
+/// Appends the longest prefix of `s` that needs no escape and returns its length.
+/// Everything is moved in fixed-size words and blocks, never a variable-length copy on a
+/// clean string: the ragged end is a word or block overlapping bytes already written, which
+/// are truncated away first. This is what beats serde_json (a table lookup per byte, then a
+/// `memcpy` call per run) on the short keys and values that make up most of an event.
 #[inline(always)]
-fn first_in_16(s: &[u8], at: usize) -> usize {
-    let lo = swar(word(s, at));
-    if lo != 0 {
-        return (lo.trailing_zeros() / 8) as usize;
-    }
-    let hi = swar(word(s, at + 8));
-    if hi != 0 {
-        return 8 + (hi.trailing_zeros() / 8) as usize;
-    }
-    usize::MAX / 2
-}
-
-#[inline(always)]
-fn first_escape_short(s: &[u8]) -> usize {
+fn copy_clean(out: &mut Vec<u8>, s: &[u8]) -> usize {
     let n = s.len();
-    if n >= 8 {
-        let head = swar(word(s, 0));
-        if head != 0 {
-            return (head.trailing_zeros() / 8) as usize;
-        }
-        let tail = swar(word(s, n - 8));
-        if tail != 0 {
-            return n - 8 + (tail.trailing_zeros() / 8) as usize;
-        }
-        return n;
+    if n > LONG {
+        // Long runs (base64 bodies) are scanned first and copied in one `memcpy`, which moves
+        // more bytes per instruction than block stores do.
+        let p = clean_prefix_long(s);
+        out.extend_from_slice(s.get(..p).unwrap_or_default());
+        return p;
     }
-    if n >= 4 {
-        // Both overlapping halves in one word: the first flagged byte of the tail half
-        // cannot lie in the overlap, which the head half already cleared.
-        let half = |at: usize| {
-            let mut w = [0; 4];
-            if let Some(b) = s.get(at..at + 4) {
-                w.copy_from_slice(b);
+    if n >= 16 {
+        let mut at = 0;
+        while at + 16 <= n {
+            let block = array::<16>(s, at);
+            if let Some(p) = first_in_16(&block) {
+                out.extend_from_slice(block.get(..p).unwrap_or_default());
+                return at + p;
             }
-            u64::from(u32::from_le_bytes(w))
-        };
-        let m = swar(half(0) | half(n - 4) << 32);
-        if m == 0 {
+            out.extend_from_slice(&block);
+            at += 16;
+        }
+        if at == n {
             return n;
         }
-        let i = (m.trailing_zeros() / 8) as usize;
-        return if i < 4 { i } else { n + i - 8 };
+        let block = array::<16>(s, n - 16);
+        let overlap = at - (n - 16);
+        if let Some(p) = first_in_16(&block) {
+            out.extend_from_slice(block.get(overlap..p).unwrap_or_default());
+            return n - 16 + p;
+        }
+        out.truncate(out.len() - overlap);
+        out.extend_from_slice(&block);
+        return n;
     }
-    s.iter().position(|&b| needs_escape(b)).unwrap_or(n)
+    if n >= 8 {
+        let (head, tail) = (array::<8>(s, 0), array::<8>(s, n - 8));
+        let (mh, mt) = (
+            swar(u64::from_le_bytes(head)),
+            swar(u64::from_le_bytes(tail)),
+        );
+        if mh | mt == 0 {
+            out.extend_from_slice(&head);
+            out.truncate(out.len() + n - 16);
+            out.extend_from_slice(&tail);
+            return n;
+        }
+        // The tail's first flag cannot lie in the overlap: the head cleared it.
+        let p = if mh != 0 {
+            first(mh)
+        } else {
+            n - 8 + first(mt)
+        };
+        out.extend_from_slice(s.get(..p).unwrap_or_default());
+        return p;
+    }
+    if n >= 4 {
+        let (head, tail) = (array::<4>(s, 0), array::<4>(s, n - 4));
+        let both = u64::from(u32::from_le_bytes(head)) | u64::from(u32::from_le_bytes(tail)) << 32;
+        let m = swar(both);
+        if m == 0 {
+            out.extend_from_slice(&head);
+            out.truncate(out.len() + n - 8);
+            out.extend_from_slice(&tail);
+            return n;
+        }
+        let i = first(m);
+        let p = if i < 4 { i } else { n + i - 8 };
+        out.extend_from_slice(s.get(..p).unwrap_or_default());
+        return p;
+    }
+    let p = s.iter().position(|&b| needs_escape(b)).unwrap_or(n);
+    out.extend_from_slice(s.get(..p).unwrap_or_default());
+    p
 }
 
 #[cfg(test)]
@@ -698,10 +790,16 @@ mod tests {
     }
 
     #[test]
-    fn first_escape_agrees_with_a_byte_scan_at_every_length_and_position() {
+    fn copy_clean_agrees_with_a_byte_scan_at_every_length_and_position() {
+        let check = |s: &[u8], expect: usize, what: &str| {
+            let mut out = b"pre".to_vec();
+            assert_eq!(copy_clean(&mut out, s), expect, "{what}");
+            assert_eq!(&out[3..], &s[..expect], "{what}");
+            assert_eq!(&out[..3], b"pre", "{what}");
+        };
         for n in 0..70 {
-            let clean = vec![b'a'; n];
-            assert_eq!(first_escape(&clean).min(n), n, "clean {n}");
+            let clean: Vec<u8> = (0..n).map(|i| b'a' + (i % 26) as u8).collect();
+            check(&clean, n, &format!("clean {n}"));
             for at in 0..n {
                 for bad in [0u8, 0x1f, b'"', b'\\', b'\n'] {
                     let mut s = clean.clone();
@@ -710,12 +808,12 @@ mod tests {
                     if at + 3 < n {
                         s[at + 3] = b'"';
                     }
-                    assert_eq!(first_escape(&s), at, "n {n} at {at} byte {bad:#x}");
+                    check(&s, at, &format!("n {n} at {at} byte {bad:#x}"));
                 }
                 for ok in [0x20u8, b'/', 0x7f, 0x80, 0xff, b'!', b'#', b'[', b']', 0x21] {
                     let mut s = clean.clone();
                     s[at] = ok;
-                    assert_eq!(first_escape(&s).min(n), n, "n {n} at {at} byte {ok:#x}");
+                    check(&s, n, &format!("n {n} at {at} byte {ok:#x}"));
                 }
             }
         }
