@@ -140,6 +140,7 @@ impl Compound<'_> {
     }
 }
 
+#[inline(always)]
 fn open(out: &mut Vec<u8>, open: u8, close: u8, len: Option<usize>) -> Compound<'_> {
     out.push(open);
     let state = if len == Some(0) {
@@ -160,7 +161,9 @@ fn open_variant(out: &mut Vec<u8>, variant: &str) {
 
 #[inline]
 fn write_int<I: itoa::Integer>(out: &mut Vec<u8>, v: I) {
-    out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
+    // A loop rather than `extend_from_slice`, whose `memcpy` call costs more than the few
+    // digits of a typical id or offset.
+    out.extend(itoa::Buffer::new().format(v).bytes());
 }
 
 /// serde_json formats floats with zmij (not ryu) since 1.0.14x; the same crate gives the same
@@ -235,9 +238,9 @@ impl<'a> ser::Serializer for Serializer<'a> {
     fn serialize_char(self, v: char) -> Result {
         self.serialize_str(v.encode_utf8(&mut [0; 4]))
     }
-    #[inline]
+    #[inline(always)]
     fn serialize_str(self, v: &str) -> Result {
-        write_str(self.out, v);
+        write_str_inline(self.out, v);
         Ok(())
     }
     fn serialize_bytes(self, v: &[u8]) -> Result {
@@ -417,8 +420,9 @@ impl ser::SerializeStruct for Compound<'_> {
     /// away: a field name costs a few stores.
     #[inline(always)]
     fn serialize_field<T: Serialize + ?Sized>(&mut self, key: &'static str, v: &T) -> Result {
-        self.comma();
-        write_key(self.out, key);
+        let comma = self.state != State::First;
+        self.state = State::Rest;
+        write_key(self.out, comma, key);
         v.serialize(self.ser())
     }
     #[inline]
@@ -547,11 +551,48 @@ impl ser::Serializer for KeySerializer<'_> {
 
 // ---- strings -------------------------------------------------------------------------------
 
-/// `"key":` of a struct field.
+/// `,"key":` (or `"key":` for the first field) of a struct field. A constant key, the usual
+/// case once inlined, folds to one 16-byte store of a constant and a truncate.
 #[inline(always)]
-fn write_key(out: &mut Vec<u8>, key: &str) {
+fn write_key(out: &mut Vec<u8>, comma: bool, key: &str) {
+    let k = key.as_bytes();
+    if k.len() <= 12 && short_is_clean(k) {
+        let mut buf = [0u8; 17];
+        buf[0] = b',';
+        buf[1] = b'"';
+        if let Some(dst) = buf.get_mut(2..2 + k.len()) {
+            dst.copy_from_slice(k);
+        }
+        buf[2 + k.len()] = b'"';
+        buf[3 + k.len()] = b':';
+        let skip = usize::from(!comma);
+        let len = out.len();
+        out.extend_from_slice(&array::<16>(&buf, skip));
+        out.truncate(len + k.len() + 4 - skip);
+        return;
+    }
+    if comma {
+        out.push(b',');
+    }
     write_str_inline(out, key);
     out.push(b':');
+}
+
+/// Whether `k` (at most 16 bytes) needs no escape, in words so that a constant folds.
+#[inline(always)]
+fn short_is_clean(k: &[u8]) -> bool {
+    let n = k.len();
+    if n >= 8 {
+        return swar(u64::from_le_bytes(array(k, 0))) | swar(u64::from_le_bytes(array(k, n - 8)))
+            == 0;
+    }
+    if n >= 4 {
+        let both = u64::from(u32::from_le_bytes(array(k, 0)))
+            | u64::from(u32::from_le_bytes(array(k, n - 4))) << 32;
+        return swar(both) == 0;
+    }
+    let bad = |i: usize| k.get(i).is_some_and(|&b| needs_escape(b));
+    !(bad(0) | bad(1) | bad(2))
 }
 
 /// `write_str` for call sites where the string is usually a constant, which this folds.
@@ -618,12 +659,13 @@ const HI: u64 = u64::from_le_bytes([0x80; 8]);
 
 /// High bit set in each byte of `x` that needs escaping. Exact for the lowest flagged byte
 /// (a borrow only runs upward from a byte that is itself flagged), which is all that is used.
+/// The three tests are the classic "has less than" and "has zero" forms; they share one `!x`
+/// because XOR with `"` or `\\` (both below 0x80) leaves every byte's high bit as it was.
 #[inline(always)]
 fn swar(x: u64) -> u64 {
     let q = x ^ (LO * u64::from(b'"'));
     let bs = x ^ (LO * u64::from(b'\\'));
-    ((x.wrapping_sub(LO * 0x20) & !x) | (q.wrapping_sub(LO) & !q) | (bs.wrapping_sub(LO) & !bs))
-        & HI
+    (x.wrapping_sub(LO * 0x20) | q.wrapping_sub(LO) | bs.wrapping_sub(LO)) & !x & HI
 }
 
 #[inline(always)]
@@ -768,9 +810,13 @@ fn copy_clean(out: &mut Vec<u8>, s: &[u8]) -> usize {
         out.extend_from_slice(s.get(..p).unwrap_or_default());
         return p;
     }
-    let p = s.iter().position(|&b| needs_escape(b)).unwrap_or(n);
-    out.extend_from_slice(s.get(..p).unwrap_or_default());
-    p
+    for (i, &b) in s.iter().enumerate() {
+        if needs_escape(b) {
+            return i;
+        }
+        out.push(b);
+    }
+    n
 }
 
 #[cfg(test)]
