@@ -1,7 +1,8 @@
 //! Benchmark of the JSON backend (run with `cargo bench --bench json`): serialises event-shaped
 //! data as JSON Lines into a buffer emptied every 256 KiB (as a sink does), once with
 //! `serde_json::to_writer` and once with `msntap::json::to_vec_into`, and reports MB/s of
-//! output and ns per event, best of 15 alternating runs. It measures only; it asserts nothing but that the two
+//! output and ns per event (on-CPU time, from /proc/thread-self/schedstat where there is one),
+//! best of 15 alternating runs. It measures only; it asserts nothing but that the two
 //! wrote the same bytes, and is never run as a test.
 //!
 //! Shapes: `value` is every line of captures/expected parsed into `serde_json::Value`;
@@ -184,14 +185,24 @@ fn pass_serde_json<T: Serialize>(buf: &mut Vec<u8>, events: &[T]) -> usize {
 
 type Pass<T> = fn(&mut Vec<u8>, &[T]) -> usize;
 
-/// Seconds of one run of `rounds` passes.
+/// Nanoseconds this thread has been on a CPU, from the scheduler's own accounting, so that
+/// time spent waiting for a core on a shared machine does not count; None off Linux.
+fn on_cpu_ns() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    stat.split_whitespace().next()?.parse().ok()
+}
+
+/// Seconds of one run of `rounds` passes: on-CPU time where known, else wall time.
 fn run<T: Serialize>(pass: Pass<T>, buf: &mut Vec<u8>, events: &[T], rounds: usize) -> f64 {
     buf.clear();
-    let t = Instant::now();
+    let (t, cpu) = (Instant::now(), on_cpu_ns());
     for _ in 0..rounds {
         pass(buf, black_box(events));
     }
-    t.elapsed().as_secs_f64()
+    match (cpu, on_cpu_ns()) {
+        (Some(a), Some(b)) => (b - a) as f64 / 1e9,
+        _ => t.elapsed().as_secs_f64(),
+    }
 }
 
 fn shape<T: Serialize>(name: &str, events: &[T], rounds: Option<usize>) {

@@ -240,7 +240,7 @@ impl<'a> ser::Serializer for Serializer<'a> {
     }
     #[inline(always)]
     fn serialize_str(self, v: &str) -> Result {
-        write_str_inline(self.out, v);
+        write_str(self.out, v);
         Ok(())
     }
     fn serialize_bytes(self, v: &[u8]) -> Result {
@@ -489,7 +489,7 @@ impl ser::Serializer for KeySerializer<'_> {
 
     #[inline(always)]
     fn serialize_str(self, v: &str) -> Result {
-        write_str_inline(self.out, v);
+        write_str(self.out, v);
         Ok(())
     }
     fn serialize_char(self, v: char) -> Result {
@@ -574,7 +574,7 @@ fn write_key(out: &mut Vec<u8>, comma: bool, key: &str) {
     if comma {
         out.push(b',');
     }
-    write_str_inline(out, key);
+    write_str(out, key);
     out.push(b':');
 }
 
@@ -595,23 +595,16 @@ fn short_is_clean(k: &[u8]) -> bool {
     !(bad(0) | bad(1) | bad(2))
 }
 
-/// `write_str` for call sites where the string is usually a constant, which this folds.
+/// A JSON string. Inlined at every call site: on the short strings of an event the call
+/// would cost as much as the copy, and a constant string (a variant name) folds.
 #[inline(always)]
-fn write_str_inline(out: &mut Vec<u8>, s: &str) {
+fn write_str(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
     let s = s.as_bytes();
     let clean = copy_clean(out, s);
     if clean < s.len() {
         write_str_contents(out, s.get(clean..).unwrap_or_default());
     }
-    out.push(b'"');
-}
-
-#[inline]
-fn write_str(out: &mut Vec<u8>, s: &str) {
-    out.reserve(s.len() + 2);
-    out.push(b'"');
-    write_str_contents(out, s.as_bytes());
     out.push(b'"');
 }
 
@@ -697,8 +690,8 @@ fn any_escape<const N: usize>(block: &[u8; N]) -> bool {
     ctl | quote | bs
 }
 
-/// The first escape in a 16-byte block, if any: a plain boolean fold, which LLVM turns into
-/// SSE2 compares, then the position from two SWAR words only when there is one.
+/// The first escape in a 16-byte block, if any: `any_escape`, then the position from two SWAR
+/// words only when there is one.
 #[inline(always)]
 fn first_in_16(block: &[u8; 16]) -> Option<usize> {
     if !any_escape(block) {
@@ -715,7 +708,7 @@ fn first_in_16(block: &[u8; 16]) -> Option<usize> {
 /// Strings longer than this are scanned first and copied once.
 const LONG: usize = 128;
 
-/// Length of the clean prefix of `s` (more than 32 bytes): 32-byte blocks while clean, then
+/// Length of the clean prefix of `s` (at least 16 bytes): 32-byte blocks while clean, then
 /// 16-byte blocks to place the escape, then the last 16 bytes overlapping what is known clean.
 fn clean_prefix_long(s: &[u8]) -> usize {
     let n = s.len();
@@ -848,7 +841,8 @@ mod tests {
             assert_eq!(&out[3..], &s[..expect], "{what}");
             assert_eq!(&out[..3], b"pre", "{what}");
         };
-        for n in 0..70 {
+        // Every length up to 70, and around LONG, where the long scan takes over.
+        for n in (0..70).chain([127, 128, 129, 130, 161, 200, 257]) {
             let clean: Vec<u8> = (0..n).map(|i| b'a' + (i % 26) as u8).collect();
             check(&clean, n, &format!("clean {n}"));
             for at in 0..n {
