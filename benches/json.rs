@@ -13,9 +13,9 @@
 //!
 //! MSNTAP_BENCH_SHAPE picks one shape; MSNTAP_BENCH_ROUNDS fixes the passes per run. For
 //! instructions per event:
-//!   MSNTAP_BENCH_ROUNDS=10 valgrind --tool=callgrind --toggle-collect='json::pass_ours*' \
-//!     target/release/deps/json-HASH   (then divide Ir by 10 x events, both printed)
-//! and `pass_serde_json*` for serde_json.
+//!   MSNTAP_BENCH_SHAPE=command MSNTAP_BENCH_ROUNDS=1 valgrind --tool=callgrind \
+//!     --toggle-collect='json::pass_ours*' target/release/deps/json-HASH
+//! then divide Ir by 15 runs x the events printed; `pass_serde_json*` for serde_json.
 
 use std::hint::black_box;
 use std::path::PathBuf;
