@@ -8,6 +8,7 @@ pub mod capture;
 pub mod event;
 pub mod http;
 pub mod input;
+pub mod json;
 pub mod logfile;
 pub mod output;
 pub mod payload;
