@@ -15,10 +15,13 @@ pub struct JsonlSink<W: Write> {
     buf: Vec<u8>,
 }
 
-/// Appends one event as a JSON line to `buf`.
+/// Appends one event as a JSON line to `buf`, through the events' `Serialize` and the fast
+/// generic backend (src/json: the same bytes as serde_json, without its per-byte escape
+/// loop; tests/json_events.rs compares the two on every fixture event).
 pub fn render(buf: &mut Vec<u8>, ev: &Event<'_>) {
-    // Serializing into a Vec cannot fail for these types (no maps with non-string keys).
-    if serde_json::to_writer(&mut *buf, ev).is_err() {
+    // These types cannot fail to serialize (no maps with non-string keys); should one ever,
+    // the line still says so rather than vanish.
+    if crate::json::to_vec_into(buf, ev).is_err() {
         buf.extend_from_slice(
             b"{\"type\":\"error\",\"message\":\"event could not be serialized\"}",
         );
