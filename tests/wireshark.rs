@@ -69,8 +69,17 @@ fn plugin() -> PathBuf {
     P.get_or_init(|| generate("msnp.lua", None)).clone()
 }
 
-/// (cmd, line) per direction, c2s then s2c.
-type Lines = [Vec<(String, String)>; 2];
+/// One command: its name, its label (service and negotiated version as the command left
+/// them: `NS/MSNP11`, `SB/-`) and its line.
+type Cmd = (String, String, String);
+
+/// The commands of one connection per direction, c2s then s2c.
+type Lines = [Vec<Cmd>; 2];
+
+/// The label of a command: `service/MSNPn`, or `service/-` while no version is negotiated.
+fn label(service: &str, version: Option<&str>) -> String {
+    format!("{service}/{}", version.unwrap_or("-"))
+}
 
 /// One connection as msntap decodes it: exact lines, and the redacted ones for messages.
 #[derive(Debug, Clone)]
@@ -88,9 +97,9 @@ fn dir_index(d: &str) -> usize {
 }
 
 /// msntap's command lines of an input, per connection. Only the JSON fields "type", "dir",
-/// "cmd", "line" and "conn" are read.
+/// "cmd", "line", "conn", "service" and "version" are read.
 fn msntap_lines(args: &[&str]) -> Vec<RefConn> {
-    let run = |redact: bool| -> Vec<(u64, usize, String, String)> {
+    let run = |redact: bool| -> Vec<(u64, usize, Cmd)> {
         let mut a: Vec<&str> = args.to_vec();
         a.extend(["--json", "-"]);
         if !redact {
@@ -112,7 +121,9 @@ fn msntap_lines(args: &[&str]) -> Vec<RefConn> {
             let d = dir_index(e["dir"].as_str().expect("dir"));
             let cmd = e["cmd"].as_str().expect("cmd").to_string();
             let line = e["line"].as_str().expect("line").to_string();
-            v.push((conn, d, cmd, line));
+            let service = e["service"].as_str().expect("service");
+            let l = label(service, e["version"].as_str());
+            v.push((conn, d, (cmd, l, line)));
         }
         v
     };
@@ -125,7 +136,7 @@ fn msntap_lines(args: &[&str]) -> Vec<RefConn> {
     );
     let mut order: Vec<u64> = Vec::new();
     let mut by: BTreeMap<u64, RefConn> = BTreeMap::new();
-    for ((conn, d, cmd, line), (_, _, _, red)) in exact.into_iter().zip(shown) {
+    for ((conn, d, cmd), (_, _, (_, _, red))) in exact.into_iter().zip(shown) {
         let c = by.entry(conn).or_insert_with(|| {
             order.push(conn);
             RefConn {
@@ -133,7 +144,7 @@ fn msntap_lines(args: &[&str]) -> Vec<RefConn> {
                 shown: Default::default(),
             }
         });
-        c.lines[d].push((cmd, line));
+        c.lines[d].push(cmd);
         c.shown[d].push(red);
     }
     order.into_iter().filter_map(|c| by.remove(&c)).collect()
@@ -219,7 +230,16 @@ const LINE_FIELDS: [&str; 10] = [
 /// tshark's command lines per connection (client, server), in order of appearance.
 fn tshark_lines(plugin: &Path, cap: &Path, extra: &[&str]) -> Vec<((String, String), Lines)> {
     let mut args: Vec<&str> = LINE_FIELDS.to_vec();
-    args.extend(["-e", "msnp.cmd", "-e", "frame.number"]);
+    args.extend([
+        "-e",
+        "msnp.cmd",
+        "-e",
+        "msnp.service",
+        "-e",
+        "msnp.versions",
+        "-e",
+        "frame.number",
+    ]);
     args.extend(extra);
     let t = tshark(plugin, cap, &args);
     let mut out: Vec<((String, String), Lines)> = Vec::new();
@@ -229,16 +249,25 @@ fn tshark_lines(plugin: &Path, cap: &Path, extra: &[&str]) -> Vec<((String, Stri
         let dir = values(p, "msnp.dir");
         let line = values(p, "msnp.line");
         let cmd = values(p, "msnp.cmd");
+        let service = values(p, "msnp.service");
+        let versions = values(p, "msnp.versions");
         let n = line.len();
         assert!(
-            client.len() == n && server.len() == n && dir.len() == n && cmd.len() == n,
-            "{}: frame {:?}: {n} lines but {} clients, {} servers, {} dirs, {} cmds",
+            client.len() == n
+                && server.len() == n
+                && dir.len() == n
+                && cmd.len() == n
+                && service.len() == n
+                && versions.len() == n,
+            "{}: frame {:?}: {n} lines but {} clients, {} servers, {} dirs, {} cmds, {} services, {} versions",
             cap.display(),
             values(p, "frame.number"),
             client.len(),
             server.len(),
             dir.len(),
-            cmd.len()
+            cmd.len(),
+            service.len(),
+            versions.len()
         );
         for i in 0..n {
             let key = (client[i].clone(), server[i].clone());
@@ -249,7 +278,13 @@ fn tshark_lines(plugin: &Path, cap: &Path, extra: &[&str]) -> Vec<((String, Stri
                     out.len() - 1
                 }
             };
-            out[k].1[dir_index(&dir[i])].push((cmd[i].clone(), line[i].clone()));
+            // msnp.versions is a range (MSNP8-21) until a version is negotiated.
+            let v = (!versions[i].contains('-')).then_some(versions[i].as_str());
+            out[k].1[dir_index(&dir[i])].push((
+                cmd[i].clone(),
+                label(&service[i], v),
+                line[i].clone(),
+            ));
         }
     }
     out
@@ -314,7 +349,7 @@ fn compare(
         };
         let best = got.iter().max_by_key(|(_, l)| common(l));
         for d in 0..2 {
-            let theirs: &[(String, String)] = best.map_or(&[], |(_, l)| &l[d]);
+            let theirs: &[Cmd] = best.map_or(&[], |(_, l)| &l[d]);
             let i = r.lines[d]
                 .iter()
                 .zip(theirs)
@@ -323,10 +358,15 @@ fn compare(
             if i == r.lines[d].len() && i == theirs.len() {
                 continue;
             }
-            let ours = r.shown[d].get(i).cloned().unwrap_or_else(|| "<end>".into());
+            let ours = r.shown[d]
+                .get(i)
+                .map(|l| format!("[{}] {l}", r.lines[d][i].1))
+                .unwrap_or_else(|| "<end>".into());
             let t = theirs
                 .get(i)
-                .map(|(_, l)| masked(&ours, l))
+                .map(|(_, lb, l)| {
+                    format!("[{lb}] {}", masked(r.shown[d].get(i).map_or("", |s| s), l))
+                })
                 .unwrap_or_else(|| "<end>".into());
             msg += &format!(
                 "  {} connection {:?} (first line {:?}): command {i} differs: msntap {ours:?}, tshark {t:?} ({} vs {} commands)\n",
@@ -774,8 +814,8 @@ fn fields_can_be_filtered() {
     let xfr_lines: Vec<&String> = reference
         .iter()
         .flat_map(|c| c.lines.iter().flatten())
-        .filter(|(cmd, _)| cmd == "XFR")
-        .map(|(_, l)| l)
+        .filter(|(cmd, _, _)| cmd == "XFR")
+        .map(|(_, _, l)| l)
         .collect();
     assert_eq!(xfr_lines.len(), 2, "the capture's XFR SB request and reply");
     // msnp.cmd: exactly the frames that carry an XFR line.
@@ -933,8 +973,8 @@ fn unhex(h: &str) -> Vec<u8> {
         .collect()
 }
 
-/// Runs a harness of tests/wireshark/ under `lua` and reads its "conn dir cmd hexline"
-/// lines into connections.
+/// Runs a harness of tests/wireshark/ under `lua` and reads its "conn dir cmd label
+/// hexline" lines into connections.
 fn lua_lines(
     lua: &str,
     harness: &Path,
@@ -955,10 +995,11 @@ fn lua_lines(
     );
     let mut by: Vec<((String, String), Lines)> = Vec::new();
     for l in String::from_utf8_lossy(&o.stdout).lines() {
-        let mut f = l.splitn(4, ' ');
-        let (conn, d, cmd, line) = (
+        let mut f = l.splitn(5, ' ');
+        let (conn, d, cmd, lb, line) = (
             f.next().unwrap_or_default().to_string(),
             f.next().unwrap_or_default(),
+            f.next().unwrap_or_default().to_string(),
             f.next().unwrap_or_default().to_string(),
             f.next().unwrap_or_default(),
         );
@@ -971,7 +1012,7 @@ fn lua_lines(
                 by.len() - 1
             }
         };
-        by[k].1[dir_index(d)].push((cmd, line));
+        by[k].1[dir_index(d)].push((cmd, lb, line));
     }
     by
 }

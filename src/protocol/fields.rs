@@ -250,9 +250,10 @@ mod tests {
             Some(FieldValue::Caps(c)) => assert!(c.flags.is_empty(), "{:?}", c.flags),
             other => panic!("{other:?}"),
         }
-        let bad = Tables::builtin()
-            .expect("tables")
-            .add_file("bad.toml", "[[client_version]]\nnibble = 16\nname = \"x\"\n");
+        let bad = Tables::builtin().expect("tables").add_file(
+            "bad.toml",
+            "[[client_version]]\nnibble = 16\nname = \"x\"\n",
+        );
         assert!(bad.is_err());
     }
 }

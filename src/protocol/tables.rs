@@ -486,6 +486,16 @@ impl DialectRule {
         Ok(())
     }
 
+    /// The parsed `match`: (argument index, accepted literals); all must hold.
+    pub fn matchers(&self) -> &[(usize, Vec<String>)] {
+        &self.matchers
+    }
+
+    /// The parsed `not_match`: the rule does not apply when one of them holds.
+    pub fn anti_matchers(&self) -> &[(usize, Vec<String>)] {
+        &self.anti
+    }
+
     /// Does the rule apply to this line?
     pub fn applies(&self, dir: Dir, name: &[u8], args: &Args<'_, '_>) -> bool {
         let hit = |m: &[(usize, Vec<String>)]| {

@@ -5,15 +5,19 @@
 -- math.tointeger) and the Wireshark 4.0 Lua API (no Conversation objects, no ENC_STR_DEC).
 -- ---------------------------------------------------------------------------------------
 
--- msntap's default bounds (wire::Limits): they decide when a line or payload is refused,
--- so the dissector frames hostile input exactly as msntap does.
-local MAX_LINE = 65536
-local MAX_PAYLOAD = 1048576
-local MAX_GUESS = 65536
--- msntap looks for a first command line in the first 4 KiB of a connection seen mid-way.
-local DETECT_WINDOW = 4096
+-- msntap's default bounds (wire::Limits, generated): they decide when a line or payload is
+-- refused, so the dissector frames hostile input exactly as msntap does.
+local MAX_LINE = GEN.limits.max_line
+local MAX_PAYLOAD = GEN.limits.max_payload
+local MAX_GUESS = GEN.limits.max_guess
+-- How far into a connection not on an MSNP port msntap looks for a first command line.
+local DETECT_WINDOW = GEN.detect_window
+-- Hand-written copies of literals of msntap's capture reader (capture/flow.rs): how much a
+-- first command line may hold, the longest line skipped while looking for one, and how many
+-- referral addresses are remembered.
+local FIRST_LINE_WINDOW = 2048
+local MAX_SEEK_LINE = 4096
 local MAX_LEARNED = 4096
-local MSNP_PORT = 1863
 
 local core = {}
 
@@ -98,13 +102,13 @@ local function u32(tok)
   return nil
 end
 
-local function dialect(t)
-  local d = t:match("^MSNP([0-9]+)$")
-  if d == nil or #d > 3 then
+-- `MSNP11` -> 11 (protocol/dialect.rs dialect_number: any length number that fits a byte).
+local function dialect_number(t)
+  if t:sub(1, 4) ~= "MSNP" then
     return nil
   end
-  local v = tonumber(d)
-  if v > 255 then
+  local v = parse_len(t:sub(5))
+  if v == nil or v > 255 then
     return nil
   end
   return v
@@ -126,12 +130,12 @@ local function new_state(service, version)
     service = service or "unknown",
     hinted = service ~= nil and service ~= "unknown",
     version = nil,
-    lo = 2,
-    hi = 21,
+    lo = GEN.versions.lo,
+    hi = GEN.versions.hi,
     logged_in = false,
     resync = {},
   }
-  if version ~= nil and version >= 2 and version <= 21 then
+  if version ~= nil and version >= GEN.versions.lo and version <= GEN.versions.hi then
     st.version = version
     st.lo = version
     st.hi = version
@@ -217,7 +221,7 @@ local function plan_payload(st, dir, name, def, form, args, s, after, eof)
   local len
   if is_digit(name:byte(1)) then
     -- Errors carry a payload only from MSNP13 on, as `NNN trid len`.
-    if st.hi >= 13 and n == 2 then
+    if st.hi >= GEN.error_payload_from and n == 2 then
       len = parse_len(args[2])
     end
   elseif def ~= nil then
@@ -271,89 +275,93 @@ local function narrow(st, lo, hi)
   end
 end
 
--- Version and service tracking from what a command says (msntap's Session::update_state).
+-- The dialect rules by command, in table order (a rule naming a command twice is listed
+-- twice, as protocol/tables.rs indexes it).
+local RULES = {}
+for _, r in ipairs(GEN.rules) do
+  for _, c in ipairs(r.cmd) do
+    if #c == 3 then
+      local l = RULES[c] or {}
+      l[#l + 1] = r
+      RULES[c] = l
+    end
+  end
+end
+
+local function rule_applies(r, dir, args)
+  if r.dir ~= "both" and r.dir ~= dir then
+    return false
+  end
+  local n = #args
+  if (r.argc ~= nil and n ~= r.argc) or (r.min_args ~= nil and n < r.min_args) then
+    return false
+  end
+  for idx, lits in pairs(r.match) do
+    if args[idx] == nil or not lits[args[idx]] then
+      return false
+    end
+  end
+  for idx, lits in pairs(r.not_match) do
+    if args[idx] ~= nil and lits[args[idx]] then
+      return false
+    end
+  end
+  return true
+end
+
+-- Version and service tracking from what a command says: every rule of GEN.rules that
+-- fits applies, in order, as protocol/dialect.rs applies them (its action, then the
+-- versions while none is negotiated, then the service while it is unknown).
 local function update_state(st, dir, name, args)
-  local a1, a2 = args[2], args[3]
-  local unknown = st.service == "unknown"
-  if dir == "c2s" and name == "VER" then
-    local lo, hi
-    for _, t in ipairs(args) do
-      local v = dialect(t)
-      if v ~= nil then
-        if lo == nil or v < lo then
-          lo = v
+  local rules = RULES[name]
+  if rules == nil then
+    return
+  end
+  for _, r in ipairs(rules) do
+    if rule_applies(r, dir, args) then
+      if r.action == "offer" then
+        local lo, hi
+        for _, t in ipairs(args) do
+          local v = dialect_number(t)
+          if v ~= nil then
+            if lo == nil or v < lo then
+              lo = v
+            end
+            if hi == nil or v > hi then
+              hi = v
+            end
+          end
         end
-        if hi == nil or v > hi then
-          hi = v
+        if st.version == nil and lo ~= nil then
+          st.lo = lo
+          st.hi = hi
+        end
+      elseif r.action == "negotiate" then
+        local best
+        for _, t in ipairs(args) do
+          local v = dialect_number(t)
+          if v ~= nil and v >= GEN.versions.lo and v <= GEN.versions.hi and (best == nil or v > best) then
+            best = v
+          end
+        end
+        if best ~= nil then
+          st.version = best
+          st.lo = best
+          st.hi = best
+        end
+      elseif r.action == "logged_in" then
+        st.logged_in = true
+      elseif r.action == "dispatch" then
+        if not st.logged_in and not st.hinted then
+          st.service = "DS"
         end
       end
-    end
-    if unknown then
-      st.service = "NS"
-    end
-    if st.version == nil and lo ~= nil then
-      st.lo = lo
-      st.hi = hi
-    end
-  elseif dir == "s2c" and name == "VER" then
-    local hi
-    for _, t in ipairs(args) do
-      local v = dialect(t)
-      if v ~= nil and (hi == nil or v > hi) then
-        hi = v
+      if r.lo ~= nil and st.version == nil then
+        narrow(st, r.lo, r.hi)
       end
-    end
-    if hi ~= nil then
-      st.version = hi
-      st.lo = hi
-      st.hi = hi
-    end
-    if unknown then
-      st.service = "NS"
-    end
-  elseif dir == "c2s" and name == "INF" then
-    if st.version == nil then
-      narrow(st, 2, 7)
-    end
-  elseif dir == "c2s" and name == "CVR" then
-    if st.version == nil and #args >= 9 then
-      narrow(st, 8, 21)
-    end
-  elseif dir == "c2s" and name == "USR" then
-    local scheme = a1 or ""
-    if scheme == "MD5" or scheme == "CTP" then
-      narrow(st, 2, 7)
-    elseif scheme == "TWN" then
-      narrow(st, 8, 14)
-    elseif scheme == "SSO" then
-      narrow(st, 15, 21)
-    elseif scheme == "SHA" then
-      narrow(st, 18, 21)
-    elseif #args == 3 and unknown then
-      st.service = "SB"
-    end
-  elseif dir == "c2s" and (name == "ANS" or name == "CAL") then
-    if unknown then
-      st.service = "SB"
-    end
-  elseif dir == "s2c" and name == "USR" then
-    if a1 == "OK" then
-      st.logged_in = true
-    end
-  elseif dir == "s2c" and name == "XFR" then
-    -- A referral answering the login is what a dispatch server does.
-    if a1 == "NS" and a2 ~= "0" and not st.logged_in and not st.hinted then
-      st.service = "DS"
-    end
-  elseif (dir == "s2c" and (name == "IRO" or name == "JOI" or name == "BYE" or name == "ACK" or name == "NAK"))
-    or (dir == "c2s" and name == "MSG") then
-    if unknown then
-      st.service = "SB"
-    end
-  elseif (dir == "c2s" and name == "PNG")
-    or (dir == "s2c" and (name == "QNG" or name == "NLN" or name == "ILN" or name == "FLN" or name == "UBX")) then
-    if unknown then
-      st.service = "NS"
+      if r.service ~= nil and st.service == "unknown" then
+        st.service = r.service
+      end
     end
   end
 end
@@ -419,21 +427,16 @@ local function address_args(def, form, dir, args)
   return out
 end
 
--- The server a command refers the client to: address, and NS or SB.
+-- The server a command refers the client to: address, and NS or SB (protocol/redirect.rs:
+-- RNG, or `SB` as the token after the transaction id).
 local function referral(name, args, addrs)
   local i = addrs[1]
   if i == nil or args[i] == nil or args[i] == "0" then
     return nil
   end
   local target = "NS"
-  if name == "RNG" then
+  if name == "RNG" or args[2] == "SB" then
     target = "SB"
-  else
-    for _, a in ipairs(args) do
-      if a == "SB" then
-        target = "SB"
-      end
-    end
   end
   return args[i], target
 end
@@ -467,10 +470,10 @@ local function plausible_line(s)
     or not is_known(s:sub(1, 3)) then
     return false
   end
-  local window = s:sub(1, 2048)
+  local window = s:sub(1, FIRST_LINE_WINDOW)
   local lf = window:find("\n", 1, true)
   if lf == nil then
-    if #window == 2048 then
+    if #window == FIRST_LINE_WINDOW then
       return false
     end
     if window:find("[^\r\32-\126]") then
@@ -490,7 +493,7 @@ core.plausible_line = plausible_line
 local function find_start(s, pos, anywhere)
   local cand = pos
   while true do
-    local ok = plausible_line(s:sub(cand, cand + 2047))
+    local ok = plausible_line(s:sub(cand, cand + FIRST_LINE_WINDOW - 1))
     if ok then
       return "at", cand
     elseif ok == nil then
@@ -547,7 +550,7 @@ local function frame(st, dir, s, eof, on_pdu, on_skip, memo)
       if cand > #s then
         return nil
       end
-      if #s - cand + 1 > 4096 then
+      if #s - cand + 1 > MAX_SEEK_LINE then
         -- A line longer than any command: skip it.
         on_skip(cand, #s, "before the first command line", true)
         return nil
@@ -610,34 +613,45 @@ local function frame(st, dir, s, eof, on_pdu, on_skip, memo)
       if lf ~= nil and lf - pos >= MAX_LINE + 2 then
         lf = nil
       end
-      if lf == nil then
-        if #s - pos + 1 > MAX_LINE then
-          start_resync("line longer than " .. MAX_LINE .. " bytes")
-        elseif eof then
-          start_resync("incomplete line at end of stream")
-          on_skip(pos, #s, st.resync[dir].reason)
-          return nil
-        else
-          return pos, 0
-        end
-      else
+      -- The line without its ending, and the index of the byte after the ending.
+      local line, after
+      if lf ~= nil then
         local line_end = lf
         if lf > pos and s:byte(lf - 1) == 13 then
           line_end = lf - 1
         end
-        local line = s:sub(pos, line_end - 1)
+        line = s:sub(pos, line_end - 1)
+        after = lf + 1
+      elseif #s - pos + 1 > MAX_LINE then
+        start_resync(GEN.reasons.line_too_long)
+      elseif not eof then
+        return pos, 0
+      else
+        -- A line ended by the stream's end is still a command line (wire/framer.rs).
+        local rest = s:sub(pos)
+        if rest:byte(-1) == 13 then
+          rest = rest:sub(1, -2)
+        end
+        if is_command_line(rest) then
+          line = rest
+          after = #s + 1
+        else
+          start_resync(GEN.reasons.incomplete_line)
+        end
+      end
+      if line ~= nil then
         if #line > MAX_LINE then
-          start_resync("line longer than " .. MAX_LINE .. " bytes")
+          start_resync(GEN.reasons.line_too_long)
         elseif not is_command_line(line) then
           if line == "" then
-            start_resync("empty line")
+            start_resync(GEN.reasons.empty_line)
           else
-            start_resync("not a command line")
+            start_resync(GEN.reasons.not_a_command_line)
           end
         else
           local name, args, tpos = tokens(line)
           local def, form = lookup(st, dir, name, args)
-          local plan, looked = plan_payload(st, dir, name, def, form, args, s, lf + 1, eof)
+          local plan, looked = plan_payload(st, dir, name, def, form, args, s, after, eof)
           if plan == nil then
             plan = memo["p" .. pos]
             if plan == nil then
@@ -647,12 +661,12 @@ local function frame(st, dir, s, eof, on_pdu, on_skip, memo)
             memo["p" .. pos] = plan
           end
           local p = {
-            start = pos, line = line, line_len = #line, head_len = lf - pos + 1,
+            start = pos, line = line, line_len = #line, head_len = after - pos,
             name = name, args = args, tpos = tpos, def = def, form = form,
           }
           p.frame_len = p.head_len
           if plan.n ~= nil then
-            local have = #s - lf
+            local have = #s - after + 1
             p.payload_len = plan.n
             p.guess = plan.guess
             if have < plan.n then
@@ -677,8 +691,7 @@ local function frame(st, dir, s, eof, on_pdu, on_skip, memo)
           on_pdu(p)
           pos = pos + p.frame_len
           if p.oversize ~= nil then
-            start_resync("declared payload of " .. p.oversize .. " bytes exceeds the "
-              .. MAX_PAYLOAD .. "-byte limit; skipped to the next command line")
+            start_resync(GEN.reasons.oversize_payload)
             -- A bogus length is usually followed at once by the next command.
             st.resync[dir].at_line_start = true
           end
@@ -711,7 +724,8 @@ field("args", ProtoField.string("msnp.args", "Arguments", base.ASCII))
 field("line", ProtoField.string("msnp.line", "Command line", base.ASCII))
 field("dir", ProtoField.string("msnp.dir", "Direction", base.ASCII, "c2s (>>>) or s2c (<<<)"))
 field("version", ProtoField.uint8("msnp.version", "Negotiated version", base.DEC, nil, nil, "MSNP dialect from the VER exchange"))
-field("versions", ProtoField.string("msnp.versions", "Possible versions", base.ASCII, "Before VER settles it: the dialects the forms are chosen from"))
+field("versions", ProtoField.string("msnp.versions", "Possible versions", base.ASCII,
+  "The dialects the forms are chosen from: MSNPlo-hi before VER settles it, then the negotiated one (MSNP11)"))
 field("service", ProtoField.string("msnp.service", "Service", base.ASCII, "DS (dispatch), NS (notification), SB (switchboard) or unknown"))
 field("meaning", ProtoField.string("msnp.meaning", "Meaning", base.ASCII))
 field("payload_len", ProtoField.uint32("msnp.payload.length", "Payload length", base.DEC))
@@ -731,17 +745,19 @@ field("mime_value", ProtoField.string("msnp.mime.header.value", "Value"))
 field("content_type", ProtoField.string("msnp.mime.content_type", "Content-Type"))
 field("mime_body", ProtoField.string("msnp.mime.body", "Body"))
 field("caps", ProtoField.uint32("msnp.caps", "Capabilities", base.HEX))
-field("caps_client", ProtoField.uint32("msnp.caps.client", "Client version nibble", base.DEC, nil, 0xF0000000,
-  "Top four bits of the capabilities: the Messenger client version (1 = 6.0 ...)"))
+field("caps_client", ProtoField.uint32("msnp.caps.client", "Client version", base.DEC, GEN.client_versions,
+  GEN.client_version_mask, "The client-version nibble of the capabilities: the Messenger release"))
 field("extcaps", ProtoField.uint32("msnp.extcaps", "Extended capabilities", base.HEX))
 field("skipped", ProtoField.bytes("msnp.skipped", "Bytes that are not MSNP"))
 
--- The list bits of the `listbits` parameter type, as dissectors/README.md defines it.
-local LIST_BITS = { { 1, "FL", "Forward list" }, { 2, "AL", "Allow list" }, { 4, "BL", "Block list" },
-  { 8, "RL", "Reverse list" }, { 16, "PL", "Pending list" } }
+-- The list bits of the `listbits` parameter type (dissectors/lists.toml).
 local F_LISTS = {}
-for _, b in ipairs(LIST_BITS) do
-  F_LISTS[#F_LISTS + 1] = ProtoField.bool("msnp.lists." .. b[2]:lower(), b[2] .. " (" .. b[3] .. ")", 32, nil, b[1])
+for _, b in ipairs(GEN.lists) do
+  local label = b.name
+  if b.meaning ~= "" then
+    label = label .. " (" .. b.meaning .. ")"
+  end
+  F_LISTS[#F_LISTS + 1] = ProtoField.bool(b.abbr, label, 32, nil, b.bit)
 end
 
 local F_CAPS, F_EXTCAPS = {}, {}
@@ -812,6 +828,11 @@ local xml_dissector = Dissector.get("xml")
 -- SYN senders, and server addresses learned from XFR/RNG.
 local conns, snapshots, memos, syn_client, learned, learned_count, learned_ports
 local extra_ports = {}
+-- The ports msntap always reads as MSNP (capture FlowOptions).
+local msnp_ports = {}
+for _, p in ipairs(GEN.ports) do
+  msnp_ports[p] = true
+end
 
 local function reset()
   conns = {}
@@ -843,7 +864,7 @@ local function conn_key(pinfo, prefix)
 end
 
 local function is_server_port(p)
-  return p == MSNP_PORT or extra_ports[p] == true
+  return msnp_ports[p] == true or extra_ports[p] == true
 end
 
 local function tcp_port_table()
@@ -853,7 +874,9 @@ end
 local function apply_ports()
   local t = tcp_port_table()
   for p in pairs(extra_ports) do
-    t:remove(p, msnp)
+    if not msnp_ports[p] and not learned_ports[p] then
+      t:remove(p, msnp)
+    end
   end
   extra_ports = {}
   local spec = tostring(msnp.prefs.ports or "")
@@ -1170,9 +1193,11 @@ local function add_param(tvb, t, p, tok, r)
       it:add(F.port, r, u32(port))
     end
   elseif p.ty == "caps" then
-    local a, b = tok:match("^([0-9]+):([0-9]+)$")
-    if a == nil then
-      a = tok
+    -- `caps` or `caps:extcaps`, cut at the first colon (protocol/fields.rs caps).
+    local a, b = tok, nil
+    local colon = tok:find(":", 1, true)
+    if colon ~= nil then
+      a, b = tok:sub(1, colon - 1), tok:sub(colon + 1)
     end
     local v = u32(a)
     if v ~= nil then
@@ -1205,6 +1230,7 @@ local function add_pdu(tvb, pinfo, tree, s, p, dir, base0, c)
   t:add(F.service, lr, p.service)
   if p.version ~= nil then
     t:add(F.version, lr, p.version)
+    t:add(F.versions, lr, "MSNP" .. p.version):set_hidden()
   else
     t:add(F.versions, lr, "MSNP" .. p.lo .. "-" .. p.hi)
   end
@@ -1303,7 +1329,7 @@ local function dissect_bytes(tvb, pinfo, tree, st, memo, skey, dir, eof, gateway
     if k.midway then
       it:add_proto_expert_info(E.midway, "Not MSNP (" .. k.reason .. ")")
     else
-      it:add_proto_expert_info(E.desync, "Not MSNP (" .. k.reason .. "): skipped to the next command line")
+      it:add_proto_expert_info(E.desync, "Not MSNP (" .. k.reason .. ")")
     end
     infos[#infos + 1] = "[not MSNP]"
   end
@@ -1411,7 +1437,7 @@ local function dissect_tcp(tvb, pinfo, tree, from_heuristic)
     if pinfo.visited or (from_heuristic == false and not msnp.prefs.heuristic) then
       return 0
     end
-    if not accept(c, tvb:raw(0, math.min(tvb:len(), DETECT_WINDOW + 2048))) then
+    if not accept(c, tvb:raw(0, math.min(tvb:len(), DETECT_WINDOW + FIRST_LINE_WINDOW))) then
       return 0
     end
   end
@@ -1504,7 +1530,9 @@ function syn_watch.dissector(tvb, pinfo, tree)
 end
 register_postdissector(syn_watch)
 
-tcp_port_table():add(MSNP_PORT, msnp)
+for p in pairs(msnp_ports) do
+  tcp_port_table():add(p, msnp)
+end
 DissectorTable.get("media_type"):add("application/x-msn-messenger", msnp)
 msnp:register_heuristic("tcp", heuristic)
 apply_ports()

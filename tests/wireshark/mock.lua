@@ -5,7 +5,9 @@
 -- direction's bytes are handed over chunk by chunk, and what the dissector asks to keep
 -- (desegment_offset) is handed over again with the next chunk. Every chunk is dissected a
 -- second time as a later pass would (visited), and both passes must agree.
--- Input lines: "conn dir hexbytes". Output: "conn dir cmd hexline" per command.
+-- Input lines: "conn dir hexbytes". Output: "conn dir cmd label hexline" per command, the
+-- label being "service/MSNPn" (or "service/-" before a version is negotiated), read from the
+-- msnp.service and msnp.versions fields.
 local plugin, input = arg[1], arg[2]
 
 local function fail(msg)
@@ -237,6 +239,11 @@ local function call(conn, dir, bytes, number, visited, tvb_offset)
       cmds[#cmds].cmd = s[2]
     elseif s[1] == "msnp.line" then
       cmds[#cmds].line = s[2]
+    elseif s[1] == "msnp.service" then
+      cmds[#cmds].service = s[2]
+    elseif s[1] == "msnp.versions" then
+      -- A range (MSNP8-21) until a version is negotiated.
+      cmds[#cmds].version = s[2]:find("-", 1, true) and "-" or s[2]
     end
   end
   return cmds, pinfo.desegment_offset, pinfo.desegment_len
@@ -256,7 +263,7 @@ for l in io.lines(input) do
   local cmds, doff, dlen = call(conn, dir, bytes, frame_no, false, tvb_offset)
   calls[#calls + 1] = { conn, dir, bytes, frame_no, tvb_offset, cmds, doff }
   for _, x in ipairs(cmds) do
-    out[#out + 1] = conn .. " " .. dir .. " " .. x.cmd .. " " .. tohex(x.line)
+    out[#out + 1] = conn .. " " .. dir .. " " .. x.cmd .. " " .. x.service .. "/" .. x.version .. " " .. tohex(x.line)
   end
   if doff ~= nil then
     if not is_integer(doff) or doff < 0 or doff >= #bytes then
@@ -274,7 +281,8 @@ for _, c in ipairs(calls) do
     fail("frame " .. c[4] .. ": " .. #c[6] .. " commands on the first pass, " .. #cmds .. " later")
   end
   for i, x in ipairs(cmds) do
-    if x.line ~= c[6][i].line or x.cmd ~= c[6][i].cmd then
+    if x.line ~= c[6][i].line or x.cmd ~= c[6][i].cmd or x.service ~= c[6][i].service
+      or x.version ~= c[6][i].version then
       fail("frame " .. c[4] .. ": another command on a later pass")
     end
   end
