@@ -550,7 +550,9 @@ fn msg(head: &str, body: &str) -> String {
 /// Connections that take every framing rule's corner: errors with and without payloads,
 /// unknown commands with and without a guessed payload, garbage, a bare LF, a hostile
 /// length, a learned switchboard address, a switchboard found by its first line, an HTTP
-/// request on an unwatched port, and a connection picked up mid-way.
+/// request on an unwatched port, a connection picked up mid-way, and a notification
+/// server referral whose line also holds an `SB` token (its address is an NS, not a
+/// switchboard: protocol/redirect.rs looks only after the transaction id).
 fn edge_capture() -> PathBuf {
     let p = tmp_dir().join("edge.pcap");
     let sb_msg = msg(
@@ -642,6 +644,27 @@ fn edge_capture() -> PathBuf {
                     s("MSG a@b.cdefg ABC 99999999\r\nQNG 7\r\n"),
                 ],
             ),
+            (
+                "10.1.0.1:40007",
+                "10.2.0.1:1863",
+                true,
+                1460,
+                vec![
+                    c("VER 1 MSNP8 CVR0\r\n"),
+                    s("VER 1 MSNP8\r\n"),
+                    c("USR 2 TWN I a@b.c\r\n"),
+                    s("XFR 2 NS 10.2.0.4:1864 0 SB\r\n"),
+                ],
+            ),
+            // The address learned above: an NS (no version carried over), so the
+            // three-argument USR does not make it a switchboard.
+            (
+                "10.1.0.1:40008",
+                "10.2.0.4:1864",
+                true,
+                1460,
+                vec![c("USR 3 a@b.c x.y\r\n"), s("USR 3 OK a@b.c A\r\n")],
+            ),
         ],
     );
     p
@@ -713,6 +736,14 @@ fn corner_cases_are_framed_as_msntap_frames_them() {
     assert_eq!(values(sb, "msnp.version"), ["13"]);
     // Found by its first line on port 7777.
     assert_eq!(values(find("IRO"), "msnp.service")[0], "SB");
+    // The NS learned from `XFR 2 NS 10.2.0.4:1864 0 SB` (check_capture compared the labels
+    // with msntap's; here what they are).
+    let ns = t.packets.iter().find(|p| {
+        values(p, "msnp.cmd") == ["USR"]
+            && values(p, "msnp.version").is_empty()
+            && values(p, "msnp.service") == ["NS"]
+    });
+    assert!(ns.is_some(), "no USR on the learned NS");
 }
 
 #[test]
@@ -943,6 +974,231 @@ fn gateway_bodies_are_decoded() {
     let last = t.packets.last().expect("packets");
     assert_eq!(values(last, "msnp.version"), ["8"]);
     assert_eq!(values(last, "msnp.service"), ["NS"]);
+}
+
+/// A dialect-rule file of a user's: a client's CHG (not FLN, two arguments at least) says
+/// MSNP8-12 on a notification server, and a made-up SVR names the dialect.
+const USER_RULES: &str = r#"
+[[rule]]
+dir = "c2s"
+cmd = ["CHG"]
+min_args = 2
+not_match = { 1 = "FLN" }
+service = "NS"
+versions = "8-12"
+why = "test: a client's CHG means a notification server of MSNP8-12"
+
+[[rule]]
+dir = "s2c"
+cmd = ["SVR"]
+match = { 1 = "OK" }
+action = "negotiate"
+why = "test: a made-up command naming the dialect"
+"#;
+
+/// Two connections whose labels and framing only the rules of [`USER_RULES`] decide.
+fn rules_capture() -> PathBuf {
+    let p = tmp_dir().join("rules.pcap");
+    write_pcap(
+        &p,
+        vec![
+            (
+                "10.1.0.1:40020",
+                "10.2.0.1:1863",
+                true,
+                1460,
+                vec![
+                    c("CHG 1 NLN 0\r\n"),
+                    s("CHG 1 NLN 0\r\n"),
+                    // With MSNP13+ possible, an error's third token is a payload length
+                    // (9 bytes: the QNG line); with MSNP8-12 it is not, and QNG is a command.
+                    s("241 2 9\r\nQNG 100\r\n"),
+                    s("SVR 3 OK MSNP9\r\n"),
+                    // Not a dialect msntap knows: the version stays 9.
+                    s("SVR 4 OK MSNP30\r\n"),
+                    c("PNG\r\n"),
+                ],
+            ),
+            (
+                "10.1.0.1:40021",
+                "10.2.0.1:1863",
+                true,
+                1460,
+                vec![
+                    c("CHG 1 FLN 0\r\n"),
+                    // A direction opened by a SYN starts at a known command (capture/flow.rs).
+                    s("CHG 1 FLN 0\r\n"),
+                    c("CHG 2\r\n"),
+                    s("SVR 2 NO MSNP9\r\n"),
+                    c("CHG 3 BSY 0\r\n"),
+                    s("241 4 9\r\nQNG 100\r\n"),
+                ],
+            ),
+        ],
+    );
+    p
+}
+
+/// The labels of one connection's commands, c2s then s2c, in order.
+fn labels(c: &RefConn) -> Vec<String> {
+    c.lines
+        .iter()
+        .flatten()
+        .map(|(cmd, l, _)| format!("{cmd} {l}"))
+        .collect()
+}
+
+#[test]
+fn user_dialect_rules_change_the_plugins_labels_as_they_change_msntaps() {
+    if !tshark_present() {
+        return;
+    }
+    let dir = tmp_dir().join("user-rules");
+    std::fs::create_dir_all(&dir).expect("dir");
+    std::fs::write(dir.join("rules.toml"), USER_RULES).expect("write rules");
+    let d = dir.to_str().expect("utf-8");
+    let cap = rules_capture();
+    let c = cap.to_str().expect("utf-8");
+    let user_plugin = generate("msnp-rules.lua", Some(&dir));
+    let text = std::fs::read_to_string(&user_plugin).expect("plugin");
+    assert!(text.contains("test: a made-up command naming the dialect"));
+    // Each plugin labels (and frames) every command as msntap read does with the same
+    // tables: the built-in ones, and with the user's rules.
+    let mut problems = check_capture(&plugin(), &cap, &[]);
+    problems.extend(check_capture(&user_plugin, &cap, &["--dissectors", d]));
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    // What the rules changed, as msntap says it (connections in capture order).
+    let builtin = msntap_lines(&["read", c]);
+    let user = msntap_lines(&["--dissectors", d, "read", c]);
+    assert_eq!(
+        labels(&builtin[0]),
+        [
+            "CHG unknown/-",
+            "PNG NS/-",
+            "CHG unknown/-",
+            "241 unknown/-",
+            "SVR unknown/-",
+            "SVR unknown/-",
+        ]
+    );
+    assert_eq!(
+        labels(&user[0]),
+        [
+            "CHG NS/-",
+            "PNG NS/MSNP9",
+            "CHG NS/-",
+            "241 NS/-",
+            "QNG NS/-",
+            "SVR NS/MSNP9",
+            "SVR NS/MSNP9",
+        ]
+    );
+    // FLN and a one-argument CHG are not the rule's; BSY is. SVR NO negotiates nothing.
+    assert_eq!(
+        labels(&user[1]),
+        [
+            "CHG unknown/-",
+            "CHG unknown/-",
+            "CHG NS/-",
+            "CHG unknown/-",
+            "SVR unknown/-",
+            "241 NS/-",
+            "QNG NS/-",
+        ]
+    );
+    assert_eq!(labels(&builtin[1]).len(), 6, "{:?}", labels(&builtin[1]));
+}
+
+/// Streams of one connection each, for the framing and labels at the end of a stream:
+/// a last line without its line ending (with and without a CR), an unknown command whose
+/// last token looks like a length at the very end, dialect numbers written with leading
+/// zeros, and a server VER naming a dialect past MSNP21.
+fn made_up_streams() -> Vec<Vec<(Dir, Vec<u8>)>> {
+    vec![
+        vec![
+            c("VER 1 MSNP0011 CVR0\r\n"),
+            s("VER 1 MSNP0011\r\n"),
+            c("OUT"),
+        ],
+        vec![
+            c("VER 1 MSNP25 MSNP11\r\n"),
+            s("VER 1 MSNP25\r\n"),
+            s("241 3 5\r\n<ml/>"),
+            s("QNG 5\r"),
+        ],
+        vec![s("QNG 5\r\n"), s("ZZZ 1 5")],
+        vec![c("PNG\r\n"), c("junk")],
+    ]
+}
+
+/// Under each Lua present: the plugin's framing core (frame.lua, 2-byte pieces, the end of
+/// each stream told) gives what msntap's session gives for [`made_up_streams`].
+#[test]
+fn stream_ends_and_dialect_numbers_as_the_session_does() {
+    let luas = luas();
+    if luas.is_empty() {
+        return;
+    }
+    let tables = std::sync::Arc::new(msntap::Tables::builtin().expect("tables"));
+    let mut reference = Vec::new();
+    let mut input = String::new();
+    for (i, stream) in made_up_streams().into_iter().enumerate() {
+        let chunks: Vec<(Dir, &[u8])> = stream.iter().map(|(d, b)| (*d, b.as_slice())).collect();
+        let evs = msntap::protocol::session::decode_all(tables.clone(), &chunks);
+        let mut conn = RefConn {
+            lines: Default::default(),
+            shown: Default::default(),
+        };
+        for ev in &evs {
+            let (Some(cmd), Some(d)) = (ev.command(), ev.dir) else {
+                continue;
+            };
+            let v = ev.version.map(|v| format!("MSNP{}", v.0));
+            let k = if d == Dir::C2s { 0 } else { 1 };
+            conn.lines[k].push((
+                cmd.cmd.to_string(),
+                label(ev.service.as_str(), v.as_deref()),
+                cmd.line.to_string(),
+            ));
+            conn.shown[k].push(cmd.line.to_string());
+        }
+        reference.push(conn);
+        for (d, b) in &stream {
+            let d = if *d == Dir::C2s { "c2s" } else { "s2c" };
+            for p in b.chunks(2) {
+                input += &format!("{i} {d} {}\n", hex(p));
+            }
+        }
+    }
+    // The streams do reach those corners in msntap.
+    let all: Vec<&Cmd> = reference
+        .iter()
+        .flat_map(|c| c.lines.iter().flatten())
+        .collect();
+    for want in ["OUT", "QNG 5", "ZZZ 1 5"] {
+        assert!(
+            all.iter().any(|(_, _, l)| l == want),
+            "msntap has no {want:?}: {all:?}"
+        );
+    }
+    assert!(all.iter().any(|(_, l, _)| l == "NS/MSNP11"), "{all:?}");
+    assert!(!all.iter().any(|(_, l, _)| l.contains("MSNP25")), "{all:?}");
+    let input_path = tmp_dir().join("lua-made-up.txt");
+    std::fs::write(&input_path, input).expect("write");
+    let harness = root().join("tests/wireshark/frame.lua");
+    let plugin = plugin();
+    let mut problems = Vec::new();
+    for lua in &luas {
+        let got = lua_lines(lua, &harness, &plugin, &input_path);
+        if let Err(e) = compare(
+            &format!("{lua} frame.lua made-up streams"),
+            &reference,
+            &got,
+        ) {
+            problems.push(e);
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
 
 /// Lua interpreters present, by version (5.2 is what Debian's Wireshark 4.0 embeds; 5.4
