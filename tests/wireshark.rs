@@ -1357,3 +1357,334 @@ fn extra_ports_preference_and_heuristic_switch() {
         4
     );
 }
+
+/// The P2P fields the plugin shows, by msntap's JSON key (`payload.decoded.p2p.KEY`); the
+/// Wireshark field is `msnp.p2p.KEY` unless named.
+const P2P_KEYS: [(&str, &str); 29] = [
+    ("header", "msnp.p2p.header"),
+    ("header_basis", "msnp.p2p.header_basis"),
+    ("kind", "msnp.p2p.kind"),
+    ("session_id", "msnp.p2p.session_id"),
+    ("identifier", "msnp.p2p.identifier"),
+    ("offset", "msnp.p2p.offset"),
+    ("total_size", "msnp.p2p.total_size"),
+    ("message_size", "msnp.p2p.message_size"),
+    ("flags", "msnp.p2p.flags"),
+    ("flag_names", "msnp.p2p.flag_names"),
+    ("ack_session_id", "msnp.p2p.ack_session_id"),
+    ("ack_identifier", "msnp.p2p.ack_identifier"),
+    ("ack_total_size", "msnp.p2p.ack_total_size"),
+    ("acked_identifier", "msnp.p2p.acked_identifier"),
+    ("nak_identifier", "msnp.p2p.nak_identifier"),
+    ("header_length", "msnp.p2p.header_length"),
+    ("opcode", "msnp.p2p.opcode"),
+    ("opcode_names", "msnp.p2p.opcode_names"),
+    ("data_header_length", "msnp.p2p.data_header_length"),
+    ("tf_combination", "msnp.p2p.tf_combination"),
+    ("tf_names", "msnp.p2p.tf_names"),
+    ("package_number", "msnp.p2p.package_number"),
+    ("data_remaining", "msnp.p2p.data_remaining"),
+    ("app_id", "msnp.p2p.app_id"),
+    ("app_name", "msnp.p2p.app_name"),
+    (
+        "peer_info.protocol_version",
+        "msnp.p2p.peer.protocol_version",
+    ),
+    (
+        "peer_info.implementation_id",
+        "msnp.p2p.peer.implementation_id",
+    ),
+    ("peer_info.version", "msnp.p2p.peer.version"),
+    ("peer_info.capabilities", "msnp.p2p.peer.capabilities"),
+];
+
+/// A JSON value as tshark's `-e` output writes it: numbers in decimal, name lists joined.
+fn p2p_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Array(a) => a
+            .iter()
+            .map(|x| x.as_str().unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join(","),
+        other => other.to_string(),
+    }
+}
+
+/// tshark's value in msntap's form: hexadecimal fields in decimal.
+fn tshark_text(s: &str) -> String {
+    match s.strip_prefix("0x") {
+        Some(h) => u64::from_str_radix(h, 16).map_or(s.to_string(), |n| n.to_string()),
+        None => s.to_string(),
+    }
+}
+
+/// Per key, the values of every P2P chunk in order: msntap's (`read --json`) and the
+/// plugin's (tshark), plus msntap's problems and the plugin's P2P expert infos.
+#[allow(clippy::type_complexity)]
+fn p2p_fields(
+    cap: &Path,
+) -> (
+    BTreeMap<String, Vec<String>>,
+    BTreeMap<String, Vec<String>>,
+    Vec<String>,
+    Vec<String>,
+) {
+    let o = msntap(&[
+        "read",
+        cap.to_str().expect("utf-8"),
+        "--json",
+        "-",
+        "--no-redact",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let mut ours: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut problems = Vec::new();
+    for l in String::from_utf8_lossy(&o.stdout).lines() {
+        let e: Value = serde_json::from_str(l).expect("JSON line");
+        let p = &e["payload"]["decoded"]["p2p"];
+        if !p.is_object() {
+            continue;
+        }
+        for (key, _) in P2P_KEYS {
+            let v = key.split('.').fold(p, |v, k| &v[k]);
+            if !v.is_null() {
+                ours.entry(key.to_string()).or_default().push(p2p_text(v));
+            }
+        }
+        let slp = p["slp"]["start_line"]
+            .as_str()
+            .or(p["slp_fragment"].as_str());
+        if let Some(s) = slp {
+            ours.entry("slp".into()).or_default().push(s.to_string());
+        }
+        if let Some(pr) = p["problem"].as_str() {
+            problems.push(pr.to_string());
+        }
+    }
+    let mut args: Vec<&str> = vec!["-Y", "msnp.p2p", "-T", "json"];
+    for (_, f) in P2P_KEYS {
+        args.extend(["-e", f]);
+    }
+    args.extend(["-e", "msnp.p2p.slp", "-e", "_ws.expert.message"]);
+    let t = tshark(&plugin(), cap, &args);
+    let mut theirs: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut experts = Vec::new();
+    for p in &t.packets {
+        for (key, f) in P2P_KEYS.iter().chain(&[("slp", "msnp.p2p.slp")]) {
+            for v in values(p, f) {
+                theirs
+                    .entry(key.to_string())
+                    .or_default()
+                    .push(tshark_text(&v));
+            }
+        }
+        experts.extend(values(p, "_ws.expert.message"));
+    }
+    (ours, theirs, problems, experts)
+}
+
+/// Compares the plugin's P2P fields with msntap's; returns how many chunks were compared.
+fn check_p2p(cap: &Path) -> usize {
+    let (ours, theirs, problems, experts) = p2p_fields(cap);
+    let chunks = ours.get("header").map_or(0, Vec::len);
+    assert!(chunks > 0, "{}: msntap found no P2P chunk", cap.display());
+    let mut diffs = Vec::new();
+    for key in ours.keys().chain(theirs.keys()) {
+        let (a, b) = (ours.get(key), theirs.get(key));
+        if a != b {
+            diffs.push(format!("  {key}: msntap {a:?}\n  {key}: plugin {b:?}"));
+        }
+    }
+    diffs.dedup();
+    assert!(
+        diffs.is_empty(),
+        "{}: P2P fields differ:\n{}",
+        cap.display(),
+        diffs.join("\n")
+    );
+    for p in &problems {
+        assert!(
+            experts.iter().any(|e| e == p),
+            "{}: msntap's P2P problem {p:?} is no expert info of the plugin: {experts:?}",
+            cap.display()
+        );
+    }
+    chunks
+}
+
+#[test]
+fn p2p_v1_headers_of_a_real_session_are_msntaps() {
+    if !tshark_present() {
+        return;
+    }
+    let cap = root().join("captures/msnp11_msnp11-sdk_escargot.pcap");
+    let n = check_p2p(&cap);
+    assert!(n >= 10, "{n} chunks");
+    // The filterable fields name what the bytes say: the INVITE and its ACK.
+    let got = frames(
+        &cap,
+        "msnp.p2p.kind == \"ack\" && msnp.p2p.flags.ack",
+        "msnp.p2p.acked_identifier",
+    );
+    assert!(!got.is_empty());
+    let invite = frames(
+        &cap,
+        "msnp.p2p.slp contains \"INVITE\"",
+        "msnp.p2p.identifier",
+    );
+    let invited: Vec<&String> = invite.iter().flat_map(|(_, v)| v).collect();
+    assert!(
+        got.iter()
+            .flat_map(|(_, v)| v)
+            .any(|a| invited.contains(&a)),
+        "no ACK names an INVITE: {got:?} {invite:?}"
+    );
+}
+
+/// A switchboard whose P2P bodies take every v2 corner: an SLP message, ACK, NAK, SYN with
+/// peer info, a data chunk that is not the first and one that is, a body cut short, and a
+/// v1 body without endpoint GUIDs.
+fn p2p_sb_chunks() -> Vec<(Dir, Vec<u8>)> {
+    use msntap::payload::p2p::build;
+    let guid_to = "b@c.d;{11111111-2222-3333-4444-555555555555}";
+    let guid_from = "a@b.c;{66666666-7777-8888-9999-000000000000}";
+    let mime = |dest: &str, src: Option<&str>, body: &[u8]| -> Vec<u8> {
+        let mut m = format!(
+            "MIME-Version: 1.0\r\nContent-Type: application/x-msnmsgrp2p\r\nP2P-Dest: {dest}\r\n"
+        );
+        if let Some(s) = src {
+            m += &format!("P2P-Src: {s}\r\n");
+        }
+        m += "\r\n";
+        let mut b = m.into_bytes();
+        b.extend_from_slice(body);
+        b
+    };
+    let slp = format!(
+        "INVITE MSNMSGR:{guid_to} MSNSLP/1.0\r\nTo: <msnmsgr:{guid_to}>\r\nFrom: <msnmsgr:{guid_from}>\r\nCSeq: 0 \r\nCall-ID: {{AAAAAAAA-BBBB-CCCC-DDDD-EEEEEEEEEEEE}}\r\nContent-Length: 0\r\n\r\n\0"
+    );
+    let mut syn = vec![24u8, 1, 0, 0, 0, 0, 1, 144, 1, 12];
+    syn.extend_from_slice(&[2, 0, 0, 0, 14, 0, 0, 0, 0, 0, 1, 15, 0, 0]);
+    syn.extend_from_slice(&0u32.to_be_bytes());
+    let mut nak = vec![16u8, 0, 0, 0, 0, 0, 1, 145, 3, 4, 0, 0, 0, 100, 0, 0];
+    nak.extend_from_slice(&0u32.to_be_bytes());
+    let mut cut = build::v2(302, None, 4, 4, 77, 0, &[7u8; 40], 12);
+    cut.truncate(cut.len() - 14);
+    let bodies: Vec<Vec<u8>> = vec![
+        build::v2(100, None, 1, 1, 0, 0, slp.as_bytes(), 0),
+        build::v2(200, Some(100), 0, 0, 0, 0, &[], 0),
+        nak,
+        syn,
+        build::v2(300, None, 4, 2, 77, 1000, &[1, 2, 3, 4, 5, 6], 12),
+        build::v2(301, None, 5, 3, 77, 50, &[9u8; 20], 12),
+        cut,
+    ];
+    let mut chunks = vec![c("USR 1 a@b.c 123.456\r\n"), s("USR 1 OK a@b.c A\r\n")];
+    for (i, b) in bodies.iter().enumerate() {
+        let m = mime(guid_to, Some(guid_from), b);
+        let mut line = format!("MSG {} D {}\r\n", i + 2, m.len()).into_bytes();
+        line.extend_from_slice(&m);
+        chunks.push((Dir::C2s, line));
+    }
+    let v1 = build::v1(5, 6, 0, 3, 0x20, b"abc", Some(1));
+    let m = mime("b@c.d", None, &v1);
+    let mut line = format!("MSG 20 D {}\r\n", m.len()).into_bytes();
+    line.extend_from_slice(&m);
+    chunks.push((Dir::C2s, line));
+    chunks
+}
+
+/// [`p2p_sb_chunks`] on an MSNP18 switchboard learned from its XFR.
+fn p2p_v2_capture() -> PathBuf {
+    let p = tmp_dir().join("p2p-v2.pcap");
+    write_pcap(
+        &p,
+        vec![
+            (
+                "10.1.0.1:40040",
+                "10.2.0.1:1863",
+                true,
+                1460,
+                vec![
+                    c("VER 1 MSNP18 CVR0\r\n"),
+                    s("VER 1 MSNP18\r\n"),
+                    c("XFR 2 SB\r\n"),
+                    s("XFR 2 SB 10.2.0.9:1999 CKI 123.456 U messenger.msn.com 1\r\n"),
+                ],
+            ),
+            (
+                "10.1.0.1:40041",
+                "10.2.0.9:1999",
+                true,
+                1460,
+                p2p_sb_chunks(),
+            ),
+        ],
+    );
+    p
+}
+
+#[test]
+fn p2p_v2_headers_are_msntaps() {
+    if !tshark_present() {
+        return;
+    }
+    let cap = p2p_v2_capture();
+    let problems = check_capture(&plugin(), &cap, &[]);
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    let n = check_p2p(&cap);
+    assert_eq!(n, 8);
+    let (ours, _, problems, _) = p2p_fields(&cap);
+    // The chunks do take the corners they were built for (msntap's word for it).
+    let kinds = &ours["kind"];
+    for k in ["slp", "ack", "nak", "syn", "data"] {
+        assert!(kinds.iter().any(|x| x == k), "no {k} chunk: {kinds:?}");
+    }
+    assert!(ours["header"].iter().any(|h| h == "v1"));
+    assert!(ours.contains_key("peer_info.capabilities"));
+    assert!(
+        ours["total_size"].contains(&"70".to_string()),
+        "{:?}",
+        ours["total_size"]
+    );
+    assert_eq!(problems.len(), 1, "{problems:?}");
+}
+
+/// The plugin's P2P code under each Lua present, against the strict stand-in for
+/// Wireshark's API: the switchboard of [`p2p_v2_capture`] in 7-byte pieces (without the
+/// referral, so its version is unknown: the endpoint GUIDs choose v2) gives msntap's lines.
+#[test]
+fn p2p_decoding_runs_on_lua_5_2_to_5_4() {
+    let luas = luas();
+    if luas.is_empty() {
+        return;
+    }
+    let cap = p2p_v2_capture();
+    let reference = msntap_lines(&["read", cap.to_str().expect("utf-8")]);
+    let sb = reference
+        .iter()
+        .find(|c| c.lines[0].iter().any(|(cmd, _, _)| cmd == "MSG"))
+        .expect("the switchboard");
+    let mut input = String::new();
+    for (d, b) in p2p_sb_chunks() {
+        let d = if d == Dir::C2s { "c2s" } else { "s2c" };
+        for p in b.chunks(7) {
+            input += &format!("0 {d} {}\n", hex(p));
+        }
+    }
+    let input_path = tmp_dir().join("lua-p2p.txt");
+    std::fs::write(&input_path, input).expect("write");
+    let harness = root().join("tests/wireshark/mock.lua");
+    let plugin = plugin();
+    let strip = |l: &Lines| -> Vec<Vec<(String, String)>> {
+        l.iter()
+            .map(|d| d.iter().map(|(c, _, x)| (c.clone(), x.clone())).collect())
+            .collect()
+    };
+    for lua in &luas {
+        let got = lua_lines(lua, &harness, &plugin, &input_path);
+        assert_eq!(got.len(), 1, "{lua}: {got:?}");
+        assert_eq!(strip(&got[0].1), strip(&sb.lines), "{lua}");
+    }
+}

@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use crate::payload::p2p;
 use crate::protocol::decode::ERROR_PAYLOAD_FROM;
 use crate::protocol::fields::CLIENT_VERSION_MASK;
 use crate::protocol::session::desync_reason;
@@ -339,6 +340,28 @@ fn write_rules(o: &mut String, rules: &[DialectRule]) {
     o.push_str("}\n\n");
 }
 
+/// `{ { value, "name" }, ... }`.
+fn lua_pairs<T: std::fmt::LowerHex>(o: &mut String, key: &str, v: &[(T, &str)]) {
+    let _ = write!(o, "  {key} = {{");
+    for (x, n) in v {
+        let _ = write!(o, " {{ {x:#x}, {} }},", lua_str(n));
+    }
+    o.push_str(" },\n");
+}
+
+/// The names payload/p2p.rs gives P2P header values, and when v2 may start.
+fn write_p2p(o: &mut String) {
+    o.push_str("GEN.p2p = {\n");
+    let _ = writeln!(o, "  v2_from = {},", p2p::V2_FROM);
+    let _ = writeln!(o, "  tf_first = {:#x},", p2p::TF_FIRST);
+    lua_pairs(o, "flag_values", p2p::FLAG_VALUES);
+    lua_pairs(o, "flag_bits", p2p::FLAG_BITS);
+    lua_pairs(o, "opcode_bits", p2p::OPCODE_BITS);
+    lua_pairs(o, "tf_kinds", p2p::TF_KINDS);
+    lua_pairs(o, "app_names", p2p::APP_NAMES);
+    o.push_str("}\n\n");
+}
+
 /// msntap's constants that decide framing and labels, so that the plugin frames as msntap
 /// frames: the default limits, the versions, where connections are looked for, and the
 /// reasons a desync gives.
@@ -516,6 +539,7 @@ pub fn generate(tables: &Tables, msntap_version: &str) -> String {
     o.push_str("}\n\n");
     write_rules(&mut o, &tables.rules);
     write_constants(&mut o);
+    write_p2p(&mut o);
     o.push_str(STATIC_LUA);
     o
 }

@@ -681,6 +681,8 @@ local function frame(st, dir, s, eof, on_pdu, on_skip, memo)
           elseif plan.oversize ~= nil then
             p.oversize = plan.oversize
           end
+          -- Payloads are decoded with the version the command was framed with (session.rs).
+          p.frame_version = st.version
           update_state(st, dir, name, args)
           p.service = st.service
           p.version = st.version
@@ -749,6 +751,41 @@ field("caps_client", ProtoField.uint32("msnp.caps.client", "Client version", bas
   GEN.client_version_mask, "The client-version nibble of the capabilities: the Messenger release"))
 field("extcaps", ProtoField.uint32("msnp.extcaps", "Extended capabilities", base.HEX))
 field("skipped", ProtoField.bytes("msnp.skipped", "Bytes that are not MSNP"))
+field("p2p", ProtoField.bytes("msnp.p2p", "P2P chunk", base.NONE, "An application/x-msnmsgrp2p body: binary header, data, footer"))
+field("p2p_layout", ProtoField.string("msnp.p2p.header", "Header layout", base.ASCII, "v1 (48 bytes, little-endian) or v2 (TLP, big-endian)"))
+field("p2p_basis", ProtoField.string("msnp.p2p.header_basis", "Layout chosen because", base.ASCII))
+field("p2p_kind", ProtoField.string("msnp.p2p.kind", "Chunk kind", base.ASCII, "slp, data, data_preparation, ack, nak, control, syn, error, close_ack, direct_handshake"))
+field("p2p_session", ProtoField.uint32("msnp.p2p.session_id", "Session ID", base.DEC, nil, nil, "0: an MSNSLP message"))
+field("p2p_identifier", ProtoField.uint32("msnp.p2p.identifier", "Identifier", base.DEC))
+field("p2p_offset", ProtoField.uint64("msnp.p2p.offset", "Offset", base.DEC, nil, nil, "Where the chunk sits in its message"))
+field("p2p_total", ProtoField.uint64("msnp.p2p.total_size", "Total size", base.DEC, nil, nil, "Bytes of the whole message"))
+field("p2p_size", ProtoField.uint32("msnp.p2p.message_size", "Message size", base.DEC, nil, nil, "v1: data bytes of this chunk; v2: bytes after the header"))
+field("p2p_flags", ProtoField.uint32("msnp.p2p.flags", "Flags", base.HEX))
+field("p2p_flag_names", ProtoField.string("msnp.p2p.flag_names", "Flag names", base.ASCII))
+field("p2p_ack_session", ProtoField.uint32("msnp.p2p.ack_session_id", "Ack session ID", base.DEC))
+field("p2p_ack_identifier", ProtoField.uint64("msnp.p2p.ack_identifier", "Ack identifier", base.DEC, nil, nil,
+  "v1: the header field at offset 36; v2: the ACK TLV"))
+field("p2p_ack_total", ProtoField.uint64("msnp.p2p.ack_total_size", "Ack total size", base.DEC))
+field("p2p_acked", ProtoField.uint64("msnp.p2p.acked_identifier", "Acknowledged identifier", base.DEC))
+field("p2p_header_length", ProtoField.uint8("msnp.p2p.header_length", "Header length", base.DEC))
+field("p2p_opcode", ProtoField.uint8("msnp.p2p.opcode", "Opcode", base.HEX))
+field("p2p_opcode_names", ProtoField.string("msnp.p2p.opcode_names", "Opcode names", base.ASCII))
+field("p2p_tlv_type", ProtoField.uint8("msnp.p2p.tlv.type", "TLV type", base.DEC))
+field("p2p_tlv_value", ProtoField.bytes("msnp.p2p.tlv.value", "TLV value"))
+field("p2p_peer_protocol", ProtoField.uint16("msnp.p2p.peer.protocol_version", "Peer protocol version", base.DEC))
+field("p2p_peer_impl", ProtoField.uint16("msnp.p2p.peer.implementation_id", "Peer implementation ID", base.DEC))
+field("p2p_peer_version", ProtoField.uint16("msnp.p2p.peer.version", "Peer version", base.DEC))
+field("p2p_peer_caps", ProtoField.uint32("msnp.p2p.peer.capabilities", "Peer capabilities", base.HEX))
+field("p2p_nak", ProtoField.uint64("msnp.p2p.nak_identifier", "NAK of identifier", base.DEC))
+field("p2p_data_header_length", ProtoField.uint8("msnp.p2p.data_header_length", "Data header length", base.DEC))
+field("p2p_tf", ProtoField.uint8("msnp.p2p.tf_combination", "TF combination", base.HEX))
+field("p2p_tf_names", ProtoField.string("msnp.p2p.tf_names", "TF names", base.ASCII))
+field("p2p_package", ProtoField.uint16("msnp.p2p.package_number", "Package number", base.DEC))
+field("p2p_remaining", ProtoField.uint64("msnp.p2p.data_remaining", "Data remaining", base.DEC))
+field("p2p_data", ProtoField.bytes("msnp.p2p.data", "Data"))
+field("p2p_app_id", ProtoField.uint32("msnp.p2p.app_id", "Application ID", base.DEC, nil, nil, "The big-endian footer"))
+field("p2p_app_name", ProtoField.string("msnp.p2p.app_name", "Application", base.ASCII))
+field("p2p_slp", ProtoField.string("msnp.p2p.slp", "MSNSLP start line"))
 
 -- The list bits of the `listbits` parameter type (dissectors/lists.toml).
 local F_LISTS = {}
@@ -758,6 +795,15 @@ for _, b in ipairs(GEN.lists) do
     label = label .. " (" .. b.meaning .. ")"
   end
   F_LISTS[#F_LISTS + 1] = ProtoField.bool(b.abbr, label, 32, nil, b.bit)
+end
+
+-- P2P v1 flag bits and v2 opcode bits (payload/p2p.rs names).
+local F_P2P_FLAGS, F_P2P_OPS = {}, {}
+for _, b in ipairs(GEN.p2p.flag_bits) do
+  F_P2P_FLAGS[#F_P2P_FLAGS + 1] = ProtoField.bool("msnp.p2p.flags." .. b[2], b[2], 32, nil, b[1])
+end
+for _, b in ipairs(GEN.p2p.opcode_bits) do
+  F_P2P_OPS[#F_P2P_OPS + 1] = ProtoField.bool("msnp.p2p.opcode." .. b[2], b[2], 8, nil, b[1])
 end
 
 local F_CAPS, F_EXTCAPS = {}, {}
@@ -790,7 +836,7 @@ local fields = {}
 for _, f in pairs(F) do
   fields[#fields + 1] = f
 end
-for _, list in ipairs({ F_LISTS, F_CAPS, F_EXTCAPS }) do
+for _, list in ipairs({ F_LISTS, F_CAPS, F_EXTCAPS, F_P2P_FLAGS, F_P2P_OPS }) do
   for _, f in ipairs(list) do
     fields[#fields + 1] = f
   end
@@ -810,8 +856,9 @@ local E = {
   error = ProtoExpert.new("msnp.error_reply", "Error reply", expert.group.RESPONSE_CODE, expert.severity.NOTE),
   midway = ProtoExpert.new("msnp.midway", "Bytes before the first command line of a direction", expert.group.SEQUENCE, expert.severity.NOTE),
   badnum = ProtoExpert.new("msnp.not_a_number", "Parameter is not a number", expert.group.PROTOCOL, expert.severity.NOTE),
+  p2p = ProtoExpert.new("msnp.p2p.problem", "P2P header does not fit its body", expert.group.MALFORMED, expert.severity.WARN),
 }
-msnp.experts = { E.unknown, E.unmatched, E.truncated, E.guess, E.oversize, E.desync, E.midway, E.error, E.badnum }
+msnp.experts = { E.unknown, E.unmatched, E.truncated, E.guess, E.oversize, E.desync, E.midway, E.error, E.badnum, E.p2p }
 
 msnp.prefs.ports = Pref.range("Extra TCP ports", "", "TCP ports besides 1863 whose traffic is MSNP (switchboards are also found by heuristic and from XFR/RNG)", 65535)
 msnp.prefs.heuristic = Pref.bool("Find MSNP on other ports", true, "Try connections on any port whose first line is a known MSNP command")
@@ -1074,13 +1121,425 @@ local function add_headers(tvb, tree, hs, base0)
   return ctype
 end
 
-local function add_body(tvb, pinfo, tree, s, from, to, base0, ctype)
+-- P2P bodies (application/x-msnmsgrp2p): the binary header of payload/p2p.rs, v1 (48 bytes
+-- little-endian) or v2/TLP (big-endian, with TLVs), the data and the big-endian application
+-- id footer. A hand-written copy of p2p.rs's layout choice and chunk kinds; the names are
+-- generated (GEN.p2p). One chunk at a time: chunks are not reassembled.
+
+-- Lua numbers of unsigned fields read from b (1-based index i); floats past 2^53 are only
+-- compared, never shown (Wireshark reads the shown values from the bytes).
+local function be16(b, i)
+  local x, y = b:byte(i, i + 1)
+  return x * 256 + y
+end
+local function be32(b, i)
+  local w, x, y, z = b:byte(i, i + 3)
+  return ((w * 256 + x) * 256 + y) * 256 + z
+end
+local function le32(b, i)
+  local w, x, y, z = b:byte(i, i + 3)
+  return ((z * 256 + y) * 256 + x) * 256 + w
+end
+local function le64(b, i)
+  return le32(b, i) + le32(b, i + 4) * 4294967296.0
+end
+local function be_num(b, i, n)
+  local v = 0.0
+  for k = 0, math.min(n, 8) - 1 do
+    v = v * 256 + b:byte(i + k)
+  end
+  return v
+end
+
+-- A value for a 64-bit field: Wireshark wants a UInt64 there, not a Lua number (v < 2^53).
+local function u64(v)
+  if UInt64 ~= nil then
+    return UInt64.new(v)
+  end
+  return v
+end
+
+-- Is bit (a power of two) set in v? (No bitwise operators in Lua 5.2.)
+local function has_bit(v, bit)
+  return math.floor(v / bit) % 2 == 1
+end
+
+-- Names of the bits of v (in table order), and whether bits outside the table are set.
+local function bit_names(v, bits)
+  local out, rest = {}, v
+  for _, e in ipairs(bits) do
+    if has_bit(v, e[1]) then
+      out[#out + 1] = e[2]
+      rest = rest - e[1]
+    end
+  end
+  return out, rest > 0
+end
+
+local function p2p_flag_names(f)
+  for _, e in ipairs(GEN.p2p.flag_values) do
+    if e[1] == f then
+      return e[2]
+    end
+  end
+  local names = bit_names(f, GEN.p2p.flag_bits)
+  return table.concat(names, ",")
+end
+
+local function p2p_opcode_names(op)
+  local names, other = bit_names(op, GEN.p2p.opcode_bits)
+  if other then
+    names[#names + 1] = "unknown"
+  end
+  if #names == 0 then
+    names[1] = "none"
+  end
+  return table.concat(names, ",")
+end
+
+local function p2p_tf_names(tf)
+  local names = {}
+  local first = has_bit(tf, GEN.p2p.tf_first)
+  if first then
+    names[1] = "first"
+  end
+  local k = tf - (first and GEN.p2p.tf_first or 0)
+  if k ~= 0 then
+    local n = "unknown"
+    for _, e in ipairs(GEN.p2p.tf_kinds) do
+      if e[1] == k then
+        n = e[2]
+      end
+    end
+    names[#names + 1] = n
+  end
+  if #names == 0 then
+    names[1] = "none"
+  end
+  return table.concat(names, ",")
+end
+
+local function p2p_app_name(id)
+  for _, e in ipairs(GEN.p2p.app_names) do
+    if e[1] == id then
+      return e[2]
+    end
+  end
+  return "unknown"
+end
+
+local function fits_v1(b)
+  if #b < 48 then
+    return false
+  end
+  local size = le32(b, 25)
+  local rest = #b - 48
+  local off, total = le64(b, 9), le64(b, 17)
+  return (rest == size or rest == size + 4) and off + size <= math.max(total, size)
+end
+
+local function fits_v2(b)
+  if #b < 8 then
+    return false
+  end
+  local hl, op, size = b:byte(1), b:byte(2), be16(b, 3)
+  if hl < 8 or op > 3 or hl > #b then
+    return false
+  end
+  local rest = #b - hl
+  if rest ~= size and rest ~= size + 4 then
+    return false
+  end
+  if size > 0 then
+    local dhl = b:byte(hl + 1) or 0
+    if dhl < 8 or dhl > size then
+      return false
+    end
+  end
+  return true
+end
+
+-- v1 or v2, and why (p2p.rs choose_layout).
+local function p2p_layout(b, version, dest, src)
+  local guid = (dest ~= nil and dest:find(";{", 1, true)) or (src ~= nil and src:find(";{", 1, true))
+  local v1, v2 = fits_v1(b), fits_v2(b)
+  local l, why
+  if guid then
+    l, why = "v2", "P2P-Dest/P2P-Src name an endpoint GUID"
+  elseif version ~= nil and version < GEN.p2p.v2_from then
+    l, why = "v1", "MSNP" .. version .. " predates P2P v2"
+  end
+  if l ~= nil then
+    local fits = (l == "v1" and v1) or (l == "v2" and v2)
+    if fits then
+      return l, why
+    end
+    local other = l == "v1" and "v2" or "v1"
+    if (other == "v1" and v1) or (other == "v2" and v2) then
+      return other, "assumed " .. other .. ": the lengths fit it, not " .. l .. " (" .. why .. ")"
+    end
+    return l, why
+  end
+  if v1 and not v2 then
+    return "v1", "assumed v1: only the v1 lengths fit"
+  elseif v2 and not v1 then
+    return "v2", "assumed v2: only the v2 lengths fit"
+  elseif v1 and v2 then
+    return "v1", "assumed v1: both layouts fit and no endpoint GUID was given"
+  end
+  return "v1", "assumed v1: neither layout's lengths fit"
+end
+
+local function all_zero(s)
+  return not s:find("[^%z]")
+end
+
+-- The data, footer and SLP start line of a chunk whose data starts at b[start + 1] and is
+-- declared `declared` bytes long (p2p.rs finish_chunk).
+local function p2p_finish(t, rng, b, kind, start, declared)
+  local rest = #b - start
+  local dlen = math.min(declared, rest)
+  if dlen > 0 then
+    t:add(F.p2p_data, rng(start, dlen))
+  end
+  if rest >= dlen + 4 then
+    local id = be32(b, start + dlen + 1)
+    t:add(F.p2p_app_id, rng(start + dlen, 4))
+    t:add(F.p2p_app_name, rng(start + dlen, 4), p2p_app_name(id)):set_generated()
+  end
+  if kind == "slp" and dlen > 0 then
+    local data = b:sub(start + 1, start + dlen)
+    local first = data:match("^[^\n]*"):gsub("%s+$", "")
+    t:add(F.p2p_slp, rng(start, math.min(dlen, #first > 0 and #first or 1)), first)
+  end
+  if declared > rest then
+    t:add_proto_expert_info(E.p2p, "header says " .. declared .. " data bytes, " .. rest .. " present")
+  end
+end
+
+local function p2p_v1(t, rng, b)
+  if #b < 48 then
+    t:add_proto_expert_info(E.p2p, "P2P body of " .. #b .. " bytes is shorter than the 48-byte v1 header")
+    return
+  end
+  local session, total, size, flags = le32(b, 1), le64(b, 17), le32(b, 25), le32(b, 29)
+  t:add_le(F.p2p_session, rng(0, 4))
+  t:add_le(F.p2p_identifier, rng(4, 4))
+  t:add_le(F.p2p_offset, rng(8, 8))
+  t:add_le(F.p2p_total, rng(16, 8))
+  t:add_le(F.p2p_size, rng(24, 4))
+  local ft = t:add_le(F.p2p_flags, rng(28, 4))
+  for _, f in ipairs(F_P2P_FLAGS) do
+    ft:add_le(f, rng(28, 4))
+  end
+  ft:add(F.p2p_flag_names, rng(28, 4), p2p_flag_names(flags)):set_generated()
+  t:add_le(F.p2p_ack_session, rng(32, 4))
+  t:add(F.p2p_ack_identifier, rng(36, 4), u64(le32(b, 37)))
+  t:add_le(F.p2p_ack_total, rng(40, 8))
+  local avail = math.min(size, #b - 48)
+  local data = b:sub(49, 48 + avail)
+  local kind
+  if has_bit(flags, 0x1) then
+    kind = "nak"
+  elseif has_bit(flags, 0x2) then
+    kind = "ack"
+  elseif has_bit(flags, 0x8) or has_bit(flags, 0x80) then
+    kind = "error"
+  elseif has_bit(flags, 0x40) then
+    kind = "close_ack"
+  elseif has_bit(flags, 0x100) then
+    kind = "direct_handshake"
+  elseif size == 0 then
+    kind = "control"
+  elseif session == 0 then
+    kind = "slp"
+  elseif has_bit(flags, 0x10) or has_bit(flags, 0x20) then
+    kind = "data"
+  elseif total == 4 and size == 4 and all_zero(data) then
+    kind = "data_preparation"
+  else
+    kind = "data"
+  end
+  t:add(F.p2p_kind, rng(0, 48), kind):set_generated()
+  if kind == "ack" or kind == "nak" then
+    -- Captures show the acknowledged message's identifier at offset 32 (p2p.rs).
+    t:add(F.p2p_acked, rng(32, 4), u64(le32(b, 33))):set_generated()
+  end
+  p2p_finish(t, rng, b, kind, 48, size)
+end
+
+-- TLVs of b[from..to] (1-based, inclusive); type 0 is padding and ends the list.
+local function p2p_tlvs(b, from, to)
+  local out = {}
+  local i = from
+  while i + 1 <= to do
+    local ty, len = b:byte(i), b:byte(i + 1)
+    if ty == 0 then
+      break
+    end
+    local e = math.min(i + 2 + len, to + 1)
+    out[#out + 1] = { ty = ty, at = i, vat = i + 2, len = e - i - 2 }
+    i = e
+  end
+  return out
+end
+
+local function p2p_v2(t, rng, b)
+  if #b < 8 then
+    t:add_proto_expert_info(E.p2p, "P2P body of " .. #b .. " bytes is shorter than the 8-byte v2 header")
+    return
+  end
+  local hl, op, size = b:byte(1), b:byte(2), be16(b, 3)
+  t:add(F.p2p_header_length, rng(0, 1))
+  local ot = t:add(F.p2p_opcode, rng(1, 1))
+  for _, f in ipairs(F_P2P_OPS) do
+    ot:add(f, rng(1, 1))
+  end
+  ot:add(F.p2p_opcode_names, rng(1, 1), p2p_opcode_names(op)):set_generated()
+  t:add(F.p2p_size, rng(2, 2), size)
+  t:add(F.p2p_identifier, rng(4, 4))
+  if hl < 8 or hl > #b then
+    t:add_proto_expert_info(E.p2p, "v2 header length " .. hl .. " does not fit a body of " .. #b .. " bytes")
+    return
+  end
+  local kind = "control"
+  for _, v in ipairs(p2p_tlvs(b, 9, hl)) do
+    local it = t:add(rng(v.at - 1, v.len + 2), "TLV type " .. v.ty .. ", " .. v.len .. " bytes")
+    it:add(F.p2p_tlv_type, rng(v.at - 1, 1))
+    if v.ty == 1 and v.len == 12 then
+      it:append_text(" (peer info)")
+      it:add(F.p2p_peer_protocol, rng(v.vat - 1, 2))
+      it:add(F.p2p_peer_impl, rng(v.vat + 1, 2))
+      it:add(F.p2p_peer_version, rng(v.vat + 3, 2))
+      it:add(F.p2p_peer_caps, rng(v.vat + 7, 4))
+    elseif (v.ty == 2 or v.ty == 3) and (v.len == 4 or v.len == 8) then
+      -- ACK (2) or NAK (3) of a message identifier; an ACK names the acknowledged one.
+      local r = rng(v.vat - 1, v.len)
+      local fields = v.ty == 2 and { F.p2p_ack_identifier, F.p2p_acked } or { F.p2p_nak }
+      it:append_text(v.ty == 2 and " (ack)" or " (nak)")
+      for k, f in ipairs(fields) do
+        local item
+        if v.len == 8 then
+          item = it:add(f, r)
+        else
+          item = it:add(f, r, u64(be32(b, v.vat)))
+        end
+        if k > 1 then
+          item:set_generated()
+        end
+      end
+      kind = v.ty == 2 and "ack" or "nak"
+    else
+      it:append_text(" (unknown)")
+      if v.len > 0 then
+        it:add(F.p2p_tlv_value, rng(v.vat - 1, v.len))
+      end
+    end
+  end
+  if size == 0 then
+    if has_bit(op, 0x1) and kind == "control" then
+      kind = "syn"
+    end
+    t:add(F.p2p_kind, rng(0, hl), kind):set_generated()
+    p2p_finish(t, rng, b, kind, hl, 0)
+    return
+  end
+  if #b - hl < 8 then
+    t:add(F.p2p_kind, rng(0, hl), "control"):set_generated()
+    t:add_proto_expert_info(E.p2p, "v2 message of " .. size .. " bytes but only " .. (#b - hl) .. " after the header")
+    return
+  end
+  local dhl, tf, session = b:byte(hl + 1), b:byte(hl + 2), be32(b, hl + 5)
+  t:add(F.p2p_data_header_length, rng(hl, 1))
+  local tt = t:add(F.p2p_tf, rng(hl + 1, 1))
+  tt:add(F.p2p_tf_names, rng(hl + 1, 1), p2p_tf_names(tf)):set_generated()
+  t:add(F.p2p_package, rng(hl + 2, 2))
+  t:add(F.p2p_session, rng(hl + 4, 4))
+  if dhl < 8 or dhl > size or dhl > #b - hl then
+    t:add(F.p2p_kind, rng(hl, 8), "control"):set_generated()
+    t:add_proto_expert_info(E.p2p, "v2 data header length " .. dhl .. " does not fit message size " .. size)
+    return
+  end
+  local rem = 0
+  local rem_shown = false
+  for _, v in ipairs(p2p_tlvs(b, hl + 9, hl + dhl)) do
+    if v.ty == 1 and v.len == 8 then
+      rem = be_num(b, v.vat, 8)
+      t:add(F.p2p_remaining, rng(v.vat - 1, 8))
+      rem_shown = true
+    else
+      local it = t:add(rng(v.at - 1, v.len + 2), "Data TLV type " .. v.ty .. ", " .. v.len .. " bytes (unknown)")
+      if v.len > 0 then
+        it:add(F.p2p_tlv_value, rng(v.vat - 1, v.len))
+      end
+    end
+  end
+  if not rem_shown then
+    t:add(F.p2p_remaining, rng(hl, dhl), u64(0)):set_generated()
+  end
+  local data_size = size - dhl
+  local start = hl + dhl
+  local avail = math.min(data_size, #b - start)
+  local data = b:sub(start + 1, start + avail)
+  local first = has_bit(tf, GEN.p2p.tf_first)
+  if first then
+    t:add(F.p2p_offset, rng(hl, dhl), u64(0)):set_generated()
+    local total = data_size + rem
+    if total < 9007199254740992 then
+      t:add(F.p2p_total, rng(hl, dhl), u64(math.floor(total))):set_generated()
+    end
+  end
+  if session == 0 then
+    kind = "slp"
+  elseif has_bit(tf, 0x4) then
+    kind = "data"
+  elseif first and rem == 0 and data_size == 4 and all_zero(data) then
+    kind = "data_preparation"
+  else
+    kind = "data"
+  end
+  t:add(F.p2p_kind, rng(hl, dhl), kind):set_generated()
+  p2p_finish(t, rng, b, kind, start, data_size)
+end
+
+-- The P2P chunk in s[from..to]; hs: the MIME headers it came with; version: the
+-- connection's negotiated version when its command was framed.
+local function add_p2p(tvb, tree, s, from, to, base0, hs, version)
+  local b = s:sub(from, to)
+  local dest, src
+  for _, h in ipairs(hs or {}) do
+    if h.name ~= nil then
+      local n = h.name:lower()
+      if n == "p2p-dest" and dest == nil then
+        dest = h.value
+      elseif n == "p2p-src" and src == nil then
+        src = h.value
+      end
+    end
+  end
+  local function rng(o, l)
+    return tvb(base0 + from - 1 + o, l)
+  end
+  local layout, why = p2p_layout(b, version, dest, src)
+  local t = tree:add(F.p2p, rng(0, #b))
+  t:add(F.p2p_layout, rng(0, math.min(#b, layout == "v1" and 48 or 8)), layout):set_generated()
+  t:add(F.p2p_basis, rng(0, math.min(#b, layout == "v1" and 48 or 8)), why):set_generated()
+  if layout == "v1" then
+    p2p_v1(t, rng, b)
+  else
+    p2p_v2(t, rng, b)
+  end
+end
+
+local function add_body(tvb, pinfo, tree, s, from, to, base0, ctype, hs, version)
   if from > to then
     return
   end
   local r = tvb(base0 + from - 1, to - from + 1)
   local ct = (ctype or ""):lower()
-  if ct:find("^text/") or ct:find("^application/x%-msmsgs") then
+  if ct:match("^%s*([^;%s]*)") == "application/x-msnmsgrp2p" then
+    add_p2p(tvb, tree, s, from, to, base0, hs, version)
+  elseif ct:find("^text/") or ct:find("^application/x%-msmsgs") then
     tree:add(F.mime_body, r, s:sub(from, to))
   elseif ct:find("xml") and xml_dissector ~= nil then
     pcall(function() xml_dissector:call(r:tvb(), pinfo, tree) end)
@@ -1120,7 +1579,8 @@ local function add_payload(tvb, pinfo, tree, s, p, base0)
   end
   if kind == "mime" or kind == "multipart" then
     local pos = from
-    local ctype
+    -- The body is typed by the last block's headers (payload/mime.rs).
+    local ctype, last_hs
     local blocks = 0
     while pos <= to and blocks < 3 do
       local hs, body = mime_headers(s, pos, to)
@@ -1134,8 +1594,8 @@ local function add_payload(tvb, pinfo, tree, s, p, base0)
       end
       local ht = pt:add(range, label)
       local ct = add_headers(tvb, ht, hs, base0)
+      ctype, last_hs = ct, hs
       if ct ~= nil then
-        ctype = ct
         pt:add(F.content_type, range, ct)
       end
       if body == nil then
@@ -1152,7 +1612,7 @@ local function add_payload(tvb, pinfo, tree, s, p, base0)
         break
       end
     end
-    add_body(tvb, pinfo, pt, s, pos, to, base0, ctype)
+    add_body(tvb, pinfo, pt, s, pos, to, base0, ctype, last_hs, p.frame_version)
   elseif kind == "xml" and xml_dissector ~= nil and s:sub(from, from) == "<" then
     pcall(function() xml_dissector:call(range:tvb(), pinfo, pt) end)
   elseif kind == "text" or kind == "xml" then

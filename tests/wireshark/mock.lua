@@ -17,7 +17,7 @@ end
 local is_integer = math.type and function(v) return math.type(v) == "integer" end
   or function(v) return type(v) == "number" and v == math.floor(v) end
 
-base = { ASCII = 1, UNICODE = 2, DEC = 3, HEX = 4 }
+base = { NONE = 0, ASCII = 1, UNICODE = 2, DEC = 3, HEX = 4 }
 expert = {
   group = { UNDECODED = 1, MALFORMED = 2, ASSUMPTION = 3, PROTOCOL = 4, SEQUENCE = 5, RESPONSE_CODE = 6 },
   severity = { NOTE = 1, WARN = 2 },
@@ -45,6 +45,7 @@ ProtoField = {
   uint8 = protofield("uint", 8),
   uint16 = protofield("uint", 16),
   uint32 = protofield("uint", 32),
+  uint64 = protofield("uint", 64),
 }
 ProtoExpert = {
   new = function(abbr, text, group, severity)
@@ -152,6 +153,8 @@ function Item:add(what, range, value)
   end
   return new_item()
 end
+-- Little-endian items are checked as the others.
+Item.add_le = Item.add
 function Item:append_text(t)
   if type(t) ~= "string" then fail("append_text: not a string") end
   return self
