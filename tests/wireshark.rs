@@ -1,9 +1,11 @@
 //! The Wireshark plugin of `msntap dissectors --wireshark`, checked from outside: tshark
 //! runs it over every capture (captures/, ../shared/captures) and over captures built here,
-//! and must find, per connection and direction, the same command lines as `msntap read`
-//! (one pass and two passes), with no Lua error; fields must filter; gateway bodies and
-//! the expert infos must show what the bytes written here hold. The framing part of the
-//! plugin also runs under plain Lua 5.2, 5.3 and 5.4 against `msntap decode`.
+//! and must find, per connection and direction, the same command lines with the same
+//! service and version labels as `msntap read` (one pass and two passes, built-in tables
+//! and a user's dialect rules), the same P2P header fields as msntap's JSON, with no Lua
+//! error; fields must filter; gateway bodies and the expert infos must show what the bytes
+//! written here hold. The framing part of the plugin also runs under plain Lua 5.2, 5.3
+//! and 5.4 against `msntap decode` and msntap's session.
 //! Skips, saying why, where tshark or a Lua interpreter is absent. Files go only under the
 //! system temporary directory; no secret of msntap's output is printed (its lines are shown
 //! redacted, and tshark's lines masked at the same places).

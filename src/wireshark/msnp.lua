@@ -1176,13 +1176,25 @@ local function bit_names(v, bits)
   return out, rest > 0
 end
 
-local function p2p_flag_names(f)
-  for _, e in ipairs(GEN.p2p.flag_values) do
-    if e[1] == f then
+-- The name a { value, name } list gives v, or nil.
+local function name_of(list, v)
+  for _, e in ipairs(list) do
+    if e[1] == v then
       return e[2]
     end
   end
-  local names = bit_names(f, GEN.p2p.flag_bits)
+  return nil
+end
+
+local function p2p_flag_names(f)
+  return name_of(GEN.p2p.flag_values, f) or table.concat(bit_names(f, GEN.p2p.flag_bits), ",")
+end
+
+-- Names as one string, "none" for no name (msntap's name lists, joined).
+local function joined(names)
+  if #names == 0 then
+    return "none"
+  end
   return table.concat(names, ",")
 end
 
@@ -1191,10 +1203,7 @@ local function p2p_opcode_names(op)
   if other then
     names[#names + 1] = "unknown"
   end
-  if #names == 0 then
-    names[1] = "none"
-  end
-  return table.concat(names, ",")
+  return joined(names)
 end
 
 local function p2p_tf_names(tf)
@@ -1205,27 +1214,13 @@ local function p2p_tf_names(tf)
   end
   local k = tf - (first and GEN.p2p.tf_first or 0)
   if k ~= 0 then
-    local n = "unknown"
-    for _, e in ipairs(GEN.p2p.tf_kinds) do
-      if e[1] == k then
-        n = e[2]
-      end
-    end
-    names[#names + 1] = n
+    names[#names + 1] = name_of(GEN.p2p.tf_kinds, k) or "unknown"
   end
-  if #names == 0 then
-    names[1] = "none"
-  end
-  return table.concat(names, ",")
+  return joined(names)
 end
 
 local function p2p_app_name(id)
-  for _, e in ipairs(GEN.p2p.app_names) do
-    if e[1] == id then
-      return e[2]
-    end
-  end
-  return "unknown"
+  return name_of(GEN.p2p.app_names, id) or "unknown"
 end
 
 local function fits_v1(b)
