@@ -1159,6 +1159,23 @@ local function u64(v)
   return v
 end
 
+-- data_size plus the data remaining (the big-endian u64 at range r, if any), saturating
+-- as p2p.rs adds them. Exact in Wireshark (UInt64); elsewhere only below 2^53.
+local function p2p_total(data_size, r, rem)
+  if UInt64 ~= nil then
+    local v = r ~= nil and r:uint64() or UInt64.new(0)
+    local max = UInt64.max()
+    if v > max - data_size then
+      return max
+    end
+    return v + data_size
+  end
+  if data_size + rem < 9007199254740992 then
+    return math.floor(data_size + rem)
+  end
+  return nil
+end
+
 -- Is bit (a power of two) set in v? (No bitwise operators in Lua 5.2.)
 local function has_bit(v, bit)
   return math.floor(v / bit) % 2 == 1
@@ -1327,7 +1344,11 @@ local function p2p_v1(t, rng, b)
   for _, f in ipairs(F_P2P_FLAGS) do
     ft:add_le(f, rng(28, 4))
   end
-  ft:add(F.p2p_flag_names, rng(28, 4), p2p_flag_names(flags)):set_generated()
+  local fnames = p2p_flag_names(flags)
+  -- Only unnamed bits set: no names (msntap's JSON then has no flag_names either).
+  if fnames ~= "" then
+    ft:add(F.p2p_flag_names, rng(28, 4), fnames):set_generated()
+  end
   t:add_le(F.p2p_ack_session, rng(32, 4))
   t:add(F.p2p_ack_identifier, rng(36, 4), u64(le32(b, 37)))
   t:add_le(F.p2p_ack_total, rng(40, 8))
@@ -1455,13 +1476,12 @@ local function p2p_v2(t, rng, b)
     t:add_proto_expert_info(E.p2p, "v2 data header length " .. dhl .. " does not fit message size " .. size)
     return
   end
-  local rem = 0
-  local rem_shown = false
+  -- The data-remaining TLV (the last one counts, as in p2p.rs).
+  local rem, rem_range = 0, nil
   for _, v in ipairs(p2p_tlvs(b, hl + 9, hl + dhl)) do
     if v.ty == 1 and v.len == 8 then
       rem = be_num(b, v.vat, 8)
-      t:add(F.p2p_remaining, rng(v.vat - 1, 8))
-      rem_shown = true
+      rem_range = rng(v.vat - 1, 8)
     else
       local it = t:add(rng(v.at - 1, v.len + 2), "Data TLV type " .. v.ty .. ", " .. v.len .. " bytes (unknown)")
       if v.len > 0 then
@@ -1469,7 +1489,9 @@ local function p2p_v2(t, rng, b)
       end
     end
   end
-  if not rem_shown then
+  if rem_range ~= nil then
+    t:add(F.p2p_remaining, rem_range)
+  else
     t:add(F.p2p_remaining, rng(hl, dhl), u64(0)):set_generated()
   end
   local data_size = size - dhl
@@ -1479,9 +1501,9 @@ local function p2p_v2(t, rng, b)
   local first = has_bit(tf, GEN.p2p.tf_first)
   if first then
     t:add(F.p2p_offset, rng(hl, dhl), u64(0)):set_generated()
-    local total = data_size + rem
-    if total < 9007199254740992 then
-      t:add(F.p2p_total, rng(hl, dhl), u64(math.floor(total))):set_generated()
+    local total = p2p_total(data_size, rem_range, rem)
+    if total ~= nil then
+      t:add(F.p2p_total, rng(hl, dhl), total):set_generated()
     end
   end
   if session == 0 then
