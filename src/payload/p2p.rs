@@ -10,47 +10,74 @@ use serde::{Deserialize, Serialize};
 use super::{owned, owned_opt, slp, Bytes, Slp};
 use crate::secret::Redact;
 
+/// The first MSNP version whose clients may use P2P v2 (MSNP16, WLM 2009): before it a
+/// body is v1 unless its lengths say otherwise.
+pub const V2_FROM: u8 = 16;
+
+/// v1 flag values named as a whole (protocol-facts F.2).
+pub const FLAG_VALUES: &[(u32, &str)] = &[
+    (0, "none"),
+    (0x0100_0000, "msnslp_info"),
+    (0x0100_0020, "msnobj_data"),
+    (0x0100_0030, "file_data"),
+];
+
+/// v1 flag bits, named one by one when the value is none of [`FLAG_VALUES`].
+pub const FLAG_BITS: &[(u32, &str)] = &[
+    (0x1, "nak"),
+    (0x2, "ack"),
+    (0x4, "require_ack"),
+    (0x8, "error"),
+    (0x10, "file"),
+    (0x20, "data"),
+    (0x40, "close_ack"),
+    (0x80, "tlp_error"),
+    (0x100, "direct_handshake"),
+    (0x0100_0000, "msnslp_info"),
+];
+
+/// v2 opcode bits (protocol-facts F.3); any other bit is "unknown".
+pub const OPCODE_BITS: &[(u8, &str)] = &[(0x1, "syn"), (0x2, "rak")];
+
+/// The v2 TF bit of a first chunk, and the kinds of the other TF bits.
+pub const TF_FIRST: u8 = 0x1;
+pub const TF_KINDS: &[(u8, &str)] = &[(4, "msnobj"), (6, "file")];
+
+/// Footer application ids (protocol-facts F.2); any other is "unknown".
+pub const APP_NAMES: &[(u32, &str)] = &[
+    (0, "none"),
+    (1, "msnobj"),
+    (2, "file_transfer"),
+    (11, "custom_emoticon"),
+    (12, "display_picture"),
+];
+
 /// Flag names of the v1 header (protocol-facts F.2).
 pub fn flag_names(f: u32) -> Vec<&'static str> {
-    let exact = match f {
-        0 => Some("none"),
-        0x0100_0000 => Some("msnslp_info"),
-        0x0100_0020 => Some("msnobj_data"),
-        0x0100_0030 => Some("file_data"),
-        _ => None,
-    };
-    if let Some(e) = exact {
+    if let Some((_, e)) = FLAG_VALUES.iter().find(|(v, _)| *v == f) {
         return vec![e];
     }
-    [
-        (0x1, "nak"),
-        (0x2, "ack"),
-        (0x4, "require_ack"),
-        (0x8, "error"),
-        (0x10, "file"),
-        (0x20, "data"),
-        (0x40, "close_ack"),
-        (0x80, "tlp_error"),
-        (0x100, "direct_handshake"),
-        (0x0100_0000, "msnslp_info"),
-    ]
-    .iter()
-    .filter(|(b, _)| f & b != 0)
-    .map(|(_, n)| *n)
-    .collect()
+    FLAG_BITS
+        .iter()
+        .filter(|(b, _)| f & b != 0)
+        .map(|(_, n)| *n)
+        .collect()
 }
 
 /// Names of the v2 data header's TF combination (protocol-facts F.3).
 pub fn tf_names(tf: u8) -> Vec<&'static str> {
     let mut v = Vec::new();
-    if tf & 0x1 != 0 {
+    if tf & TF_FIRST != 0 {
         v.push("first");
     }
-    match tf & !0x1 {
+    match tf & !TF_FIRST {
         0 => {}
-        4 => v.push("msnobj"),
-        6 => v.push("file"),
-        _ => v.push("unknown"),
+        k => v.push(
+            TF_KINDS
+                .iter()
+                .find(|(x, _)| *x == k)
+                .map_or("unknown", |(_, n)| *n),
+        ),
     }
     if v.is_empty() {
         v.push("none");
@@ -60,14 +87,13 @@ pub fn tf_names(tf: u8) -> Vec<&'static str> {
 
 /// Names of the v2 header opcode bits.
 pub fn opcode_names(op: u8) -> Vec<&'static str> {
-    let mut v = Vec::new();
-    if op & 0x1 != 0 {
-        v.push("syn");
-    }
-    if op & 0x2 != 0 {
-        v.push("rak");
-    }
-    if op & !0x3 != 0 {
+    let mut v: Vec<&'static str> = OPCODE_BITS
+        .iter()
+        .filter(|(b, _)| op & b != 0)
+        .map(|(_, n)| *n)
+        .collect();
+    let known = OPCODE_BITS.iter().fold(0u8, |a, (b, _)| a | b);
+    if op & !known != 0 {
         v.push("unknown");
     }
     if v.is_empty() {
@@ -78,14 +104,10 @@ pub fn opcode_names(op: u8) -> Vec<&'static str> {
 
 /// What the footer's application id says the session carries.
 pub fn app_name(id: u32) -> &'static str {
-    match id {
-        0 => "none",
-        1 => "msnobj",
-        2 => "file_transfer",
-        11 => "custom_emoticon",
-        12 => "display_picture",
-        _ => "unknown",
-    }
+    APP_NAMES
+        .iter()
+        .find(|(x, _)| *x == id)
+        .map_or("unknown", |(_, n)| *n)
 }
 
 /// The two header layouts.
@@ -433,7 +455,7 @@ pub fn choose_layout(body: &[u8], hint: &Hint) -> (Layout, Cow<'static, str>) {
         ))
     } else {
         hint.version
-            .filter(|&v| v < 16)
+            .filter(|&v| v < V2_FROM)
             .map(|v| (Layout::V1, Cow::Owned(format!("MSNP{v} predates P2P v2"))))
     };
     let fits = |l: Layout| if l == Layout::V1 { v1 } else { v2 };

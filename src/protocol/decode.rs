@@ -16,6 +16,9 @@ use crate::wire::{self, Args, Eol, Frame, Limits, Plan, Rules, Tok};
 /// The tag of a frame whose command is not in the tables (or is an error code).
 pub const NO_COMMAND: u32 = u32::MAX;
 const NO_FORM: u32 = 0xFFFF;
+/// Error replies carry a payload (`NNN trid len`) from this dialect on: while the
+/// newest possible version is older, a third token is no length.
+pub const ERROR_PAYLOAD_FROM: u8 = 13;
 
 fn tag(cmd: usize, form: Option<usize>) -> u32 {
     ((cmd as u32) << 16) | form.map_or(NO_FORM, |f| f as u32)
@@ -51,7 +54,7 @@ impl Rules for FrameRules<'_> {
         let last_len = || args.last().and_then(wire::parse_len);
         if name[0].is_ascii_digit() {
             // Errors carry a payload only from MSNP13 on, as `NNN trid len`.
-            let len = (self.dialect.range.hi >= 13 && args.len() == 2)
+            let len = (self.dialect.range.hi >= ERROR_PAYLOAD_FROM && args.len() == 2)
                 .then(|| args.get(1).and_then(wire::parse_len))
                 .flatten();
             return plan_of(len, NO_COMMAND);

@@ -142,10 +142,11 @@ fn value<'a>(
         ParamType::Listbits => match wire::parse_len(raw) {
             Some(n) => FieldValue::Lists(ListBits {
                 value: n,
-                lists: [(1, "FL"), (2, "AL"), (4, "BL"), (8, "RL"), (16, "PL")]
+                lists: tables
+                    .lists
                     .iter()
-                    .filter(|(b, _)| n & b != 0)
-                    .map(|(_, s)| Cow::Borrowed(*s))
+                    .filter(|l| n & l.bit != 0)
+                    .map(|l| Cow::Borrowed(l.name.as_str()))
                     .collect(),
             }),
             None => FieldValue::Str(t()),
@@ -169,11 +170,12 @@ fn value<'a>(
     }
 }
 
-/// Messenger client version in the top nibble of the capability flags
-/// (protocol-facts F.5: 0x1 = 6.0 ... 0xA = 2009, 0xB = 2011, 0xC = 2012).
-const CLIENT_NIBBLE: [&str; 13] = [
-    "", "6.0", "6.1", "6.2", "7.0", "7.5", "8.0", "8.1", "8.5", "9.0", "2009", "2011", "2012",
-];
+/// The bits of the capability flags that hold the Messenger client version (its names are
+/// the tables' `client_version` entries); the other bits are capabilities.
+pub const CLIENT_VERSION_MASK: u64 = 0xF000_0000;
+const CLIENT_VERSION_SHIFT: u32 = CLIENT_VERSION_MASK.trailing_zeros();
+/// The capability bits of the 32-bit caps number.
+const CAPABILITY_BITS: u64 = 0xFFFF_FFFF & !CLIENT_VERSION_MASK;
 
 /// `caps` or `caps:extcaps` into value, flag names and client version.
 pub fn caps<'a>(tables: &'a Tables, raw: &[u8]) -> Option<FieldValue<'a>> {
@@ -182,19 +184,16 @@ pub fn caps<'a>(tables: &'a Tables, raw: &[u8]) -> Option<FieldValue<'a>> {
         None => (raw, None),
     };
     let v = wire::parse_len(a)?;
-    let nib = ((v >> 28) & 0xF) as usize;
+    let nib = ((v & CLIENT_VERSION_MASK) >> CLIENT_VERSION_SHIFT) as u8;
     let ext = b.and_then(wire::parse_len);
     Some(FieldValue::Caps(Box::new(Caps {
         value: v,
         flags: tables
-            .capability_names(v & 0x0FFF_FFFF, false)
+            .capability_names(v & CAPABILITY_BITS, false)
             .into_iter()
             .map(Cow::Borrowed)
             .collect(),
-        client: CLIENT_NIBBLE
-            .get(nib)
-            .filter(|s| !s.is_empty())
-            .map(|s| Cow::Borrowed(*s)),
+        client: tables.client_version(nib).map(Cow::Borrowed),
         ext,
         ext_flags: ext.map(|e| {
             tables
@@ -204,4 +203,57 @@ pub fn caps<'a>(tables: &'a Tables, raw: &[u8]) -> Option<FieldValue<'a>> {
                 .collect()
         }),
     })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::FieldValue;
+
+    fn client_of(t: &Tables, raw: &[u8]) -> Option<String> {
+        match caps(t, raw) {
+            Some(FieldValue::Caps(c)) => c.client.map(|c| c.into_owned()),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn lists_of(t: &Tables, raw: &[u8]) -> Vec<String> {
+        match value(t, ParamType::Listbits, raw, None) {
+            FieldValue::Lists(l) => l.lists.iter().map(|s| s.to_string()).collect(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn client_versions_and_list_names_come_from_the_tables() {
+        let mut t = Tables::builtin().expect("built-in tables");
+        // 0x50000000: nibble 5; 0xC...: 12; 0xD...: no name.
+        assert_eq!(client_of(&t, b"1342177280").as_deref(), Some("7.5"));
+        assert_eq!(client_of(&t, b"3221225472").as_deref(), Some("2012"));
+        assert_eq!(client_of(&t, b"3489660928"), None);
+        assert_eq!(client_of(&t, b"16384"), None);
+        assert_eq!(lists_of(&t, b"11"), ["FL", "AL", "RL"]);
+        t.add_file(
+            "user.toml",
+            "[[client_version]]\nnibble = 13\nname = \"2013\"\n\n[[list]]\nbit = 2\nname = \"ALLOW\"\n\n[[list]]\nbit = 32\nname = \"XL\"\n",
+        )
+        .expect("user table");
+        assert_eq!(client_of(&t, b"3489660928").as_deref(), Some("2013"));
+        assert_eq!(lists_of(&t, b"43"), ["FL", "ALLOW", "RL", "XL"]);
+        // The nibble's bits are never capability flags.
+        t.add_file(
+            "caps.toml",
+            "[[capability]]\nbit = 0x10000000\nname = \"Top\"\n",
+        )
+        .expect("caps table");
+        match caps(&t, b"268435456") {
+            Some(FieldValue::Caps(c)) => assert!(c.flags.is_empty(), "{:?}", c.flags),
+            other => panic!("{other:?}"),
+        }
+        let bad = Tables::builtin().expect("tables").add_file(
+            "bad.toml",
+            "[[client_version]]\nnibble = 16\nname = \"x\"\n",
+        );
+        assert!(bad.is_err());
+    }
 }

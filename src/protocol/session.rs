@@ -408,8 +408,12 @@ versions = "2-21"
         let mut t = Tables::empty();
         t.add_file("test.toml", TEST_TABLE)
             .expect("test table parses");
-        // The dialect rules are data too: use the built-in ones.
-        t.set_rules(Tables::builtin().expect("built-in tables").rules);
+        // The dialect rules, client-version names and list bits are data too: use the
+        // built-in ones.
+        let b = Tables::builtin().expect("built-in tables");
+        t.client_versions = b.client_versions;
+        t.lists = b.lists;
+        t.set_rules(b.rules);
         Arc::new(t)
     }
 

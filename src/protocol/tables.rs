@@ -337,6 +337,32 @@ pub struct CapabilityDef {
     pub source: Option<String>,
 }
 
+/// A name of the client-version nibble, the top four bits of the capability flags
+/// (capabilities.toml).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientVersion {
+    /// The nibble's value, 1-15.
+    pub nibble: u8,
+    /// The Messenger version it stands for ("6.0", "2009").
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+}
+
+/// A bit of the `listbits` parameter type (lists.toml).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListBit {
+    pub bit: u64,
+    /// Its short name ("FL"), as msntap's JSON writes it.
+    pub name: String,
+    #[serde(default)]
+    pub meaning: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChallengeKey {
@@ -376,6 +402,10 @@ struct FileDoc {
     error: Vec<ErrorDef>,
     #[serde(default)]
     capability: Vec<CapabilityDef>,
+    #[serde(default)]
+    client_version: Vec<ClientVersion>,
+    #[serde(default)]
+    list: Vec<ListBit>,
     #[serde(default)]
     challenge_key: Vec<ChallengeKey>,
     #[serde(default)]
@@ -456,6 +486,16 @@ impl DialectRule {
         Ok(())
     }
 
+    /// The parsed `match`: (argument index, accepted literals); all must hold.
+    pub fn matchers(&self) -> &[(usize, Vec<String>)] {
+        &self.matchers
+    }
+
+    /// The parsed `not_match`: the rule does not apply when one of them holds.
+    pub fn anti_matchers(&self) -> &[(usize, Vec<String>)] {
+        &self.anti
+    }
+
     /// Does the rule apply to this line?
     pub fn applies(&self, dir: Dir, name: &[u8], args: &Args<'_, '_>) -> bool {
         let hit = |m: &[(usize, Vec<String>)]| {
@@ -487,6 +527,10 @@ pub struct Tables {
     index: Vec<u16>,
     pub errors: BTreeMap<u16, ErrorDef>,
     pub capabilities: Vec<CapabilityDef>,
+    /// Names of the client-version nibble of the capability flags, by nibble.
+    pub client_versions: BTreeMap<u8, ClientVersion>,
+    /// The bits of the `listbits` parameter type, by bit.
+    pub lists: Vec<ListBit>,
     pub challenge_keys: Vec<ChallengeKey>,
     /// Known MIME content types, MIME headers and XML roots (lower-case keys).
     pub content_types: BTreeMap<String, NamedEntry>,
@@ -534,6 +578,8 @@ impl Tables {
             index: vec![u16::MAX; SLOTS],
             errors: BTreeMap::new(),
             capabilities: Vec::new(),
+            client_versions: BTreeMap::new(),
+            lists: Vec::new(),
             challenge_keys: Vec::new(),
             content_types: BTreeMap::new(),
             mime_headers: BTreeMap::new(),
@@ -613,6 +659,23 @@ impl Tables {
             self.capabilities.push(c);
         }
         self.capabilities.sort_by_key(|c| (c.ext, c.bit));
+        for v in doc.client_version {
+            if !(1..=15).contains(&v.nibble) {
+                return Err(invalid(format!(
+                    "client_version nibble {} is not 1-15",
+                    v.nibble
+                )));
+            }
+            self.client_versions.insert(v.nibble, v);
+        }
+        for l in doc.list {
+            if l.bit == 0 {
+                return Err(invalid(format!("list {:?} has bit 0", l.name)));
+            }
+            self.lists.retain(|x| x.bit != l.bit);
+            self.lists.push(l);
+        }
+        self.lists.sort_by_key(|l| l.bit);
         for e in doc.content_type {
             self.content_types.insert(e.name.to_ascii_lowercase(), e);
         }
@@ -759,6 +822,11 @@ impl Tables {
                 f.dir.fits(Dir::S2c) && f.params.iter().any(|p| p.ty == ParamType::Address)
             })
         })
+    }
+
+    /// The Messenger version a client-version nibble stands for.
+    pub fn client_version(&self, nibble: u8) -> Option<&str> {
+        self.client_versions.get(&nibble).map(|v| v.name.as_str())
     }
 
     /// Names of capability flags set in `value`.

@@ -1,14 +1,21 @@
 //! Writes a self-contained Wireshark Lua plugin from the merged dissector tables: the
-//! tables become Lua data, followed by the fixed framing and tree code in msnp.lua. It only
-//! reads the public table types and returns text; it does no I/O and knows no decoder.
+//! tables (commands, errors, capabilities, dialect rules...) and msntap's own limits and
+//! constants become Lua data, followed by the fixed framing and tree code in msnp.lua. It
+//! only reads public tables and constants and returns text; it does no I/O and decodes
+//! nothing.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use crate::payload::p2p;
+use crate::protocol::decode::ERROR_PAYLOAD_FROM;
+use crate::protocol::fields::CLIENT_VERSION_MASK;
+use crate::protocol::session::desync_reason;
 use crate::protocol::tables::{
-    CapabilityDef, CommandDef, DirSpec, EnumValues, FormDef, ParamType, PayloadKind, PayloadRule,
-    Tables,
+    CapabilityDef, CommandDef, DialectRule, DirSpec, EnumValues, FormDef, ListBit, ParamType,
+    PayloadKind, PayloadRule, RuleAction, Tables, VersionRange,
 };
+use crate::wire::{DesyncReason, Limits};
 
 /// The fixed part of the plugin: framing, state tracking and the protocol tree.
 const STATIC_LUA: &str = include_str!("msnp.lua");
@@ -232,13 +239,14 @@ fn write_form(
 }
 
 /// Capability fields: single bits as booleans, wider masks as masked numbers. Masks that
-/// do not fit the 32-bit caps numbers are left out (and named in the plugin's header).
+/// do not fit the 32-bit caps numbers, or that lie in the client-version nibble (msntap
+/// never names those as flags), are left out (and named in the plugin's header).
 fn capability_fields(tables: &Tables) -> (Vec<(String, &CapabilityDef, bool)>, Vec<String>) {
     let mut out = Vec::new();
     let mut left_out = Vec::new();
     let mut used: Vec<String> = vec!["msnp.caps.client".into()];
     for c in &tables.capabilities {
-        if c.bit == 0 || c.bit > 0xFFFF_FFFF {
+        if c.bit == 0 || c.bit > 0xFFFF_FFFF || (!c.ext && c.bit & CLIENT_VERSION_MASK != 0) {
             left_out.push(format!("{} (bit {:#x})", c.name, c.bit));
             continue;
         }
@@ -253,11 +261,149 @@ fn capability_fields(tables: &Tables) -> (Vec<(String, &CapabilityDef, bool)>, V
     (out, left_out)
 }
 
+/// List-bit fields (booleans under the listbits number); bits past 32 are left out.
+fn list_fields(tables: &Tables) -> (Vec<(String, &ListBit)>, Vec<String>) {
+    let mut out: Vec<(String, &ListBit)> = Vec::new();
+    let mut left_out = Vec::new();
+    for l in &tables.lists {
+        if l.bit > 0xFFFF_FFFF {
+            left_out.push(format!("{} (bit {:#x})", l.name, l.bit));
+            continue;
+        }
+        let mut abbr = format!("msnp.lists.{}", sanitize(&l.name));
+        if out.iter().any(|(a, _)| *a == abbr) {
+            abbr = format!("msnp.lists.{}_{:x}", sanitize(&l.name), l.bit);
+        }
+        out.push((abbr, l));
+    }
+    (out, left_out)
+}
+
+fn action_name(a: RuleAction) -> &'static str {
+    match a {
+        RuleAction::Offer => "offer",
+        RuleAction::Negotiate => "negotiate",
+        RuleAction::LoggedIn => "logged_in",
+        RuleAction::Dispatch => "dispatch",
+    }
+}
+
+/// Argument matchers as a Lua table: Lua arguments count from 1, the tables from 0.
+fn lua_matchers(m: &[(usize, Vec<String>)]) -> String {
+    let mut o = String::from("{");
+    for (i, lits) in m {
+        let _ = write!(o, " [{}] = {{", i.saturating_add(1));
+        for l in lits {
+            let _ = write!(o, " [{}] = true,", lua_str(l));
+        }
+        o.push_str(" },");
+    }
+    o.push_str(" }");
+    o
+}
+
+/// The dialect rules in table order (protocol/dialect.rs applies them; msnp.lua's
+/// update_state the same way).
+fn write_rules(o: &mut String, rules: &[DialectRule]) {
+    o.push_str("GEN.rules = {\n");
+    for r in rules {
+        if let Some(w) = &r.why {
+            let _ = writeln!(o, "  -- {}", w.replace(['\n', '\r'], " "));
+        }
+        let _ = write!(o, "  {{ dir = {}, cmd = {{", lua_str(dir_name(r.dir)));
+        for c in &r.cmd {
+            let _ = write!(o, " {},", lua_str(c));
+        }
+        let _ = write!(
+            o,
+            " }}, match = {}, not_match = {}",
+            lua_matchers(r.matchers()),
+            lua_matchers(r.anti_matchers())
+        );
+        if let Some(n) = r.argc {
+            let _ = write!(o, ", argc = {n}");
+        }
+        if let Some(n) = r.min_args {
+            let _ = write!(o, ", min_args = {n}");
+        }
+        if let Some(v) = r.versions {
+            let _ = write!(o, ", lo = {}, hi = {}", v.lo, v.hi);
+        }
+        if let Some(s) = r.service {
+            let _ = write!(o, ", service = {}", lua_str(s.as_str()));
+        }
+        if let Some(a) = r.action {
+            let _ = write!(o, ", action = {}", lua_str(action_name(a)));
+        }
+        o.push_str(" },\n");
+    }
+    o.push_str("}\n\n");
+}
+
+/// `{ { value, "name" }, ... }`.
+fn lua_pairs<T: std::fmt::LowerHex>(o: &mut String, key: &str, v: &[(T, &str)]) {
+    let _ = write!(o, "  {key} = {{");
+    for (x, n) in v {
+        let _ = write!(o, " {{ {x:#x}, {} }},", lua_str(n));
+    }
+    o.push_str(" },\n");
+}
+
+/// The names payload/p2p.rs gives P2P header values, and when v2 may start.
+fn write_p2p(o: &mut String) {
+    o.push_str("GEN.p2p = {\n");
+    let _ = writeln!(o, "  v2_from = {},", p2p::V2_FROM);
+    let _ = writeln!(o, "  tf_first = {:#x},", p2p::TF_FIRST);
+    lua_pairs(o, "flag_values", p2p::FLAG_VALUES);
+    lua_pairs(o, "flag_bits", p2p::FLAG_BITS);
+    lua_pairs(o, "opcode_bits", p2p::OPCODE_BITS);
+    lua_pairs(o, "tf_kinds", p2p::TF_KINDS);
+    lua_pairs(o, "app_names", p2p::APP_NAMES);
+    o.push_str("}\n\n");
+}
+
+/// msntap's constants that decide framing and labels, so that the plugin frames as msntap
+/// frames: the default limits, the versions, where connections are looked for, and the
+/// reasons a desync gives.
+fn write_constants(o: &mut String) {
+    let l = Limits::default();
+    let flow = crate::capture::FlowOptions::default();
+    let _ = writeln!(
+        o,
+        "GEN.limits = {{ max_line = {}, max_payload = {}, max_guess = {} }}",
+        l.max_line, l.max_payload, l.max_guess
+    );
+    let _ = writeln!(
+        o,
+        "GEN.versions = {{ lo = {}, hi = {} }}",
+        VersionRange::ALL.lo,
+        VersionRange::ALL.hi
+    );
+    let _ = writeln!(o, "GEN.error_payload_from = {ERROR_PAYLOAD_FROM}");
+    let _ = writeln!(o, "GEN.detect_window = {}", flow.detect_window);
+    o.push_str("GEN.ports = {");
+    for p in &flow.ports {
+        let _ = write!(o, " {p},");
+    }
+    o.push_str(" }\nGEN.reasons = {\n");
+    for (k, r) in [
+        ("not_a_command_line", DesyncReason::NotACommandLine),
+        ("empty_line", DesyncReason::EmptyLine),
+        ("line_too_long", DesyncReason::LineTooLong),
+        ("oversize_payload", DesyncReason::OversizePayload),
+        ("incomplete_line", DesyncReason::IncompleteLine),
+    ] {
+        let _ = writeln!(o, "  {k} = {},", lua_str(&desync_reason(r, l)));
+    }
+    o.push_str("}\n\n");
+}
+
 /// The whole plugin: a header naming the msntap version and the table files, the tables as
 /// Lua data, then the fixed code.
 pub fn generate(tables: &Tables, msntap_version: &str) -> String {
     let fields = param_fields(tables);
     let (caps, caps_left_out) = capability_fields(tables);
+    let (lists, lists_left_out) = list_fields(tables);
     let mut o = String::with_capacity(256 * 1024);
     let _ = writeln!(
         o,
@@ -287,6 +433,13 @@ pub fn generate(tables: &Tables, msntap_version: &str) -> String {
             o,
             "-- Capability left out (mask wider than the 32-bit caps number): {}",
             c.replace(['\n', '\r'], " ")
+        );
+    }
+    for l in &lists_left_out {
+        let _ = writeln!(
+            o,
+            "-- List bit left out (wider than the 32-bit listbits number): {}",
+            l.replace(['\n', '\r'], " ")
         );
     }
     o.push_str("--\n-- Install: copy into ~/.local/lib/wireshark/plugins/ (or run wireshark/tshark -X lua_script:FILE).\n\n");
@@ -367,6 +520,26 @@ pub fn generate(tables: &Tables, msntap_version: &str) -> String {
         let _ = writeln!(o, "  [{}] = {},", lua_str(k), lua_str(&e.meaning));
     }
     o.push_str("}\n\n");
+    let _ = writeln!(o, "GEN.client_version_mask = {CLIENT_VERSION_MASK:#x}");
+    o.push_str("GEN.client_versions = {\n");
+    for v in tables.client_versions.values() {
+        let _ = writeln!(o, "  [{}] = {},", v.nibble, lua_str(&v.name));
+    }
+    o.push_str("}\n\nGEN.lists = {\n");
+    for (abbr, l) in &lists {
+        let _ = writeln!(
+            o,
+            "  {{ abbr = {}, bit = {:#x}, name = {}, meaning = {} }},",
+            lua_str(abbr),
+            l.bit,
+            lua_str(&l.name),
+            lua_str(&l.meaning)
+        );
+    }
+    o.push_str("}\n\n");
+    write_rules(&mut o, &tables.rules);
+    write_constants(&mut o);
+    write_p2p(&mut o);
     o.push_str(STATIC_LUA);
     o
 }

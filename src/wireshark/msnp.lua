@@ -5,15 +5,19 @@
 -- math.tointeger) and the Wireshark 4.0 Lua API (no Conversation objects, no ENC_STR_DEC).
 -- ---------------------------------------------------------------------------------------
 
--- msntap's default bounds (wire::Limits): they decide when a line or payload is refused,
--- so the dissector frames hostile input exactly as msntap does.
-local MAX_LINE = 65536
-local MAX_PAYLOAD = 1048576
-local MAX_GUESS = 65536
--- msntap looks for a first command line in the first 4 KiB of a connection seen mid-way.
-local DETECT_WINDOW = 4096
+-- msntap's default bounds (wire::Limits, generated): they decide when a line or payload is
+-- refused, so the dissector frames hostile input exactly as msntap does.
+local MAX_LINE = GEN.limits.max_line
+local MAX_PAYLOAD = GEN.limits.max_payload
+local MAX_GUESS = GEN.limits.max_guess
+-- How far into a connection not on an MSNP port msntap looks for a first command line.
+local DETECT_WINDOW = GEN.detect_window
+-- Hand-written copies of literals of msntap's capture reader (capture/flow.rs): how much a
+-- first command line may hold, the longest line skipped while looking for one, and how many
+-- referral addresses are remembered.
+local FIRST_LINE_WINDOW = 2048
+local MAX_SEEK_LINE = 4096
 local MAX_LEARNED = 4096
-local MSNP_PORT = 1863
 
 local core = {}
 
@@ -98,13 +102,13 @@ local function u32(tok)
   return nil
 end
 
-local function dialect(t)
-  local d = t:match("^MSNP([0-9]+)$")
-  if d == nil or #d > 3 then
+-- `MSNP11` -> 11 (protocol/dialect.rs dialect_number: any length number that fits a byte).
+local function dialect_number(t)
+  if t:sub(1, 4) ~= "MSNP" then
     return nil
   end
-  local v = tonumber(d)
-  if v > 255 then
+  local v = parse_len(t:sub(5))
+  if v == nil or v > 255 then
     return nil
   end
   return v
@@ -126,12 +130,12 @@ local function new_state(service, version)
     service = service or "unknown",
     hinted = service ~= nil and service ~= "unknown",
     version = nil,
-    lo = 2,
-    hi = 21,
+    lo = GEN.versions.lo,
+    hi = GEN.versions.hi,
     logged_in = false,
     resync = {},
   }
-  if version ~= nil and version >= 2 and version <= 21 then
+  if version ~= nil and version >= GEN.versions.lo and version <= GEN.versions.hi then
     st.version = version
     st.lo = version
     st.hi = version
@@ -217,7 +221,7 @@ local function plan_payload(st, dir, name, def, form, args, s, after, eof)
   local len
   if is_digit(name:byte(1)) then
     -- Errors carry a payload only from MSNP13 on, as `NNN trid len`.
-    if st.hi >= 13 and n == 2 then
+    if st.hi >= GEN.error_payload_from and n == 2 then
       len = parse_len(args[2])
     end
   elseif def ~= nil then
@@ -271,89 +275,93 @@ local function narrow(st, lo, hi)
   end
 end
 
--- Version and service tracking from what a command says (msntap's Session::update_state).
+-- The dialect rules by command, in table order (a rule naming a command twice is listed
+-- twice, as protocol/tables.rs indexes it).
+local RULES = {}
+for _, r in ipairs(GEN.rules) do
+  for _, c in ipairs(r.cmd) do
+    if #c == 3 then
+      local l = RULES[c] or {}
+      l[#l + 1] = r
+      RULES[c] = l
+    end
+  end
+end
+
+local function rule_applies(r, dir, args)
+  if r.dir ~= "both" and r.dir ~= dir then
+    return false
+  end
+  local n = #args
+  if (r.argc ~= nil and n ~= r.argc) or (r.min_args ~= nil and n < r.min_args) then
+    return false
+  end
+  for idx, lits in pairs(r.match) do
+    if args[idx] == nil or not lits[args[idx]] then
+      return false
+    end
+  end
+  for idx, lits in pairs(r.not_match) do
+    if args[idx] ~= nil and lits[args[idx]] then
+      return false
+    end
+  end
+  return true
+end
+
+-- Version and service tracking from what a command says: every rule of GEN.rules that
+-- fits applies, in order, as protocol/dialect.rs applies them (its action, then the
+-- versions while none is negotiated, then the service while it is unknown).
 local function update_state(st, dir, name, args)
-  local a1, a2 = args[2], args[3]
-  local unknown = st.service == "unknown"
-  if dir == "c2s" and name == "VER" then
-    local lo, hi
-    for _, t in ipairs(args) do
-      local v = dialect(t)
-      if v ~= nil then
-        if lo == nil or v < lo then
-          lo = v
+  local rules = RULES[name]
+  if rules == nil then
+    return
+  end
+  for _, r in ipairs(rules) do
+    if rule_applies(r, dir, args) then
+      if r.action == "offer" then
+        local lo, hi
+        for _, t in ipairs(args) do
+          local v = dialect_number(t)
+          if v ~= nil then
+            if lo == nil or v < lo then
+              lo = v
+            end
+            if hi == nil or v > hi then
+              hi = v
+            end
+          end
         end
-        if hi == nil or v > hi then
-          hi = v
+        if st.version == nil and lo ~= nil then
+          st.lo = lo
+          st.hi = hi
+        end
+      elseif r.action == "negotiate" then
+        local best
+        for _, t in ipairs(args) do
+          local v = dialect_number(t)
+          if v ~= nil and v >= GEN.versions.lo and v <= GEN.versions.hi and (best == nil or v > best) then
+            best = v
+          end
+        end
+        if best ~= nil then
+          st.version = best
+          st.lo = best
+          st.hi = best
+        end
+      elseif r.action == "logged_in" then
+        st.logged_in = true
+      elseif r.action == "dispatch" then
+        if not st.logged_in and not st.hinted then
+          st.service = "DS"
         end
       end
-    end
-    if unknown then
-      st.service = "NS"
-    end
-    if st.version == nil and lo ~= nil then
-      st.lo = lo
-      st.hi = hi
-    end
-  elseif dir == "s2c" and name == "VER" then
-    local hi
-    for _, t in ipairs(args) do
-      local v = dialect(t)
-      if v ~= nil and (hi == nil or v > hi) then
-        hi = v
+      if r.lo ~= nil and st.version == nil then
+        narrow(st, r.lo, r.hi)
       end
-    end
-    if hi ~= nil then
-      st.version = hi
-      st.lo = hi
-      st.hi = hi
-    end
-    if unknown then
-      st.service = "NS"
-    end
-  elseif dir == "c2s" and name == "INF" then
-    if st.version == nil then
-      narrow(st, 2, 7)
-    end
-  elseif dir == "c2s" and name == "CVR" then
-    if st.version == nil and #args >= 9 then
-      narrow(st, 8, 21)
-    end
-  elseif dir == "c2s" and name == "USR" then
-    local scheme = a1 or ""
-    if scheme == "MD5" or scheme == "CTP" then
-      narrow(st, 2, 7)
-    elseif scheme == "TWN" then
-      narrow(st, 8, 14)
-    elseif scheme == "SSO" then
-      narrow(st, 15, 21)
-    elseif scheme == "SHA" then
-      narrow(st, 18, 21)
-    elseif #args == 3 and unknown then
-      st.service = "SB"
-    end
-  elseif dir == "c2s" and (name == "ANS" or name == "CAL") then
-    if unknown then
-      st.service = "SB"
-    end
-  elseif dir == "s2c" and name == "USR" then
-    if a1 == "OK" then
-      st.logged_in = true
-    end
-  elseif dir == "s2c" and name == "XFR" then
-    -- A referral answering the login is what a dispatch server does.
-    if a1 == "NS" and a2 ~= "0" and not st.logged_in and not st.hinted then
-      st.service = "DS"
-    end
-  elseif (dir == "s2c" and (name == "IRO" or name == "JOI" or name == "BYE" or name == "ACK" or name == "NAK"))
-    or (dir == "c2s" and name == "MSG") then
-    if unknown then
-      st.service = "SB"
-    end
-  elseif (dir == "c2s" and name == "PNG")
-    or (dir == "s2c" and (name == "QNG" or name == "NLN" or name == "ILN" or name == "FLN" or name == "UBX")) then
-    if unknown then
-      st.service = "NS"
+      if r.service ~= nil and st.service == "unknown" then
+        st.service = r.service
+      end
     end
   end
 end
@@ -419,21 +427,16 @@ local function address_args(def, form, dir, args)
   return out
 end
 
--- The server a command refers the client to: address, and NS or SB.
+-- The server a command refers the client to: address, and NS or SB (protocol/redirect.rs:
+-- RNG, or `SB` as the token after the transaction id).
 local function referral(name, args, addrs)
   local i = addrs[1]
   if i == nil or args[i] == nil or args[i] == "0" then
     return nil
   end
   local target = "NS"
-  if name == "RNG" then
+  if name == "RNG" or args[2] == "SB" then
     target = "SB"
-  else
-    for _, a in ipairs(args) do
-      if a == "SB" then
-        target = "SB"
-      end
-    end
   end
   return args[i], target
 end
@@ -467,10 +470,10 @@ local function plausible_line(s)
     or not is_known(s:sub(1, 3)) then
     return false
   end
-  local window = s:sub(1, 2048)
+  local window = s:sub(1, FIRST_LINE_WINDOW)
   local lf = window:find("\n", 1, true)
   if lf == nil then
-    if #window == 2048 then
+    if #window == FIRST_LINE_WINDOW then
       return false
     end
     if window:find("[^\r\32-\126]") then
@@ -490,7 +493,7 @@ core.plausible_line = plausible_line
 local function find_start(s, pos, anywhere)
   local cand = pos
   while true do
-    local ok = plausible_line(s:sub(cand, cand + 2047))
+    local ok = plausible_line(s:sub(cand, cand + FIRST_LINE_WINDOW - 1))
     if ok then
       return "at", cand
     elseif ok == nil then
@@ -547,7 +550,7 @@ local function frame(st, dir, s, eof, on_pdu, on_skip, memo)
       if cand > #s then
         return nil
       end
-      if #s - cand + 1 > 4096 then
+      if #s - cand + 1 > MAX_SEEK_LINE then
         -- A line longer than any command: skip it.
         on_skip(cand, #s, "before the first command line", true)
         return nil
@@ -610,34 +613,45 @@ local function frame(st, dir, s, eof, on_pdu, on_skip, memo)
       if lf ~= nil and lf - pos >= MAX_LINE + 2 then
         lf = nil
       end
-      if lf == nil then
-        if #s - pos + 1 > MAX_LINE then
-          start_resync("line longer than " .. MAX_LINE .. " bytes")
-        elseif eof then
-          start_resync("incomplete line at end of stream")
-          on_skip(pos, #s, st.resync[dir].reason)
-          return nil
-        else
-          return pos, 0
-        end
-      else
+      -- The line without its ending, and the index of the byte after the ending.
+      local line, after
+      if lf ~= nil then
         local line_end = lf
         if lf > pos and s:byte(lf - 1) == 13 then
           line_end = lf - 1
         end
-        local line = s:sub(pos, line_end - 1)
+        line = s:sub(pos, line_end - 1)
+        after = lf + 1
+      elseif #s - pos + 1 > MAX_LINE then
+        start_resync(GEN.reasons.line_too_long)
+      elseif not eof then
+        return pos, 0
+      else
+        -- A line ended by the stream's end is still a command line (wire/framer.rs).
+        local rest = s:sub(pos)
+        if rest:byte(-1) == 13 then
+          rest = rest:sub(1, -2)
+        end
+        if is_command_line(rest) then
+          line = rest
+          after = #s + 1
+        else
+          start_resync(GEN.reasons.incomplete_line)
+        end
+      end
+      if line ~= nil then
         if #line > MAX_LINE then
-          start_resync("line longer than " .. MAX_LINE .. " bytes")
+          start_resync(GEN.reasons.line_too_long)
         elseif not is_command_line(line) then
           if line == "" then
-            start_resync("empty line")
+            start_resync(GEN.reasons.empty_line)
           else
-            start_resync("not a command line")
+            start_resync(GEN.reasons.not_a_command_line)
           end
         else
           local name, args, tpos = tokens(line)
           local def, form = lookup(st, dir, name, args)
-          local plan, looked = plan_payload(st, dir, name, def, form, args, s, lf + 1, eof)
+          local plan, looked = plan_payload(st, dir, name, def, form, args, s, after, eof)
           if plan == nil then
             plan = memo["p" .. pos]
             if plan == nil then
@@ -647,12 +661,12 @@ local function frame(st, dir, s, eof, on_pdu, on_skip, memo)
             memo["p" .. pos] = plan
           end
           local p = {
-            start = pos, line = line, line_len = #line, head_len = lf - pos + 1,
+            start = pos, line = line, line_len = #line, head_len = after - pos,
             name = name, args = args, tpos = tpos, def = def, form = form,
           }
           p.frame_len = p.head_len
           if plan.n ~= nil then
-            local have = #s - lf
+            local have = #s - after + 1
             p.payload_len = plan.n
             p.guess = plan.guess
             if have < plan.n then
@@ -667,6 +681,8 @@ local function frame(st, dir, s, eof, on_pdu, on_skip, memo)
           elseif plan.oversize ~= nil then
             p.oversize = plan.oversize
           end
+          -- Payloads are decoded with the version the command was framed with (session.rs).
+          p.frame_version = st.version
           update_state(st, dir, name, args)
           p.service = st.service
           p.version = st.version
@@ -677,8 +693,7 @@ local function frame(st, dir, s, eof, on_pdu, on_skip, memo)
           on_pdu(p)
           pos = pos + p.frame_len
           if p.oversize ~= nil then
-            start_resync("declared payload of " .. p.oversize .. " bytes exceeds the "
-              .. MAX_PAYLOAD .. "-byte limit; skipped to the next command line")
+            start_resync(GEN.reasons.oversize_payload)
             -- A bogus length is usually followed at once by the next command.
             st.resync[dir].at_line_start = true
           end
@@ -711,7 +726,8 @@ field("args", ProtoField.string("msnp.args", "Arguments", base.ASCII))
 field("line", ProtoField.string("msnp.line", "Command line", base.ASCII))
 field("dir", ProtoField.string("msnp.dir", "Direction", base.ASCII, "c2s (>>>) or s2c (<<<)"))
 field("version", ProtoField.uint8("msnp.version", "Negotiated version", base.DEC, nil, nil, "MSNP dialect from the VER exchange"))
-field("versions", ProtoField.string("msnp.versions", "Possible versions", base.ASCII, "Before VER settles it: the dialects the forms are chosen from"))
+field("versions", ProtoField.string("msnp.versions", "Possible versions", base.ASCII,
+  "The dialects the forms are chosen from: MSNPlo-hi before VER settles it, then the negotiated one (MSNP11)"))
 field("service", ProtoField.string("msnp.service", "Service", base.ASCII, "DS (dispatch), NS (notification), SB (switchboard) or unknown"))
 field("meaning", ProtoField.string("msnp.meaning", "Meaning", base.ASCII))
 field("payload_len", ProtoField.uint32("msnp.payload.length", "Payload length", base.DEC))
@@ -731,17 +747,63 @@ field("mime_value", ProtoField.string("msnp.mime.header.value", "Value"))
 field("content_type", ProtoField.string("msnp.mime.content_type", "Content-Type"))
 field("mime_body", ProtoField.string("msnp.mime.body", "Body"))
 field("caps", ProtoField.uint32("msnp.caps", "Capabilities", base.HEX))
-field("caps_client", ProtoField.uint32("msnp.caps.client", "Client version nibble", base.DEC, nil, 0xF0000000,
-  "Top four bits of the capabilities: the Messenger client version (1 = 6.0 ...)"))
+field("caps_client", ProtoField.uint32("msnp.caps.client", "Client version", base.DEC, GEN.client_versions,
+  GEN.client_version_mask, "The client-version nibble of the capabilities: the Messenger release"))
 field("extcaps", ProtoField.uint32("msnp.extcaps", "Extended capabilities", base.HEX))
 field("skipped", ProtoField.bytes("msnp.skipped", "Bytes that are not MSNP"))
+field("p2p", ProtoField.bytes("msnp.p2p", "P2P chunk", base.NONE, "An application/x-msnmsgrp2p body: binary header, data, footer"))
+field("p2p_layout", ProtoField.string("msnp.p2p.header", "Header layout", base.ASCII, "v1 (48 bytes, little-endian) or v2 (TLP, big-endian)"))
+field("p2p_basis", ProtoField.string("msnp.p2p.header_basis", "Layout chosen because", base.ASCII))
+field("p2p_kind", ProtoField.string("msnp.p2p.kind", "Chunk kind", base.ASCII, "slp, data, data_preparation, ack, nak, control, syn, error, close_ack, direct_handshake"))
+field("p2p_session", ProtoField.uint32("msnp.p2p.session_id", "Session ID", base.DEC, nil, nil, "0: an MSNSLP message"))
+field("p2p_identifier", ProtoField.uint32("msnp.p2p.identifier", "Identifier", base.DEC))
+field("p2p_offset", ProtoField.uint64("msnp.p2p.offset", "Offset", base.DEC, nil, nil, "Where the chunk sits in its message"))
+field("p2p_total", ProtoField.uint64("msnp.p2p.total_size", "Total size", base.DEC, nil, nil, "Bytes of the whole message"))
+field("p2p_size", ProtoField.uint32("msnp.p2p.message_size", "Message size", base.DEC, nil, nil, "v1: data bytes of this chunk; v2: bytes after the header"))
+field("p2p_flags", ProtoField.uint32("msnp.p2p.flags", "Flags", base.HEX))
+field("p2p_flag_names", ProtoField.string("msnp.p2p.flag_names", "Flag names", base.ASCII))
+field("p2p_ack_session", ProtoField.uint32("msnp.p2p.ack_session_id", "Ack session ID", base.DEC))
+field("p2p_ack_identifier", ProtoField.uint64("msnp.p2p.ack_identifier", "Ack identifier", base.DEC, nil, nil,
+  "v1: the header field at offset 36; v2: the ACK TLV"))
+field("p2p_ack_total", ProtoField.uint64("msnp.p2p.ack_total_size", "Ack total size", base.DEC))
+field("p2p_acked", ProtoField.uint64("msnp.p2p.acked_identifier", "Acknowledged identifier", base.DEC))
+field("p2p_header_length", ProtoField.uint8("msnp.p2p.header_length", "Header length", base.DEC))
+field("p2p_opcode", ProtoField.uint8("msnp.p2p.opcode", "Opcode", base.HEX))
+field("p2p_opcode_names", ProtoField.string("msnp.p2p.opcode_names", "Opcode names", base.ASCII))
+field("p2p_tlv_type", ProtoField.uint8("msnp.p2p.tlv.type", "TLV type", base.DEC))
+field("p2p_tlv_value", ProtoField.bytes("msnp.p2p.tlv.value", "TLV value"))
+field("p2p_peer_protocol", ProtoField.uint16("msnp.p2p.peer.protocol_version", "Peer protocol version", base.DEC))
+field("p2p_peer_impl", ProtoField.uint16("msnp.p2p.peer.implementation_id", "Peer implementation ID", base.DEC))
+field("p2p_peer_version", ProtoField.uint16("msnp.p2p.peer.version", "Peer version", base.DEC))
+field("p2p_peer_caps", ProtoField.uint32("msnp.p2p.peer.capabilities", "Peer capabilities", base.HEX))
+field("p2p_nak", ProtoField.uint64("msnp.p2p.nak_identifier", "NAK of identifier", base.DEC))
+field("p2p_data_header_length", ProtoField.uint8("msnp.p2p.data_header_length", "Data header length", base.DEC))
+field("p2p_tf", ProtoField.uint8("msnp.p2p.tf_combination", "TF combination", base.HEX))
+field("p2p_tf_names", ProtoField.string("msnp.p2p.tf_names", "TF names", base.ASCII))
+field("p2p_package", ProtoField.uint16("msnp.p2p.package_number", "Package number", base.DEC))
+field("p2p_remaining", ProtoField.uint64("msnp.p2p.data_remaining", "Data remaining", base.DEC))
+field("p2p_data", ProtoField.bytes("msnp.p2p.data", "Data"))
+field("p2p_app_id", ProtoField.uint32("msnp.p2p.app_id", "Application ID", base.DEC, nil, nil, "The big-endian footer"))
+field("p2p_app_name", ProtoField.string("msnp.p2p.app_name", "Application", base.ASCII))
+field("p2p_slp", ProtoField.string("msnp.p2p.slp", "MSNSLP start line"))
 
--- The list bits of the `listbits` parameter type, as dissectors/README.md defines it.
-local LIST_BITS = { { 1, "FL", "Forward list" }, { 2, "AL", "Allow list" }, { 4, "BL", "Block list" },
-  { 8, "RL", "Reverse list" }, { 16, "PL", "Pending list" } }
+-- The list bits of the `listbits` parameter type (dissectors/lists.toml).
 local F_LISTS = {}
-for _, b in ipairs(LIST_BITS) do
-  F_LISTS[#F_LISTS + 1] = ProtoField.bool("msnp.lists." .. b[2]:lower(), b[2] .. " (" .. b[3] .. ")", 32, nil, b[1])
+for _, b in ipairs(GEN.lists) do
+  local label = b.name
+  if b.meaning ~= "" then
+    label = label .. " (" .. b.meaning .. ")"
+  end
+  F_LISTS[#F_LISTS + 1] = ProtoField.bool(b.abbr, label, 32, nil, b.bit)
+end
+
+-- P2P v1 flag bits and v2 opcode bits (payload/p2p.rs names).
+local F_P2P_FLAGS, F_P2P_OPS = {}, {}
+for _, b in ipairs(GEN.p2p.flag_bits) do
+  F_P2P_FLAGS[#F_P2P_FLAGS + 1] = ProtoField.bool("msnp.p2p.flags." .. b[2], b[2], 32, nil, b[1])
+end
+for _, b in ipairs(GEN.p2p.opcode_bits) do
+  F_P2P_OPS[#F_P2P_OPS + 1] = ProtoField.bool("msnp.p2p.opcode." .. b[2], b[2], 8, nil, b[1])
 end
 
 local F_CAPS, F_EXTCAPS = {}, {}
@@ -774,7 +836,7 @@ local fields = {}
 for _, f in pairs(F) do
   fields[#fields + 1] = f
 end
-for _, list in ipairs({ F_LISTS, F_CAPS, F_EXTCAPS }) do
+for _, list in ipairs({ F_LISTS, F_CAPS, F_EXTCAPS, F_P2P_FLAGS, F_P2P_OPS }) do
   for _, f in ipairs(list) do
     fields[#fields + 1] = f
   end
@@ -794,8 +856,9 @@ local E = {
   error = ProtoExpert.new("msnp.error_reply", "Error reply", expert.group.RESPONSE_CODE, expert.severity.NOTE),
   midway = ProtoExpert.new("msnp.midway", "Bytes before the first command line of a direction", expert.group.SEQUENCE, expert.severity.NOTE),
   badnum = ProtoExpert.new("msnp.not_a_number", "Parameter is not a number", expert.group.PROTOCOL, expert.severity.NOTE),
+  p2p = ProtoExpert.new("msnp.p2p.problem", "P2P header does not fit its body", expert.group.MALFORMED, expert.severity.WARN),
 }
-msnp.experts = { E.unknown, E.unmatched, E.truncated, E.guess, E.oversize, E.desync, E.midway, E.error, E.badnum }
+msnp.experts = { E.unknown, E.unmatched, E.truncated, E.guess, E.oversize, E.desync, E.midway, E.error, E.badnum, E.p2p }
 
 msnp.prefs.ports = Pref.range("Extra TCP ports", "", "TCP ports besides 1863 whose traffic is MSNP (switchboards are also found by heuristic and from XFR/RNG)", 65535)
 msnp.prefs.heuristic = Pref.bool("Find MSNP on other ports", true, "Try connections on any port whose first line is a known MSNP command")
@@ -812,6 +875,11 @@ local xml_dissector = Dissector.get("xml")
 -- SYN senders, and server addresses learned from XFR/RNG.
 local conns, snapshots, memos, syn_client, learned, learned_count, learned_ports
 local extra_ports = {}
+-- The ports msntap always reads as MSNP (capture FlowOptions).
+local msnp_ports = {}
+for _, p in ipairs(GEN.ports) do
+  msnp_ports[p] = true
+end
 
 local function reset()
   conns = {}
@@ -843,7 +911,7 @@ local function conn_key(pinfo, prefix)
 end
 
 local function is_server_port(p)
-  return p == MSNP_PORT or extra_ports[p] == true
+  return msnp_ports[p] == true or extra_ports[p] == true
 end
 
 local function tcp_port_table()
@@ -853,7 +921,9 @@ end
 local function apply_ports()
   local t = tcp_port_table()
   for p in pairs(extra_ports) do
-    t:remove(p, msnp)
+    if not msnp_ports[p] and not learned_ports[p] then
+      t:remove(p, msnp)
+    end
   end
   extra_ports = {}
   local spec = tostring(msnp.prefs.ports or "")
@@ -1051,13 +1121,442 @@ local function add_headers(tvb, tree, hs, base0)
   return ctype
 end
 
-local function add_body(tvb, pinfo, tree, s, from, to, base0, ctype)
+-- P2P bodies (application/x-msnmsgrp2p): the binary header of payload/p2p.rs, v1 (48 bytes
+-- little-endian) or v2/TLP (big-endian, with TLVs), the data and the big-endian application
+-- id footer. A hand-written copy of p2p.rs's layout choice and chunk kinds; the names are
+-- generated (GEN.p2p). One chunk at a time: chunks are not reassembled.
+
+-- Lua numbers of unsigned fields read from b (1-based index i); floats past 2^53 are only
+-- compared, never shown (Wireshark reads the shown values from the bytes).
+local function be16(b, i)
+  local x, y = b:byte(i, i + 1)
+  return x * 256 + y
+end
+local function be32(b, i)
+  local w, x, y, z = b:byte(i, i + 3)
+  return ((w * 256 + x) * 256 + y) * 256 + z
+end
+local function le32(b, i)
+  local w, x, y, z = b:byte(i, i + 3)
+  return ((z * 256 + y) * 256 + x) * 256 + w
+end
+local function le64(b, i)
+  return le32(b, i) + le32(b, i + 4) * 4294967296.0
+end
+local function be_num(b, i, n)
+  local v = 0.0
+  for k = 0, math.min(n, 8) - 1 do
+    v = v * 256 + b:byte(i + k)
+  end
+  return v
+end
+
+-- A value for a 64-bit field: Wireshark wants a UInt64 there, not a Lua number (v < 2^53).
+local function u64(v)
+  if UInt64 ~= nil then
+    return UInt64.new(v)
+  end
+  return v
+end
+
+-- data_size plus the data remaining (the big-endian u64 at range r, if any), saturating
+-- as p2p.rs adds them. Exact in Wireshark (UInt64); elsewhere only below 2^53.
+local function p2p_total(data_size, r, rem)
+  if UInt64 ~= nil then
+    local v = r ~= nil and r:uint64() or UInt64.new(0)
+    local max = UInt64.max()
+    if v > max - data_size then
+      return max
+    end
+    return v + data_size
+  end
+  if data_size + rem < 9007199254740992 then
+    return math.floor(data_size + rem)
+  end
+  return nil
+end
+
+-- Is bit (a power of two) set in v? (No bitwise operators in Lua 5.2.)
+local function has_bit(v, bit)
+  return math.floor(v / bit) % 2 == 1
+end
+
+-- Names of the bits of v (in table order), and whether bits outside the table are set.
+local function bit_names(v, bits)
+  local out, rest = {}, v
+  for _, e in ipairs(bits) do
+    if has_bit(v, e[1]) then
+      out[#out + 1] = e[2]
+      rest = rest - e[1]
+    end
+  end
+  return out, rest > 0
+end
+
+-- The name a { value, name } list gives v, or nil.
+local function name_of(list, v)
+  for _, e in ipairs(list) do
+    if e[1] == v then
+      return e[2]
+    end
+  end
+  return nil
+end
+
+local function p2p_flag_names(f)
+  return name_of(GEN.p2p.flag_values, f) or table.concat(bit_names(f, GEN.p2p.flag_bits), ",")
+end
+
+-- Names as one string, "none" for no name (msntap's name lists, joined).
+local function joined(names)
+  if #names == 0 then
+    return "none"
+  end
+  return table.concat(names, ",")
+end
+
+local function p2p_opcode_names(op)
+  local names, other = bit_names(op, GEN.p2p.opcode_bits)
+  if other then
+    names[#names + 1] = "unknown"
+  end
+  return joined(names)
+end
+
+local function p2p_tf_names(tf)
+  local names = {}
+  local first = has_bit(tf, GEN.p2p.tf_first)
+  if first then
+    names[1] = "first"
+  end
+  local k = tf - (first and GEN.p2p.tf_first or 0)
+  if k ~= 0 then
+    names[#names + 1] = name_of(GEN.p2p.tf_kinds, k) or "unknown"
+  end
+  return joined(names)
+end
+
+local function p2p_app_name(id)
+  return name_of(GEN.p2p.app_names, id) or "unknown"
+end
+
+local function fits_v1(b)
+  if #b < 48 then
+    return false
+  end
+  local size = le32(b, 25)
+  local rest = #b - 48
+  local off, total = le64(b, 9), le64(b, 17)
+  return (rest == size or rest == size + 4) and off + size <= math.max(total, size)
+end
+
+local function fits_v2(b)
+  if #b < 8 then
+    return false
+  end
+  local hl, op, size = b:byte(1), b:byte(2), be16(b, 3)
+  if hl < 8 or op > 3 or hl > #b then
+    return false
+  end
+  local rest = #b - hl
+  if rest ~= size and rest ~= size + 4 then
+    return false
+  end
+  if size > 0 then
+    local dhl = b:byte(hl + 1) or 0
+    if dhl < 8 or dhl > size then
+      return false
+    end
+  end
+  return true
+end
+
+-- v1 or v2, and why (p2p.rs choose_layout).
+local function p2p_layout(b, version, dest, src)
+  local guid = (dest ~= nil and dest:find(";{", 1, true)) or (src ~= nil and src:find(";{", 1, true))
+  local v1, v2 = fits_v1(b), fits_v2(b)
+  local l, why
+  if guid then
+    l, why = "v2", "P2P-Dest/P2P-Src name an endpoint GUID"
+  elseif version ~= nil and version < GEN.p2p.v2_from then
+    l, why = "v1", "MSNP" .. version .. " predates P2P v2"
+  end
+  if l ~= nil then
+    local fits = (l == "v1" and v1) or (l == "v2" and v2)
+    if fits then
+      return l, why
+    end
+    local other = l == "v1" and "v2" or "v1"
+    if (other == "v1" and v1) or (other == "v2" and v2) then
+      return other, "assumed " .. other .. ": the lengths fit it, not " .. l .. " (" .. why .. ")"
+    end
+    return l, why
+  end
+  if v1 and not v2 then
+    return "v1", "assumed v1: only the v1 lengths fit"
+  elseif v2 and not v1 then
+    return "v2", "assumed v2: only the v2 lengths fit"
+  elseif v1 and v2 then
+    return "v1", "assumed v1: both layouts fit and no endpoint GUID was given"
+  end
+  return "v1", "assumed v1: neither layout's lengths fit"
+end
+
+local function all_zero(s)
+  return not s:find("[^%z]")
+end
+
+-- The data, footer and SLP start line of a chunk whose data starts at b[start + 1] and is
+-- declared `declared` bytes long (p2p.rs finish_chunk).
+local function p2p_finish(t, rng, b, kind, start, declared)
+  local rest = #b - start
+  local dlen = math.min(declared, rest)
+  if dlen > 0 then
+    t:add(F.p2p_data, rng(start, dlen))
+  end
+  if rest >= dlen + 4 then
+    local id = be32(b, start + dlen + 1)
+    t:add(F.p2p_app_id, rng(start + dlen, 4))
+    t:add(F.p2p_app_name, rng(start + dlen, 4), p2p_app_name(id)):set_generated()
+  end
+  if kind == "slp" and dlen > 0 then
+    local data = b:sub(start + 1, start + dlen)
+    local first = data:match("^[^\n]*"):gsub("%s+$", "")
+    t:add(F.p2p_slp, rng(start, math.min(dlen, #first > 0 and #first or 1)), first)
+  end
+  if declared > rest then
+    t:add_proto_expert_info(E.p2p, "header says " .. declared .. " data bytes, " .. rest .. " present")
+  end
+end
+
+local function p2p_v1(t, rng, b)
+  if #b < 48 then
+    t:add_proto_expert_info(E.p2p, "P2P body of " .. #b .. " bytes is shorter than the 48-byte v1 header")
+    return
+  end
+  local session, total, size, flags = le32(b, 1), le64(b, 17), le32(b, 25), le32(b, 29)
+  t:add_le(F.p2p_session, rng(0, 4))
+  t:add_le(F.p2p_identifier, rng(4, 4))
+  t:add_le(F.p2p_offset, rng(8, 8))
+  t:add_le(F.p2p_total, rng(16, 8))
+  t:add_le(F.p2p_size, rng(24, 4))
+  local ft = t:add_le(F.p2p_flags, rng(28, 4))
+  for _, f in ipairs(F_P2P_FLAGS) do
+    ft:add_le(f, rng(28, 4))
+  end
+  local fnames = p2p_flag_names(flags)
+  -- Only unnamed bits set: no names (msntap's JSON then has no flag_names either).
+  if fnames ~= "" then
+    ft:add(F.p2p_flag_names, rng(28, 4), fnames):set_generated()
+  end
+  t:add_le(F.p2p_ack_session, rng(32, 4))
+  t:add(F.p2p_ack_identifier, rng(36, 4), u64(le32(b, 37)))
+  t:add_le(F.p2p_ack_total, rng(40, 8))
+  local avail = math.min(size, #b - 48)
+  local data = b:sub(49, 48 + avail)
+  local kind
+  if has_bit(flags, 0x1) then
+    kind = "nak"
+  elseif has_bit(flags, 0x2) then
+    kind = "ack"
+  elseif has_bit(flags, 0x8) or has_bit(flags, 0x80) then
+    kind = "error"
+  elseif has_bit(flags, 0x40) then
+    kind = "close_ack"
+  elseif has_bit(flags, 0x100) then
+    kind = "direct_handshake"
+  elseif size == 0 then
+    kind = "control"
+  elseif session == 0 then
+    kind = "slp"
+  elseif has_bit(flags, 0x10) or has_bit(flags, 0x20) then
+    kind = "data"
+  elseif total == 4 and size == 4 and all_zero(data) then
+    kind = "data_preparation"
+  else
+    kind = "data"
+  end
+  t:add(F.p2p_kind, rng(0, 48), kind):set_generated()
+  if kind == "ack" or kind == "nak" then
+    -- Captures show the acknowledged message's identifier at offset 32 (p2p.rs).
+    t:add(F.p2p_acked, rng(32, 4), u64(le32(b, 33))):set_generated()
+  end
+  p2p_finish(t, rng, b, kind, 48, size)
+end
+
+-- TLVs of b[from..to] (1-based, inclusive); type 0 is padding and ends the list.
+local function p2p_tlvs(b, from, to)
+  local out = {}
+  local i = from
+  while i + 1 <= to do
+    local ty, len = b:byte(i), b:byte(i + 1)
+    if ty == 0 then
+      break
+    end
+    local e = math.min(i + 2 + len, to + 1)
+    out[#out + 1] = { ty = ty, at = i, vat = i + 2, len = e - i - 2 }
+    i = e
+  end
+  return out
+end
+
+local function p2p_v2(t, rng, b)
+  if #b < 8 then
+    t:add_proto_expert_info(E.p2p, "P2P body of " .. #b .. " bytes is shorter than the 8-byte v2 header")
+    return
+  end
+  local hl, op, size = b:byte(1), b:byte(2), be16(b, 3)
+  t:add(F.p2p_header_length, rng(0, 1))
+  local ot = t:add(F.p2p_opcode, rng(1, 1))
+  for _, f in ipairs(F_P2P_OPS) do
+    ot:add(f, rng(1, 1))
+  end
+  ot:add(F.p2p_opcode_names, rng(1, 1), p2p_opcode_names(op)):set_generated()
+  t:add(F.p2p_size, rng(2, 2), size)
+  t:add(F.p2p_identifier, rng(4, 4))
+  if hl < 8 or hl > #b then
+    t:add_proto_expert_info(E.p2p, "v2 header length " .. hl .. " does not fit a body of " .. #b .. " bytes")
+    return
+  end
+  local kind = "control"
+  for _, v in ipairs(p2p_tlvs(b, 9, hl)) do
+    local it = t:add(rng(v.at - 1, v.len + 2), "TLV type " .. v.ty .. ", " .. v.len .. " bytes")
+    it:add(F.p2p_tlv_type, rng(v.at - 1, 1))
+    if v.ty == 1 and v.len == 12 then
+      it:append_text(" (peer info)")
+      it:add(F.p2p_peer_protocol, rng(v.vat - 1, 2))
+      it:add(F.p2p_peer_impl, rng(v.vat + 1, 2))
+      it:add(F.p2p_peer_version, rng(v.vat + 3, 2))
+      it:add(F.p2p_peer_caps, rng(v.vat + 7, 4))
+    elseif (v.ty == 2 or v.ty == 3) and (v.len == 4 or v.len == 8) then
+      -- ACK (2) or NAK (3) of a message identifier; an ACK names the acknowledged one.
+      local r = rng(v.vat - 1, v.len)
+      local fields = v.ty == 2 and { F.p2p_ack_identifier, F.p2p_acked } or { F.p2p_nak }
+      it:append_text(v.ty == 2 and " (ack)" or " (nak)")
+      for k, f in ipairs(fields) do
+        local item
+        if v.len == 8 then
+          item = it:add(f, r)
+        else
+          item = it:add(f, r, u64(be32(b, v.vat)))
+        end
+        if k > 1 then
+          item:set_generated()
+        end
+      end
+      kind = v.ty == 2 and "ack" or "nak"
+    else
+      it:append_text(" (unknown)")
+      if v.len > 0 then
+        it:add(F.p2p_tlv_value, rng(v.vat - 1, v.len))
+      end
+    end
+  end
+  if size == 0 then
+    if has_bit(op, 0x1) and kind == "control" then
+      kind = "syn"
+    end
+    t:add(F.p2p_kind, rng(0, hl), kind):set_generated()
+    p2p_finish(t, rng, b, kind, hl, 0)
+    return
+  end
+  if #b - hl < 8 then
+    t:add(F.p2p_kind, rng(0, hl), "control"):set_generated()
+    t:add_proto_expert_info(E.p2p, "v2 message of " .. size .. " bytes but only " .. (#b - hl) .. " after the header")
+    return
+  end
+  local dhl, tf, session = b:byte(hl + 1), b:byte(hl + 2), be32(b, hl + 5)
+  t:add(F.p2p_data_header_length, rng(hl, 1))
+  local tt = t:add(F.p2p_tf, rng(hl + 1, 1))
+  tt:add(F.p2p_tf_names, rng(hl + 1, 1), p2p_tf_names(tf)):set_generated()
+  t:add(F.p2p_package, rng(hl + 2, 2))
+  t:add(F.p2p_session, rng(hl + 4, 4))
+  if dhl < 8 or dhl > size or dhl > #b - hl then
+    t:add(F.p2p_kind, rng(hl, 8), "control"):set_generated()
+    t:add_proto_expert_info(E.p2p, "v2 data header length " .. dhl .. " does not fit message size " .. size)
+    return
+  end
+  -- The data-remaining TLV (the last one counts, as in p2p.rs).
+  local rem, rem_range = 0, nil
+  for _, v in ipairs(p2p_tlvs(b, hl + 9, hl + dhl)) do
+    if v.ty == 1 and v.len == 8 then
+      rem = be_num(b, v.vat, 8)
+      rem_range = rng(v.vat - 1, 8)
+    else
+      local it = t:add(rng(v.at - 1, v.len + 2), "Data TLV type " .. v.ty .. ", " .. v.len .. " bytes (unknown)")
+      if v.len > 0 then
+        it:add(F.p2p_tlv_value, rng(v.vat - 1, v.len))
+      end
+    end
+  end
+  if rem_range ~= nil then
+    t:add(F.p2p_remaining, rem_range)
+  else
+    t:add(F.p2p_remaining, rng(hl, dhl), u64(0)):set_generated()
+  end
+  local data_size = size - dhl
+  local start = hl + dhl
+  local avail = math.min(data_size, #b - start)
+  local data = b:sub(start + 1, start + avail)
+  local first = has_bit(tf, GEN.p2p.tf_first)
+  if first then
+    t:add(F.p2p_offset, rng(hl, dhl), u64(0)):set_generated()
+    local total = p2p_total(data_size, rem_range, rem)
+    if total ~= nil then
+      t:add(F.p2p_total, rng(hl, dhl), total):set_generated()
+    end
+  end
+  if session == 0 then
+    kind = "slp"
+  elseif has_bit(tf, 0x4) then
+    kind = "data"
+  elseif first and rem == 0 and data_size == 4 and all_zero(data) then
+    kind = "data_preparation"
+  else
+    kind = "data"
+  end
+  t:add(F.p2p_kind, rng(hl, dhl), kind):set_generated()
+  p2p_finish(t, rng, b, kind, start, data_size)
+end
+
+-- The P2P chunk in s[from..to]; hs: the MIME headers it came with; version: the
+-- connection's negotiated version when its command was framed.
+local function add_p2p(tvb, tree, s, from, to, base0, hs, version)
+  local b = s:sub(from, to)
+  local dest, src
+  for _, h in ipairs(hs or {}) do
+    if h.name ~= nil then
+      local n = h.name:lower()
+      if n == "p2p-dest" and dest == nil then
+        dest = h.value
+      elseif n == "p2p-src" and src == nil then
+        src = h.value
+      end
+    end
+  end
+  local function rng(o, l)
+    return tvb(base0 + from - 1 + o, l)
+  end
+  local layout, why = p2p_layout(b, version, dest, src)
+  local t = tree:add(F.p2p, rng(0, #b))
+  t:add(F.p2p_layout, rng(0, math.min(#b, layout == "v1" and 48 or 8)), layout):set_generated()
+  t:add(F.p2p_basis, rng(0, math.min(#b, layout == "v1" and 48 or 8)), why):set_generated()
+  if layout == "v1" then
+    p2p_v1(t, rng, b)
+  else
+    p2p_v2(t, rng, b)
+  end
+end
+
+local function add_body(tvb, pinfo, tree, s, from, to, base0, ctype, hs, version)
   if from > to then
     return
   end
   local r = tvb(base0 + from - 1, to - from + 1)
   local ct = (ctype or ""):lower()
-  if ct:find("^text/") or ct:find("^application/x%-msmsgs") then
+  if ct:match("^%s*([^;%s]*)") == "application/x-msnmsgrp2p" then
+    add_p2p(tvb, tree, s, from, to, base0, hs, version)
+  elseif ct:find("^text/") or ct:find("^application/x%-msmsgs") then
     tree:add(F.mime_body, r, s:sub(from, to))
   elseif ct:find("xml") and xml_dissector ~= nil then
     pcall(function() xml_dissector:call(r:tvb(), pinfo, tree) end)
@@ -1097,7 +1596,8 @@ local function add_payload(tvb, pinfo, tree, s, p, base0)
   end
   if kind == "mime" or kind == "multipart" then
     local pos = from
-    local ctype
+    -- The body is typed by the last block's headers (payload/mime.rs).
+    local ctype, last_hs
     local blocks = 0
     while pos <= to and blocks < 3 do
       local hs, body = mime_headers(s, pos, to)
@@ -1111,8 +1611,8 @@ local function add_payload(tvb, pinfo, tree, s, p, base0)
       end
       local ht = pt:add(range, label)
       local ct = add_headers(tvb, ht, hs, base0)
+      ctype, last_hs = ct, hs
       if ct ~= nil then
-        ctype = ct
         pt:add(F.content_type, range, ct)
       end
       if body == nil then
@@ -1129,7 +1629,7 @@ local function add_payload(tvb, pinfo, tree, s, p, base0)
         break
       end
     end
-    add_body(tvb, pinfo, pt, s, pos, to, base0, ctype)
+    add_body(tvb, pinfo, pt, s, pos, to, base0, ctype, last_hs, p.frame_version)
   elseif kind == "xml" and xml_dissector ~= nil and s:sub(from, from) == "<" then
     pcall(function() xml_dissector:call(range:tvb(), pinfo, pt) end)
   elseif kind == "text" or kind == "xml" then
@@ -1170,9 +1670,11 @@ local function add_param(tvb, t, p, tok, r)
       it:add(F.port, r, u32(port))
     end
   elseif p.ty == "caps" then
-    local a, b = tok:match("^([0-9]+):([0-9]+)$")
-    if a == nil then
-      a = tok
+    -- `caps` or `caps:extcaps`, cut at the first colon (protocol/fields.rs caps).
+    local a, b = tok, nil
+    local colon = tok:find(":", 1, true)
+    if colon ~= nil then
+      a, b = tok:sub(1, colon - 1), tok:sub(colon + 1)
     end
     local v = u32(a)
     if v ~= nil then
@@ -1205,6 +1707,7 @@ local function add_pdu(tvb, pinfo, tree, s, p, dir, base0, c)
   t:add(F.service, lr, p.service)
   if p.version ~= nil then
     t:add(F.version, lr, p.version)
+    t:add(F.versions, lr, "MSNP" .. p.version):set_hidden()
   else
     t:add(F.versions, lr, "MSNP" .. p.lo .. "-" .. p.hi)
   end
@@ -1303,7 +1806,7 @@ local function dissect_bytes(tvb, pinfo, tree, st, memo, skey, dir, eof, gateway
     if k.midway then
       it:add_proto_expert_info(E.midway, "Not MSNP (" .. k.reason .. ")")
     else
-      it:add_proto_expert_info(E.desync, "Not MSNP (" .. k.reason .. "): skipped to the next command line")
+      it:add_proto_expert_info(E.desync, "Not MSNP (" .. k.reason .. ")")
     end
     infos[#infos + 1] = "[not MSNP]"
   end
@@ -1411,7 +1914,7 @@ local function dissect_tcp(tvb, pinfo, tree, from_heuristic)
     if pinfo.visited or (from_heuristic == false and not msnp.prefs.heuristic) then
       return 0
     end
-    if not accept(c, tvb:raw(0, math.min(tvb:len(), DETECT_WINDOW + 2048))) then
+    if not accept(c, tvb:raw(0, math.min(tvb:len(), DETECT_WINDOW + FIRST_LINE_WINDOW))) then
       return 0
     end
   end
@@ -1504,7 +2007,9 @@ function syn_watch.dissector(tvb, pinfo, tree)
 end
 register_postdissector(syn_watch)
 
-tcp_port_table():add(MSNP_PORT, msnp)
+for p in pairs(msnp_ports) do
+  tcp_port_table():add(p, msnp)
+end
 DissectorTable.get("media_type"):add("application/x-msn-messenger", msnp)
 msnp:register_heuristic("tcp", heuristic)
 apply_ports()

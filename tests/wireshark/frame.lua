@@ -1,7 +1,8 @@
 -- Test harness of tests/wireshark.rs: runs the framing part of a generated Wireshark plugin
 -- under a plain Lua interpreter, fed the way `msntap decode` feeds a session. It must not
 -- touch any Wireshark API (the plugin returns its framing core when Proto is absent).
--- Input lines: "conn dir hexbytes". Output: "conn dir cmd hexline" per command.
+-- Input lines: "conn dir hexbytes". Output: "conn dir cmd label hexline" per command, the
+-- label being "service/MSNPn" (or "service/-" before a version is negotiated).
 local plugin, input = arg[1], arg[2]
 local core = dofile(plugin)
 assert(type(core) == "table" and core.frame ~= nil, "the plugin did not return its framing core outside Wireshark")
@@ -19,7 +20,8 @@ local conns, order = {}, {}
 local function feed(id, dir, eof)
   local c = conns[id]
   local function on_pdu(p)
-    io.write(id, " ", dir, " ", p.name, " ", tohex(p.line), "\n")
+    local v = p.version and ("MSNP" .. p.version) or "-"
+    io.write(id, " ", dir, " ", p.name, " ", p.service, "/", v, " ", tohex(p.line), "\n")
   end
   local function on_skip() end
   local stop = core.frame(c.st, dir, c.buf[dir], eof, on_pdu, on_skip)

@@ -5,7 +5,9 @@
 -- direction's bytes are handed over chunk by chunk, and what the dissector asks to keep
 -- (desegment_offset) is handed over again with the next chunk. Every chunk is dissected a
 -- second time as a later pass would (visited), and both passes must agree.
--- Input lines: "conn dir hexbytes". Output: "conn dir cmd hexline" per command.
+-- Input lines: "conn dir hexbytes". Output: "conn dir cmd label hexline" per command, the
+-- label being "service/MSNPn" (or "service/-" before a version is negotiated), read from the
+-- msnp.service and msnp.versions fields.
 local plugin, input = arg[1], arg[2]
 
 local function fail(msg)
@@ -15,7 +17,7 @@ end
 local is_integer = math.type and function(v) return math.type(v) == "integer" end
   or function(v) return type(v) == "number" and v == math.floor(v) end
 
-base = { ASCII = 1, UNICODE = 2, DEC = 3, HEX = 4 }
+base = { NONE = 0, ASCII = 1, UNICODE = 2, DEC = 3, HEX = 4 }
 expert = {
   group = { UNDECODED = 1, MALFORMED = 2, ASSUMPTION = 3, PROTOCOL = 4, SEQUENCE = 5, RESPONSE_CODE = 6 },
   severity = { NOTE = 1, WARN = 2 },
@@ -43,6 +45,7 @@ ProtoField = {
   uint8 = protofield("uint", 8),
   uint16 = protofield("uint", 16),
   uint32 = protofield("uint", 32),
+  uint64 = protofield("uint", 64),
 }
 ProtoExpert = {
   new = function(abbr, text, group, severity)
@@ -150,6 +153,8 @@ function Item:add(what, range, value)
   end
   return new_item()
 end
+-- Little-endian items are checked as the others.
+Item.add_le = Item.add
 function Item:append_text(t)
   if type(t) ~= "string" then fail("append_text: not a string") end
   return self
@@ -237,6 +242,11 @@ local function call(conn, dir, bytes, number, visited, tvb_offset)
       cmds[#cmds].cmd = s[2]
     elseif s[1] == "msnp.line" then
       cmds[#cmds].line = s[2]
+    elseif s[1] == "msnp.service" then
+      cmds[#cmds].service = s[2]
+    elseif s[1] == "msnp.versions" then
+      -- A range (MSNP8-21) until a version is negotiated.
+      cmds[#cmds].version = s[2]:find("-", 1, true) and "-" or s[2]
     end
   end
   return cmds, pinfo.desegment_offset, pinfo.desegment_len
@@ -256,7 +266,7 @@ for l in io.lines(input) do
   local cmds, doff, dlen = call(conn, dir, bytes, frame_no, false, tvb_offset)
   calls[#calls + 1] = { conn, dir, bytes, frame_no, tvb_offset, cmds, doff }
   for _, x in ipairs(cmds) do
-    out[#out + 1] = conn .. " " .. dir .. " " .. x.cmd .. " " .. tohex(x.line)
+    out[#out + 1] = conn .. " " .. dir .. " " .. x.cmd .. " " .. x.service .. "/" .. x.version .. " " .. tohex(x.line)
   end
   if doff ~= nil then
     if not is_integer(doff) or doff < 0 or doff >= #bytes then
@@ -274,7 +284,8 @@ for _, c in ipairs(calls) do
     fail("frame " .. c[4] .. ": " .. #c[6] .. " commands on the first pass, " .. #cmds .. " later")
   end
   for i, x in ipairs(cmds) do
-    if x.line ~= c[6][i].line or x.cmd ~= c[6][i].cmd then
+    if x.line ~= c[6][i].line or x.cmd ~= c[6][i].cmd or x.service ~= c[6][i].service
+      or x.version ~= c[6][i].version then
       fail("frame " .. c[4] .. ": another command on a later pass")
     end
   end
