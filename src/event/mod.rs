@@ -20,7 +20,7 @@ use smallvec::SmallVec;
 pub use annotations::Annotations;
 pub use ts::Ts;
 
-use crate::payload::{owned, owned_opt, Bytes, MsnObject, Payload};
+use crate::payload::{owned, owned_opt, Bytes, Inline, MsnObject, Payload};
 use crate::secret::{Redact, Secret, REDACTED};
 
 /// Version of the JSON event schema; bumped on any change a consumer could trip over.
@@ -413,6 +413,15 @@ impl Serialize for ArgsOf<'_> {
 impl Serialize for Command<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut st = s.serialize_struct("Command", 16)?;
+        self.write_fields(&mut st)?;
+        st.end()
+    }
+}
+
+impl Command<'_> {
+    /// The fields of a command event, into the struct being serialized (the event's own,
+    /// or the command's when serialized alone).
+    fn write_fields<S: SerializeStruct>(&self, st: &mut S) -> Result<(), S::Error> {
         st.serialize_field("cmd", &self.cmd)?;
         if let Some(t) = self.trid {
             st.serialize_field("trid", &t)?;
@@ -451,7 +460,7 @@ impl Serialize for Command<'_> {
         if !self.annotations.is_empty() {
             st.serialize_field("annotations", &self.annotations)?;
         }
-        st.end()
+        Ok(())
     }
 }
 
@@ -855,8 +864,9 @@ impl<'de> Deserialize<'de> for Schema {
     }
 }
 
-/// One event of the stream.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// One event of the stream. Written as one JSON object: these fields, `type`, then the
+/// kind's fields (see the `Serialize` impl below); read back through serde's flatten.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct Event<'a> {
     pub schema: Schema,
     pub ts: Ts,
@@ -867,6 +877,35 @@ pub struct Event<'a> {
     pub version: Option<Version>,
     #[serde(flatten)]
     pub kind: EventKind<'a>,
+}
+
+impl Serialize for Event<'_> {
+    /// The same JSON as serde's `flatten` of the internally tagged kind would write, without
+    /// going through a map: field names stay constants (the JSON backend writes them as one
+    /// store each), and a kind's derived fields are forwarded into this struct by [`Inline`].
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut st = s.serialize_struct("Event", 24)?;
+        st.serialize_field("schema", &self.schema)?;
+        st.serialize_field("ts", &self.ts)?;
+        st.serialize_field("conn", &self.conn)?;
+        if let Some(d) = &self.dir {
+            st.serialize_field("dir", d)?;
+        }
+        st.serialize_field("service", &self.service)?;
+        st.serialize_field("version", &self.version)?;
+        st.serialize_field("type", self.kind.type_name())?;
+        match &self.kind {
+            EventKind::Command(c) => c.write_fields(&mut st)?,
+            EventKind::Connect(x) => x.serialize(Inline(&mut st))?,
+            EventKind::Close(x) => x.serialize(Inline(&mut st))?,
+            EventKind::Desync(x) => x.serialize(Inline(&mut st))?,
+            EventKind::Gap(x) => x.serialize(Inline(&mut st))?,
+            EventKind::Redirect(x) => x.serialize(Inline(&mut st))?,
+            EventKind::Note(x) | EventKind::Error(x) => x.serialize(Inline(&mut st))?,
+            EventKind::Dropped(x) => x.serialize(Inline(&mut st))?,
+        }
+        st.end()
+    }
 }
 
 impl<'a> Event<'a> {

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     msnobj, owned, owned_opt, owned_pairs, p2p, redact_headers, urldecode, xml, Body, Element,
-    Headers, KvMap, MsnObject, P2p,
+    Headers, Inline, KvMap, MsnObject, P2p,
 };
 use crate::secret::{Redact, Secret};
 
@@ -427,8 +427,9 @@ impl Redact for Content<'_> {
     }
 }
 
-/// A decoded MSG-style MIME payload.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A decoded MSG-style MIME payload (written with the typed content's fields beside its
+/// own, read back through serde's flatten).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct Mime<'a> {
     /// `[name, value]` pairs in order.
     pub headers: Headers<'a>,
@@ -438,6 +439,31 @@ pub struct Mime<'a> {
     pub charset: Option<Cow<'a, str>>,
     #[serde(flatten)]
     pub content: Content<'a>,
+}
+
+impl Serialize for Mime<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("Mime", 16)?;
+        st.serialize_field("headers", &self.headers)?;
+        st.serialize_field("content_type", &self.content_type)?;
+        if let Some(c) = &self.charset {
+            st.serialize_field("charset", c)?;
+        }
+        self.content.serialize(Inline(&mut st))?;
+        st.end()
+    }
+}
+
+impl Serialize for Multipart<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("Multipart", 16)?;
+        st.serialize_field("blocks", &self.blocks)?;
+        st.serialize_field("content_type", &self.content_type)?;
+        self.content.serialize(Inline(&mut st))?;
+        st.end()
+    }
 }
 
 impl Mime<'_> {
@@ -469,7 +495,7 @@ pub struct Block<'a> {
 }
 
 /// SDG / PUT / NFY payloads: `Routing`, `Reliability` and a third header block, then a body.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct Multipart<'a> {
     pub blocks: Vec<Block<'a>>,
     pub content_type: Cow<'a, str>,

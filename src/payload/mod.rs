@@ -486,6 +486,127 @@ fn set_body<'a>(p: &mut Payload<'a>, body: &'a [u8]) {
     }
 }
 
+use serde::ser::SerializeStruct;
+
+/// Forwards the fields of a struct's derived `Serialize` into an enclosing struct being
+/// serialized; anything but a struct is refused.
+pub(crate) struct Inline<'s, S>(pub(crate) &'s mut S);
+
+impl<S: SerializeStruct> SerializeStruct for Inline<'_, S> {
+    type Ok = ();
+    type Error = S::Error;
+    fn serialize_field<T: Serialize + ?Sized>(
+        &mut self,
+        key: &'static str,
+        v: &T,
+    ) -> Result<(), S::Error> {
+        self.0.serialize_field(key, v)
+    }
+    fn skip_field(&mut self, key: &'static str) -> Result<(), S::Error> {
+        self.0.skip_field(key)
+    }
+    fn end(self) -> Result<(), S::Error> {
+        Ok(())
+    }
+}
+
+macro_rules! refuse {
+    ($($name:ident($($arg:ty),*)),* $(,)?) => {
+        $(fn $name(self, $(_: $arg),*) -> Result<(), S::Error> {
+            Err(serde::ser::Error::custom("only a struct can be inlined"))
+        })*
+    };
+}
+
+impl<'s, S: SerializeStruct> serde::Serializer for Inline<'s, S> {
+    type Ok = ();
+    type Error = S::Error;
+    type SerializeSeq = serde::ser::Impossible<(), S::Error>;
+    type SerializeTuple = serde::ser::Impossible<(), S::Error>;
+    type SerializeTupleStruct = serde::ser::Impossible<(), S::Error>;
+    type SerializeTupleVariant = serde::ser::Impossible<(), S::Error>;
+    type SerializeMap = serde::ser::Impossible<(), S::Error>;
+    type SerializeStruct = Self;
+    type SerializeStructVariant = serde::ser::Impossible<(), S::Error>;
+
+    fn serialize_struct(self, _: &'static str, _: usize) -> Result<Self, S::Error> {
+        Ok(self)
+    }
+    refuse!(
+        serialize_bool(bool),
+        serialize_i8(i8),
+        serialize_i16(i16),
+        serialize_i32(i32),
+        serialize_i64(i64),
+        serialize_u8(u8),
+        serialize_u16(u16),
+        serialize_u32(u32),
+        serialize_u64(u64),
+        serialize_f32(f32),
+        serialize_f64(f64),
+        serialize_char(char),
+        serialize_str(&str),
+        serialize_bytes(&[u8]),
+        serialize_none(),
+        serialize_unit(),
+        serialize_unit_struct(&'static str),
+        serialize_unit_variant(&'static str, u32, &'static str),
+    );
+    fn serialize_some<T: Serialize + ?Sized>(self, _: &T) -> Result<(), S::Error> {
+        Err(serde::ser::Error::custom("only a struct can be inlined"))
+    }
+    fn serialize_newtype_struct<T: Serialize + ?Sized>(
+        self,
+        _: &'static str,
+        _: &T,
+    ) -> Result<(), S::Error> {
+        Err(serde::ser::Error::custom("only a struct can be inlined"))
+    }
+    fn serialize_newtype_variant<T: Serialize + ?Sized>(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: &T,
+    ) -> Result<(), S::Error> {
+        Err(serde::ser::Error::custom("only a struct can be inlined"))
+    }
+    fn serialize_seq(self, _: Option<usize>) -> Result<Self::SerializeSeq, S::Error> {
+        Err(serde::ser::Error::custom("only a struct can be inlined"))
+    }
+    fn serialize_tuple(self, _: usize) -> Result<Self::SerializeTuple, S::Error> {
+        Err(serde::ser::Error::custom("only a struct can be inlined"))
+    }
+    fn serialize_tuple_struct(
+        self,
+        _: &'static str,
+        _: usize,
+    ) -> Result<Self::SerializeTupleStruct, S::Error> {
+        Err(serde::ser::Error::custom("only a struct can be inlined"))
+    }
+    fn serialize_tuple_variant(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: usize,
+    ) -> Result<Self::SerializeTupleVariant, S::Error> {
+        Err(serde::ser::Error::custom("only a struct can be inlined"))
+    }
+    fn serialize_map(self, _: Option<usize>) -> Result<Self::SerializeMap, S::Error> {
+        Err(serde::ser::Error::custom("only a struct can be inlined"))
+    }
+    fn serialize_struct_variant(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: usize,
+    ) -> Result<Self::SerializeStructVariant, S::Error> {
+        Err(serde::ser::Error::custom("only a struct can be inlined"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
