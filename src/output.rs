@@ -39,10 +39,54 @@ pub struct OutputConfig {
     pub challenge_keys: Vec<ChallengeKey>,
 }
 
+/// A set of connection ids: a bitmap for the small sequential ids every input hands out,
+/// a tree for the rest (ids read back from JSON Lines can be anything).
+#[derive(Debug, Default, Clone)]
+pub struct ConnSet {
+    bits: Vec<u64>,
+    others: BTreeSet<u64>,
+    len: usize,
+    max: Option<u64>,
+}
+
+/// Ids below this live in the bitmap (at most 2 MiB of it).
+const DENSE: u64 = 1 << 24;
+
+impl ConnSet {
+    pub fn insert(&mut self, id: u64) -> bool {
+        let new = if id < DENSE {
+            let (w, b) = ((id / 64) as usize, id % 64);
+            if w >= self.bits.len() {
+                self.bits.resize(w + 1, 0);
+            }
+            let was = self.bits[w] & (1 << b) != 0;
+            self.bits[w] |= 1 << b;
+            !was
+        } else {
+            self.others.insert(id)
+        };
+        if new {
+            self.len += 1;
+            self.max = Some(self.max.map_or(id, |m| m.max(id)));
+        }
+        new
+    }
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    /// The largest id seen.
+    pub fn max(&self) -> Option<u64> {
+        self.max
+    }
+}
+
 /// Counts for the end-of-run summary.
 #[derive(Debug, Default, Clone)]
 pub struct Summary {
-    pub connections: BTreeSet<u64>,
+    pub connections: ConnSet,
     pub commands: u64,
     pub unknown: u64,
     pub unmatched_forms: u64,

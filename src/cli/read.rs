@@ -99,7 +99,6 @@ pub fn read(a: &ReadArgs, tables: Arc<Tables>) -> Result<ExitCode> {
                 opts.first_conn = out
                     .summary
                     .connections
-                    .iter()
                     .max()
                     .map_or(1, |m| m + 1)
                     .max(opts.first_conn);
