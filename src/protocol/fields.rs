@@ -222,7 +222,7 @@ mod tests {
     }
 
     fn lists_of(t: &Tables, raw: &[u8]) -> Vec<String> {
-        match value(t, ParamType::Listbits, raw, None) {
+        match value(t, ParamType::Listbits, raw, text(raw), None) {
             FieldValue::Lists(l) => l.lists.iter().map(|s| s.to_string()).collect(),
             other => panic!("{other:?}"),
         }
