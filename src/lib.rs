@@ -10,6 +10,7 @@ pub mod logfile;
 pub mod output;
 pub mod payload;
 pub mod protocol;
+pub mod proxy;
 pub mod secret;
 pub mod wire;
 

@@ -5,9 +5,10 @@
 mod args;
 mod decode;
 mod dissectors;
+mod proxy;
 mod read;
 mod synth;
-// Being ported to the typed events: report, transcript, extract, annotate, proxy.
+// Being ported to the typed events: report, transcript, extract, annotate.
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -49,9 +50,9 @@ pub enum Command {
     Decode(decode::DecodeArgs),
     /// Print the merged dissector table: commands with their forms, error codes, capabilities.
     Dissectors(dissectors::DissectorArgs),
-    // PORTING /// Relay a client to its server and decode the session live; XFR and RNG redirects are
-    // PORTING /// rewritten so notification and switchboard connections pass through msntap too.
-    // PORTING Proxy(proxy::ProxyArgs),
+    /// Relay a client to its server and decode the session live; XFR and RNG redirects are
+    /// rewritten so notification and switchboard connections pass through msntap too.
+    Proxy(proxy::ProxyArgs),
     // PORTING /// Discovery report: commands per version and service, unknown commands and forms,
     // PORTING /// unfamiliar payload vocabulary, error codes, payload guesses and desyncs.
     // PORTING Report(report::ReportArgs),
@@ -102,6 +103,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
     match &cli.command {
         Command::Decode(a) => decode::run(a, tables),
         Command::Dissectors(a) => dissectors::run(a, &tables),
+        Command::Proxy(a) => proxy::run(a, tables),
         Command::Read(a) => read::read(a, tables),
         Command::Synth(a) => synth::synth(a, tables),
     }
