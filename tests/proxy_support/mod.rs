@@ -216,6 +216,17 @@ impl Peer {
         while self.fill().await > 0 {}
     }
 
+    /// Reads until the peer closes (FIN or reset) or nothing comes for a step.
+    pub async fn read_to_eof_quietly(&mut self) {
+        let mut b = vec![0u8; 64 * 1024];
+        loop {
+            match tokio::time::timeout(STEP, self.s.read(&mut b)).await {
+                Ok(Ok(n)) if n > 0 => self.got.extend_from_slice(&b[..n]),
+                _ => return,
+            }
+        }
+    }
+
     /// Waits for the peer's FIN; panics on more data.
     pub async fn eof(&mut self) {
         let n = self.fill().await;
