@@ -541,9 +541,12 @@ impl Direction {
         let r = redirect::find(self.dir, name, &args, &c.address_args)?;
         let original = r.address_str();
         let tok = f.toks.get(r.arg + 1).copied()?;
-        let result = if f.offset < self.fwd {
+        // A longer line is never rewritten, however it was split into reads: a partial
+        // line is held back for at most MAX_HOLD bytes, so the result must not depend on
+        // whether it arrived whole.
+        let result = if f.offset < self.fwd || f.line_len > MAX_HOLD {
             Err(format!(
-                "the line was forwarded before it ended (a partial line is held back for at most {MAX_HOLD} bytes)"
+                "the line is longer than {MAX_HOLD} bytes, which is as much as is held back to rewrite it"
             ))
         } else if r.port().is_none() || r.host().is_empty() {
             Err(format!("{original} is not a HOST:PORT address"))

@@ -79,8 +79,13 @@ pub async fn start_with(cfg: Config, keep: fn(&Event<'_>) -> bool) -> Running {
 impl Running {
     /// Stops the proxy and returns every event it emitted.
     pub async fn stop(self) -> Vec<Owned> {
+        self.stop_with_stats().await.0
+    }
+
+    /// Stops the proxy; returns every event it emitted and its counts.
+    pub async fn stop_with_stats(self) -> (Vec<Owned>, Stats) {
         let _ = self.stop.send(());
-        tokio::time::timeout(STEP, self.task)
+        let stats = tokio::time::timeout(STEP, self.task)
             .await
             .expect("proxy stops in time")
             .expect("proxy task");
@@ -91,7 +96,7 @@ impl Running {
             .expect("collector")
             .expect("collector thread");
         let v = self.events.lock().expect("events").clone();
-        v
+        (v, stats)
     }
 
     /// Waits until an event matching `f` has been seen.
