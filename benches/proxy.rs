@@ -529,7 +529,9 @@ fn profile(bench: &Runtime, tables: &Arc<Tables>, kind: Traffic) {
         let c0 = proc_cpu(r.0.id());
         let s0 = sched_times();
         let t0 = Instant::now();
-        let v: Vec<f64> = (0..RUNS).map(|_| bench.block_on(pull(&r.1, total))).collect();
+        let v: Vec<f64> = (0..RUNS)
+            .map(|_| bench.block_on(pull(&r.1, total)))
+            .collect();
         let wall = t0.elapsed().as_secs_f64();
         let s1 = sched_times();
         let c1 = proc_cpu(r.0.id());
@@ -573,7 +575,9 @@ fn profile(bench: &Runtime, tables: &Arc<Tables>, kind: Traffic) {
             &mut |e| out.event(e),
         );
         for chunk in data.chunks(64 << 10) {
-            s.feed(msntap::Dir::S2c, chunk, msntap::Ts(0), &mut |e| out.event(e));
+            s.feed(msntap::Dir::S2c, chunk, msntap::Ts(0), &mut |e| {
+                out.event(e)
+            });
         }
         out.finish(Duration::from_secs(1));
         best = best.max(total as f64 / t.elapsed().as_secs_f64() / 1e6);
@@ -882,8 +886,16 @@ fn memory(bench: &Runtime) {
     let png = b"PNG\r\n".repeat(FLOOD / 5);
     let mut line = vec![b'A'; LONG_LINE];
     line.extend_from_slice(b"\r\nOUT\r\n");
-    for (name, data) in [("PNG flood, 100 MB of PNG\\r\\n", &png), ("one 200 MB line", &line)] {
-        let b = bin(&sink, &[]);
+    let backlog = std::env::var("MSNTAP_BENCH_BACKLOG").ok();
+    let extra: Vec<&str> = match &backlog {
+        Some(b) => vec!["--backlog", b.as_str()],
+        None => Vec::new(),
+    };
+    for (name, data) in [
+        ("PNG flood, 100 MB of PNG\\r\\n", &png),
+        ("one 200 MB line", &line),
+    ] {
+        let b = bin(&sink, &extra);
         let start = b.status_kib("VmRSS:");
         let secs = flood(bench, &b.addr, data, &got);
         std::thread::sleep(Duration::from_millis(300));

@@ -164,9 +164,15 @@ impl Events {
             containers,
             entries,
         } = batch;
-        let n = entries.len();
+        let mut n = 0;
+        let mut rewritten: Option<Box<str>> = None;
         for entry in entries {
+            n += 1;
             match entry {
+                Entry::Rewritten(r) => {
+                    rewritten = Some(r);
+                    n -= 1;
+                }
                 Entry::Frame(fr) => {
                     let Some(bytes) = containers.get(fr.container as usize).and_then(|c| {
                         c.get(fr.start as usize..fr.start as usize + fr.len as usize)
@@ -180,7 +186,7 @@ impl Events {
                     }));
                     let kind = match r {
                         Ok(mut c) => {
-                            c.rewritten = fr.rewritten.as_deref().map(Cow::Borrowed);
+                            c.rewritten = rewritten.take().map(|r| Cow::Owned(r.into()));
                             EventKind::Command(c)
                         }
                         Err(_) => EventKind::Error(Message {
@@ -193,18 +199,14 @@ impl Events {
                     let mut ev = Event::new(ts, conn, Some(dir), fr.service, fr.version, kind);
                     f(&mut ev);
                 }
-                Entry::Desync {
-                    info,
-                    service,
-                    version,
-                } => {
+                Entry::Desync(d) => {
                     let mut ev = Event::new(
                         ts,
                         conn,
                         Some(dir),
-                        service,
-                        version,
-                        desync_kind(&info, self.limits),
+                        d.service,
+                        d.version,
+                        desync_kind(&d.info, self.limits),
                     );
                     f(&mut ev);
                 }

@@ -545,6 +545,12 @@ fn step(c: &Conn, st: &mut Direction, chunk: &Bytes, eof: bool) -> super::forwar
     st.push(chunk, eof, &mut ctx)
 }
 
+fn push_all(c: &Conn, dir: Dir, ts: Ts, batches: smallvec::SmallVec<[super::forward::Batch; 1]>) {
+    for b in batches {
+        c.shared.backlog.push_batch(c.conn, dir, ts, b);
+    }
+}
+
 /// Writes `out` in order; returns the bytes written, and whether all of it was.
 async fn write_out(wr: &mut OwnedWriteHalf, out: &[Bytes]) -> (u64, bool) {
     let mut n = 0u64;
@@ -631,17 +637,17 @@ async fn pump(
         let (w, ok) = tokio::select! {
             r = write_out(wr, &pushed.out) => r,
             _ = down.wait_for(|v| *v) => {
-                c.shared.backlog.push_batch(c.conn, dir, ts, pushed.batch);
+                push_all(c, dir, ts, pushed.batches);
                 break End::Stopped(Stop::Shutdown);
             }
             why = stop.wait_for(Option::is_some) => {
-                c.shared.backlog.push_batch(c.conn, dir, ts, pushed.batch);
+                push_all(c, dir, ts, pushed.batches);
                 break End::Stopped(why.ok().and_then(|w| *w).unwrap_or(Stop::Reset));
             }
         };
         delivered += w;
         sent += if ok { covered } else { w.min(covered) };
-        c.shared.backlog.push_batch(c.conn, dir, ts, pushed.batch);
+        push_all(c, dir, ts, pushed.batches);
         if !ok {
             break End::WriteReset;
         }
@@ -662,9 +668,7 @@ async fn pump(
             let (w, ok) = write_out(wr, &rest.out).await;
             delivered += w;
             sent += if ok { covered } else { w.min(covered) };
-            c.shared
-                .backlog
-                .push_batch(c.conn, dir, Ts::now(), rest.batch);
+            push_all(c, dir, Ts::now(), rest.batches);
             c.record(Rec::Fin {
                 conn: c.conn,
                 dir,
@@ -686,16 +690,12 @@ async fn pump(
         }
         End::ReadReset | End::WriteReset => {
             c.mark(dir, end);
-            c.shared
-                .backlog
-                .push_batch(c.conn, dir, Ts::now(), rest.batch);
+            push_all(c, dir, Ts::now(), rest.batches);
             reset_other(c, dir, end == End::WriteReset).await;
         }
         End::Stopped(_) => {
             c.mark(dir, end);
-            c.shared
-                .backlog
-                .push_batch(c.conn, dir, Ts::now(), rest.batch);
+            push_all(c, dir, Ts::now(), rest.batches);
         }
     }
     Done {
