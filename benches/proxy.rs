@@ -260,10 +260,9 @@ fn tap_with(tables: &Arc<Tables>, upstream: String, decode: bool, backlog: usize
         .name("msntap-events".into())
         .spawn(move || {
             msntap::proxy::output::lower_priority();
-            while !decode {
-                if events.skip(FLUSH_EVERY).is_none() {
-                    return;
-                }
+            if !decode {
+                while events.skip(FLUSH_EVERY).is_some() {}
+                return;
             }
             loop {
                 let r = events.next(FLUSH_EVERY, FLUSH_EVERY, &mut |ev| {

@@ -368,8 +368,14 @@ fn a_standard_output_nobody_reads_does_not_stall_forwarding_or_the_json_file() {
             let count = 40_000;
             let up = bulk_server(frame.clone(), count).await;
             let json = temp("unread.jsonl");
+            // A backlog that holds the whole transfer, so that what is measured is standard
+            // output alone (a debug build decodes slower than it forwards).
             let mut p = spawn_proxy_with(
-                args(&["--upstream", &up, "--color", "never"], &json, &[]),
+                args(
+                    &["--upstream", &up, "--color", "never", "--backlog", "256M"],
+                    &json,
+                    &[],
+                ),
                 Stdio::piped(),
             );
             // Nobody reads standard output for 20 s.
@@ -392,6 +398,12 @@ fn a_standard_output_nobody_reads_does_not_stall_forwarding_or_the_json_file() {
             )
             .await;
             assert_eq!(msgs, count);
+            assert!(
+                !json_so_far(&json)
+                    .iter()
+                    .any(|e| matches!(e.kind, EventKind::Dropped(_))),
+                "the JSON Lines lost nothing"
+            );
             let rest = Duration::from_secs(20).saturating_sub(t0.elapsed());
             tokio::time::sleep(rest).await;
             assert!(p.running());
