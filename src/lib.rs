@@ -13,6 +13,7 @@ pub mod logfile;
 pub mod output;
 pub mod payload;
 pub mod protocol;
+pub mod proxy;
 pub mod secret;
 pub mod wire;
 pub mod wireshark;
