@@ -14,6 +14,7 @@ pub mod output;
 pub mod payload;
 pub mod protocol;
 pub mod secret;
+pub mod source;
 pub mod wire;
 pub mod wireshark;
 
