@@ -7,7 +7,6 @@ pub mod annotate;
 pub mod capture;
 pub mod event;
 pub mod http;
-pub mod input;
 pub mod json;
 pub mod logfile;
 pub mod output;

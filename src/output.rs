@@ -163,6 +163,8 @@ pub enum CreateError {
 pub struct Created {
     pub file: File,
     pub note: Option<String>,
+    /// The permission bits of the file it replaced (None: a new file, or not Unix).
+    pub previous_mode: Option<u32>,
 }
 
 /// Creates (or truncates) the output file `path`: the one way msntap opens a file to
@@ -179,22 +181,47 @@ pub fn create_output(
     let name = || path.display().to_string();
     let io_err = |err: io::Error| CreateError::Io { path: name(), err };
     let mut o = std::fs::OpenOptions::new();
-    // Not truncated yet: the checks below must come first.
-    o.write(true).create(true);
+    o.write(true).create_new(true);
     #[cfg(unix)]
     if private {
         use std::os::unix::fs::OpenOptionsExt;
         o.mode(0o600);
     }
-    let file = o.open(path).map_err(io_err)?;
+    // A new file is created as asked; an existing one is opened without truncation, since
+    // the checks below must come first.
+    let (file, existed) = match o.open(path) {
+        Ok(f) => (f, false),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => (
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(path)
+                .map_err(io_err)?,
+            true,
+        ),
+        Err(e) => return Err(io_err(e)),
+    };
     let meta = file.metadata().map_err(io_err)?;
     if !meta.is_file() {
-        return Ok(Created { file, note: None });
+        return Ok(Created {
+            file,
+            note: None,
+            previous_mode: None,
+        });
     }
     if FileId::of_file(&file).is_some_and(|id| inputs.contains(&id)) {
         return Err(CreateError::IsInput { path: name() });
     }
     let mut note = None;
+    #[cfg(unix)]
+    let previous_mode = {
+        use std::os::unix::fs::PermissionsExt;
+        existed.then_some(meta.permissions().mode() & 0o7777)
+    };
+    #[cfg(not(unix))]
+    let previous_mode = {
+        let _ = existed;
+        None
+    };
     #[cfg(unix)]
     if private {
         use std::os::unix::fs::PermissionsExt;
@@ -218,7 +245,11 @@ pub fn create_output(
         }
     }
     file.set_len(0).map_err(io_err)?;
-    Ok(Created { file, note })
+    Ok(Created {
+        file,
+        note,
+        previous_mode,
+    })
 }
 
 /// [`create_output`] without inputs to check; a mode fix is logged as a warning.
