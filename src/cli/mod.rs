@@ -389,7 +389,6 @@ pub fn refuse_input_output(dest: Option<&str>, inputs: &[msntap::output::FileId]
 
 /// Writes `text` to stdout (`-`) or to a file created by the one output function (owner
 /// only when it may hold secrets, never one of `inputs`).
-#[allow(dead_code)] // Used by report and transcript once they are ported.
 pub fn write_out(
     dest: &str,
     text: &str,
