@@ -24,7 +24,9 @@ fn read_dash_takes_a_capture_from_a_pipe() {
     assert_eq!(piped.code, 0, "{}", piped.stderr);
     let from_file = msntap(&["read", TWISTED, "--json", "-"]);
     assert_eq!(piped.stdout, from_file.stdout);
-    assert!(piped.stderr.starts_with("msntap: 151 packets, 4 MSNP connections"));
+    assert!(piped
+        .stderr
+        .starts_with("msntap: 151 packets, 4 MSNP connections"));
     // pcapng, a session log and JSON Lines through the pipe too.
     let ng = std::fs::read(root().join("captures/synth/msnp11_chat.pcapng")).expect("fixture");
     let r = msntap_stdin(&["read", "-", "--json", "-"], &ng);
@@ -41,7 +43,11 @@ fn read_dash_takes_a_capture_from_a_pipe() {
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(commands(&r.stdout), commands(&from_file.stdout));
     assert!(r.stderr.starts_with("msntap: "), "{}", r.stderr);
-    assert!(r.stderr.contains(" JSON lines; 4 connections, 90 commands"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains(" JSON lines; 4 connections, 90 commands"),
+        "{}",
+        r.stderr
+    );
 }
 
 #[test]
@@ -58,34 +64,55 @@ fn every_kind_in_one_run_with_one_numbering() {
         "captures/synth/msnp11_chat.pcapng",
     ]);
     assert_eq!(code, 0, "{err}");
-    let mut ranges: Vec<(u64, u64)> = Vec::new();
-    let mut last_input_first = 0;
-    // Connections of each input follow the previous input's, never overlapping.
+    // Each input alone: how many connections it has.
+    let inputs = [
+        TWISTED,
+        "captures/logs/msnp11.log",
+        j.to_str().unwrap(),
+        "captures/synth/msnp11_chat.pcapng",
+    ];
+    let counts: Vec<u64> = inputs
+        .iter()
+        .map(|i| {
+            let (_, evs, _) = json(&["read", i]);
+            let c: std::collections::BTreeSet<u64> =
+                evs.iter().filter_map(|e| e["conn"].as_u64()).collect();
+            assert_eq!(c.first(), Some(&1), "{i}");
+            c.len() as u64
+        })
+        .collect();
+    // Together: input k's connections follow input k-1's, in the order read.
+    let mut ranges = Vec::new();
+    let mut lo = 1;
+    for n in &counts {
+        ranges.push(lo..=lo + n - 1);
+        lo += n;
+    }
+    let mut at = 0;
     for e in &evs {
         let c = e["conn"].as_u64().unwrap();
-        match ranges.last_mut() {
-            Some((lo, hi)) if c >= *lo => *hi = (*hi).max(c),
-            _ => {
-                assert!(c > last_input_first, "{c} after {ranges:?}");
-                last_input_first = c;
-                ranges.push((c, c));
-            }
+        while !ranges[at].contains(&c) {
+            at += 1;
+            assert!(at < ranges.len(), "connection {c} out of order: {ranges:?}");
         }
     }
-    assert_eq!(ranges.len(), 4, "{ranges:?}");
-    for w in ranges.windows(2) {
-        assert!(w[1].0 > w[0].1, "{ranges:?}");
-    }
+    assert_eq!(at, 3, "events of every input: {ranges:?}");
     // The JSON Lines input is the capture again: same commands, connections moved up.
-    let cap: Vec<&serde_json::Value> = evs.iter().filter(|e| e["conn"].as_u64() <= Some(4)).collect();
+    let cap: Vec<&serde_json::Value> = evs
+        .iter()
+        .filter(|e| ranges[0].contains(&e["conn"].as_u64().unwrap()))
+        .collect();
     let again: Vec<&serde_json::Value> = evs
         .iter()
-        .filter(|e| (ranges[2].0..=ranges[2].1).contains(&e["conn"].as_u64().unwrap()))
+        .filter(|e| ranges[2].contains(&e["conn"].as_u64().unwrap()))
         .collect();
     assert_eq!(cap.len(), again.len());
     for (a, b) in cap.iter().zip(&again) {
         assert_eq!(a["line"], b["line"]);
-        assert_eq!(a["conn"].as_u64().unwrap() + ranges[2].0 - 1, b["conn"].as_u64().unwrap());
+        assert_eq!(
+            a["conn"].as_u64().unwrap() + ranges[2].start() - 1,
+            b["conn"].as_u64().unwrap()
+        );
     }
     assert!(
         err.contains("packets, ") && err.contains(" log lines, ") && err.contains(" JSON lines; "),
@@ -99,9 +126,15 @@ fn what_cannot_be_read_says_why_and_costs_nothing_else() {
     let empty = d.join("empty.log");
     write(&empty, b"");
     let binary = d.join("random.bin");
-    write(&binary, &(0..=255u8).cycle().take(4096).collect::<Vec<u8>>());
+    write(
+        &binary,
+        &(0..=255u8).cycle().take(4096).collect::<Vec<u8>>(),
+    );
     let prose = d.join("prose.txt");
-    write(&prose, b"Just a note about a session.\nNothing MSNP in here.\n");
+    write(
+        &prose,
+        b"Just a note about a session.\nNothing MSNP in here.\n",
+    );
     let badjson = d.join("bad.jsonl");
     let good = msntap(&["read", "captures/logs/msnp8.log", "--json", "-"]).stdout;
     let mut lines: Vec<&str> = good.lines().collect();
@@ -173,7 +206,13 @@ fn what_cannot_be_read_says_why_and_costs_nothing_else() {
     let r = msntap(&args);
     assert_eq!(r.code, 1);
     assert_eq!(r.stderr.lines().count(), cases.len() + 1, "{}", r.stderr);
-    assert!(r.stderr.trim_end().ends_with("; 7 of 7 inputs had a problem (above)"), "{}", r.stderr);
+    assert!(
+        r.stderr
+            .trim_end()
+            .ends_with("; 7 of 7 inputs had a problem (above)"),
+        "{}",
+        r.stderr
+    );
 }
 
 #[test]
@@ -197,7 +236,11 @@ fn markdown_pages_and_log_lines_kept_as_written() {
     let (code, evs, err) = json(&["read", md.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
     let conns: Vec<u64> = evs.iter().filter_map(|e| e["conn"].as_u64()).collect();
-    assert_eq!(conns, [1, 1, 2], "each headed section is its own connection");
+    assert_eq!(
+        conns,
+        [1, 1, 2],
+        "each headed section is its own connection"
+    );
     // An unknown command ending in a number is not rewritten, nor an impossible length.
     let log = d.join("numbers.log");
     write(

@@ -33,7 +33,11 @@ fn an_input_is_never_overwritten() {
     std::fs::hard_link(&cap, &hard).unwrap();
     #[cfg(unix)]
     std::os::unix::fs::symlink(&cap, d.join("sym.pcap")).unwrap();
-    let dotted = format!("{}/./{}", d.display(), cap.file_name().unwrap().to_str().unwrap());
+    let dotted = format!(
+        "{}/./{}",
+        d.display(),
+        cap.file_name().unwrap().to_str().unwrap()
+    );
     let mut outs = vec![c.to_string(), dotted, hard.display().to_string()];
     #[cfg(unix)]
     outs.push(d.join("sym.pcap").display().to_string());
@@ -62,7 +66,12 @@ fn an_input_is_never_overwritten() {
         .stdin(Stdio::from(std::fs::File::open(&cap).unwrap()))
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(std::fs::read(&cap).unwrap(), before_cap);
     assert_eq!(std::fs::read(&log).unwrap(), before_log);
     // Another file is fine.
@@ -105,10 +114,19 @@ fn secret_outputs_are_owner_only_and_say_when_a_mode_was_fixed() {
     let cap = d.join("s.pcap");
     std::fs::write(&cap, b"old").unwrap();
     std::fs::set_permissions(&cap, std::fs::Permissions::from_mode(0o664)).unwrap();
-    let r = msntap(&["synth", "captures/synth/msnp2_md5.log", "-o", cap.to_str().unwrap()]);
+    let r = msntap(&[
+        "synth",
+        "captures/synth/msnp2_md5.log",
+        "-o",
+        cap.to_str().unwrap(),
+    ]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(mode(&cap), 0o600);
-    assert!(r.stderr.contains("was readable by others (mode 664)"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("was readable by others (mode 664)"),
+        "{}",
+        r.stderr
+    );
     // Devices are written as they are.
     let r = msntap(&["read", TWISTED, "--json", "/dev/null", "--no-redact"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
@@ -127,7 +145,11 @@ fn create_output_checks_before_truncating() {
     }
     assert_eq!(std::fs::read(&p).unwrap(), b"precious");
     let c = create_output(&p, true, &[]).expect("create");
-    assert_eq!(c.file.metadata().unwrap().len(), 0, "truncated once allowed");
+    assert_eq!(
+        c.file.metadata().unwrap().len(),
+        0,
+        "truncated once allowed"
+    );
     #[cfg(unix)]
     {
         assert!(c.note.is_some(), "a 644 file made private is reported");
@@ -138,6 +160,9 @@ fn create_output_checks_before_truncating() {
     // A path in a missing directory fails with the path named once.
     let e = create_output(&d.join("no/such/file"), true, &[]).unwrap_err();
     let s = e.to_string();
-    assert!(s.starts_with(&format!("{}: ", d.join("no/such/file").display())), "{s}");
+    assert!(
+        s.starts_with(&format!("{}: ", d.join("no/such/file").display())),
+        "{s}"
+    );
     assert_eq!(s.matches("No such file").count(), 1, "{s}");
 }

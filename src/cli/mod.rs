@@ -174,12 +174,31 @@ pub fn say(msg: impl Display) {
     let _ = writeln!(std::io::stderr().lock(), "msntap: {msg}");
 }
 
+/// A message on one line: parsers' messages (TOML's) quote the source over several lines;
+/// the quoted lines go and the rest is joined.
+fn flatten(m: &str) -> String {
+    if !m.contains('\n') {
+        return m.to_string();
+    }
+    let quoted = |l: &str| {
+        let t = l
+            .trim_start_matches(|c: char| c.is_ascii_digit())
+            .trim_start();
+        t.starts_with('|')
+    };
+    m.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !quoted(l))
+        .collect::<Vec<_>>()
+        .join(": ")
+}
+
 /// The error and its causes on one line, each cause once: a cause whose text the line
 /// already holds is not repeated (io errors are often both in a message and its source).
 pub fn one_line(e: &anyhow::Error) -> String {
     let mut s = String::new();
     for c in e.chain() {
-        let m = c.to_string();
+        let m = flatten(&c.to_string());
         if m.is_empty() || s.contains(&m) {
             continue;
         }

@@ -292,6 +292,12 @@ impl Source {
         Ok(out)
     }
 
+    /// Reads one file (any kind) without progress reports: a shorthand for tests and tools.
+    pub fn read_path(&mut self, path: &Path, f: &mut EventFn<'_>) -> Result<Stats, SourceError> {
+        let (stats, r) = self.read(&Input::Path(path.to_path_buf()), f, &mut |_| {});
+        r.map(|()| stats)
+    }
+
     /// Reads one input to its end (or its first problem), handing each event to `f`.
     pub fn read(
         &mut self,
