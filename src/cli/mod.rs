@@ -72,7 +72,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Decode captures, session logs or JSON Lines into the >>> / <<< log or JSON Lines
-    /// (`decode` is the old name, still accepted).
+    /// (`decode`, its old name, still works).
     #[command(visible_alias = "decode", after_help = read::EXAMPLES)]
     Read(read::ReadArgs),
     // PORTING /// Relay a client to its server and decode the session live; XFR and RNG redirects are
