@@ -437,3 +437,43 @@ pub fn create(
     }
     Ok(c.file)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_cause_once_on_one_line() {
+        // What io errors wrapped in messages that already quote them used to print twice.
+        let io = std::io::Error::from(std::io::ErrorKind::AddrInUse);
+        let text = io.to_string();
+        let e = anyhow::Error::new(io).context(format!("binding 127.0.0.1:1863: {text}"));
+        assert_eq!(one_line(&e), format!("binding 127.0.0.1:1863: {text}"));
+        let e = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(one_line(&e), "outer: inner");
+        let e = anyhow::anyhow!("TOML parse error at line 1, column 1\n  |\n1 | [[command]]\n  | ^^^^^\nmissing field `meaning`\n")
+            .context("loading dissectors from d");
+        assert_eq!(
+            one_line(&e),
+            "loading dissectors from d: TOML parse error at line 1, column 1: missing field `meaning`"
+        );
+    }
+
+    #[test]
+    fn a_closed_pipe_is_found_however_it_is_wrapped() {
+        let pipe = || std::io::Error::from(std::io::ErrorKind::BrokenPipe);
+        assert!(is_broken_pipe(&anyhow::Error::new(pipe())));
+        assert!(is_broken_pipe(
+            &anyhow::Error::new(SourceError::Output(pipe())).context("reading")
+        ));
+        assert!(is_broken_pipe(&anyhow::Error::new(std::io::Error::other(
+            serde_json::Error::io(pipe())
+        ))));
+        assert!(is_broken_pipe(&anyhow::Error::new(serde_json::Error::io(
+            pipe()
+        ))));
+        assert!(!is_broken_pipe(&anyhow::Error::new(std::io::Error::from(
+            std::io::ErrorKind::NotFound
+        ))));
+    }
+}
