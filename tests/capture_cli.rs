@@ -228,19 +228,19 @@ fn synth_refuses_what_it_cannot_read_twice() {
 
 #[test]
 fn max_buffer_bounds_what_is_held_and_is_checked() {
-    let cap = root().join("captures/synth/msnp11_chat_reorder.pcap");
+    let cap = fixture("captures/synth/msnp11_chat_reorder.pcap");
     let run = |limit: &str| {
-        let out = msntap()
-            .args(["read", "--json", "-", "--quiet", "--max-buffer", limit])
-            .arg(&cap)
-            .output()
-            .expect("run");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        let r = msntap(&[
+            "read",
+            "--json",
+            "-",
+            "--quiet",
+            "--max-buffer",
+            limit,
+            &cap,
+        ]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        r.stdout
     };
     // The default holds every reordered segment until its hole fills: nothing is lost.
     let plenty = run("256M");
@@ -253,11 +253,7 @@ fn max_buffer_bounds_what_is_held_and_is_checked() {
         "{none}"
     );
     assert!(none.contains(r#""type":"gap""#));
-    let bad = msntap()
-        .args(["read", "--max-buffer", "lots"])
-        .arg(&cap)
-        .output()
-        .expect("run");
-    assert_eq!(bad.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("is not a byte count"));
+    let bad = msntap(&["read", "--max-buffer", "lots", &cap]);
+    assert_eq!(bad.code, 2);
+    assert!(bad.stderr.contains("is not a byte count"));
 }
