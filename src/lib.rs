@@ -7,7 +7,6 @@ pub mod annotate;
 pub mod capture;
 pub mod event;
 pub mod http;
-pub mod input;
 pub mod json;
 pub mod logfile;
 pub mod output;
@@ -15,6 +14,7 @@ pub mod payload;
 pub mod protocol;
 pub mod proxy;
 pub mod secret;
+pub mod source;
 pub mod wire;
 pub mod wireshark;
 

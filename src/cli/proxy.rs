@@ -10,11 +10,22 @@ use anyhow::{Context, Result};
 use clap::Args;
 use tokio::signal::unix::{signal, SignalKind};
 
+use msntap::analysis::extract::{ExtractSink, Limits};
 use msntap::protocol::tables::Tables;
 use msntap::proxy::output::LiveOutput;
 use msntap::proxy::{Config, Proxy};
 
 use super::args::OutputArgs;
+
+pub const EXAMPLES: &str = "\
+Examples:
+  # Point the client at 127.0.0.1:1863; msntap connects to the real server.
+  msntap proxy --upstream messenger.example.org:1863 --hide PNG,QNG
+  # Also JSON Lines, a pcapng recording and the pictures/files sent over P2P.
+  msntap proxy --upstream messenger.example.org:1863 --json s.jsonl --pcap s.pcapng --extract objects/
+  # Transparent mode behind an iptables/nftables REDIRECT rule (see docs/proxy.md).
+  msntap proxy --transparent --listen 127.0.0.1:1863
+";
 
 #[derive(Args, Debug)]
 pub struct ProxyArgs {
@@ -61,30 +72,21 @@ pub struct ProxyArgs {
     /// counted and reported in a `dropped` event. Forwarding never waits for the outputs.
     #[arg(long, value_name = "BYTES", default_value = "24M", value_parser = parse_bytes)]
     pub backlog: usize,
-    // PORTING: --extract DIR (object extraction) comes back once analysis::extract is
-    // ported to the typed events; LiveOutput::add_sink is where its sink plugs in.
+    /// Extract display pictures, emoticons and files sent over P2P into DIR as they
+    /// complete, each verified against its MSNObject (as `msntap extract` does).
+    #[arg(long, value_name = "DIR")]
+    pub extract: Option<PathBuf>,
     #[command(flatten)]
     pub out: OutputArgs,
 }
 
-/// `65536`, `64K`, `64M`, `1G` (binary multiples; `KiB`/`MiB`/`GiB` also accepted).
+/// A backlog size: a byte count (`64M`, `1G`, ...) of at least 64 KiB.
 pub fn parse_bytes(s: &str) -> Result<usize, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: usize = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size such as 65536, 64K, 64M or 1G"))?;
-    let mul: usize = match unit.trim().to_ascii_uppercase().as_str() {
-        "" | "B" => 1,
-        "K" | "KB" | "KIB" => 1 << 10,
-        "M" | "MB" | "MIB" => 1 << 20,
-        "G" | "GB" | "GIB" => 1 << 30,
-        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use K, M or G)")),
-    };
-    n.checked_mul(mul)
-        .filter(|&v| v >= 64 << 10)
-        .ok_or_else(|| format!("{s:?}: give at least 64K"))
+    let n = super::args::parse_size(s)?;
+    if n < 64 << 10 {
+        return Err(format!("{s:?}: give at least 64K"));
+    }
+    Ok(n)
 }
 
 pub fn run(a: &ProxyArgs, tables: Arc<Tables>) -> Result<ExitCode> {
@@ -106,6 +108,12 @@ pub fn run(a: &ProxyArgs, tables: Arc<Tables>) -> Result<ExitCode> {
     let mut ocfg = a.out.config()?;
     ocfg.challenge_keys = tables.challenge_keys.clone();
     let mut out = LiveOutput::new(&ocfg, &tables)?;
+    if let Some(dir) = &a.extract {
+        let sink = ExtractSink::new(dir, Limits::default())
+            .with_context(|| format!("creating {}", dir.display()))?
+            .on_object(|e| super::say(format!("extracted {}", e.object.line(e.path.as_deref()))));
+        out.add_sink(Box::new(sink));
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -197,9 +205,9 @@ mod tests {
         assert_eq!(parse_bytes("64M"), Ok(64 << 20));
         assert_eq!(parse_bytes("1G"), Ok(1 << 30));
         assert_eq!(parse_bytes("65536"), Ok(65536));
-        assert_eq!(parse_bytes("512KiB"), Ok(512 << 10));
         assert!(parse_bytes("1K").is_err());
         assert!(parse_bytes("12Q").is_err());
         assert!(parse_bytes("").is_err());
+        assert_eq!(parse_bytes("256k"), Ok(256 << 10));
     }
 }
