@@ -32,6 +32,8 @@ fn args(v: &[&str], json: &Path, extra: &[OsString]) -> Vec<OsString> {
     let mut a: Vec<OsString> = v.iter().map(OsString::from).collect();
     a.push("--json".into());
     a.push(json.as_os_str().to_owned());
+    // These tests watch the log on standard output too (a --json file alone turns it off).
+    a.push("--log".into());
     a.extend(extra.iter().cloned());
     a
 }
