@@ -11,6 +11,7 @@ pub mod output;
 pub mod payload;
 pub mod protocol;
 pub mod secret;
+pub mod web;
 pub mod wire;
 
 pub use event::{Dir, Event, EventKind, Service, Ts};

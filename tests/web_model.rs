@@ -1,0 +1,187 @@
+//! The view model on the repository's real captures: chains joined by referrals and
+//! cookies, the ladder's arrows, the SVG's well-formedness and the Mermaid text's grammar.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use msntap::capture::{read_path, FlowOptions, ReadOptions};
+use msntap::web::ladder::{self, Class, LadderOptions};
+use msntap::web::{prepare, CookieKey, Query, Store, StoreLimits};
+use msntap::{Service, Tables};
+
+fn load(capture: &str, redact: bool) -> Store {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("captures")
+        .join(capture);
+    let tables = Arc::new(Tables::builtin().unwrap());
+    let opts = ReadOptions {
+        flows: FlowOptions::with(&[], 20_000),
+        first_conn: 1,
+    };
+    let key = CookieKey::default();
+    let mut store = Store::new(StoreLimits::default());
+    read_path(&path, tables, &opts, &mut |ev| {
+        let p = prepare(&key, ev, redact);
+        store.push(&p);
+        Ok(())
+    })
+    .unwrap();
+    store
+}
+
+#[test]
+fn msnp11_chains_join_switchboards_by_cookie_even_when_redacted() {
+    let store = load("msnp11_msnp11-sdk_escargot.pcap", true);
+    let chains = store.chains.chains();
+    assert_eq!(chains.len(), 2, "{chains:?}");
+    for ch in &chains {
+        let services: Vec<Service> = ch
+            .conns
+            .iter()
+            .map(|c| store.chains.conn(*c).unwrap().service)
+            .collect();
+        assert_eq!(services, vec![Service::Ns, Service::Sb], "{ch:?}");
+    }
+    let by_user = |u: &str| {
+        chains
+            .iter()
+            .find(|c| c.user.as_deref() == Some(u))
+            .unwrap()
+    };
+    // Bob's NS (conn 1) got the RNG that conn 4 answered; Alice's NS (2) asked XFR for conn 3.
+    assert_eq!(by_user("bob@example.com").conns, vec![1, 4]);
+    assert_eq!(by_user("alice@example.com").conns, vec![2, 3]);
+    let sb = store.chains.conn(4).unwrap();
+    assert_eq!(sb.link, Some(msntap::web::chain::Link::Cookie));
+    assert!(sb
+        .via
+        .as_deref()
+        .unwrap()
+        .starts_with("RNG SB 127.0.0.1:1864"));
+    assert!(!sb.open);
+    assert_eq!(sb.bytes_c2s, 1569);
+    // Nothing the store keeps shows a cookie.
+    for j in store.json() {
+        assert!(!j.contains("80c6b0e380e23edcadc3"), "{j}");
+    }
+}
+
+#[test]
+fn query_uses_the_cli_vocabulary() {
+    let mut store = load("msnp11_msnp11-sdk_escargot.pcap", true);
+    let pairs = |s: &[(&str, &str)]| -> Vec<(String, String)> {
+        s.iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    };
+    let q = Query::from_pairs(&pairs(&[("only", "msg")])).unwrap();
+    let (n, rows) = store.query(&q, 0, 1000);
+    let msgs = rows.iter().filter(|r| r.is_command()).count();
+    assert!(
+        msgs > 20
+            && rows
+                .iter()
+                .filter(|r| r.is_command())
+                .all(|r| &*r.cmd == "MSG")
+    );
+    assert_eq!(n, rows.len());
+    let q = Query::from_pairs(&pairs(&[("q", "hello bob"), ("dir", "c2s")])).unwrap();
+    let (n, rows) = store.query(&q, 0, 10);
+    // Alice's message, and Bob's reply quoting it.
+    assert_eq!(
+        n,
+        2,
+        "{:?}",
+        rows.iter().map(|r| &r.text).collect::<Vec<_>>()
+    );
+    assert_eq!((rows[0].conn, rows[1].conn), (3, 4));
+    let q = Query::from_pairs(&pairs(&[("user", "Bob@Example.com"), ("service", "SB")])).unwrap();
+    let (_, rows) = store.query(&q, 0, 1000);
+    assert!(rows.iter().all(|r| r.conn == 4 || r.conn == 3));
+    assert!(rows.iter().any(|r| r.conn == 4));
+    assert!(Query::from_pairs(&pairs(&[("dir", "up")])).is_err());
+}
+
+#[test]
+fn ladder_has_one_arrow_per_command_and_a_hop_per_referral() {
+    let store = load("msnp11_msnp11-sdk_escargot.pcap", true);
+    let chains = store.chains.chains();
+    let alice = chains
+        .iter()
+        .find(|c| c.user.as_deref() == Some("alice@example.com"))
+        .unwrap();
+    let opts = LadderOptions::default();
+    let l = ladder::layout(&store.chains, alice, store.rows(), &opts);
+    let shown = store
+        .rows()
+        .filter(|r| alice.conns.contains(&r.conn) && r.is_command())
+        .filter(|r| !matches!(&*r.cmd, "PNG" | "QNG"))
+        .count();
+    assert_eq!(l.commands(), shown);
+    assert_eq!(l.hidden, 2, "one PNG and one QNG hidden");
+    let hops: Vec<_> = l.steps.iter().filter(|s| s.class == Class::Hop).collect();
+    assert_eq!(hops.len(), 1);
+    assert!(
+        hops[0].label.contains("XFR SB 127.0.0.1:1864"),
+        "{}",
+        hops[0].label
+    );
+    // Lanes: client, NS, SB (no proxy in a capture).
+    assert_eq!(l.lanes.len(), 3);
+    assert_eq!(l.lanes[hops[0].from].conn, Some(2));
+    assert_eq!(l.lanes[hops[0].to.unwrap()].conn, Some(3));
+
+    let svg = ladder::svg(&l);
+    let doc = roxmltree::Document::parse(&svg).expect("the SVG is well-formed XML");
+    let cmd_groups = doc
+        .descendants()
+        .filter(|n| {
+            n.attribute("class")
+                .is_some_and(|c| c.split(' ').any(|x| x == "cmd"))
+        })
+        .count();
+    assert_eq!(cmd_groups, shown);
+    let lines_in_cmds = doc
+        .descendants()
+        .filter(|n| {
+            n.attribute("class")
+                .is_some_and(|c| c.split(' ').any(|x| x == "cmd"))
+        })
+        .map(|g| g.children().filter(|n| n.has_tag_name("line")).count())
+        .collect::<Vec<_>>();
+    assert!(
+        lines_in_cmds.iter().all(|&n| n == 1),
+        "one arrow per command"
+    );
+}
+
+#[test]
+fn ladder_respects_time_range_and_hide() {
+    let store = load("msnp8_twisted_escargot.pcap", true);
+    let chains = store.chains.chains();
+    let ch = &chains[0];
+    let all = ladder::layout(
+        &store.chains,
+        ch,
+        store.rows(),
+        &LadderOptions {
+            hide: Default::default(),
+            ..LadderOptions::default()
+        },
+    );
+    let mid = all.steps[all.steps.len() / 2].ts;
+    let cut = ladder::layout(
+        &store.chains,
+        ch,
+        store.rows(),
+        &LadderOptions {
+            hide: ["CHG".to_string()].into_iter().collect(),
+            from: Some(mid),
+            ..LadderOptions::default()
+        },
+    );
+    assert!(cut.steps.iter().all(|s| s.ts >= mid));
+    assert!(cut.steps.len() < all.steps.len());
+    assert!(cut.hidden > 0);
+    assert!(!cut.steps.iter().any(|s| s.label.starts_with("CHG ")));
+}
