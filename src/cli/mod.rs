@@ -5,8 +5,10 @@
 mod args;
 mod decode;
 mod dissectors;
+mod ladder;
 mod read;
 mod synth;
+mod view;
 // Being ported to the typed events: report, transcript, extract, annotate, proxy.
 
 use std::io::{Read, Write};
@@ -65,6 +67,12 @@ pub enum Command {
     Read(read::ReadArgs),
     /// Turn a session log into a pcap/pcapng capture (one TCP connection per log connection).
     Synth(synth::SynthArgs),
+    /// Write one client's chain (DS -> NS -> SB ...) as a ladder diagram: SVG, or Mermaid
+    /// sequenceDiagram text.
+    Ladder(ladder::LadderArgs),
+    /// Serve a web view of captures, logs or JSON Lines: sessions, ladder diagrams, a
+    /// filterable event list and decoded details, on 127.0.0.1.
+    View(view::ViewArgs),
     // PORTING /// Copy a capture into pcapng with a comment on each packet naming the MSNP commands it
     // PORTING /// completes and what is still pending (Wireshark: frame.comment).
     // PORTING Annotate(annotate::AnnotateArgs),
@@ -104,6 +112,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Dissectors(a) => dissectors::run(a, &tables),
         Command::Read(a) => read::read(a, tables),
         Command::Synth(a) => synth::synth(a, tables),
+        Command::Ladder(a) => ladder::run(a, tables),
+        Command::View(a) => view::run(a, tables),
     }
 }
 

@@ -310,6 +310,14 @@ const LANE_W: i64 = 250;
 const TOP: i64 = 62;
 const ROW_H: i64 = 22;
 const CHAR_W: f64 = 6.6;
+/// Arrow colours (and their arrowhead markers): c2s, s2c, hop, flagged, other.
+const COLORS: [(&str, &str); 5] = [
+    ("c2s", "#1f5fbf"),
+    ("s2c", "#1d7a36"),
+    ("hop", "#8a3ab9"),
+    ("err", "#c0392b"),
+    ("other", "#555555"),
+];
 
 /// Text safe inside an XML element or attribute: escaped, control characters dropped.
 pub fn xml_text(s: &str) -> String {
@@ -355,21 +363,24 @@ pub fn svg(l: &Ladder) -> String {
         o,
         r##"<svg xmlns="http://www.w3.org/2000/svg" class="ladder" width="{width}" height="{height}" viewBox="0 0 {width} {height}" font-family="monospace" font-size="11">
 <title>{}</title>
-<defs><marker id="ah" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="context-stroke"/></marker></defs>
-<style>.c2s{{stroke:#1f5fbf}} .s2c{{stroke:#1d7a36}} .hop line{{stroke:#8a3ab9;stroke-dasharray:6 3}} .flagged line{{stroke:#c0392b}} text{{fill:#222}} .lane rect{{fill:#eef2f7;stroke:#8899aa}} .note rect{{fill:#fff8d6;stroke:#c9b458}} .problem rect{{fill:#fde2e0;stroke:#c0392b}} .t{{fill:#777;font-size:10px}} .step{{cursor:pointer}}</style>
+<defs>{}</defs>
 "##,
-        xml_text(&l.title)
+        xml_text(&l.title),
+        COLORS
+            .iter()
+            .map(|(n, c)| format!(r#"<marker id="ah-{n}" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" orient="auto"><path d="M0,0 L10,5 L0,10 z" fill="{c}"/></marker>"#))
+            .collect::<String>()
     );
     let _ = writeln!(
         o,
-        r#"<text class="t" x="4" y="14">start {}</text>"#,
+        r##"<text class="t" fill="#777" font-size="10" x="4" y="14">start {}</text>"##,
         xml_text(&l.start.to_string())
     );
     for (i, lane) in l.lanes.iter().enumerate() {
         let cx = x(i);
         let _ = writeln!(
             o,
-            r##"<g class="lane {}"><rect x="{}" y="20" width="{}" height="34" rx="4"/><text x="{cx}" y="34" text-anchor="middle" font-weight="bold">{}</text><text class="t" x="{cx}" y="48" text-anchor="middle">{}</text><line x1="{cx}" y1="54" x2="{cx}" y2="{}" stroke="#99a" stroke-dasharray="3 3"/></g>"##,
+            r##"<g class="lane {}"><rect x="{}" y="20" width="{}" height="34" rx="4" fill="#eef2f7" stroke="#8899aa"/><text x="{cx}" y="34" text-anchor="middle" font-weight="bold">{}</text><text class="t" fill="#777" font-size="10" x="{cx}" y="48" text-anchor="middle">{}</text><line x1="{cx}" y1="54" x2="{cx}" y2="{}" stroke="#99a" stroke-dasharray="3 3"/></g>"##,
             match lane.kind {
                 LaneKind::Client => "client",
                 LaneKind::Msntap => "msntap",
@@ -407,23 +418,29 @@ pub fn svg(l: &Ladder) -> String {
         let _ = write!(o, "<title>{}</title>", xml_text(&tip));
         let _ = write!(
             o,
-            r#"<text class="t" x="4" y="{}">{}</text>"#,
+            r##"<text class="t" fill="#777" font-size="10" x="4" y="{}">{}</text>"##,
             y + 4,
             rel(s.ts, l.start)
         );
         match s.to {
             Some(to) => {
                 let (x1, x2) = (x(s.from), x(to));
-                let stroke = match (s.class, s.dir) {
-                    (Class::Hop, _) => "#8a3ab9",
-                    _ if s.flagged => "#c0392b",
-                    (_, Some(Dir::S2c)) => "#1d7a36",
-                    (_, Some(Dir::C2s)) => "#1f5fbf",
-                    _ => "#555",
+                let color = match (s.class, s.dir) {
+                    (Class::Hop, _) => 2,
+                    _ if s.flagged => 3,
+                    (_, Some(Dir::C2s)) => 0,
+                    (_, Some(Dir::S2c)) => 1,
+                    _ => 4,
+                };
+                let (name, stroke) = COLORS[color];
+                let dash = if s.class == Class::Hop {
+                    r#" stroke-dasharray="6 3""#
+                } else {
+                    ""
                 };
                 let _ = write!(
                     o,
-                    r#"<line x1="{x1}" y1="{y}" x2="{x2}" y2="{y}" stroke="{stroke}" stroke-width="1.4" marker-end="url(#ah)"/>"#
+                    r#"<line x1="{x1}" y1="{y}" x2="{x2}" y2="{y}" stroke="{stroke}" stroke-width="1.4"{dash} marker-end="url(#ah-{name})"/>"#
                 );
                 if let (Some(m), Class::Cmd) = (msntap, s.class) {
                     let fill = if s.rewritten.is_some() {
@@ -455,14 +472,14 @@ pub fn svg(l: &Ladder) -> String {
                 let cx = x(s.from);
                 let text = clip(&s.label, 56);
                 let w = ((text.chars().count() as f64 * CHAR_W) as i64 + 12).min(LANE_W * 2);
-                let kind = if s.class.is_problem() {
-                    "note problem"
+                let (kind, fill, stroke) = if s.class.is_problem() {
+                    ("note problem", "#fde2e0", "#c0392b")
                 } else {
-                    "note"
+                    ("note", "#fff8d6", "#c9b458")
                 };
                 let _ = write!(
                     o,
-                    r#"<g class="{kind}"><rect x="{}" y="{}" width="{w}" height="16" rx="3"/><text x="{cx}" y="{}" text-anchor="middle">{}</text></g>"#,
+                    r#"<g class="{kind}"><rect x="{}" y="{}" width="{w}" height="16" rx="3" fill="{fill}" stroke="{stroke}"/><text x="{cx}" y="{}" text-anchor="middle">{}</text></g>"#,
                     cx - w / 2,
                     y - 11,
                     y + 1,
@@ -476,7 +493,7 @@ pub fn svg(l: &Ladder) -> String {
         let y = TOP + 16 + ROW_H * l.steps.len() as i64;
         let _ = writeln!(
             o,
-            r#"<text class="t more" x="4" y="{y}">{} steps before, {} after this window</text>"#,
+            r##"<text class="t more" fill="#777" font-size="10" x="4" y="{y}">{} steps before, {} after this window</text>"##,
             l.skipped, l.truncated
         );
     }

@@ -5,10 +5,15 @@
 //! writes a secret that the events it was given did not show.
 
 pub mod chain;
+pub mod http;
+pub mod hub;
 pub mod ladder;
 pub mod row;
+pub mod server;
 pub mod store;
 
 pub use chain::{Chain, Chains, ConnInfo, CookieKey};
+pub use hub::{Feed, Hub};
 pub use ladder::{Ladder, LadderOptions};
+pub use server::{start, Server, WebError};
 pub use store::{prepare, Prepared, Query, Store, StoreLimits};

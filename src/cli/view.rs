@@ -1,0 +1,138 @@
+//! `msntap view`: serves the web view of captures, logs or JSON Lines. The server starts
+//! first and the inputs are read into it in the background, so the page shows the first
+//! sessions while a large capture is still being read. The view lives in `msntap::web`.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use clap::Args;
+
+use msntap::analysis::auth::AuthAnnotator;
+use msntap::protocol::tables::Tables;
+use msntap::web::{prepare, CookieKey, Hub, StoreLimits};
+
+use super::args::InputArgs;
+
+#[derive(Args, Debug)]
+pub struct ViewArgs {
+    #[command(flatten)]
+    pub input: InputArgs,
+    /// Where the view listens. Anything but loopback requires the random token printed at start.
+    #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:8863")]
+    pub listen: SocketAddr,
+    /// Megabytes of events the view keeps (past it the oldest go, counted).
+    #[arg(long, value_name = "MB", default_value_t = 512)]
+    pub memory: usize,
+    /// Show secrets (cookies, password hashes, tickets) instead of <redacted>.
+    #[arg(long)]
+    pub no_redact: bool,
+    /// Check MD5 logins (MSNP2-7) against this password (repeatable).
+    #[arg(long, value_name = "PASSWORD")]
+    pub password: Vec<String>,
+    /// Stop once the inputs are read and the page has had this many seconds (tests, scripts).
+    #[arg(long, value_name = "SECS", hide = true)]
+    pub exit_after: Option<u64>,
+}
+
+/// Events are handed to the hub in batches: one lock per batch, and the page sees them
+/// at least this often while a large input is read.
+const BATCH: usize = 512;
+const BATCH_EVERY: Duration = Duration::from_millis(50);
+
+pub fn run(a: &ViewArgs, tables: Arc<Tables>) -> Result<ExitCode> {
+    let title = a
+        .input
+        .inputs
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let limits = StoreLimits {
+        bytes: a.memory.max(1).saturating_mul(1 << 20),
+        ..StoreLimits::default()
+    };
+    let hub = Hub::new(limits, &title, false, !a.no_redact);
+    let server = msntap::web::start(hub.clone(), a.listen)?;
+    eprintln!("msntap: view of {title} at {}", server.url);
+    if !a.listen.ip().is_loopback() {
+        eprintln!("msntap: listening beyond loopback: the URL's token is the only protection");
+    }
+
+    let reader = {
+        let hub = hub.clone();
+        let tables = tables.clone();
+        let input = InputArgs {
+            inputs: a.input.inputs.clone(),
+            port: a.input.port.clone(),
+            log: a.input.log,
+        };
+        let passwords = a.password.clone();
+        let redact = !a.no_redact;
+        std::thread::Builder::new()
+            .name("msntap-view-read".into())
+            .spawn(move || {
+                let t0 = Instant::now();
+                let key = CookieKey::default();
+                let mut auth = AuthAnnotator::new(&tables, passwords);
+                let mut batch = Vec::with_capacity(BATCH);
+                let mut last = Instant::now();
+                let mut n = 0u64;
+                let problems = super::for_each_input_event(&input, &tables, &mut |ev| {
+                    auth.annotate(ev);
+                    if matches!(ev.kind, msntap::EventKind::Close(_)) {
+                        auth.close(ev.conn);
+                    }
+                    batch.push(prepare(&key, ev, redact));
+                    n += 1;
+                    if batch.len() >= BATCH || last.elapsed() >= BATCH_EVERY {
+                        hub.push(&batch);
+                        batch.clear();
+                        last = Instant::now();
+                    }
+                    Ok(())
+                });
+                hub.push(&batch);
+                for p in &problems {
+                    eprintln!("msntap: {p}");
+                }
+                eprintln!(
+                    "msntap: read {n} events in {:.2} s",
+                    t0.elapsed().as_secs_f64()
+                );
+                hub.finish(problems);
+            })
+            .context("starting the reader")?
+    };
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the signal handler")?;
+    let exit_after = a.exit_after;
+    rt.block_on(async move {
+        match exit_after {
+            Some(s) => {
+                while !reader.is_finished() {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(s)) => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            None => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    });
+    server.stop();
+    let failed = !hub.store().problems.is_empty();
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
