@@ -1,7 +1,9 @@
 //! `msntap annotate`: copies a capture into pcapng, every packet unchanged and in order,
 //! with a comment on each packet saying which MSNP events it completed and what its
 //! connection still holds. Reading and decoding are the capture module's; this file only
-//! words comments and must never alter packet bytes, timestamps or order.
+//! words comments (redacted unless asked) and must never alter packet bytes, timestamps or
+//! order. Since the packets keep their secrets, it reports whether the input held any, so
+//! that the caller can keep the output owner-only.
 
 use std::fmt::Write as _;
 use std::io::Write;
@@ -13,10 +15,10 @@ use crate::capture::writer::PcapNgCopier;
 use crate::capture::{
     read_with_packets, CaptureError, FlowPending, ReadOptions, ReadStats, Record, RecordKind,
 };
-use crate::event::filter::redact;
 use crate::event::pretty::{describe_other, one_line, payload_summary};
 use crate::event::{Dir, Event, EventKind};
 use crate::protocol::Tables;
+use crate::secret::Redact;
 
 /// Choices of an annotation run.
 #[derive(Debug, Clone, Default)]
@@ -34,10 +36,21 @@ pub struct AnnotateStats {
     pub commented: u64,
     /// Events no packet produced (connections closed at the end of the capture).
     pub unattributed: u64,
+    /// Events that held a secret (a ticket, cookie, hash, MSPAuth...): hidden in the
+    /// comments unless `no_redact`, but still in the copied packets.
+    pub secret_events: u64,
+}
+
+impl AnnotateStats {
+    /// Whether the copied packets may hold secrets: a decoded event held one, or a TCP
+    /// connection was not MSNP (its bytes were never looked at, so nothing can be said).
+    pub fn may_hold_secrets(&self) -> bool {
+        self.secret_events > 0 || self.read.flows.other_connections > 0
+    }
 }
 
 /// One comment line for an event: `#3 c2s MSG 4 N 129: text/plain: Hello`.
-pub fn describe(ev: &Event) -> String {
+pub fn describe(ev: &Event<'_>) -> String {
     let mut s = format!("#{}", ev.conn);
     if let Some(d) = ev.dir {
         let _ = write!(s, " {}", d.as_str());
@@ -61,9 +74,13 @@ pub fn describe(ev: &Event) -> String {
                     e.meaning.as_deref().unwrap_or("unknown error")
                 );
             }
-            for (k, v) in &c.annotations {
-                let v = serde_json::to_string(v).unwrap_or_default();
-                let _ = write!(s, " [{k} {}]", one_line(&v, 200));
+            if let Some(a) = &c.annotations.auth {
+                let v = serde_json::to_string(a).unwrap_or_default();
+                let _ = write!(s, " [auth {}]", one_line(&v, 200));
+            }
+            if let Some(ch) = &c.annotations.challenge {
+                let v = serde_json::to_string(ch).unwrap_or_default();
+                let _ = write!(s, " [challenge {}]", one_line(&v, 200));
             }
         }
         other => {
@@ -109,7 +126,7 @@ fn pending_lines(p: &FlowPending, d: Dir, out: &mut Vec<String>) {
 /// The comment of one packet: a line per event it produced, then what its connection still
 /// holds in each direction this packet carried data in or produced events for. None when
 /// there is nothing to say. Events are expected already annotated and redacted as wanted.
-pub fn comment(evs: &[Event], pending: Option<&FlowPending>) -> Option<String> {
+pub fn comment(evs: &[Event<'_>], pending: Option<&FlowPending>) -> Option<String> {
     let mut lines: Vec<String> = evs.iter().map(describe).collect();
     if let Some(p) = pending {
         for d in [Dir::C2s, Dir::S2c] {
@@ -124,7 +141,8 @@ pub fn comment(evs: &[Event], pending: Option<&FlowPending>) -> Option<String> {
 }
 
 /// Copies `input` (pcap or pcapng) into `out` as pcapng with a comment on every packet
-/// that carried MSNP. On an error, what was copied before it stays written.
+/// that carried MSNP. On an error, what was copied before it stays written. The packets
+/// are copied as they are, secrets included: see [`AnnotateStats::may_hold_secrets`].
 pub fn annotate(
     input: &Path,
     out: &mut dyn Write,
@@ -134,14 +152,20 @@ pub fn annotate(
     let mut copier = PcapNgCopier::new(out);
     let mut auth = AuthAnnotator::new(&tables, Vec::new());
     let mut stats = AnnotateStats::default();
-    let mut batch: Vec<Event> = Vec::new();
+    let mut batch: Vec<Event<'static>> = Vec::new();
     let read = read_with_packets(input, tables.clone(), &opts.read, &mut |rec, evs| {
         batch.clear();
         batch.extend_from_slice(evs);
         for ev in &mut batch {
             auth.annotate(ev);
-            if !opts.no_redact {
-                redact(ev);
+            let held = if opts.no_redact {
+                // Only to count it: the comment keeps the secret.
+                ev.clone().redact()
+            } else {
+                ev.redact()
+            };
+            if held {
+                stats.secret_events += 1;
             }
         }
         match rec {

@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod analysis;
+pub mod annotate;
 pub mod capture;
 pub mod event;
 pub mod input;

@@ -27,14 +27,14 @@ fn events(log: &str, opts: &SynthOptions) -> Vec<String> {
     let conns = msntap::logfile::parse(&text, &t, false);
     let mut cap = Vec::new();
     synthesize(&conns, opts, &mut cap).expect("synthesize");
-    let mut evs: Vec<Event> = Vec::new();
+    let mut evs: Vec<Event<'static>> = Vec::new();
     read_from(
         "prop",
         &cap[..],
         t,
         &ReadOptions::default(),
         &mut |e| {
-            evs.push(e);
+            evs.push(e.clone().into_owned());
             Ok(())
         },
         &mut |_| {},

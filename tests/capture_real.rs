@@ -13,21 +13,21 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn read(path: &Path) -> Vec<Event> {
+fn read(path: &Path) -> Vec<Event<'static>> {
     let tables = Arc::new(Tables::builtin().expect("tables"));
     let mut evs = Vec::new();
     read_path(path, tables, &ReadOptions::default(), &mut |e| {
-        evs.push(e);
+        evs.push(e.clone().into_owned());
         Ok(())
     })
     .unwrap_or_else(|e| panic!("{e}"));
     evs
 }
 
-fn assert_clean(evs: &[Event]) {
+fn assert_clean(evs: &[Event<'static>]) {
     for e in evs {
         match &e.kind {
-            EventKind::Desync { .. } | EventKind::Gap { .. } | EventKind::Error { .. } => {
+            EventKind::Desync(_) | EventKind::Gap(_) | EventKind::Error(_) => {
                 panic!("unexpected {} event: {e:?}", e.type_name())
             }
             EventKind::Command(c) => assert!(c.known, "unknown command {}", c.line),
@@ -37,7 +37,7 @@ fn assert_clean(evs: &[Event]) {
 }
 
 /// Texts of `text/plain` messages received by the client (server to client) on switchboards.
-fn received_texts(evs: &[Event]) -> Vec<(u64, String)> {
+fn received_texts(evs: &[Event<'static>]) -> Vec<(u64, String)> {
     evs.iter()
         .filter(|e| e.service == Service::Sb && e.dir == Some(Dir::S2c))
         .filter_map(|e| {
@@ -45,19 +45,19 @@ fn received_texts(evs: &[Event]) -> Vec<(u64, String)> {
             if c.cmd != "MSG" {
                 return None;
             }
-            let d = c.payload.as_ref()?.decoded.as_ref()?;
-            if d.get("content_type")?.as_str()? != "text/plain" {
+            let p = c.payload.as_ref()?;
+            if p.content_type()? != "text/plain" {
                 return None;
             }
-            Some((e.conn, d.get("body")?.as_str()?.to_string()))
+            Some((e.conn, p.content()?.text()?.to_string()))
         })
         .collect()
 }
 
-fn switchboards(evs: &[Event]) -> Vec<u64> {
+fn switchboards(evs: &[Event<'static>]) -> Vec<u64> {
     let mut v: Vec<u64> = evs
         .iter()
-        .filter(|e| matches!(e.kind, EventKind::Connect { .. }) && e.service == Service::Sb)
+        .filter(|e| matches!(e.kind, EventKind::Connect(_)) && e.service == Service::Sb)
         .map(|e| e.conn)
         .collect();
     v.dedup();
@@ -94,7 +94,8 @@ fn escargot_msnp8_twisted() {
     let sbs = switchboards(&evs);
     assert_eq!(sbs.len(), 2, "switchboards: {sbs:?}");
     for e in &evs {
-        if let EventKind::Connect { server, .. } = &e.kind {
+        if let EventKind::Connect(c) = &e.kind {
+            let server = &c.server;
             let port = if e.service == Service::Sb {
                 ":1864"
             } else {
@@ -125,7 +126,7 @@ fn escargot_msnp8_twisted() {
     // The client log's ACK, typing and BYE are there too.
     let lines: Vec<&str> = evs
         .iter()
-        .filter_map(|e| e.command().map(|c| c.line.as_str()))
+        .filter_map(|e| e.command().map(|c| c.line.as_ref()))
         .collect();
     assert!(lines.iter().any(|l| l.starts_with("ACK ")));
     assert!(lines.contains(&"BYE alice@example.com"));
@@ -158,9 +159,7 @@ fn escargot_msnp11_sdk() {
     let ctype = |c: &msntap::event::Command| {
         c.payload
             .as_ref()
-            .and_then(|p| p.decoded.as_ref())
-            .and_then(|d| d.get("content_type"))
-            .and_then(|v| v.as_str())
+            .and_then(|p| p.content_type())
             .map(str::to_string)
     };
     assert!(sb_msgs
@@ -172,7 +171,8 @@ fn escargot_msnp11_sdk() {
     assert!(
         sb_msgs
             .iter()
-            .any(|c| c.payload_bytes().windows(png.len()).any(|w| w == png)),
+            .filter_map(|c| c.payload.as_ref()?.content()?.body.as_ref())
+            .any(|b| b.bytes().windows(png.len()).any(|w| w == png)),
         "display picture data not found in any P2P message"
     );
     for e in evs

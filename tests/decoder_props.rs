@@ -4,6 +4,9 @@
 use std::sync::Arc;
 
 use msntap::event::{Dir, Event, EventKind, Ts};
+use msntap::protocol::decode::FrameRules;
+use msntap::protocol::Dialect;
+use msntap::wire::{Framer, Item, Limits};
 use msntap::{Session, SessionHint, Tables};
 use proptest::prelude::*;
 
@@ -80,9 +83,10 @@ fn tables() -> Arc<Tables> {
 }
 
 /// Feeds `stream` with each chunk cut at the given fractions.
-fn decode(t: &Arc<Tables>, stream: &[(Dir, Vec<u8>)], cuts: &[Vec<usize>]) -> Vec<Event> {
+fn decode(t: &Arc<Tables>, stream: &[(Dir, Vec<u8>)], cuts: &[Vec<usize>]) -> Vec<Event<'static>> {
     let mut s = Session::new(t.clone(), 1, SessionHint::default());
-    let mut out = Vec::new();
+    let mut evs = Vec::new();
+    let mut out = |e: &mut Event<'_>| evs.push(e.clone().into_owned());
     for (i, (d, b)) in stream.iter().enumerate() {
         let mut points: Vec<usize> = cuts
             .get(i)
@@ -97,7 +101,7 @@ fn decode(t: &Arc<Tables>, stream: &[(Dir, Vec<u8>)], cuts: &[Vec<usize>]) -> Ve
         }
     }
     s.finish(Ts(0), &mut out);
-    out
+    evs
 }
 
 proptest! {
@@ -123,29 +127,72 @@ proptest! {
     }
 }
 
-#[test]
-fn untouched_frames_reencode_to_the_same_bytes() {
-    let t = tables();
-    let stream = &corpus()[0];
-    let evs = decode(&t, stream, &[]);
-    for d in [Dir::C2s, Dir::S2c] {
-        let input: Vec<u8> = stream
-            .iter()
-            .filter(|(x, _)| *x == d)
-            .flat_map(|(_, b)| b.clone())
-            .collect();
-        let again: Vec<u8> = evs
-            .iter()
-            .filter(|e| e.dir == Some(d))
-            .filter_map(|e| match &e.kind {
-                EventKind::Command(c) => Some(c.to_wire().to_vec()),
-                _ => None,
-            })
-            .flatten()
-            .collect();
-        assert_eq!(input, again, "direction {d:?}");
+/// Frames and skipped bytes of one direction, straight from the framer.
+fn frames_of(t: &Tables, d: Dir, bytes: &[u8]) -> Vec<(bool, Vec<u8>)> {
+    let mut f = Framer::new(Limits::default());
+    let dialect = Dialect::new(SessionHint::default());
+    let rules = FrameRules {
+        tables: t,
+        dialect: &dialect,
+        dir: d,
+        limits: Limits::default(),
+    };
+    let mut pos = 0;
+    let mut out = Vec::new();
+    loop {
+        match f.decode(&bytes[pos..], true, &rules) {
+            Item::Frame(fr) => {
+                out.push((true, bytes[pos..pos + fr.len].to_vec()));
+                pos += fr.len;
+            }
+            Item::Skip(n) => {
+                out.push((false, bytes[pos..pos + n].to_vec()));
+                pos += n;
+            }
+            Item::Desync(_) => {}
+            Item::NeedMore => return out,
+        }
     }
-    assert!(evs.iter().all(|e| e.type_name() == "command"));
+}
+
+#[test]
+fn frames_cover_the_stream_byte_for_byte() {
+    let t = tables();
+    for stream in corpus() {
+        let evs = decode(&t, &stream, &[]);
+        for d in [Dir::C2s, Dir::S2c] {
+            let input: Vec<u8> = stream
+                .iter()
+                .filter(|(x, _)| *x == d)
+                .flat_map(|(_, b)| b.clone())
+                .collect();
+            let pieces = frames_of(&t, d, &input);
+            assert_eq!(pieces.concat_bytes(), input, "direction {d:?}");
+            // The session's command events are those frames, in order.
+            let mut frames = pieces.iter().filter(|(f, _)| *f).map(|(_, b)| b.len());
+            for c in evs
+                .iter()
+                .filter(|e| e.dir == Some(d))
+                .filter_map(Event::command)
+            {
+                assert_eq!(Some(c.frame_len), frames.next(), "{}", c.line);
+            }
+            assert_eq!(frames.next(), None);
+        }
+    }
+    assert!(decode(&t, &corpus()[0], &[])
+        .iter()
+        .all(|e| e.type_name() == "command"));
+}
+
+trait ConcatBytes {
+    fn concat_bytes(&self) -> Vec<u8>;
+}
+
+impl ConcatBytes for Vec<(bool, Vec<u8>)> {
+    fn concat_bytes(&self) -> Vec<u8> {
+        self.iter().flat_map(|(_, b)| b.iter().copied()).collect()
+    }
 }
 
 #[test]
@@ -171,7 +218,10 @@ fn hostile_stream_reports_what_happened() {
         .filter_map(Event::command)
         .find(|c| c.trid == Some(7))
         .unwrap();
-    assert_eq!(big.payload.as_ref().unwrap().kind, "skipped");
+    assert_eq!(
+        big.payload.as_ref().unwrap().kind,
+        msntap::payload::Kind::Skipped
+    );
     // Four PNGs: after the QRY payload, after the guessed payload, after the junk, and the
     // one right after the hostile MSG.
     assert_eq!(
@@ -213,7 +263,8 @@ proptest! {
     fn arbitrary_input_never_panics_and_stays_bounded(stream in arbitrary_stream()) {
         let t = tables();
         let mut s = Session::new(t, 1, SessionHint::default());
-        let mut out = Vec::new();
+        let mut evs: Vec<Event<'static>> = Vec::new();
+        let mut out = |e: &mut Event<'_>| evs.push(e.clone().into_owned());
         let mut fed = [0u64; 2];
         for (c2s, bytes) in &stream {
             let d = if *c2s { Dir::C2s } else { Dir::S2c };
@@ -224,11 +275,11 @@ proptest! {
         s.finish(Ts(0), &mut out);
         prop_assert_eq!(s.buffered(), 0);
         let mut seen = [0u64; 2];
-        for e in &out {
+        for e in &evs {
             let Some(d) = e.dir else { continue };
             match &e.kind {
-                EventKind::Command(c) => seen[d.index()] += c.raw.len() as u64,
-                EventKind::Desync { skipped, .. } => seen[d.index()] += skipped,
+                EventKind::Command(c) => seen[d.index()] += c.frame_len as u64,
+                EventKind::Desync(x) => seen[d.index()] += x.skipped,
                 _ => {}
             }
         }

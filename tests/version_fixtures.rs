@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use msntap::event::{Command, Version};
+use msntap::protocol::redirect;
 use msntap::{logfile, Dir, Event, EventKind, Service, Session, SessionHint, Tables};
 
 /// What each log was written to contain.
@@ -428,7 +429,7 @@ fn decode(
     v: u8,
     tables: &Arc<Tables>,
     hint: impl Fn(usize) -> SessionHint,
-) -> (Vec<Vec<Event>>, usize) {
+) -> (Vec<Vec<Event<'static>>>, usize) {
     let text = std::fs::read_to_string(log_path(v)).expect("fixture log is readable");
     let conns = logfile::parse(&text, tables, false);
     let mut notes = 0;
@@ -437,35 +438,33 @@ fn decode(
         notes += c.notes.len();
         let mut s = Session::new(tables.clone(), i as u64 + 1, hint(i));
         let mut evs = Vec::new();
+        let mut keep = |e: &mut Event<'_>| evs.push(e.clone().into_owned());
         for ch in &c.chunks {
-            s.feed(ch.dir, &ch.bytes, ch.ts, &mut evs);
+            s.feed(ch.dir, &ch.bytes, ch.ts, &mut keep);
         }
         let end = c.chunks.last().map(|c| c.ts).unwrap_or_default();
-        s.finish(end, &mut evs);
+        s.finish(end, &mut keep);
         all.push(evs);
     }
     (all, notes)
 }
 
-fn cmds(evs: &[Event]) -> impl Iterator<Item = (Dir, &Command)> {
+fn cmds<'e>(evs: &'e [Event<'static>]) -> impl Iterator<Item = (Dir, &'e Command<'static>)> {
     evs.iter()
         .filter_map(|e| e.command().map(|c| (e.dir.unwrap_or(Dir::C2s), c)))
 }
 
-fn find<'a>(evs: &'a [Event], dir: Dir, name: &str) -> Vec<&'a Command> {
+fn find<'a>(evs: &'a [Event<'static>], dir: Dir, name: &str) -> Vec<&'a Command<'static>> {
     cmds(evs)
         .filter(|(d, c)| *d == dir && c.cmd == name)
         .map(|(_, c)| c)
         .collect()
 }
 
-fn clean(v: u8, what: &str, evs: &[Event]) {
+fn clean(v: u8, what: &str, evs: &[Event<'static>]) {
     for e in evs {
         match &e.kind {
-            EventKind::Desync { .. }
-            | EventKind::Note { .. }
-            | EventKind::Gap { .. }
-            | EventKind::Error { .. } => {
+            EventKind::Desync(_) | EventKind::Note(_) | EventKind::Gap(_) | EventKind::Error(_) => {
                 panic!("MSNP{v} {what}: unexpected {} event: {e:?}", e.type_name())
             }
             EventKind::Command(c) => {
@@ -490,11 +489,20 @@ fn clean(v: u8, what: &str, evs: &[Event]) {
     }
 }
 
-fn body(c: &Command) -> &str {
+/// Where the tables say a redirect's address is: (target service, address, cookie).
+fn referral(c: &Command) -> Option<(Service, String, Option<String>)> {
+    redirect::of_command(Some(Dir::S2c), c)
+}
+
+fn json<T: serde::Serialize>(v: &T) -> serde_json::Value {
+    serde_json::to_value(v).expect("serializes")
+}
+
+fn body<'c>(c: &'c Command<'static>) -> &'c str {
     c.payload
         .as_ref()
-        .and_then(|p| p.decoded.as_ref())
-        .and_then(|d| d["body"].as_str())
+        .and_then(|p| p.content())
+        .and_then(|d| d.text())
         .unwrap_or_else(|| panic!("no decoded body in {:?}", c.line))
 }
 
@@ -533,7 +541,7 @@ fn fixtures_decode_cleanly_with_the_negotiated_version() {
                 .unwrap_or_else(|| panic!("MSNP{v} connection {}: no VER reply", i + 1));
             let ver = evs[pos]
                 .command()
-                .map(|c| c.args.clone())
+                .map(|c| c.args().map(str::to_string).collect::<Vec<_>>())
                 .unwrap_or_default();
             assert_eq!(
                 ver,
@@ -555,9 +563,9 @@ fn fixtures_decode_cleanly_with_the_negotiated_version() {
         );
         let xfr = find(ds, Dir::S2c, "XFR");
         assert_eq!(xfr.len(), 1);
-        let r = xfr[0].referral().expect("XFR NS is a referral");
+        let r = referral(xfr[0]).expect("XFR NS is a referral");
         assert_eq!(
-            (r.target, r.address.as_str()),
+            (r.0, r.1.as_str()),
             (Service::Ns, f.ns),
             "MSNP{v}: NS referral"
         );
@@ -569,18 +577,20 @@ fn fixtures_decode_cleanly_with_the_negotiated_version() {
             8..=14 => "TWN",
             _ => "SSO",
         };
-        assert_eq!(usr_i[0].args[1], scheme, "MSNP{v}: login scheme");
+        assert_eq!(usr_i[0].arg(1), Some(scheme), "MSNP{v}: login scheme");
         assert!(
-            find(ns, Dir::S2c, "USR").iter().any(|c| c.args[1] == "OK"),
+            find(ns, Dir::S2c, "USR")
+                .iter()
+                .any(|c| c.arg(1) == Some("OK")),
             "MSNP{v}: login succeeds"
         );
         // Challenge and answer.
         match f.qry {
             Some((pid, chl, answer)) => {
                 let c = find(ns, Dir::S2c, "CHL");
-                assert_eq!(c[0].args, vec!["0".to_string(), chl.to_string()]);
+                assert_eq!(c[0].args().collect::<Vec<_>>(), vec!["0", chl]);
                 let q = find(ns, Dir::C2s, "QRY");
-                assert_eq!(q[0].args[1], pid);
+                assert_eq!(q[0].arg(1), Some(pid));
                 let p = q[0].payload.as_ref().expect("QRY payload");
                 assert_eq!(
                     (p.length, p.text.as_deref()),
@@ -624,14 +634,15 @@ fn fixtures_decode_cleanly_with_the_negotiated_version() {
                     doc.contains(&format!("<Capabilities>{raw}</Capabilities>")),
                     "MSNP21: {doc}"
                 );
-                let caps = msntap::protocol::fields::caps(&t, raw);
+                let caps = json(&msntap::protocol::fields::caps(&t, raw.as_bytes()));
                 assert_eq!(caps["client"].as_str(), client);
             }
             Some((raw, client)) => {
                 let chg = find(ns, Dir::C2s, "CHG");
                 let chg = chg.first().unwrap_or_else(|| panic!("MSNP{v}: no CHG"));
-                assert_eq!(chg.args[2], raw);
-                let caps = &chg.fields["capabilities"];
+                assert_eq!(chg.arg(2), Some(raw));
+                let fields = json(&chg.fields);
+                let caps = &fields["capabilities"];
                 assert_eq!(
                     caps["client"].as_str(),
                     client,
@@ -654,11 +665,7 @@ fn fixtures_decode_cleanly_with_the_negotiated_version() {
             }
             None if v <= 20 => {
                 let chg = find(ns, Dir::C2s, "CHG");
-                assert_eq!(
-                    chg[0].args.len(),
-                    2,
-                    "MSNP{v}: no capabilities before MSNP8"
-                );
+                assert_eq!(chg[0].argc(), 2, "MSNP{v}: no capabilities before MSNP8");
             }
             None => {}
         }
@@ -670,15 +677,16 @@ fn fixtures_decode_cleanly_with_the_negotiated_version() {
                 })
                 .map(|(_, c)| c)
                 .unwrap_or_else(|| panic!("MSNP{v}: no ILN/NLN with msnobj"));
+            let fields = json(&p.fields);
             assert_eq!(
-                p.fields["msnobj"]["Creator"].as_str(),
+                fields["msnobj"]["Creator"].as_str(),
                 Some("bob_k@msn.com"),
                 "MSNP{v}: {:?}",
-                p.fields["msnobj"]
+                fields["msnobj"]
             );
             match v {
-                14..=17 => assert_eq!(p.args[3], "1"),
-                18.. => assert_eq!(p.args[1], "1:bob_k@msn.com"),
+                14..=17 => assert_eq!(p.arg(3), Some("1")),
+                18.. => assert_eq!(p.arg(1), Some("1:bob_k@msn.com")),
                 _ => {}
             }
         }
@@ -686,9 +694,9 @@ fn fixtures_decode_cleanly_with_the_negotiated_version() {
         match f.sb {
             Some((addr, cookie, text, reply)) => {
                 let x = find(ns, Dir::S2c, "XFR");
-                let r = x[0].referral().expect("XFR SB is a referral");
+                let r = referral(x[0]).expect("XFR SB is a referral");
                 assert_eq!(
-                    (r.target, r.address.as_str(), r.cookie.as_deref()),
+                    (r.0, r.1.as_str(), r.2.as_deref()),
                     (Service::Sb, addr, Some(cookie))
                 );
                 let sb = &conns[2];
@@ -699,7 +707,8 @@ fn fixtures_decode_cleanly_with_the_negotiated_version() {
                 );
                 let usr = find(sb, Dir::C2s, "USR");
                 assert_eq!(
-                    usr[0].args[2], cookie,
+                    usr[0].arg(2),
+                    Some(cookie),
                     "MSNP{v}: SB login replays the cookie"
                 );
                 let sent: Vec<&str> = find(sb, Dir::C2s, "MSG").into_iter().map(body).collect();
@@ -707,13 +716,11 @@ fn fixtures_decode_cleanly_with_the_negotiated_version() {
                 let got: Vec<&str> = find(sb, Dir::S2c, "MSG").into_iter().map(body).collect();
                 assert!(got.contains(&reply), "MSNP{v}: received {got:?}");
                 assert_eq!(find(sb, Dir::S2c, "ACK").len(), 1);
-                assert_eq!(find(sb, Dir::S2c, "JOI")[0].args[0], "bob_k@msn.com");
+                assert_eq!(find(sb, Dir::S2c, "JOI")[0].arg(0), Some("bob_k@msn.com"));
                 if v >= 3 {
                     let typing = find(sb, Dir::C2s, "MSG")
                         .into_iter()
-                        .filter_map(|c| {
-                            c.payload.as_ref()?.decoded.as_ref()?["typing_user"].as_str()
-                        })
+                        .filter_map(|c| c.payload.as_ref()?.content()?.typing_user.as_deref())
                         .collect::<Vec<_>>();
                     assert_eq!(
                         typing,
@@ -724,12 +731,13 @@ fn fixtures_decode_cleanly_with_the_negotiated_version() {
                         .into_iter()
                         .find(|c| body(c) == text)
                         .expect("text message");
-                    let fmt = &m
+                    let fmt = m
                         .payload
                         .as_ref()
-                        .and_then(|p| p.decoded.as_ref())
-                        .expect("decoded")["format"];
-                    assert_eq!(fmt["font"].as_str(), Some("Verdana"));
+                        .and_then(|p| p.content())
+                        .and_then(|c| c.format.as_ref())
+                        .expect("decoded format");
+                    assert_eq!(fmt.font.as_deref(), Some("Verdana"));
                 }
             }
             None => assert!(
@@ -740,20 +748,24 @@ fn fixtures_decode_cleanly_with_the_negotiated_version() {
         match f.rng {
             Some((addr, text)) => {
                 let rng = find(ns, Dir::S2c, "RNG");
-                let r = rng[0].referral().expect("RNG is a referral");
-                assert_eq!((r.target, r.address.as_str()), (Service::Sb, addr));
+                let r = referral(rng[0]).expect("RNG is a referral");
+                assert_eq!((r.0, r.1.as_str()), (Service::Sb, addr));
                 let sb = &conns[3];
                 let ans = find(sb, Dir::C2s, "ANS");
                 assert_eq!(
-                    Some(ans[0].args[2].as_str()),
-                    r.cookie.as_deref(),
+                    ans[0].arg(2),
+                    r.2.as_deref(),
                     "MSNP{v}: ANS replays the RNG cookie"
                 );
                 assert_eq!(
-                    ans[0].args[3], rng[0].args[0],
+                    ans[0].arg(3),
+                    rng[0].arg(0),
                     "MSNP{v}: ANS names the RNG session"
                 );
-                assert_eq!(find(sb, Dir::S2c, "IRO")[0].args[3], "carol.d@hotmail.com");
+                assert_eq!(
+                    find(sb, Dir::S2c, "IRO")[0].arg(3),
+                    Some("carol.d@hotmail.com")
+                );
                 let got: Vec<&str> = find(sb, Dir::S2c, "MSG").into_iter().map(body).collect();
                 assert_eq!(got, vec![text], "MSNP{v}: Carol's message");
             }
@@ -766,8 +778,8 @@ fn fixtures_decode_cleanly_with_the_negotiated_version() {
             assert_eq!(body(r[0]), got, "MSNP{v}: SDG received");
             assert_eq!(find(ns, Dir::S2c, "NFY").len(), 1);
             assert_eq!(
-                find(ns, Dir::S2c, "DEL")[0].args,
-                vec!["15".to_string(), "OK".to_string()]
+                find(ns, Dir::S2c, "DEL")[0].args().collect::<Vec<_>>(),
+                vec!["15", "OK"]
             );
         }
     }

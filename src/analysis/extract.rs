@@ -1,19 +1,21 @@
 //! Object extraction: reassembles display pictures, emoticons and files from the P2P chunks
 //! of the event stream, ties each to the MSNSLP session that opened it, verifies it against
-//! the MSNObject's SHA1D and writes it out. It reads decoded events only (P2P header fields
-//! from the payload JSON, data bytes from the frame or the JSON body); it never frames or
-//! re-decodes the wire, and it holds a bounded amount of data.
+//! the MSNObject's SHA1D and writes it out. It reads typed events only (the P2P header
+//! fields and the chunk's bytes from the payload's content, the same whether the event was
+//! decoded here or read back from JSON Lines); it never frames or re-decodes the wire, and
+//! it holds a bounded amount of data.
 
-use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::io;
 use std::path::{Path, PathBuf};
 
-use serde_json::{json, Map, Value};
+use serde::Serialize;
 use sha1::{Digest, Sha1};
 
-use crate::event::{Command, Dir, Event, EventKind, Sink, Ts};
-use crate::payload::{b64, slp, unb64};
+use crate::event::{Dir, Event, EventKind, Sink, Ts};
+use crate::payload::p2p::{ChunkKind, Layout};
+use crate::payload::slp::{self, Context, Slp, SlpKind};
+use crate::payload::{b64, mime, Body, MsnObject, Payload};
 
 /// Bounds on what the extractor holds.
 #[derive(Debug, Clone, Copy)]
@@ -78,8 +80,9 @@ pub struct Object {
     pub receiver: Option<String>,
     /// MSNObject friendly name, file name, or MSNObject location.
     pub name: Option<String>,
-    /// The MSNObject from the INVITE context, when there was one.
-    pub msnobj: Option<Value>,
+    /// The MSNObject from the INVITE context, when there was one (the attributes that
+    /// describe the object, each cut to a bounded length).
+    pub msnobj: Option<MsnObject<'static>>,
     /// The SLP Call-ID and EUF-GUID application of the session, when seen.
     pub call_id: Option<String>,
     pub application: Option<String>,
@@ -104,46 +107,72 @@ pub struct Object {
     pub problems: Vec<String>,
 }
 
+/// The JSON report of one object (`extract --json`): everything but its data.
+#[derive(Debug, Clone, Serialize)]
+pub struct ObjectReport<'o> {
+    pub object: usize,
+    pub conn: u64,
+    pub dir: Dir,
+    pub session_id: u32,
+    pub kind: &'o str,
+    pub size: u64,
+    pub received: u64,
+    pub expected_size: Option<u64>,
+    pub complete: bool,
+    pub sha1d_check: &'static str,
+    pub sha1: &'o str,
+    pub first_ts: Ts,
+    pub last_ts: Ts,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sender: Option<&'o str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub receiver: Option<&'o str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<&'o str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub call_id: Option<&'o str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub application: Option<&'o str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sha1d_expected: Option<&'o str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duplicate_of: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    pub problems: &'o [String],
+}
+
 impl Object {
-    /// A JSON report of the object (without its data).
-    pub fn report(&self, path: Option<&Path>) -> Value {
-        let mut o = json!({
-            "object": self.index,
-            "conn": self.conn,
-            "dir": self.dir.as_str(),
-            "session_id": self.session_id,
-            "kind": self.kind,
-            "size": self.size,
-            "received": self.received,
-            "expected_size": self.expected_size,
-            "complete": self.complete,
-            "sha1d_check": self.check.as_str(),
-            "sha1": self.sha1,
-            "first_ts": self.first_ts.to_string(),
-            "last_ts": self.last_ts.to_string(),
-        });
-        let m = o.as_object_mut().map(|m| m as &mut Map<String, Value>);
-        if let Some(m) = m {
-            let mut put = |k: &str, v: Option<Value>| {
-                if let Some(v) = v {
-                    m.insert(k.into(), v);
-                }
-            };
-            put("sender", self.sender.as_ref().map(|s| json!(s)));
-            put("receiver", self.receiver.as_ref().map(|s| json!(s)));
-            put("name", self.name.as_ref().map(|s| json!(s)));
-            put("call_id", self.call_id.as_ref().map(|s| json!(s)));
-            put("application", self.application.as_ref().map(|s| json!(s)));
-            if let Check::Mismatch { expected } = &self.check {
-                put("sha1d_expected", Some(json!(expected)));
-            }
-            put("duplicate_of", self.duplicate_of.map(|d| json!(d)));
-            put("path", path.map(|p| json!(p.display().to_string())));
-            if !self.problems.is_empty() {
-                put("problems", Some(json!(self.problems)));
-            }
+    /// The JSON report of the object (without its data).
+    pub fn report(&self, path: Option<&Path>) -> ObjectReport<'_> {
+        ObjectReport {
+            object: self.index,
+            conn: self.conn,
+            dir: self.dir,
+            session_id: self.session_id,
+            kind: &self.kind,
+            size: self.size,
+            received: self.received,
+            expected_size: self.expected_size,
+            complete: self.complete,
+            sha1d_check: self.check.as_str(),
+            sha1: &self.sha1,
+            first_ts: self.first_ts,
+            last_ts: self.last_ts,
+            sender: self.sender.as_deref(),
+            receiver: self.receiver.as_deref(),
+            name: self.name.as_deref(),
+            call_id: self.call_id.as_deref(),
+            application: self.application.as_deref(),
+            sha1d_expected: match &self.check {
+                Check::Mismatch { expected } => Some(expected),
+                _ => None,
+            },
+            duplicate_of: self.duplicate_of,
+            path: path.map(|p| p.display().to_string()),
+            problems: &self.problems,
         }
-        o
     }
 
     /// One human line: `#1 display_picture 70 bytes from bob@example.com: SHA1D match, complete`.
@@ -384,7 +413,15 @@ impl Partial {
     }
 }
 
-/// What an SLP INVITE said about a session.
+/// The file a file-transfer INVITE offered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct FileOffer {
+    name: String,
+    size: u64,
+}
+
+/// What an SLP INVITE said about a session: copied out of the event, every string cut to
+/// [`MAX_KEPT`] bytes so that remembered sessions stay small whatever the INVITE held.
 #[derive(Debug, Clone, Default)]
 struct SlpSession {
     invite_dir: Option<Dir>,
@@ -392,10 +429,37 @@ struct SlpSession {
     to: Option<String>,
     call_id: Option<String>,
     application: Option<String>,
-    msnobj: Option<Value>,
-    file: Option<Value>,
+    msnobj: Option<MsnObject<'static>>,
+    file: Option<FileOffer>,
     app_id: Option<u32>,
     state: &'static str,
+}
+
+/// Longest string kept from an SLP message or MSNObject.
+const MAX_KEPT: usize = 1024;
+
+/// `s` cut to at most [`MAX_KEPT`] bytes, on a character boundary.
+fn kept(s: &str) -> String {
+    let mut end = s.len().min(MAX_KEPT);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
+}
+
+/// The MSNObject attributes extraction uses (and a few that identify it), bounded.
+fn kept_msnobj(m: &MsnObject<'_>) -> MsnObject<'static> {
+    let mut o = MsnObject::default();
+    for k in [
+        "Creator", "Size", "Type", "Location", "Friendly", "SHA1D", "SHA1C",
+    ] {
+        if let Some(v) = m.get(k) {
+            o.attrs.insert(k, kept(v));
+        }
+    }
+    o.type_name = m.type_name.as_deref().map(|t| kept(t).into());
+    o.friendly_decoded = m.friendly_decoded.as_deref().map(kept);
+    o
 }
 
 /// Reassembles objects from events. Feed it every event (`event`), then call `finish`;
@@ -411,7 +475,10 @@ pub struct Extractor {
     calls: HashMap<(u64, String), u32>,
     session_order: VecDeque<(u64, u32)>,
     buffered: u64,
+    /// Complete objects by (session, SHA-1), to tell the second leg of a relayed transfer;
+    /// the oldest are forgotten past MAX_SEEN.
     seen: HashMap<(u32, String), usize>,
+    seen_order: VecDeque<(u32, String)>,
     /// Things worth telling the user that belong to no object (declined sessions, ...);
     /// at most MAX_NOTES, then one line saying how many more there were.
     pub notes: Vec<String>,
@@ -422,33 +489,33 @@ pub struct Extractor {
 const MAX_SESSIONS: usize = 4096;
 /// Most notes kept.
 const MAX_NOTES: usize = 1000;
+/// Most complete objects remembered for duplicate detection.
+const MAX_SEEN: usize = 65_536;
 
-/// The P2P body of a command: sliced from the frame (events decoded in this process) or
-/// decoded from the JSON body (events read back from JSON Lines).
-fn p2p_body<'a>(c: &'a Command, d: &Value) -> Option<Cow<'a, [u8]>> {
-    let pb = c.payload_bytes();
-    if let (Some(off), Some(len)) = (d["body_offset"].as_u64(), d["body_length"].as_u64()) {
-        // Only when the frame holds exactly the decoded payload (not a stream cut short).
-        if (off as usize).checked_add(len as usize) == Some(pb.len()) {
-            return Some(Cow::Borrowed(&pb[off as usize..]));
-        }
+/// A header of the MIME (or multipart) payload carrying a P2P chunk.
+fn payload_header<'p>(p: &'p Payload<'_>, name: &str) -> Option<&'p str> {
+    if let Some(m) = p.mime() {
+        return m.header(name);
     }
-    d["body"]["base64"].as_str().and_then(unb64).map(Cow::Owned)
+    p.multipart()?
+        .blocks
+        .iter()
+        .rev()
+        .find_map(|b| mime::header(&b.headers, name))
 }
 
-fn header_value<'a>(d: &'a Value, name: &str) -> Option<&'a str> {
-    d["headers"].as_array()?.iter().find_map(|h| {
-        let k = h.get(0)?.as_str()?;
-        if k.eq_ignore_ascii_case(name) {
-            h.get(1)?.as_str()
-        } else {
-            None
-        }
-    })
+fn handle_of(s: &str) -> &str {
+    s.split(';').next().unwrap_or(s)
 }
 
-fn handle_of(s: &str) -> String {
-    s.split(';').next().unwrap_or(s).to_string()
+/// What a data chunk's event says about its object besides the data.
+#[derive(Debug, Default)]
+struct Hints {
+    sender: Option<String>,
+    receiver: Option<String>,
+    app_id: Option<u32>,
+    /// The P2P decoder's problem with the chunk (e.g. cut off by the end of the stream).
+    problem: Option<String>,
 }
 
 impl Extractor {
@@ -469,11 +536,12 @@ impl Extractor {
         self.buffered
     }
 
-    /// Consumes one event; objects it completes are appended to `out`.
-    pub fn event(&mut self, ev: &Event, out: &mut Vec<Object>) {
+    /// Consumes one event; objects it completes are appended to `out`. The event is only
+    /// read: the chunk's bytes are copied into the object being reassembled.
+    pub fn event(&mut self, ev: &Event<'_>, out: &mut Vec<Object>) {
         let c = match &ev.kind {
             EventKind::Command(c) => c,
-            EventKind::Close { .. } => {
+            EventKind::Close(_) => {
                 self.flush(|k| k.conn == ev.conn, out);
                 // SLP sessions live on one connection: forget them with it.
                 let conn = ev.conn;
@@ -485,40 +553,50 @@ impl Extractor {
             _ => return,
         };
         let Some(dir) = ev.dir else { return };
-        let Some(d) = c.payload.as_ref().and_then(|p| p.decoded.as_ref()) else {
+        let Some(payload) = &c.payload else { return };
+        let Some(content) = payload.content() else {
             return;
         };
-        let Some(p2p) = d.get("p2p") else { return };
-        let kind = p2p["kind"].as_str().unwrap_or("");
-        if kind != "slp" && kind != "data" {
+        let Some(p2p) = content.p2p.as_deref() else {
             return;
-        }
-        let Some(body) = p2p_body(c, d) else { return };
-        let start = p2p["data_start"].as_u64().unwrap_or(0) as usize;
-        let len = p2p["data_length"].as_u64().unwrap_or(0) as usize;
+        };
+        let is_slp = match p2p.kind {
+            Some(ChunkKind::Slp) => true,
+            Some(ChunkKind::Data) => false,
+            _ => return,
+        };
+        // The P2P body is always held as bytes (base64 in JSON), so this is the same for
+        // an event decoded here and one read back from JSON Lines. A chunk cut off by the
+        // end of the stream has `data_length` short of its header's size: only the bytes
+        // that arrived are taken.
+        let Some(body) = content.body.as_ref().map(Body::bytes) else {
+            return;
+        };
+        let Some(start) = p2p.data_start else { return };
+        let len = p2p.data_length.unwrap_or(0);
         let Some(data) = body.get(start..start.saturating_add(len)) else {
             return;
         };
-        let session = p2p["session_id"].as_u64().unwrap_or(0) as u32;
-        let id = if p2p["header"] == "v2" {
-            p2p["package_number"].as_u64().unwrap_or(0)
-        } else {
-            p2p["identifier"].as_u64().unwrap_or(0)
-        };
+        let session = p2p.session_id.unwrap_or(0);
+        let id = match p2p.header {
+            Layout::V2 => p2p.package_number.map(u64::from),
+            Layout::V1 => p2p.identifier.map(u64::from),
+        }
+        .unwrap_or(0);
         let key = Key {
             conn: ev.conn,
             dir,
             session,
             id,
         };
-        let place = match (p2p["offset"].as_u64(), p2p["data_remaining"].as_u64()) {
+        let place = match (p2p.offset, p2p.data_remaining) {
             (Some(o), _) => Place::At(o),
             (None, Some(r)) => Place::Remaining(r),
             (None, None) => Place::At(0),
         };
-        let total = p2p["total_size"].as_u64();
-        if kind == "slp" {
-            if let Some(s) = p2p.get("slp") {
+        let total = p2p.total_size;
+        if is_slp {
+            if let Some(s) = &p2p.slp {
                 self.slp(ev.conn, dir, s);
             } else {
                 self.slp_chunk(key, place, total, data, ev.ts, out);
@@ -526,23 +604,19 @@ impl Extractor {
             return;
         }
         // Senders: the MSG line names the sender on server-to-client switchboard frames.
-        let sender_hint = (dir == Dir::S2c && c.cmd == "MSG")
-            .then(|| c.args.first().cloned())
-            .flatten();
-        let receiver_hint = header_value(d, "P2P-Dest").map(handle_of);
-        let app_id = p2p["app_id"].as_u64().map(|a| a as u32);
+        let hints = Hints {
+            sender: (dir == Dir::S2c && c.cmd == "MSG")
+                .then(|| c.arg(0).map(kept))
+                .flatten(),
+            receiver: payload_header(payload, "P2P-Dest").map(|d| kept(handle_of(d))),
+            app_id: p2p.app_id,
+            problem: p2p
+                .problem
+                .as_deref()
+                .map(|p| format!("a chunk is damaged: {}", kept(p))),
+        };
         let context_total = self.context_size(ev.conn, session);
-        self.data_chunk(
-            key,
-            place,
-            total.or(context_total),
-            data,
-            ev.ts,
-            sender_hint,
-            receiver_hint,
-            app_id,
-            out,
-        );
+        self.data_chunk(key, place, total.or(context_total), data, ev.ts, hints, out);
     }
 
     /// Gives up every open object (end of input): they come out truncated.
@@ -567,8 +641,8 @@ impl Extractor {
         let s = self.sessions.get(&(conn, session))?;
         s.msnobj
             .as_ref()
-            .and_then(|m| m["Size"].as_str()?.trim().parse().ok())
-            .or_else(|| s.file.as_ref().and_then(|f| f["file_size"].as_u64()))
+            .and_then(MsnObject::size)
+            .or_else(|| s.file.as_ref().map(|f| f.size))
     }
 
     fn flush(&mut self, which: impl Fn(&Key) -> bool, out: &mut Vec<Object>) {
@@ -663,27 +737,37 @@ impl Extractor {
     }
 
     /// Learns from one whole SLP message.
-    fn slp(&mut self, conn: u64, dir: Dir, v: &Value) {
-        let call = v["call_id"].as_str().map(str::to_string);
-        let sid = v["session_id"].as_u64().map(|s| s as u32).or_else(|| {
+    fn slp(&mut self, conn: u64, dir: Dir, v: &Slp<'_>) {
+        let call = v.call_id.as_deref().map(kept);
+        let sid = v.session_id.or_else(|| {
             call.as_ref()
                 .and_then(|c| self.calls.get(&(conn, c.clone())).copied())
         });
-        match v["kind"].as_str() {
-            Some("invite") => {
-                let Some(sid) = v["session_id"].as_u64().map(|s| s as u32) else {
+        match v.kind {
+            SlpKind::Invite => {
+                let Some(sid) = v.session_id else {
                     return;
                 };
-                let ctx = &v["context"];
+                let (msnobj, file) = match &v.context {
+                    Some(Context::MsnObj { msnobj }) => (Some(kept_msnobj(msnobj)), None),
+                    Some(Context::File(f)) => (
+                        None,
+                        Some(FileOffer {
+                            name: kept(&f.file_name),
+                            size: f.file_size,
+                        }),
+                    ),
+                    _ => (None, None),
+                };
                 let s = SlpSession {
                     invite_dir: Some(dir),
-                    from: v["from"].as_str().map(str::to_string),
-                    to: v["to"].as_str().map(str::to_string),
+                    from: v.from.as_deref().map(kept),
+                    to: v.to.as_deref().map(kept),
                     call_id: call.clone(),
-                    application: v["application"].as_str().map(str::to_string),
-                    msnobj: ctx.get("msnobj").cloned(),
-                    file: ctx.get("file_name").is_some().then(|| ctx.clone()),
-                    app_id: v["app_id"].as_u64().map(|a| a as u32),
+                    application: v.application.as_deref().map(kept),
+                    msnobj,
+                    file,
+                    app_id: v.app_id,
                     state: "invited",
                 };
                 if self.sessions.len() >= MAX_SESSIONS {
@@ -704,22 +788,22 @@ impl Extractor {
                     self.session_order.push_back((conn, sid));
                 }
             }
-            Some(k @ ("ok" | "decline" | "error" | "bye")) => {
+            k @ (SlpKind::Ok | SlpKind::Decline | SlpKind::Error | SlpKind::Bye) => {
                 let Some(sid) = sid else { return };
                 let mut note = None;
                 if let Some(s) = self.sessions.get_mut(&(conn, sid)) {
                     s.state = match k {
-                        "ok" => "accepted",
-                        "decline" => "declined",
-                        "error" => "failed",
+                        SlpKind::Ok => "accepted",
+                        SlpKind::Decline => "declined",
+                        SlpKind::Error => "failed",
                         _ => "closed",
                     };
-                    if k == "decline" || k == "error" {
+                    if matches!(k, SlpKind::Decline | SlpKind::Error) {
                         let what = s.application.as_deref().unwrap_or("unknown");
                         note = Some(format!(
                             "conn {conn} session {sid} ({what}) was {}: {}",
                             s.state,
-                            v["start_line"].as_str().unwrap_or("")
+                            crate::event::pretty::one_line(&v.start_line, 200)
                         ));
                     }
                 }
@@ -727,7 +811,7 @@ impl Extractor {
                     self.note(n);
                 }
             }
-            _ => {}
+            SlpKind::Ack | SlpKind::Other => {}
         }
     }
 
@@ -739,9 +823,7 @@ impl Extractor {
         total: Option<u64>,
         data: &[u8],
         ts: Ts,
-        sender_hint: Option<String>,
-        receiver_hint: Option<String>,
-        app_id: Option<u32>,
+        hints: Hints,
         out: &mut Vec<Object>,
     ) {
         if !self.partials.contains_key(&key) {
@@ -757,13 +839,16 @@ impl Extractor {
         };
         p.last_ts = ts;
         if p.sender_hint.is_none() {
-            p.sender_hint = sender_hint;
+            p.sender_hint = hints.sender;
         }
         if p.receiver_hint.is_none() {
-            p.receiver_hint = receiver_hint;
+            p.receiver_hint = hints.receiver;
         }
         if p.app_id.is_none() {
-            p.app_id = app_id;
+            p.app_id = hints.app_id;
+        }
+        if let Some(pr) = hints.problem {
+            p.problem(pr);
         }
         if let Some(t) = total {
             let before = p.stored;
@@ -803,7 +888,7 @@ impl Extractor {
         let file = s.as_ref().and_then(|s| s.file.clone());
         let app = s.as_ref().and_then(|s| s.application.clone());
         let app_id = p.app_id.or(s.as_ref().and_then(|s| s.app_id));
-        let kind = if let Some(t) = msnobj.as_ref().and_then(|m| m["type_name"].as_str()) {
+        let kind = if let Some(t) = msnobj.as_ref().and_then(|m| m.type_name.as_deref()) {
             t.to_string()
         } else if file.is_some() || app.as_deref() == Some("file_transfer") {
             "file".to_string()
@@ -829,35 +914,26 @@ impl Extractor {
                 p.sender_hint.clone().or_else(|| {
                     msnobj
                         .as_ref()
-                        .and_then(|m| m["Creator"].as_str().map(str::to_string))
+                        .and_then(|m| m.creator().map(str::to_string))
                 }),
                 p.receiver_hint.clone(),
             ),
         };
         let name = msnobj
             .as_ref()
-            .and_then(|m| {
-                m["friendly_decoded"]
-                    .as_str()
-                    .filter(|f| !f.is_empty())
-                    .map(str::to_string)
-            })
-            .or_else(|| {
-                file.as_ref()
-                    .and_then(|f| f["file_name"].as_str().map(str::to_string))
-            })
+            .and_then(|m| m.friendly_decoded.clone().filter(|f| !f.is_empty()))
+            .or_else(|| file.as_ref().map(|f| f.name.clone()))
             .or_else(|| {
                 msnobj.as_ref().and_then(|m| {
-                    m["Location"]
-                        .as_str()
+                    m.location()
                         .filter(|l| !l.is_empty() && *l != "0")
                         .map(str::to_string)
                 })
             });
         let expected_size = msnobj
             .as_ref()
-            .and_then(|m| m["Size"].as_str()?.trim().parse::<u64>().ok())
-            .or_else(|| file.as_ref().and_then(|f| f["file_size"].as_u64()))
+            .and_then(MsnObject::size)
+            .or_else(|| file.as_ref().map(|f| f.size))
             .or(p.total);
         if let (Some(e), true) = (expected_size, complete) {
             if e != data.len() as u64 {
@@ -871,7 +947,7 @@ impl Extractor {
         let sha1 = b64(&digest);
         let check = match msnobj
             .as_ref()
-            .and_then(|m| m["SHA1D"].as_str())
+            .and_then(MsnObject::sha1d)
             .filter(|h| !h.is_empty())
         {
             Some(h) if h == sha1 => Check::Match,
@@ -887,7 +963,13 @@ impl Extractor {
             match self.seen.get(&key) {
                 Some(&i) => Some(i),
                 None => {
-                    self.seen.insert(key, index);
+                    if self.seen_order.len() >= MAX_SEEN {
+                        if let Some(old) = self.seen_order.pop_front() {
+                            self.seen.remove(&old);
+                        }
+                    }
+                    self.seen.insert(key.clone(), index);
+                    self.seen_order.push_back(key);
                     None
                 }
             }
@@ -1120,7 +1202,7 @@ impl ExtractSink {
     }
 
     /// Feeds every event of `events` (any source: a session, a capture, JSON Lines).
-    pub fn feed_all<I: IntoIterator<Item = Event>>(&mut self, events: I) -> io::Result<()> {
+    pub fn feed_all<'e, I: IntoIterator<Item = Event<'e>>>(&mut self, events: I) -> io::Result<()> {
         for ev in events {
             self.event(&ev)?;
         }
@@ -1129,7 +1211,7 @@ impl ExtractSink {
 }
 
 impl Sink for ExtractSink {
-    fn event(&mut self, ev: &Event) -> io::Result<()> {
+    fn event(&mut self, ev: &Event<'_>) -> io::Result<()> {
         let mut out = Vec::new();
         self.extractor.event(ev, &mut out);
         self.store(out)
@@ -1201,9 +1283,21 @@ mod tests {
     fn remembered_sessions_and_notes_are_bounded() {
         let mut ex = Extractor::new(Limits::default());
         for sid in 0..(MAX_SESSIONS as u32 + 500) {
-            let inv = json!({"kind": "invite", "session_id": sid, "call_id": format!("{{{sid}}}")});
+            let body = format!("SessionID: {sid}\r\n\r\n\0");
+            let head = |start: &str| {
+                format!(
+                    "{start}\r\nTo: <msnmsgr:b@x>\r\nFrom: <msnmsgr:a@x>\r\nCall-ID: {{{sid}}}\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                )
+            };
+            let inv = head("INVITE MSNMSGR:b@x MSNSLP/1.0");
+            let inv = slp::parse(inv.as_bytes()).unwrap();
+            assert_eq!((inv.kind, inv.session_id), (SlpKind::Invite, Some(sid)));
             ex.slp(1, Dir::C2s, &inv);
-            let no = json!({"kind": "decline", "call_id": format!("{{{sid}}}"), "start_line": "MSNSLP/1.0 603 Decline"});
+            // The decline names the session by its Call-ID only.
+            let no = head("MSNSLP/1.0 603 Decline").replace(&body, "");
+            let no = slp::parse(no.as_bytes()).unwrap();
+            assert_eq!((no.kind, no.session_id), (SlpKind::Decline, None));
             ex.slp(1, Dir::S2c, &no);
         }
         assert_eq!(ex.sessions.len(), MAX_SESSIONS);

@@ -3,3 +3,6 @@
 //! bytes off the wire.
 
 pub mod auth;
+pub mod extract;
+pub mod report;
+pub mod transcript;

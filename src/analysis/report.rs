@@ -1,22 +1,24 @@
 //! The discovery report: what was seen, per version and service, and everything the tables
 //! do not describe (unknown commands, unfamiliar forms, payload vocabulary, P2P flags),
-//! plus error codes, payload guesses and desyncs. Also writes dissector stubs.
+//! plus error codes, payload guesses and desyncs. Also writes dissector stubs. It reads
+//! typed events only (redacted by the caller unless --no-redact), copies out the little it
+//! keeps, and never overwrites a file.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
-use serde_json::Value;
 
-use crate::event::{Dir, Event, EventKind};
+use crate::event::{Dir, Event, EventKind, Ts};
+use crate::payload::{Decoded, Headers};
 use crate::protocol::tables::Tables;
 
 /// Where something was first seen.
 #[derive(Debug, Clone, Serialize)]
 pub struct Example {
     pub conn: u64,
-    pub ts: String,
+    pub ts: Ts,
     pub dir: Option<Dir>,
     pub line: String,
 }
@@ -30,10 +32,10 @@ impl std::fmt::Display for Example {
 }
 
 impl Example {
-    fn of(ev: &Event, line: &str) -> Example {
+    fn of(ev: &Event<'_>, line: &str) -> Example {
         Example {
             conn: ev.conn,
-            ts: ev.ts.to_string(),
+            ts: ev.ts,
             dir: ev.dir,
             line: line.to_string(),
         }
@@ -41,6 +43,10 @@ impl Example {
 }
 
 const MAX_EXAMPLES: usize = 3;
+/// Most desyncs and payload guesses listed one by one (all are counted).
+const MAX_LISTED: usize = 1000;
+/// Most distinct names kept per vocabulary list.
+const MAX_KEYS: usize = 1000;
 
 /// A command the tables do not know, or whose line fits none of its forms.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -52,7 +58,8 @@ pub struct Oddity {
     pub versions: BTreeSet<String>,
     /// How often a payload followed (guessed for unknown commands).
     pub with_payload: u64,
-    /// Per (direction, arity): whether every example had a numeric first argument.
+    /// Per (direction, arity): whether every example had a numeric first argument, and
+    /// whether any carried a payload.
     #[serde(skip)]
     shapes: BTreeMap<(&'static str, usize), (bool, bool)>,
     pub examples: Vec<Example>,
@@ -68,9 +75,22 @@ pub struct Seen {
 #[derive(Debug, Clone, Serialize)]
 pub struct ErrorSeen {
     pub count: u64,
-    pub name: Option<std::sync::Arc<str>>,
-    pub meaning: Option<std::sync::Arc<str>>,
+    pub name: Option<String>,
+    pub meaning: Option<String>,
     pub examples: Vec<Example>,
+}
+
+/// One desync, as the report lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct DesyncSeen {
+    pub conn: u64,
+    pub ts: Ts,
+    pub dir: Option<Dir>,
+    pub offset: u64,
+    pub skipped: u64,
+    pub reason: String,
+    /// The first bytes skipped, escaped (already scrubbed unless --no-redact).
+    pub preview: String,
 }
 
 /// The whole report.
@@ -87,9 +107,15 @@ pub struct Report {
     pub unknown_mime_headers: BTreeMap<String, Seen>,
     pub unknown_xml_roots: BTreeMap<String, Seen>,
     pub unknown_p2p_flags: BTreeMap<String, Seen>,
+    /// Occurrences of unknown names not listed because a list was full.
+    pub vocabulary_overflow: u64,
     pub errors: BTreeMap<u16, ErrorSeen>,
+    /// The first payload guesses (`payload_guess_count` counts them all).
     pub payload_guesses: Vec<Example>,
-    pub desyncs: Vec<Value>,
+    pub payload_guess_count: u64,
+    /// The first desyncs (`desync_count` counts them all).
+    pub desyncs: Vec<DesyncSeen>,
+    pub desync_count: u64,
     pub gaps: u64,
 }
 
@@ -102,51 +128,72 @@ fn push_example(v: &mut Vec<Example>, e: Example) {
     }
 }
 
-fn seen(map: &mut BTreeMap<String, Seen>, key: String, ex: Example) {
-    let s = map.entry(key).or_default();
-    s.count += 1;
-    push_example(&mut s.examples, ex);
+/// Counts `key` in `map`; a new key past [`MAX_KEYS`] is only counted in `overflow`
+/// (names come off the wire: a hostile stream could make up any number).
+fn seen(map: &mut BTreeMap<String, Seen>, overflow: &mut u64, key: &str, ex: &Example) {
+    if !map.contains_key(key) {
+        if map.len() >= MAX_KEYS {
+            *overflow += 1;
+            return;
+        }
+        map.insert(key.to_string(), Seen::default());
+    }
+    if let Some(s) = map.get_mut(key) {
+        s.count += 1;
+        push_example(&mut s.examples, ex.clone());
+    }
+}
+
+/// The stubs `write_stubs` wrote, and those it left alone because a file of that name was
+/// already there (perhaps edited by hand: stubs are never overwritten).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stubs {
+    pub written: Vec<PathBuf>,
+    pub kept: Vec<PathBuf>,
 }
 
 impl Report {
-    pub fn add(&mut self, ev: &Event, tables: &Tables) {
+    /// Adds one event; it is only read, and what is kept is copied out of it.
+    pub fn add(&mut self, ev: &Event<'_>, tables: &Tables) {
         self.events += 1;
         self.connections.insert(ev.conn);
         let ver = ev
             .version
-            .map(|v| format!("MSNP{}", v.0))
+            .map(|v| v.to_string())
             .unwrap_or_else(|| "MSNP?".into());
         match &ev.kind {
             EventKind::Command(c) => {
                 let key = format!("{ver} {}", ev.service);
-                *self
-                    .commands
-                    .entry(key)
-                    .or_default()
-                    .entry(c.cmd.clone())
-                    .or_default() += 1;
+                let per = self.commands.entry(key).or_default();
+                match per.get_mut(c.cmd.as_ref()) {
+                    Some(n) => *n += 1,
+                    None => {
+                        per.insert(c.cmd.to_string(), 1);
+                    }
+                }
                 let ex = Example::of(ev, &c.line);
                 let dir = ev.dir.map(Dir::as_str).unwrap_or("?");
                 if let Some(e) = &c.error {
                     let s = self.errors.entry(e.code).or_insert_with(|| ErrorSeen {
                         count: 0,
-                        name: e.name.clone(),
-                        meaning: e.meaning.clone(),
+                        name: e.name.as_deref().map(str::to_string),
+                        meaning: e.meaning.as_deref().map(str::to_string),
                         examples: Vec::new(),
                     });
                     s.count += 1;
                     push_example(&mut s.examples, ex.clone());
                 }
                 let odd = if !c.known && c.error.is_none() {
-                    Some(self.unknown_commands.entry(c.cmd.clone()).or_default())
+                    Some(self.unknown_commands.entry(c.cmd.to_string()).or_default())
                 } else if c.unmatched_form {
-                    Some(self.unmatched_forms.entry(c.cmd.clone()).or_default())
+                    Some(self.unmatched_forms.entry(c.cmd.to_string()).or_default())
                 } else {
                     None
                 };
                 if let Some(o) = odd {
+                    let argc = c.argc();
                     o.count += 1;
-                    o.arities.insert(c.args.len());
+                    o.arities.insert(argc);
                     o.directions.insert(dir);
                     o.services.insert(ev.service.to_string());
                     o.versions.insert(ver.clone());
@@ -154,86 +201,96 @@ impl Report {
                         o.with_payload += 1;
                     }
                     let first_numeric = c
-                        .args
-                        .first()
+                        .arg(0)
                         .is_some_and(|a| a.bytes().all(|b| b.is_ascii_digit()));
-                    let shape = o.shapes.entry((dir, c.args.len())).or_insert((true, false));
+                    let shape = o.shapes.entry((dir, argc)).or_insert((true, false));
                     shape.0 &= first_numeric;
                     shape.1 |= c.payload.is_some();
                     push_example(&mut o.examples, ex.clone());
                 }
                 if let Some(p) = &c.payload {
                     if p.guess {
-                        self.payload_guesses.push(ex.clone());
+                        self.payload_guess_count += 1;
+                        if self.payload_guesses.len() < MAX_LISTED {
+                            self.payload_guesses.push(ex.clone());
+                        }
                     }
                     if let Some(d) = &p.decoded {
                         self.vocabulary(d, tables, &ex);
                     }
                 }
             }
-            EventKind::Desync {
-                offset,
-                skipped,
-                reason,
-                preview,
-            } => {
-                self.desyncs.push(
-                    serde_json::json!({"conn": ev.conn, "ts": ev.ts.to_string(), "dir": ev.dir,
-                    "offset": offset, "skipped": skipped, "reason": reason, "preview": preview}),
-                );
+            EventKind::Desync(d) => {
+                self.desync_count += 1;
+                if self.desyncs.len() < MAX_LISTED {
+                    self.desyncs.push(DesyncSeen {
+                        conn: ev.conn,
+                        ts: ev.ts,
+                        dir: ev.dir,
+                        offset: d.offset,
+                        skipped: d.skipped,
+                        reason: d.reason.to_string(),
+                        preview: d.preview.escaped(),
+                    });
+                }
             }
-            EventKind::Gap { .. } => self.gaps += 1,
+            EventKind::Gap(_) => self.gaps += 1,
             _ => {}
         }
     }
 
-    fn vocabulary(&mut self, d: &Value, tables: &Tables, ex: &Example) {
-        if let Some(ct) = d.get("content_type").and_then(Value::as_str) {
-            if !ct.is_empty() && !tables.content_types.contains_key(ct) {
-                seen(&mut self.unknown_content_types, ct.to_string(), ex.clone());
+    fn headers(&mut self, h: &Headers<'_>, tables: &Tables, ex: &Example) {
+        for (name, _) in h {
+            if !tables.mime_headers.contains_key(&name.to_ascii_lowercase()) {
+                seen(
+                    &mut self.unknown_mime_headers,
+                    &mut self.vocabulary_overflow,
+                    name,
+                    ex,
+                );
             }
         }
-        let mut header_lists: Vec<&Value> = Vec::new();
-        for k in [
-            "headers",
-            "routing",
-            "reliability",
-            "messaging",
-            "publication",
-            "notification",
-        ] {
-            if let Some(h) = d.get(k) {
-                header_lists.push(h);
+    }
+
+    fn vocabulary(&mut self, d: &Decoded<'_>, tables: &Tables, ex: &Example) {
+        let (ct, content) = match d {
+            Decoded::Mime(m) => {
+                self.headers(&m.headers, tables, ex);
+                (&m.content_type, &m.content)
             }
-        }
-        for h in header_lists {
-            for pair in h.as_array().into_iter().flatten() {
-                if let Some(name) = pair.get(0).and_then(Value::as_str) {
-                    if !tables.mime_headers.contains_key(&name.to_ascii_lowercase()) {
-                        seen(&mut self.unknown_mime_headers, name.to_string(), ex.clone());
-                    }
+            Decoded::Multipart(m) => {
+                for b in &m.blocks {
+                    self.headers(&b.headers, tables, ex);
                 }
+                (&m.content_type, &m.content)
             }
-        }
-        // An XML payload is decoded to an element with a name (and no content_type).
-        if d.get("content_type").is_none() {
-            if let Some(root) = d.get("name").and_then(Value::as_str) {
-                if !tables.xml_roots.contains_key(&root.to_ascii_lowercase()) {
-                    seen(&mut self.unknown_xml_roots, root.to_string(), ex.clone());
+            Decoded::Xml(x) => {
+                if !tables.xml_roots.contains_key(&x.name.to_ascii_lowercase()) {
+                    seen(
+                        &mut self.unknown_xml_roots,
+                        &mut self.vocabulary_overflow,
+                        &x.name,
+                        ex,
+                    );
                 }
+                return;
             }
+        };
+        if !ct.is_empty() && !tables.content_types.contains_key(ct.as_ref()) {
+            seen(
+                &mut self.unknown_content_types,
+                &mut self.vocabulary_overflow,
+                ct,
+                ex,
+            );
         }
-        if let Some(flags) = d
-            .get("p2p")
-            .and_then(|p| p.get("flags"))
-            .and_then(Value::as_u64)
-        {
-            let f = flags as u32;
+        if let Some(f) = content.p2p.as_ref().and_then(|p| p.flags) {
             if f & !P2P_KNOWN != 0 {
                 seen(
                     &mut self.unknown_p2p_flags,
-                    format!("0x{f:08x}"),
-                    ex.clone(),
+                    &mut self.vocabulary_overflow,
+                    &format!("0x{f:08x}"),
+                    ex,
                 );
             }
         }
@@ -302,6 +359,13 @@ impl Report {
         vocab(&mut s, "Unknown MIME headers", &self.unknown_mime_headers);
         vocab(&mut s, "Unknown XML roots", &self.unknown_xml_roots);
         vocab(&mut s, "Unknown P2P flags", &self.unknown_p2p_flags);
+        if self.vocabulary_overflow > 0 {
+            let _ = writeln!(
+                s,
+                "  (and {} more occurrences of names past the first {MAX_KEYS} of a list)",
+                self.vocabulary_overflow
+            );
+        }
         let _ = writeln!(
             s,
             "\nError codes: {}",
@@ -316,90 +380,135 @@ impl Report {
                 e.count
             );
         }
-        let _ = writeln!(s, "\nPayload guesses: {}", self.payload_guesses.len());
+        let _ = writeln!(s, "\nPayload guesses: {}", self.payload_guess_count);
         for e in &self.payload_guesses {
             let _ = writeln!(s, "  {e}");
         }
-        let _ = writeln!(s, "\nDesyncs: {}", self.desyncs.len());
+        let _ = writeln!(s, "\nDesyncs: {}", self.desync_count);
         for d in &self.desyncs {
             let _ = writeln!(
                 s,
                 "  #{} {} {} at {}: {} bytes ({}): {}",
-                d["conn"],
-                d["ts"].as_str().unwrap_or(""),
-                d["dir"].as_str().unwrap_or(""),
-                d["offset"],
-                d["skipped"],
-                d["reason"].as_str().unwrap_or(""),
-                d["preview"].as_str().unwrap_or("")
+                d.conn,
+                d.ts,
+                d.dir.map(Dir::as_str).unwrap_or(""),
+                d.offset,
+                d.skipped,
+                d.reason,
+                d.preview
             );
         }
         s
     }
 
     /// Writes one dissector stub per unknown command into `dir`, loadable by `--dissectors`.
-    pub fn write_stubs(&self, dir: &Path) -> std::io::Result<Vec<std::path::PathBuf>> {
+    /// A stub whose file already exists is not written (the file may have been edited): it
+    /// is listed in `kept` instead.
+    pub fn write_stubs(&self, dir: &Path) -> std::io::Result<Stubs> {
         std::fs::create_dir_all(dir)?;
-        let mut written = Vec::new();
+        let mut out = Stubs::default();
         for (name, o) in &self.unknown_commands {
             if name.len() != 3 || !name.bytes().all(|b| b.is_ascii_uppercase()) {
                 continue;
             }
-            let mut t = String::new();
-            let _ = writeln!(
-                t,
-                "# Stub written by `msntap report` for an undocumented command."
-            );
-            let _ = writeln!(
-                t,
-                "# Seen {} times; fill in the meaning and the parameter names and types.",
-                o.count
-            );
-            for e in &o.examples {
-                let _ = writeln!(t, "# example: {e}");
-            }
-            let versions: Vec<u8> = o
-                .versions
-                .iter()
-                .filter_map(|v| v.strip_prefix("MSNP")?.parse().ok())
-                .collect();
-            let range = match (versions.iter().min(), versions.iter().max()) {
-                (Some(a), Some(b)) => format!("{a}-{b}"),
-                _ => "2-21".to_string(),
-            };
-            let mut services: Vec<&str> = o
-                .services
-                .iter()
-                .map(String::as_str)
-                .filter(|s| matches!(*s, "DS" | "NS" | "SB"))
-                .collect();
-            if services.is_empty() {
-                services = vec!["NS", "SB"];
-            }
-            let svc: Vec<String> = services.iter().map(|s| format!("{s:?}")).collect();
-            let _ = writeln!(t, "\n[[command]]\nname = \"{name}\"\nmeaning = \"Undocumented (seen by msntap report)\"\nservices = [{}]\nversions = \"{range}\"\nsource = \"msntap report\"", svc.join(", "));
-            for ((dir, arity), (numeric_first, payload)) in &o.shapes {
-                let _ = writeln!(t, "\n  [[command.form]]\n  dir = \"{dir}\"");
-                if *payload {
-                    let _ = writeln!(t, "  payload = \"last\"");
-                }
-                let mut params = Vec::new();
-                for i in 0..*arity {
-                    let p = if i == 0 && *numeric_first && !(*payload && *arity == 1) {
-                        "{ name = \"trid\", type = \"trid\" }".to_string()
-                    } else if *payload && i + 1 == *arity {
-                        "{ name = \"length\", type = \"length\" }".to_string()
-                    } else {
-                        format!("{{ name = \"arg{i}\", type = \"string\" }}")
-                    };
-                    params.push(p);
-                }
-                let _ = writeln!(t, "  params = [{}]", params.join(", "));
-            }
             let path = dir.join(format!("{}.toml", name.to_ascii_lowercase()));
-            std::fs::write(&path, t)?;
-            written.push(path);
+            // create_new: never replaces a file, nor follows a link planted in its place.
+            let mut f = match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+            {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    out.kept.push(path);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            std::io::Write::write_all(&mut f, stub(name, o).as_bytes())?;
+            out.written.push(path);
         }
-        Ok(written)
+        Ok(out)
+    }
+}
+
+/// `s` with control characters escaped: TOML comments may not hold them, and the example
+/// lines come off the wire.
+fn comment_safe(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| {
+            let esc: Vec<char> = if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            esc
+        })
+        .collect()
+}
+
+/// The text of one stub.
+fn stub(name: &str, o: &Oddity) -> String {
+    let mut t = String::new();
+    let _ = writeln!(
+        t,
+        "# Stub written by `msntap report` for an undocumented command."
+    );
+    let _ = writeln!(
+        t,
+        "# Seen {} times; fill in the meaning and the parameter names and types.",
+        o.count
+    );
+    for e in &o.examples {
+        let _ = writeln!(t, "# example: {}", comment_safe(&e.to_string()));
+    }
+    let versions: Vec<u8> = o
+        .versions
+        .iter()
+        .filter_map(|v| v.strip_prefix("MSNP")?.parse().ok())
+        .collect();
+    let range = match (versions.iter().min(), versions.iter().max()) {
+        (Some(a), Some(b)) => format!("{a}-{b}"),
+        _ => "2-21".to_string(),
+    };
+    let mut services: Vec<&str> = o
+        .services
+        .iter()
+        .map(String::as_str)
+        .filter(|s| matches!(*s, "DS" | "NS" | "SB"))
+        .collect();
+    if services.is_empty() {
+        services = vec!["NS", "SB"];
+    }
+    let svc: Vec<String> = services.iter().map(|s| format!("{s:?}")).collect();
+    let _ = writeln!(t, "\n[[command]]\nname = \"{name}\"\nmeaning = \"Undocumented (seen by msntap report)\"\nservices = [{}]\nversions = \"{range}\"\nsource = \"msntap report\"", svc.join(", "));
+    for ((dir, arity), (numeric_first, payload)) in &o.shapes {
+        let _ = writeln!(t, "\n  [[command.form]]\n  dir = \"{dir}\"");
+        if *payload {
+            let _ = writeln!(t, "  payload = \"last\"");
+        }
+        let mut params = Vec::new();
+        for i in 0..*arity {
+            let p = if i == 0 && *numeric_first && !(*payload && *arity == 1) {
+                "{ name = \"trid\", type = \"trid\" }".to_string()
+            } else if *payload && i + 1 == *arity {
+                "{ name = \"length\", type = \"length\" }".to_string()
+            } else {
+                format!("{{ name = \"arg{i}\", type = \"string\" }}")
+            };
+            params.push(p);
+        }
+        let _ = writeln!(t, "  params = [{}]", params.join(", "));
+    }
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stub_comments_hold_no_control_characters() {
+        assert_eq!(comment_safe("ZZQ 1 a\rb\u{7f}"), "ZZQ 1 a\\rb\\u{7f}");
     }
 }

@@ -589,7 +589,7 @@ mod tests {
         Arc::new(Tables::builtin().expect("tables"))
     }
 
-    fn read_bytes(b: &[u8]) -> (Vec<Event>, Result<ReadStats, CaptureError>) {
+    fn read_bytes(b: &[u8]) -> (Vec<Event<'static>>, Result<ReadStats, CaptureError>) {
         let mut evs = Vec::new();
         let r = read_from(
             "test.pcap",
@@ -597,7 +597,7 @@ mod tests {
             tables(),
             &ReadOptions::default(),
             &mut |e| {
-                evs.push(e);
+                evs.push(e.clone().into_owned());
                 Ok(())
             },
             &mut |_| {},
@@ -607,7 +607,7 @@ mod tests {
 
     fn lines(evs: &[Event]) -> Vec<String> {
         evs.iter()
-            .filter_map(|e| e.command().map(|c| c.line.clone()))
+            .filter_map(|e| e.command().map(|c| c.line.to_string()))
             .collect()
     }
 
@@ -695,7 +695,7 @@ mod tests {
             assert_eq!(evs[0].ts, Ts(1_117_627_200_001_000), "{nanos} {endian:?}");
             assert!(matches!(
                 evs.last().map(|e| &e.kind),
-                Some(EventKind::Close { bytes_c2s: 81, .. })
+                Some(EventKind::Close(c)) if c.bytes_c2s == 81
             ));
         }
     }
@@ -759,7 +759,7 @@ mod tests {
         let c2 = evs.iter().find(|e| e.conn == 2).expect("conn 2");
         assert_eq!(c2.ts, Ts(2_001_000));
         assert!(
-            matches!(&c2.kind, EventKind::Connect { client: Some(c), .. } if c == "[2001:db8::1]:40001")
+            matches!(&c2.kind, EventKind::Connect(c) if c.client.as_deref() == Some("[2001:db8::1]:40001"))
         );
     }
 
@@ -792,10 +792,10 @@ mod tests {
         assert_eq!(lines(&evs).len(), 5);
         assert!(evs
             .iter()
-            .all(|e| !matches!(e.kind, EventKind::Desync { .. } | EventKind::Gap { .. })));
+            .all(|e| !matches!(e.kind, EventKind::Desync(_) | EventKind::Gap(_))));
         // No FIN: closed at the end of the capture.
         assert!(
-            matches!(&evs.last().expect("ev").kind, EventKind::Close { reason: Some(r), .. } if r == "end of capture")
+            matches!(&evs.last().expect("ev").kind, EventKind::Close(c) if c.reason.as_deref() == Some("end of capture"))
         );
     }
 
@@ -813,13 +813,11 @@ mod tests {
         r.expect("read");
         assert_eq!(lines(&evs), ["MSG 5 N 3", "PNG", "QNG 50"]);
         let note = evs.iter().find_map(|e| match &e.kind {
-            EventKind::Note { message } => Some(message.clone()),
+            EventKind::Note(m) => Some(m.message.to_string()),
             _ => None,
         });
         assert!(note.is_some_and(|m| m.contains("skipped 27 bytes")));
-        assert!(!evs
-            .iter()
-            .any(|e| matches!(e.kind, EventKind::Desync { .. })));
+        assert!(!evs.iter().any(|e| matches!(e.kind, EventKind::Desync(_))));
     }
 
     #[test]
@@ -880,9 +878,9 @@ mod tests {
         let (evs, r) = read_bytes(&w.into_inner().expect("bytes"));
         r.expect("read");
         assert_eq!(lines(&evs), ["VER 1 MSNP8 CVR0"]);
-        assert!(evs.iter().any(|e| matches!(&e.kind, EventKind::Note { message } if message.contains("TCP overlap: 1 bytes at stream offset 4"))));
+        assert!(evs.iter().any(|e| matches!(&e.kind, EventKind::Note(m) if m.message.contains("TCP overlap: 1 bytes at stream offset 4"))));
         assert!(
-            matches!(&evs.last().expect("ev").kind, EventKind::Close { by: Some(b), reason: Some(r), .. } if b == "server" && r == "RST")
+            matches!(&evs.last().expect("ev").kind, EventKind::Close(c) if c.by.as_deref() == Some("server") && c.reason.as_deref() == Some("RST"))
         );
     }
 
@@ -916,7 +914,7 @@ mod tests {
                     &tcp,
                     Ts(0),
                     &mut |e| {
-                        w.push(e);
+                        w.push(e.type_name());
                         Ok(())
                     },
                 )

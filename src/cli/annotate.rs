@@ -1,27 +1,33 @@
-//! The `annotate` subcommand: wires command-line options to `msntap::annotate` and
-//! creates the output file (owner-only when secrets are kept). No capture parsing or
-//! comment wording lives here.
+//! The `annotate` subcommand: wires command-line options to `msntap::annotate`, creates
+//! the output file owner-only and leaves it so when the input held secrets (the copied
+//! packets keep every byte). No capture parsing or comment wording lives here.
 
+use std::fs::File;
 use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
+use clap::Args;
 
 use msntap::annotate::{annotate, AnnotateOptions};
 use msntap::capture::{FlowOptions, ReadOptions};
-use msntap::output::create_private;
 use msntap::protocol::tables::Tables;
 
-use clap::Args;
-use std::path::PathBuf;
-
 #[derive(Args, Debug)]
+#[command(after_help = "\
+Secrets: the comments are redacted unless --no-redact, but the packets are copied byte for \
+byte, so any ticket, cookie or password hash on the wire is still in them. OUT is therefore \
+created readable by its owner only (mode 0600) and stays so when the input may hold secrets: \
+a decoded command carried one, a TCP connection was not MSNP (its bytes are not inspected), \
+the input file itself is owner-only, the input could not be read to its end, or --no-redact \
+was given. Otherwise OUT gets the mode a new file normally gets.")]
 pub struct AnnotateArgs {
     /// Capture to annotate (pcap or pcapng).
     #[arg(value_name = "IN")]
     pub input: PathBuf,
-    /// Output pcapng file.
+    /// Output pcapng file (owner-only when the input holds secrets: see below).
     #[arg(short, long, value_name = "OUT")]
     pub output: PathBuf,
     /// Also treat these server ports as MSNP (comma-separated; 1863 always is).
@@ -31,11 +37,92 @@ pub struct AnnotateArgs {
     #[arg(long, default_value_t = 20_000, value_name = "N")]
     pub max_flows: usize,
     /// Keep secrets (tickets, cookies, hashes) in the comments; the output file is then
-    /// created readable by its owner only.
+    /// readable by its owner only.
     #[arg(long)]
     pub no_redact: bool,
 }
 
+/// The output, created owner-only before anything is written to it, and the mode it may
+/// be given back once the copy turned out to hold no secret.
+struct Output {
+    file: File,
+    /// The mode of the file it replaced, or the mode a new file gets (None: unknown, so
+    /// it stays owner-only).
+    open_mode: Option<u32>,
+    /// It replaced a file that others could read.
+    narrowed_from: Option<u32>,
+}
+
+#[cfg(unix)]
+fn create_output(path: &Path) -> std::io::Result<Output> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let before = std::fs::metadata(path)
+        .ok()
+        .filter(|m| m.is_file())
+        .map(|m| m.permissions().mode() & 0o7777);
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    // An existing file keeps its mode on open: narrow it before a byte is written.
+    let mut narrowed_from = None;
+    if let Some(m) = before.filter(|m| m & 0o077 != 0) {
+        file.set_permissions(std::fs::Permissions::from_mode(m & 0o700 | 0o600))?;
+        narrowed_from = Some(m);
+    }
+    Ok(Output {
+        file,
+        open_mode: before.or_else(new_file_mode),
+        narrowed_from,
+    })
+}
+
+#[cfg(not(unix))]
+fn create_output(path: &Path) -> std::io::Result<Output> {
+    Ok(Output {
+        file: File::create(path)?,
+        open_mode: None,
+        narrowed_from: None,
+    })
+}
+
+/// The mode a new file gets here (0666 less the umask), when the system says (Linux).
+#[cfg(unix)]
+fn new_file_mode() -> Option<u32> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let m = s.lines().find_map(|l| l.strip_prefix("Umask:"))?;
+    let umask = u32::from_str_radix(m.trim(), 8).ok()?;
+    Some(0o666 & !umask)
+}
+
+/// Does only the owner have access to `path`?
+fn owner_only(path: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o077 == 0)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        false
+    }
+}
+
+/// Gives the output back its usual mode (the copy holds no secret).
+fn open_up(o: &Output, path: &Path) -> Result<()> {
+    #[cfg(unix)]
+    if let Some(m) = o.open_mode {
+        use std::os::unix::fs::PermissionsExt;
+        o.file
+            .set_permissions(std::fs::Permissions::from_mode(m))
+            .with_context(|| format!("setting the mode of {}", path.display()))?;
+    }
+    let _ = (o, path);
+    Ok(())
+}
 
 pub fn run(a: &AnnotateArgs, tables: Arc<Tables>) -> Result<ExitCode> {
     // Creating the output would truncate the input before it is read.
@@ -48,7 +135,8 @@ pub fn run(a: &AnnotateArgs, tables: Arc<Tables>) -> Result<ExitCode> {
         }
     }
     // Fail on a missing or unreadable input before creating anything.
-    std::fs::File::open(&a.input).with_context(|| format!("opening {}", a.input.display()))?;
+    File::open(&a.input).with_context(|| format!("opening {}", a.input.display()))?;
+    let input_private = owner_only(&a.input);
     let opts = AnnotateOptions {
         read: ReadOptions {
             flows: FlowOptions::with(&a.port, a.max_flows),
@@ -56,16 +144,31 @@ pub fn run(a: &AnnotateArgs, tables: Arc<Tables>) -> Result<ExitCode> {
         },
         no_redact: a.no_redact,
     };
-    let f = create_private(&a.output, a.no_redact)
-        .with_context(|| format!("creating {}", a.output.display()))?;
-    let mut w = std::io::BufWriter::new(f);
+    let out =
+        create_output(&a.output).with_context(|| format!("creating {}", a.output.display()))?;
+    let mut w = std::io::BufWriter::new(&out.file);
     let r = annotate(&a.input, &mut w, tables, &opts);
     w.flush()
         .with_context(|| format!("writing {}", a.output.display()))?;
+    drop(w);
+    let secrets = a.no_redact || input_private || r.as_ref().map_or(true, |s| s.may_hold_secrets());
+    if !secrets {
+        open_up(&out, &a.output)?;
+    } else if let Some(m) = out.narrowed_from {
+        eprintln!(
+            "msntap: {} had mode {m:04o}; it is now owner-only, since the copied packets hold secrets",
+            a.output.display()
+        );
+    }
+    let private = if secrets {
+        " (owner-only: the copied packets may hold secrets)"
+    } else {
+        ""
+    };
     match r {
         Ok(s) => {
             eprintln!(
-                "msntap: wrote {}: {} packets, {} with comments; {} MSNP connections; {} events at the end of the capture belong to no packet",
+                "msntap: wrote {}{private}: {} packets, {} with comments; {} MSNP connections; {} events at the end of the capture belong to no packet",
                 a.output.display(),
                 s.read.packets,
                 s.commented,
@@ -78,7 +181,7 @@ pub fn run(a: &AnnotateArgs, tables: Arc<Tables>) -> Result<ExitCode> {
             // Every packet read before the problem has been copied.
             eprintln!("msntap: {e}");
             eprintln!(
-                "msntap: {} holds the packets read before the problem",
+                "msntap: {}{private} holds the packets read before the problem",
                 a.output.display()
             );
             Ok(ExitCode::from(1))

@@ -1,20 +1,24 @@
 //! `msntap extract`: feeds the events of every input (the same dispatch as report and
-//! transcript) to the library's ExtractSink, printing one report line per object. The reassembly
-//! and verification live in msntap::analysis::extract; this file must not decode anything.
+//! transcript), redacted, to the library's ExtractSink, printing one report line per
+//! object. The reassembly and verification live in msntap::analysis::extract; this file
+//! must not decode anything.
 
 use std::io::Write;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
+use clap::Args;
 
-use msntap::analysis::extract::{Check, ExtractSink, Limits};
+use msntap::analysis::extract::{Check, ExtractSink, Limits, Object};
 use msntap::event::Sink;
 use msntap::protocol::tables::Tables;
+use msntap::secret::Redact;
 use msntap::Event;
 
-use clap::Args;
-use std::path::PathBuf;
+use super::args::InputArgs;
+use super::{finish_inputs, for_each_input_event};
 
 #[derive(Args, Debug)]
 pub struct ExtractArgs {
@@ -31,7 +35,6 @@ pub struct ExtractArgs {
     pub max_object_size: u64,
 }
 
-
 /// Reports objects as they are finished.
 struct Reporter {
     sink: ExtractSink,
@@ -42,7 +45,9 @@ struct Reporter {
 }
 
 impl Reporter {
-    fn event(&mut self, ev: &Event) -> std::io::Result<()> {
+    fn event(&mut self, ev: &mut Event<'_>) -> std::io::Result<()> {
+        // Objects never need a secret; their names and notes must not show one.
+        ev.redact();
         self.sink.event(ev)?;
         self.report()
     }
@@ -85,7 +90,7 @@ pub fn run(a: &ExtractArgs, tables: Arc<Tables>) -> Result<ExitCode> {
         json,
         json_stdout: a.json.as_deref() == Some("-"),
     };
-    let problems = crate::for_each_input_event(&a.input, &tables, &mut |ev| r.event(&ev));
+    let problems = for_each_input_event(&a.input, &tables, &mut |ev| r.event(ev));
     r.sink.finish().context("writing an extracted object")?;
     r.report()?;
     if let Some(j) = r.json.as_mut() {
@@ -95,9 +100,7 @@ pub fn run(a: &ExtractArgs, tables: Arc<Tables>) -> Result<ExitCode> {
         eprintln!("msntap: {n}");
     }
     let done = &r.sink.done;
-    let count = |f: &dyn Fn(&msntap::analysis::extract::Object) -> bool| {
-        done.iter().filter(|e| f(&e.object)).count()
-    };
+    let count = |f: &dyn Fn(&Object) -> bool| done.iter().filter(|e| f(&e.object)).count();
     eprintln!(
         "msntap: {} objects ({} complete, {} truncated, {} duplicates); SHA1D: {} match, {} mismatch, {} no hash known",
         done.len(),
@@ -108,5 +111,5 @@ pub fn run(a: &ExtractArgs, tables: Arc<Tables>) -> Result<ExitCode> {
         count(&|o| matches!(o.check, Check::Mismatch { .. })),
         count(&|o| o.check == Check::NoHash),
     );
-    Ok(crate::finish_inputs(&problems))
+    Ok(finish_inputs(&problems))
 }

@@ -2,14 +2,18 @@
 //! wiring of inputs, outputs and exit codes. The library below does all the decoding;
 //! anyhow and process exit codes live only here.
 
+mod annotate;
 mod args;
 mod decode;
 mod dissectors;
+mod extract;
 mod ladder;
 mod read;
+mod report;
 mod synth;
+mod transcript;
 mod view;
-// Being ported to the typed events: report, transcript, extract, annotate, proxy.
+// Being ported to the typed events: proxy.
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -54,28 +58,28 @@ pub enum Command {
     // PORTING /// Relay a client to its server and decode the session live; XFR and RNG redirects are
     // PORTING /// rewritten so notification and switchboard connections pass through msntap too.
     // PORTING Proxy(proxy::ProxyArgs),
-    // PORTING /// Discovery report: commands per version and service, unknown commands and forms,
-    // PORTING /// unfamiliar payload vocabulary, error codes, payload guesses and desyncs.
-    // PORTING Report(report::ReportArgs),
-    // PORTING /// Switchboard conversations: who joined and left, messages with formatting, typing,
-    // PORTING /// nudges, invitations.
-    // PORTING Transcript(transcript::TranscriptArgs),
-    // PORTING /// Extract display pictures, emoticons and files carried over P2P into a directory, and
-    // PORTING /// verify each against its MSNObject's SHA1D.
-    // PORTING Extract(extract::ExtractArgs),
+    /// Discovery report: commands per version and service, unknown commands and forms,
+    /// unfamiliar payload vocabulary, error codes, payload guesses and desyncs.
+    Report(report::ReportArgs),
+    /// Switchboard conversations: who joined and left, messages with formatting, typing,
+    /// nudges, invitations.
+    Transcript(transcript::TranscriptArgs),
+    /// Extract display pictures, emoticons and files carried over P2P into a directory, and
+    /// verify each against its MSNObject's SHA1D.
+    Extract(extract::ExtractArgs),
     /// Decode pcap/pcapng captures: TCP reassembly, MSNP found on any port.
     Read(read::ReadArgs),
     /// Turn a session log into a pcap/pcapng capture (one TCP connection per log connection).
     Synth(synth::SynthArgs),
+    /// Copy a capture into pcapng with a comment on each packet naming the MSNP commands it
+    /// completes and what is still pending (Wireshark: frame.comment).
+    Annotate(annotate::AnnotateArgs),
     /// Write one client's chain (DS -> NS -> SB ...) as a ladder diagram: SVG, or Mermaid
     /// sequenceDiagram text.
     Ladder(ladder::LadderArgs),
     /// Serve a web view of captures, logs or JSON Lines: sessions, ladder diagrams, a
     /// filterable event list and decoded details, on 127.0.0.1.
     View(view::ViewArgs),
-    // PORTING /// Copy a capture into pcapng with a comment on each packet naming the MSNP commands it
-    // PORTING /// completes and what is still pending (Wireshark: frame.comment).
-    // PORTING Annotate(annotate::AnnotateArgs),
 }
 
 /// The binary's entry point: parse, set up diagnostics, run, map errors to exit codes.
@@ -112,6 +116,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Dissectors(a) => dissectors::run(a, &tables),
         Command::Read(a) => read::read(a, tables),
         Command::Synth(a) => synth::synth(a, tables),
+        Command::Report(a) => report::run(a, tables),
+        Command::Transcript(a) => transcript::run(a, tables),
+        Command::Extract(a) => extract::run(a, tables),
+        Command::Annotate(a) => annotate::run(a, tables),
         Command::Ladder(a) => ladder::run(a, tables),
         Command::View(a) => view::run(a, tables),
     }
@@ -130,7 +138,6 @@ pub(crate) fn finish_inputs(problems: &[String]) -> ExitCode {
 }
 
 /// Writes `text` to stdout (`-`) or a file; a file that may hold secrets is owner-only.
-#[allow(dead_code)]
 pub(crate) fn write_out(dest: &str, text: &str, secrets: bool) -> Result<()> {
     if dest == "-" {
         std::io::stdout().lock().write_all(text.as_bytes())?;
@@ -155,7 +162,6 @@ pub(crate) fn read_input(path: &std::path::Path) -> Result<String> {
     Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
-#[allow(dead_code)]
 /// Feeds every event of every input (captures, logs, JSON Lines) to `f`. An input that
 /// cannot be read to its end does not stop the others: its problem is returned (one line
 /// each), and everything decoded before it has already gone to `f`.

@@ -1,4 +1,6 @@
-//! `msntap report`: the discovery report over the events of every input.
+//! `msntap report`: the discovery report over the events of every input. Reading is
+//! `for_each_input_event`'s and the report is the library's; this file only redacts, wires
+//! options and writes the result. It never overwrites a stub.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,6 +11,7 @@ use clap::Args;
 
 use msntap::analysis::report::Report;
 use msntap::protocol::tables::Tables;
+use msntap::secret::Redact;
 
 use super::args::InputArgs;
 use super::{finish_inputs, for_each_input_event, write_out};
@@ -20,7 +23,8 @@ pub struct ReportArgs {
     /// Write the report as JSON to FILE ("-" for standard output).
     #[arg(long, value_name = "FILE")]
     pub json: Option<String>,
-    /// Write a dissector stub (dissectors/ format) for each unknown command into DIR.
+    /// Write a dissector stub (dissectors/ format) for each unknown command into DIR. A stub
+    /// whose file is already there is left as it is (it may have been edited) and named.
     #[arg(long, value_name = "DIR")]
     pub stubs: Option<PathBuf>,
     /// Keep secrets in the example lines instead of <redacted> (a --json file is then
@@ -39,20 +43,26 @@ pub fn run(a: &ReportArgs, tables: Arc<Tables>) -> Result<ExitCode> {
             .collect(),
         ..Report::default()
     };
-    let problems = for_each_input_event(&a.input, &tables, &mut |mut ev| {
+    let problems = for_each_input_event(&a.input, &tables, &mut |ev| {
         if !a.no_redact {
-            msntap::event::filter::redact(&mut ev);
+            ev.redact();
         }
-        r.add(&ev, &tables);
+        r.add(ev, &tables);
         Ok(())
     });
     if let Some(dir) = &a.stubs {
-        let written = r
+        let s = r
             .write_stubs(dir)
             .with_context(|| format!("writing stubs into {}", dir.display()))?;
+        for k in &s.kept {
+            eprintln!(
+                "msntap: {} already exists: not overwritten (move it away to have the stub written again)",
+                k.display()
+            );
+        }
         eprintln!(
             "msntap: wrote {} dissector stubs into {} (load them with --dissectors {})",
-            written.len(),
+            s.written.len(),
             dir.display(),
             dir.display()
         );
@@ -67,4 +77,3 @@ pub fn run(a: &ReportArgs, tables: Arc<Tables>) -> Result<ExitCode> {
     }
     Ok(finish_inputs(&problems))
 }
-

@@ -1,4 +1,6 @@
-//! `msntap transcript`: switchboard conversations over the events of every input.
+//! `msntap transcript`: switchboard conversations over the events of every input. Reading
+//! is `for_each_input_event`'s and the conversations are the library's; this file only
+//! redacts, wires options and writes the result.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -8,6 +10,7 @@ use clap::Args;
 
 use msntap::analysis::transcript::Transcripts;
 use msntap::protocol::tables::Tables;
+use msntap::secret::Redact;
 
 use super::args::InputArgs;
 use super::{finish_inputs, for_each_input_event, write_out};
@@ -19,19 +22,19 @@ pub struct TranscriptArgs {
     /// Write the conversations as JSON to FILE ("-" for standard output).
     #[arg(long, value_name = "FILE")]
     pub json: Option<String>,
-    /// Show invitation cookies instead of <redacted>.
+    /// Show invitation cookies and other secrets instead of <redacted> (a --json file is
+    /// then created readable by its owner only).
     #[arg(long)]
     pub no_redact: bool,
 }
 
 pub fn run(a: &TranscriptArgs, tables: Arc<Tables>) -> Result<ExitCode> {
     let mut t = Transcripts::default();
-    let redacting = !a.no_redact;
-    let problems = for_each_input_event(&a.input, &tables, &mut |mut ev| {
-        if redacting {
-            msntap::event::filter::redact(&mut ev);
+    let problems = for_each_input_event(&a.input, &tables, &mut |ev| {
+        if !a.no_redact {
+            ev.redact();
         }
-        t.add(&ev);
+        t.add(ev);
         Ok(())
     });
     t.finish();
@@ -45,4 +48,3 @@ pub fn run(a: &TranscriptArgs, tables: Arc<Tables>) -> Result<ExitCode> {
     }
     Ok(finish_inputs(&problems))
 }
-

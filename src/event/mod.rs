@@ -378,6 +378,10 @@ pub struct Command<'a> {
     pub line_base64: Option<Bytes<'a>>,
     /// Byte offset of the frame in its direction of the stream.
     pub offset: u64,
+    /// Bytes of the whole frame (line, line ending, payload) as received; 0 when read back
+    /// from JSON.
+    #[serde(skip)]
+    pub frame_len: usize,
     /// The line was ended by the end of the stream, not by a line ending.
     #[serde(default)]
     pub unterminated: bool,
@@ -502,6 +506,7 @@ impl<'a> Command<'a> {
             line: owned(self.line),
             line_base64: self.line_base64.map(Bytes::into_owned),
             offset: self.offset,
+            frame_len: self.frame_len,
             unterminated: self.unterminated,
             secret_args: self.secret_args,
             address_args: self.address_args,
@@ -970,6 +975,7 @@ mod tests {
             line: "USR 7 TWN S t=abc&p=def".into(),
             line_base64: None,
             offset: 0,
+            frame_len: 0,
             unterminated: false,
             secret_args: [3u8].into_iter().collect(),
             address_args: ArgIndices::new(),

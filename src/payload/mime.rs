@@ -122,7 +122,7 @@ impl ImFormat<'_> {
         }
         bits.join(", ")
     }
-    fn into_owned(self) -> ImFormat<'static> {
+    pub fn into_owned(self) -> ImFormat<'static> {
         ImFormat {
             font: owned_opt(self.font),
             effects: self.effects.into_iter().map(owned).collect(),
@@ -188,6 +188,17 @@ pub struct Datacast<'a> {
     pub msnobj: Option<MsnObject<'a>>,
 }
 
+impl Datacast<'_> {
+    pub fn into_owned(self) -> Datacast<'static> {
+        Datacast {
+            id: self.id,
+            name: owned(self.name),
+            fields: self.fields.into_owned(),
+            msnobj: self.msnobj.map(MsnObject::into_owned),
+        }
+    }
+}
+
 /// One entry of a custom-emoticon list.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Emoticon<'a> {
@@ -197,6 +208,16 @@ pub struct Emoticon<'a> {
     /// The object text when it is not an MSNObject.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub text: Option<Cow<'a, str>>,
+}
+
+impl Emoticon<'_> {
+    pub fn into_owned(self) -> Emoticon<'static> {
+        Emoticon {
+            shortcut: owned(self.shortcut),
+            msnobj: self.msnobj.map(MsnObject::into_owned),
+            text: owned_opt(self.text),
+        }
+    }
 }
 
 /// The structured view of a text/x-msmsgsinvite body (MSNFTP and other invitation
@@ -244,7 +265,7 @@ pub struct Msnftp<'a> {
 }
 
 impl Msnftp<'_> {
-    fn into_owned(self) -> Msnftp<'static> {
+    pub fn into_owned(self) -> Msnftp<'static> {
         Msnftp {
             command: owned_opt(self.command),
             cookie: owned_opt(self.cookie),
@@ -292,8 +313,11 @@ fn msnftp<'a>(kv: &KvMap<'a>) -> Msnftp<'a> {
         cookie: get("Invitation-Cookie"),
         application_name: get("Application-Name"),
         application_guid: get("Application-GUID"),
-        application: (is_ft || named)
-            .then(|| Cow::Borrowed(if is_ft { "file_transfer" } else { "other" })),
+        application: (is_ft || named).then_some(Cow::Borrowed(if is_ft {
+            "file_transfer"
+        } else {
+            "other"
+        })),
         file_name: get("Application-File"),
         file_size: num("Application-FileSize"),
         connectivity: get("Connectivity"),
@@ -362,23 +386,10 @@ impl Content<'_> {
         Content {
             format: self.format.map(ImFormat::into_owned),
             typing_user: owned_opt(self.typing_user),
-            datacast: self.datacast.map(|d| {
-                Box::new(Datacast {
-                    id: d.id,
-                    name: owned(d.name),
-                    fields: d.fields.into_owned(),
-                    msnobj: d.msnobj.map(MsnObject::into_owned),
-                })
-            }),
-            emoticons: self.emoticons.map(|v| {
-                v.into_iter()
-                    .map(|e| Emoticon {
-                        shortcut: owned(e.shortcut),
-                        msnobj: e.msnobj.map(MsnObject::into_owned),
-                        text: owned_opt(e.text),
-                    })
-                    .collect()
-            }),
+            datacast: self.datacast.map(|d| Box::new(d.into_owned())),
+            emoticons: self
+                .emoticons
+                .map(|v| v.into_iter().map(Emoticon::into_owned).collect()),
             msnftp: self.msnftp.map(|m| Box::new(m.into_owned())),
             fields: self.fields.map(KvMap::into_owned),
             mail_data: self.mail_data.map(|x| Box::new(x.into_owned())),

@@ -142,6 +142,7 @@ pub fn command<'a>(
         line: text,
         line_base64,
         offset: frame.offset,
+        frame_len: frame.len,
         unterminated: frame.eol == Eol::Missing,
         secret_args: SmallVec::new(),
         address_args: SmallVec::new(),
