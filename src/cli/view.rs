@@ -43,18 +43,18 @@ const BATCH: usize = 512;
 const BATCH_EVERY: Duration = Duration::from_millis(50);
 
 pub fn run(a: &ViewArgs, tables: Arc<Tables>) -> Result<ExitCode> {
-    let title = a
+    let inputs: Vec<String> = a
         .input
         .inputs
         .iter()
         .map(|p| p.display().to_string())
-        .collect::<Vec<_>>()
-        .join(", ");
+        .collect();
+    let title = inputs.join(", ");
     let limits = StoreLimits {
         bytes: a.memory.max(1).saturating_mul(1 << 20),
         ..StoreLimits::default()
     };
-    let hub = Hub::new(limits, &title, false, !a.no_redact);
+    let hub = Hub::new(limits, tables.clone(), inputs, false, !a.no_redact);
     let server = msntap::web::start(hub.clone(), a.listen)?;
     eprintln!("msntap: view of {title} at {}", server.url);
     if !a.listen.ip().is_loopback() {

@@ -9,8 +9,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::watch;
 
 use super::chain::CookieKey;
+use super::panels::{PanelLimits, Panels};
 use super::store::{prepare, Prepared, Store, StoreLimits};
 use crate::event::{Dropped, Event, EventKind, Ts};
+use crate::protocol::tables::Tables;
 
 /// What the page is told when something changed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -23,19 +25,28 @@ pub struct Tick {
 /// The view's shared state.
 pub struct Hub {
     store: Mutex<Store>,
+    panels: Mutex<Panels>,
     tick: watch::Sender<Tick>,
     key: CookieKey,
     redact: bool,
 }
 
 impl Hub {
-    pub fn new(limits: StoreLimits, title: &str, live: bool, redact: bool) -> Arc<Hub> {
+    /// `inputs` name what is shown (file names, or the proxy's listen address).
+    pub fn new(
+        limits: StoreLimits,
+        tables: Arc<Tables>,
+        inputs: Vec<String>,
+        live: bool,
+        redact: bool,
+    ) -> Arc<Hub> {
         let mut store = Store::new(limits);
-        store.title = title.to_string();
+        store.title = inputs.join(", ");
         store.live = live;
         store.redacted = redact;
         Arc::new(Hub {
             store: Mutex::new(store),
+            panels: Mutex::new(Panels::new(tables, PanelLimits::default(), inputs)),
             tick: watch::channel(Tick::default()).0,
             key: CookieKey::default(),
             redact,
@@ -45,6 +56,11 @@ impl Hub {
     /// The store, locked. Poisoning is survived: the store is consistent after every push.
     pub fn store(&self) -> MutexGuard<'_, Store> {
         self.store.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The transcripts, objects and report, locked.
+    pub fn panels(&self) -> MutexGuard<'_, Panels> {
+        self.panels.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn redacts(&self) -> bool {
@@ -76,6 +92,12 @@ impl Hub {
 
     /// Adds events already prepared.
     pub fn push(&self, batch: &[Prepared]) {
+        {
+            let mut a = self.panels();
+            for p in batch {
+                a.add(&p.ev);
+            }
+        }
         let mut s = self.store();
         for p in batch {
             s.push(p);
@@ -85,6 +107,7 @@ impl Hub {
 
     /// The input is read to its end (or failed: `problems`).
     pub fn finish(&self, problems: Vec<String>) {
+        self.panels().finish();
         let mut s = self.store();
         s.problems.extend(problems);
         s.done = true;

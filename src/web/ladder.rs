@@ -411,6 +411,12 @@ pub fn svg(l: &Ladder) -> String {
             .map(|n| format!(r#" data-seq="{n}""#))
             .unwrap_or_default();
         let _ = write!(o, r#"<g class="{cls}"{seq}>"#);
+        // The whole row answers a click, not just the thin arrow.
+        let _ = write!(
+            o,
+            r#"<rect x="0" y="{}" width="{width}" height="{ROW_H}" fill="transparent"/>"#,
+            y - ROW_H / 2 - 4
+        );
         let mut tip = s.label.clone();
         if let Some(r) = &s.rewritten {
             let _ = write!(tip, "\nforwarded as: {r}");

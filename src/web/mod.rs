@@ -8,6 +8,7 @@ pub mod chain;
 pub mod http;
 pub mod hub;
 pub mod ladder;
+pub mod panels;
 pub mod row;
 pub mod server;
 pub mod store;

@@ -342,6 +342,51 @@ fn route(hub: &Hub, req: &Request, token: Option<&str>) -> Reply {
         "/api/rows" => rows(hub, req),
         "/api/event" => event(hub, req),
         "/api/ladder" => ladder_of(hub, req),
+        "/api/transcript" => {
+            let p = hub.panels();
+            let convs = p.conversations();
+            match serde_json::to_string(&convs) {
+                Ok(j) => json(format!(
+                    r#"{{"stopped":{},"conversations":{j}}}"#,
+                    p.transcript_stopped
+                )),
+                Err(e) => error(500, &e.to_string()),
+            }
+        }
+        "/api/objects" => {
+            let p = hub.panels();
+            match serde_json::to_string(&p.objects) {
+                Ok(j) => json(format!(
+                    r#"{{"not_listed":{},"notes":{},"objects":{j}}}"#,
+                    p.objects_not_listed,
+                    serde_json::to_string(p.notes()).unwrap_or_else(|_| "[]".into())
+                )),
+                Err(e) => error(500, &e.to_string()),
+            }
+        }
+        "/api/object" => {
+            let Some(id) = req.param("id").and_then(|v| v.parse::<usize>().ok()) else {
+                return error(400, "id= expected");
+            };
+            let p = hub.panels();
+            match p.objects.iter().find(|o| o.id == id).and_then(|o| o.data.as_ref()) {
+                Some((ctype, data)) => Reply::Body(200, ctype, data.clone()),
+                None => error(404, "no such picture kept"),
+            }
+        }
+        "/api/report" => {
+            let p = hub.panels();
+            let r = &p.report;
+            let odd = |m: &std::collections::BTreeMap<String, crate::analysis::report::Oddity>| {
+                serde_json::to_string(m).unwrap_or_else(|_| "{}".into())
+            };
+            json(format!(
+                r#"{{"text":{},"unknown_commands":{},"unmatched_forms":{}}}"#,
+                json_str(&r.text()),
+                odd(&r.unknown_commands),
+                odd(&r.unmatched_forms)
+            ))
+        }
         _ => error(404, "no such page"),
     }
 }

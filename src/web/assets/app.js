@@ -494,19 +494,37 @@
 
   // ---------- transcript, objects, report ----------
 
+  function entryText(m) {
+    const d = m.detail || {};
+    switch (m.kind) {
+      case 'present': return m.who + ' was already here';
+      case 'joined': return m.who + ' joined';
+      case 'left': return m.who + ' left' + (d.reason ? ' (' + d.reason + ')' : '');
+      case 'invited': return m.who + ' invited ' + (d.invitee || '');
+      case 'typing': return m.who + ' is typing';
+      case 'datacast': return m.who + ' sent ' + (d.name || 'a datacast') + (m.text ? ': ' + m.text : '');
+      case 'invitation': return m.who + ' invitation' + (m.text ? ': ' + m.text : '') + (d.application ? ' (' + d.application + ')' : '');
+      case 'emoticons': return m.who + ' custom emoticons' + (Array.isArray(m.detail) ? ': ' + m.detail.map((e) => e.shortcut || '').join(' ') : '');
+      case 'p2p': return m.who + ' P2P: ' + (m.text || '');
+      default: return m.who + ' ' + m.kind + (m.text ? ': ' + m.text : '');
+    }
+  }
+
   function renderTranscript(d) {
     const out = document.createDocumentFragment();
+    if (d.stopped) out.append(el('p', { class: 'bad', text: 'The transcript stopped growing: its memory budget is spent.' }));
     if (!d.conversations || !d.conversations.length) out.append(el('p', { class: 'muted', text: 'No switchboard conversations.' }));
     for (const c of d.conversations || []) {
+      const who = Object.entries(c.participants || {}).map(([h, n]) => (n && n !== h ? h + ' (' + n + ')' : h));
       const sec = el('section', { class: 'conversation', 'data-conn': c.conn });
-      sec.append(el('h3', { text: 'Conversation on connection ' + c.conn + (c.participants && c.participants.length ? ' — ' + c.participants.join(', ') : '') }));
+      sec.append(el('h3', { text: 'Connection ' + c.conn + ' · ' + c.service + ' ' + (c.version || '') + ' · local user ' + (c.user || '?') + ' · with ' + (who.join(', ') || 'nobody') }));
       for (const m of c.entries || []) {
         if (m.kind === 'message') {
-          const body = formattedBody({ body: m.text, format: m.format });
-          body.classList.remove('im');
-          sec.append(el('div', { class: 'msg', 'data-seq': m.seq }, el('span', { class: 'when', text: clock(m.ts) }), el('span', { class: 'who', text: (m.from || '?') + ': ' }), body));
+          const body = formattedBody({ body: m.text || '', format: m.format });
+          body.className = 'message-body';
+          sec.append(el('div', { class: 'msg' }, el('span', { class: 'when', text: clock(m.ts) }), el('span', { class: 'who', text: m.who + ': ' }), body));
         } else {
-          sec.append(el('div', { class: 'sysmsg', 'data-seq': m.seq }, el('span', { class: 'when', text: clock(m.ts) }), m.text));
+          sec.append(el('div', { class: 'sysmsg' }, el('span', { class: 'when', text: clock(m.ts) }), entryText(m)));
         }
       }
       out.append(sec);
@@ -520,8 +538,9 @@
     for (const o of d.objects || []) {
       const box = el('div', { class: 'obj', 'data-kind': o.kind || '' });
       if (o.image) box.append(el('img', { src: api('/api/object', { id: o.id }), alt: o.name || 'object ' + o.id }));
+      if (o.duplicate_of) box.append(el('div', { class: 'muted', text: 'same as #' + o.duplicate_of }));
       const check = o.sha1d_ok === true ? el('span', { class: 'ok sha1d', text: 'SHA1D matches' }) : o.sha1d_ok === false ? el('span', { class: 'bad sha1d', text: 'SHA1D MISMATCH' }) : el('span', { class: 'muted sha1d', text: 'SHA1D not checked' });
-      box.append(el('div', {}, el('div', { text: (o.kind || 'object') + ' ' + (o.name || '') }), el('div', { class: 'muted', text: (o.size !== undefined ? o.size + ' bytes' : '') + (o.creator ? ' from ' + o.creator : '') }), check, o.note ? el('div', { class: 'muted', text: o.note }) : null));
+      box.append(el('div', {}, el('div', { text: (o.kind || 'object') + ' ' + (o.name || '') }), el('div', { class: 'muted', text: (o.size !== undefined ? o.size + ' bytes' : '') + (o.creator || o.sender ? ' from ' + (o.creator || o.sender) : '') + (o.complete ? '' : ', incomplete') + ' · sha1 ' + o.sha1 }), check, o.note ? el('div', { class: 'muted', text: o.note }) : null));
       out.append(box);
     }
     $('objects').replaceChildren(out);

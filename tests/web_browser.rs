@@ -1,0 +1,153 @@
+//! The web view in a real browser (Debian's chromium driven through chromedriver):
+//! `msntap view` on the MSNP11 capture shows both clients' chains, the ladder's hops,
+//! a filter, a decoded text message with its formatting and the extracted display
+//! picture with its SHA1D check, and the console stays free of errors. Skipped with a
+//! message when chromium or chromedriver is missing.
+
+mod web_support;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use web_support::{browser_tools, msntap_view, Browser};
+
+const WAIT: Duration = Duration::from_secs(15);
+
+fn capture(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("captures")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+#[test]
+fn view_of_the_msnp11_capture_in_chromium() {
+    let (chromium, driver) = match browser_tools() {
+        Ok(t) => t,
+        Err(why) => {
+            eprintln!("SKIP: {why}");
+            return;
+        }
+    };
+    let (_view, url) = msntap_view(&["view", &capture("msnp11_msnp11-sdk_escargot.pcap")]);
+    let b = Browser::start(&chromium, &driver);
+    let t0 = Instant::now();
+    b.goto(&url);
+
+    // Both clients' chains, each with its NS and SB connection.
+    b.wait_for("two chains", "document.querySelectorAll('#chains .chain').length === 2", WAIT);
+    let chains = b.js(
+        "return [...document.querySelectorAll('#chains .chain')].map(c => ({user: c.dataset.user, services: [...c.querySelectorAll('.conn')].map(x => x.dataset.service)}))",
+        json!([]),
+    );
+    let first_sessions = t0.elapsed();
+    let mut users: Vec<String> = chains
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            assert_eq!(c["services"], json!(["NS", "SB"]), "{chains}");
+            c["user"].as_str().unwrap().to_string()
+        })
+        .collect();
+    users.sort();
+    assert_eq!(users, ["alice@example.com", "bob@example.com"]);
+    eprintln!("first sessions shown {first_sessions:?} after navigation");
+
+    // The ladder of each chain draws the hop its referral caused.
+    b.click("#tabs button[data-tab=ladder]");
+    for (user, via) in [("alice@example.com", "XFR SB 127.0.0.1:1864"), ("bob@example.com", "RNG SB 127.0.0.1:1864")] {
+        b.click(&format!("#chains .chain[data-user='{user}']"));
+        let hop = b.wait_for(
+            "the hop arrow",
+            &format!("[...document.querySelectorAll('#ladder svg .step.hop')].map(g => g.querySelector('title').textContent).filter(t => t.includes('{via}') && document.querySelector('#ladder svg title').textContent.includes('{user}')).length"),
+            WAIT,
+        );
+        assert_eq!(hop, json!(1), "{user}");
+        // One arrow per drawn command: the SVG's command groups each hold one line.
+        let arrows = b.js("return [...document.querySelectorAll('#ladder svg .step.cmd')].map(g => g.querySelectorAll('line').length)", json!([]));
+        let arrows = arrows.as_array().unwrap();
+        assert!(arrows.len() > 20 && arrows.iter().all(|n| n == 1), "{user}: {arrows:?}");
+        let info = b.js("return document.getElementById('ladder-info').textContent", json!([]));
+        assert!(info.as_str().unwrap().starts_with(&format!("{} commands drawn", arrows.len())), "{info}");
+    }
+    // Clicking an arrow opens its event.
+    b.click("#ladder svg .step.hop");
+    b.wait_for("the hop's event", "document.querySelector('#detail-body table') && document.querySelector('#detail-body').textContent.includes('connect')", WAIT);
+
+    // The filter narrows the list to MSG (connection events stay, as in the CLI).
+    b.click("#tabs button[data-tab=events]");
+    let all = b.wait_for("the full list", "(m => m && Number(m[1].replace(/[^0-9]/g, '')))(document.getElementById('count').textContent.match(/^([0-9,.\\s]+) events match/))", WAIT);
+    assert_eq!(all, json!(150));
+    b.type_into("#filters input[name=only]", "MSG");
+    let n = b.wait_for("the MSG list", "(m => m && Number(m[1].replace(/[^0-9]/g, '')))(document.getElementById('count').textContent.match(/^([0-9,.\\s]+) events match/)) !== 150 && Number(document.getElementById('count').textContent.replace(/[^0-9].*$/, ''))", WAIT);
+    let cmds = b.wait_for(
+        "MSG rows",
+        "(r => r.length && r)([...document.querySelectorAll('#rows .row[data-seq]')].filter(r => !r.classList.contains('ev')).map(r => r.dataset.cmd))",
+        WAIT,
+    );
+    let cmds = cmds.as_array().unwrap();
+    assert!(cmds.iter().all(|c| c == "MSG"), "{cmds:?}");
+    assert_eq!(n.as_u64().unwrap() as usize, 34 + 8, "34 MSG and 8 connect/close events");
+
+    // A text message: its decoded body, with the sender's font and colour applied.
+    b.type_into("#filters input[name=q]", "hello bob");
+    // Alice's message and Bob's reply quoting it, each on both switchboard legs.
+    b.wait_for("the search", "document.getElementById('count').textContent.startsWith('4 events')", WAIT);
+    let seq = b.wait_for("the message row", "document.querySelector('#rows .row[data-seq][data-cmd=MSG]') && document.querySelector('#rows .row[data-seq][data-cmd=MSG]').dataset.seq", WAIT);
+    b.click(&format!("#rows .row[data-seq='{}']", seq.as_str().unwrap()));
+    let body = b.wait_for(
+        "the decoded body",
+        "(e => e && {text: e.textContent, color: getComputedStyle(e).color, font: getComputedStyle(e).fontFamily, format: e.dataset.format})(document.querySelector('#detail-body .message-body'))",
+        WAIT,
+    );
+    assert_eq!(body["text"], "Hello Bob, this is Alice via msnp11-sdk", "{body}");
+    assert_eq!(body["color"], "rgb(255, 0, 0)", "{body}");
+    assert!(body["font"].as_str().unwrap().contains("Microsoft Sans Serif"), "{body}");
+    let detail = b.js("return document.getElementById('detail-body').textContent", json!([]));
+    let detail = detail.as_str().unwrap();
+    assert!(detail.contains("X-MMS-IM-Format"), "MIME headers shown");
+    assert!(detail.contains("4d 53 47 20 34 20 41 20 31 37 31"), "the raw line in hex");
+
+    // The transcript tab shows the conversation with its formatting too.
+    b.click("#tabs button[data-tab=transcript]");
+    let t = b.wait_for(
+        "the transcript",
+        "(e => e && getComputedStyle(e).color)([...document.querySelectorAll('#transcript .msg .message-body')].find(e => e.textContent.startsWith('Hello Bob')))",
+        WAIT,
+    );
+    assert_eq!(t, "rgb(255, 0, 0)");
+
+    // The display picture, extracted from the P2P transfer, shown with its SHA1D match.
+    b.click("#tabs button[data-tab=objects]");
+    let obj = b.wait_for(
+        "the display picture",
+        "(o => o && o.querySelector('img') && o.querySelector('img').complete && {w: o.querySelector('img').naturalWidth, check: o.querySelector('.sha1d').textContent, text: o.textContent})(document.querySelector('#objects .obj[data-kind=display_picture]'))",
+        WAIT,
+    );
+    assert_eq!(obj["w"], 1, "the 1x1 PNG decoded: {obj}");
+    assert_eq!(obj["check"], "SHA1D matches", "{obj}");
+    assert!(obj["text"].as_str().unwrap().contains("bob@example.com"), "{obj}");
+
+    // The report tab.
+    b.click("#tabs button[data-tab=report]");
+    b.wait_for("the report", "document.querySelector('#report pre') && document.querySelector('#report pre').textContent.includes('Commands by version and service')", WAIT);
+
+    if let Some(dir) = std::env::var_os("MSNTAP_SCREENSHOT_DIR") {
+        b.click("#tabs button[data-tab=ladder]");
+        b.click("#chains .chain[data-user='alice@example.com']");
+        b.wait_for("ladder", "document.querySelector('#ladder svg .step.hop')", WAIT);
+        b.click("#ladder svg .step.cmd:nth-of-type(20)");
+        std::thread::sleep(Duration::from_millis(300));
+        b.screenshot(&Path::new(&dir).join("view.png")).unwrap();
+    }
+
+    let errors = b.console_errors();
+    assert!(errors.is_empty(), "console errors: {errors:#?}");
+    // The console check sees errors when there are some.
+    b.js("console.error('msntap console probe')", json!([]));
+    let probe = b.console_errors();
+    assert!(probe.iter().any(|m| m.contains("msntap console probe")), "{probe:?}");
+}
