@@ -37,7 +37,11 @@ fn view_of_the_msnp11_capture_in_chromium() {
     b.goto(&url);
 
     // Both clients' chains, each with its NS and SB connection.
-    b.wait_for("two chains", "document.querySelectorAll('#chains .chain').length === 2", WAIT);
+    b.wait_for(
+        "two chains",
+        "document.querySelectorAll('#chains .chain').length === 2",
+        WAIT,
+    );
     let chains = b.js(
         "return [...document.querySelectorAll('#chains .chain')].map(c => ({user: c.dataset.user, services: [...c.querySelectorAll('.conn')].map(x => x.dataset.service)}))",
         json!([]),
@@ -58,7 +62,10 @@ fn view_of_the_msnp11_capture_in_chromium() {
 
     // The ladder of each chain draws the hop its referral caused.
     b.click("#tabs button[data-tab=ladder]");
-    for (user, via) in [("alice@example.com", "XFR SB 127.0.0.1:1864"), ("bob@example.com", "RNG SB 127.0.0.1:1864")] {
+    for (user, via) in [
+        ("alice@example.com", "XFR SB 127.0.0.1:1864"),
+        ("bob@example.com", "RNG SB 127.0.0.1:1864"),
+    ] {
         b.click(&format!("#chains .chain[data-user='{user}']"));
         let hop = b.wait_for(
             "the hop arrow",
@@ -69,9 +76,20 @@ fn view_of_the_msnp11_capture_in_chromium() {
         // One arrow per drawn command: the SVG's command groups each hold one line.
         let arrows = b.js("return [...document.querySelectorAll('#ladder svg .step.cmd')].map(g => g.querySelectorAll('line').length)", json!([]));
         let arrows = arrows.as_array().unwrap();
-        assert!(arrows.len() > 20 && arrows.iter().all(|n| n == 1), "{user}: {arrows:?}");
-        let info = b.js("return document.getElementById('ladder-info').textContent", json!([]));
-        assert!(info.as_str().unwrap().starts_with(&format!("{} commands drawn", arrows.len())), "{info}");
+        assert!(
+            arrows.len() > 20 && arrows.iter().all(|n| n == 1),
+            "{user}: {arrows:?}"
+        );
+        let info = b.js(
+            "return document.getElementById('ladder-info').textContent",
+            json!([]),
+        );
+        assert!(
+            info.as_str()
+                .unwrap()
+                .starts_with(&format!("{} commands drawn", arrows.len())),
+            "{info}"
+        );
     }
     // Clicking an arrow opens its event.
     b.click("#ladder svg .step.hop");
@@ -90,12 +108,20 @@ fn view_of_the_msnp11_capture_in_chromium() {
     );
     let cmds = cmds.as_array().unwrap();
     assert!(cmds.iter().all(|c| c == "MSG"), "{cmds:?}");
-    assert_eq!(n.as_u64().unwrap() as usize, 34 + 8, "34 MSG and 8 connect/close events");
+    assert_eq!(
+        n.as_u64().unwrap() as usize,
+        34 + 8,
+        "34 MSG and 8 connect/close events"
+    );
 
     // A text message: its decoded body, with the sender's font and colour applied.
     b.type_into("#filters input[name=q]", "hello bob");
     // Alice's message and Bob's reply quoting it, each on both switchboard legs.
-    b.wait_for("the search", "document.getElementById('count').textContent.startsWith('4 events')", WAIT);
+    b.wait_for(
+        "the search",
+        "document.getElementById('count').textContent.startsWith('4 events')",
+        WAIT,
+    );
     let seq = b.wait_for("the message row", "document.querySelector('#rows .row[data-seq][data-cmd=MSG]') && document.querySelector('#rows .row[data-seq][data-cmd=MSG]').dataset.seq", WAIT);
     b.click(&format!("#rows .row[data-seq='{}']", seq.as_str().unwrap()));
     let body = b.wait_for(
@@ -103,13 +129,28 @@ fn view_of_the_msnp11_capture_in_chromium() {
         "(e => e && {text: e.textContent, color: getComputedStyle(e).color, font: getComputedStyle(e).fontFamily, format: e.dataset.format})(document.querySelector('#detail-body .message-body'))",
         WAIT,
     );
-    assert_eq!(body["text"], "Hello Bob, this is Alice via msnp11-sdk", "{body}");
+    assert_eq!(
+        body["text"], "Hello Bob, this is Alice via msnp11-sdk",
+        "{body}"
+    );
     assert_eq!(body["color"], "rgb(255, 0, 0)", "{body}");
-    assert!(body["font"].as_str().unwrap().contains("Microsoft Sans Serif"), "{body}");
-    let detail = b.js("return document.getElementById('detail-body').textContent", json!([]));
+    assert!(
+        body["font"]
+            .as_str()
+            .unwrap()
+            .contains("Microsoft Sans Serif"),
+        "{body}"
+    );
+    let detail = b.js(
+        "return document.getElementById('detail-body').textContent",
+        json!([]),
+    );
     let detail = detail.as_str().unwrap();
     assert!(detail.contains("X-MMS-IM-Format"), "MIME headers shown");
-    assert!(detail.contains("4d 53 47 20 34 20 41 20 31 37 31"), "the raw line in hex");
+    assert!(
+        detail.contains("4d 53 47 20 34 20 41 20 31 37 31"),
+        "the raw line in hex"
+    );
 
     // The transcript tab shows the conversation with its formatting too.
     b.click("#tabs button[data-tab=transcript]");
@@ -129,7 +170,10 @@ fn view_of_the_msnp11_capture_in_chromium() {
     );
     assert_eq!(obj["w"], 1, "the 1x1 PNG decoded: {obj}");
     assert_eq!(obj["check"], "SHA1D matches", "{obj}");
-    assert!(obj["text"].as_str().unwrap().contains("bob@example.com"), "{obj}");
+    assert!(
+        obj["text"].as_str().unwrap().contains("bob@example.com"),
+        "{obj}"
+    );
 
     // The report tab.
     b.click("#tabs button[data-tab=report]");
@@ -138,7 +182,11 @@ fn view_of_the_msnp11_capture_in_chromium() {
     if let Some(dir) = std::env::var_os("MSNTAP_SCREENSHOT_DIR") {
         b.click("#tabs button[data-tab=ladder]");
         b.click("#chains .chain[data-user='alice@example.com']");
-        b.wait_for("ladder", "document.querySelector('#ladder svg .step.hop')", WAIT);
+        b.wait_for(
+            "ladder",
+            "document.querySelector('#ladder svg .step.hop')",
+            WAIT,
+        );
         b.click("#ladder svg .step.cmd:nth-of-type(20)");
         std::thread::sleep(Duration::from_millis(300));
         b.screenshot(&Path::new(&dir).join("view.png")).unwrap();
@@ -149,5 +197,8 @@ fn view_of_the_msnp11_capture_in_chromium() {
     // The console check sees errors when there are some.
     b.js("console.error('msntap console probe')", json!([]));
     let probe = b.console_errors();
-    assert!(probe.iter().any(|m| m.contains("msntap console probe")), "{probe:?}");
+    assert!(
+        probe.iter().any(|m| m.contains("msntap console probe")),
+        "{probe:?}"
+    );
 }

@@ -477,7 +477,7 @@ impl Chains {
                     if c.ending.is_none() {
                         let n = cmd.line.len() as u64
                             + 2
-                            + cmd.payload.as_ref().map_or(0, |p| p.length as u64);
+                            + cmd.payload.as_ref().map_or(0, |p| p.length);
                         match ev.dir {
                             Some(Dir::C2s) => c.bytes_c2s += n,
                             Some(Dir::S2c) => c.bytes_s2c += n,

@@ -183,10 +183,8 @@ pub fn response(status: u16, content_type: &str, body: &[u8], close: bool) -> Ve
 
 /// The head of a server-sent events stream (no length: it lasts).
 pub fn sse_head() -> Vec<u8> {
-    format!(
-        "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\nConnection: close\r\n\r\nretry: 1000\n\n"
-    )
-    .into_bytes()
+    b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\nConnection: close\r\n\r\nretry: 1000\n\n"
+        .to_vec()
 }
 
 /// `s` as a JSON string literal.

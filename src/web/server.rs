@@ -369,7 +369,12 @@ fn route(hub: &Hub, req: &Request, token: Option<&str>) -> Reply {
                 return error(400, "id= expected");
             };
             let p = hub.panels();
-            match p.objects.iter().find(|o| o.id == id).and_then(|o| o.data.as_ref()) {
+            match p
+                .objects
+                .iter()
+                .find(|o| o.id == id)
+                .and_then(|o| o.data.as_ref())
+            {
                 Some((ctype, data)) => Reply::Body(200, ctype, data.clone()),
                 None => error(404, "no such picture kept"),
             }

@@ -80,7 +80,13 @@ impl Proc {
     pub fn wait_line(&self, marker: &str, timeout: Duration) -> String {
         let end = Instant::now() + timeout;
         loop {
-            if let Some(l) = self.stderr.lock().unwrap().lines().find(|l| l.contains(marker)) {
+            if let Some(l) = self
+                .stderr
+                .lock()
+                .unwrap()
+                .lines()
+                .find(|l| l.contains(marker))
+            {
                 return l.to_string();
             }
             assert!(
@@ -101,12 +107,7 @@ pub fn msntap_view(args: &[&str]) -> (Proc, String) {
             .args(["--listen", "127.0.0.1:0"]),
     );
     let line = p.wait_line(" at http://", Duration::from_secs(30));
-    let url = line
-        .split(" at ")
-        .last()
-        .expect("url")
-        .trim()
-        .to_string();
+    let url = line.split(" at ").last().expect("url").trim().to_string();
     (p, url)
 }
 
@@ -118,7 +119,12 @@ fn free_port() -> u16 {
 }
 
 /// One HTTP/1.1 exchange with `Connection: close`; (status, body).
-fn http(port: u16, method: &str, path: &str, body: Option<&Value>) -> Result<(u16, Vec<u8>), String> {
+fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+) -> Result<(u16, Vec<u8>), String> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
     s.set_read_timeout(Some(Duration::from_secs(60))).ok();
     let b = body.map(|v| v.to_string()).unwrap_or_default();
@@ -187,7 +193,12 @@ pub struct Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        let _ = http(self.port, "DELETE", &format!("/session/{}", self.session), None);
+        let _ = http(
+            self.port,
+            "DELETE",
+            &format!("/session/{}", self.session),
+            None,
+        );
         let _ = std::fs::remove_dir_all(&self._profile);
     }
 }
@@ -204,14 +215,15 @@ impl Browser {
                     break;
                 }
             }
-            assert!(Instant::now() < end, "chromedriver did not start: {}", drv.stderr.lock().unwrap());
+            assert!(
+                Instant::now() < end,
+                "chromedriver did not start: {}",
+                drv.stderr.lock().unwrap()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
-        let profile = std::env::temp_dir().join(format!(
-            "msntap-chromium-{}-{}",
-            std::process::id(),
-            port
-        ));
+        let profile =
+            std::env::temp_dir().join(format!("msntap-chromium-{}-{}", std::process::id(), port));
         let caps = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
             "goog:loggingPrefs": {"browser": "ALL"},
@@ -226,7 +238,10 @@ impl Browser {
         let (status, b) = http(port, "POST", "/session", Some(&caps)).expect("new session");
         let v: Value = serde_json::from_slice(&b).unwrap_or_default();
         assert_eq!(status, 200, "new session: {v}");
-        let session = v["value"]["sessionId"].as_str().expect("session id").to_string();
+        let session = v["value"]["sessionId"]
+            .as_str()
+            .expect("session id")
+            .to_string();
         Browser {
             _driver: drv,
             port,
@@ -250,14 +265,21 @@ impl Browser {
 
     /// Runs `body` (a function body; `arguments` are `args`) in the page.
     pub fn js(&self, body: &str, args: Value) -> Value {
-        self.call("POST", "/execute/sync", Some(json!({ "script": body, "args": args })))
+        self.call(
+            "POST",
+            "/execute/sync",
+            Some(json!({ "script": body, "args": args })),
+        )
     }
 
     /// Polls `expr` (a JavaScript expression) until it is truthy; returns its value.
     pub fn wait_for(&self, what: &str, expr: &str, timeout: Duration) -> Value {
         let end = Instant::now() + timeout;
         loop {
-            let v = self.js(&format!("try {{ return ({expr}); }} catch (e) {{ return null; }}"), json!([]));
+            let v = self.js(
+                &format!("try {{ return ({expr}); }} catch (e) {{ return null; }}"),
+                json!([]),
+            );
             let truthy = match &v {
                 Value::Null | Value::Bool(false) => false,
                 Value::Number(n) => n.as_f64() != Some(0.0),
@@ -296,7 +318,11 @@ impl Browser {
 
     pub fn type_into(&self, css: &str, text: &str) {
         let id = self.find(css);
-        self.call("POST", &format!("/element/{id}/value"), Some(json!({ "text": text })));
+        self.call(
+            "POST",
+            &format!("/element/{id}/value"),
+            Some(json!({ "text": text })),
+        );
     }
 
     /// Browser console entries so far (chromedriver's log endpoint).
