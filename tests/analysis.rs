@@ -6,7 +6,7 @@ use std::process::Command;
 use std::sync::Arc;
 
 use msntap::analysis::report::Report;
-use msntap::analysis::transcript::Transcripts;
+use msntap::analysis::transcript::{Detail, EntryKind, Transcripts};
 use msntap::input::{decode_log, LogOptions};
 use msntap::{Event, Tables};
 use serde_json::Value;
@@ -17,11 +17,11 @@ fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
-fn events(tables: &Arc<Tables>, path: &Path) -> Vec<Event> {
+fn events(tables: &Arc<Tables>, path: &Path) -> Vec<Event<'static>> {
     let text = std::fs::read_to_string(path).unwrap();
     let mut v = Vec::new();
     decode_log(&text, "t", tables, LogOptions::default(), 0, &mut |e| {
-        v.push(e);
+        v.push(e.clone().into_owned());
         Ok(())
     })
     .unwrap();
@@ -46,8 +46,9 @@ fn report_finds_a_removed_command_and_its_stub_restores_it() {
     assert!(r.unknown_commands.contains_key("XYZ"));
     let dir = std::env::temp_dir().join(format!("msntap-stubs-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let written = r.write_stubs(&dir).unwrap();
-    assert_eq!(written.len(), 2);
+    let stubs = r.write_stubs(&dir).unwrap();
+    assert_eq!(stubs.written.len(), 2);
+    assert!(stubs.kept.is_empty());
     let mut t2 = (*t).clone();
     t2.add_dir(&dir).expect("stubs load as dissectors");
     let t2 = Arc::new(t2);
@@ -56,7 +57,7 @@ fn report_finds_a_removed_command_and_its_stub_restores_it() {
         .iter()
         .filter_map(Event::command)
         .filter(|c| !c.known)
-        .map(|c| c.cmd.as_str())
+        .map(|c| c.cmd.as_ref())
         .collect();
     assert!(unknown.is_empty(), "{unknown:?}");
     let joi = again
@@ -65,7 +66,7 @@ fn report_finds_a_removed_command_and_its_stub_restores_it() {
         .find(|c| c.cmd == "JOI")
         .unwrap();
     assert!(!joi.unmatched_form);
-    assert_eq!(joi.fields["arg0"], "bob@example.com");
+    assert_eq!(joi.fields.str("arg0"), Some("bob@example.com"));
 }
 
 #[test]
@@ -84,6 +85,7 @@ fn transcript_of_a_switchboard_chat() {
         .iter()
         .map(|e| (e.kind.as_str(), e.who.as_str()))
         .collect();
+    assert_eq!(c.entries[0].kind, EntryKind::Invited);
     assert_eq!(
         kinds,
         [
@@ -98,10 +100,13 @@ fn transcript_of_a_switchboard_chat() {
     let m = &c.entries[3];
     assert_eq!(m.text.as_deref(), Some("Hello Bob"));
     let f = m.format.as_ref().unwrap();
-    assert_eq!(f["font"], "Arial");
+    assert_eq!(f.font.as_deref(), Some("Arial"));
     // CO=ff0000 is BGR: blue.
-    assert_eq!(f["color"], "#0000ff");
-    assert_eq!(c.entries[4].detail.as_ref().unwrap()["name"], "nudge");
+    assert_eq!(f.color.as_deref(), Some("#0000ff"));
+    match c.entries[4].detail.as_ref().unwrap() {
+        Detail::Datacast(d) => assert_eq!(d.name, "nudge"),
+        other => panic!("{other:?}"),
+    }
 }
 
 fn run(args: &[&str]) -> (i32, String, String) {
@@ -266,4 +271,192 @@ fn a_damaged_input_keeps_what_was_decoded_and_fails_clearly() {
     assert_eq!(code, 1);
     assert!(out.contains("0 events"));
     assert_eq!(err.matches("No such file").count(), 1, "{err}");
+}
+
+#[test]
+fn stubs_already_written_are_never_overwritten() {
+    let dir = std::env::temp_dir().join(format!("msntap-stubs-keep-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let log = fixture("sb_chat_msnp8.log");
+    let stubs = || {
+        let (code, _, err) = run(&[
+            "report",
+            log.to_str().unwrap(),
+            "--stubs",
+            dir.to_str().unwrap(),
+        ]);
+        assert_eq!(code, 0, "{err}");
+        err
+    };
+    let err = stubs();
+    assert!(err.contains("wrote 1 dissector stubs"), "{err}");
+    // The user fills the stub in; a second run must leave it alone and say so.
+    let stub = dir.join("xyz.toml");
+    let edited = std::fs::read_to_string(&stub)
+        .unwrap()
+        .replace("Undocumented (seen by msntap report)", "Edited by hand");
+    std::fs::write(&stub, &edited).unwrap();
+    let err = stubs();
+    assert!(
+        err.contains(&format!(
+            "{} already exists: not overwritten",
+            stub.display()
+        )),
+        "{err}"
+    );
+    assert!(err.contains("wrote 0 dissector stubs"), "{err}");
+    assert_eq!(std::fs::read_to_string(&stub).unwrap(), edited);
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
+    // The library says the same: nothing written, the file kept.
+    let t = Arc::new(Tables::builtin().unwrap());
+    let mut r = Report::default();
+    for e in events(&t, &log) {
+        r.add(&e, &t);
+    }
+    let s = r.write_stubs(&dir).unwrap();
+    assert!(s.written.is_empty());
+    assert_eq!(s.kept, std::slice::from_ref(&stub));
+    assert_eq!(std::fs::read_to_string(&stub).unwrap(), edited);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The secrets of `secrets.log` (written below) and of the msnp11 capture (its tickets,
+/// switchboard cookies and MSPAuth start with the ticket), as they are on the wire.
+const SECRETS: &[&str] = &[
+    "TICKETSECRET1234",
+    "PROFILESECRET5678",
+    "XFRCOOKIE31337",
+    "DESYNCTICKETSECRET9",
+    "AUTHCOOKIESECRET42",
+    "05d3b27efd8cdffeaf4a",
+    "58b002139826b14b1538",
+    "80c6b0e380e23edcadc3",
+    "26ed93d99da73783c81c",
+];
+
+const SECRETS_LOG: &str = "# notification server
+C: VER 1 MSNP8 CVR0
+S: VER 1 MSNP8
+C: USR 3 TWN I alice@example.com
+S: USR 3 TWN S lc=1033,id=507,tw=40,fs=1,ct=1130000000,kpp=1,kv=7,ver=2.1.0173.1
+C: USR 4 TWN S t=TICKETSECRET1234&p=PROFILESECRET5678 EXTRA1 EXTRA2
+S: USR 4 OK alice@example.com Alice 1 0
+C: XFR 5 SB
+S: XFR 5 SB 10.0.0.9:1864 CKI 17262740.XFRCOOKIE31337.32308
+C: garbage t=DESYNCTICKETSECRET9 more
+# switchboard
+C: USR 1 alice@example.com 17262740.XFRCOOKIE31337.32308
+S: USR 1 OK alice@example.com Alice
+C: CAL 2 bob@example.com
+S: CAL 2 RINGING 11752013
+S: JOI bob@example.com Bob
+S: MSG bob@example.com Bob 213
+MIME-Version: 1.0
+Content-Type: text/x-msmsgsinvite; charset=UTF-8
+
+Invitation-Command: ACCEPT
+Invitation-Cookie: 7
+IP-Address: 192.0.2.7
+Port: 6891
+AuthCookie: AUTHCOOKIESECRET42
+Launch-Application: FALSE
+Request-Data: IP-Address:
+
+";
+
+fn leaked<'a>(text: &str) -> Vec<&'a str> {
+    SECRETS
+        .iter()
+        .copied()
+        .filter(|s| text.contains(s))
+        .collect()
+}
+
+/// JSON Lines written with --no-redact hold every secret; report, transcript and extract
+/// read them back typed, so they hide the secrets again unless --no-redact.
+#[test]
+fn no_redact_json_lines_are_redacted_again_on_reading() {
+    let dir = std::env::temp_dir().join(format!("msntap-jsonl-secrets-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("secrets.log");
+    std::fs::write(&log, SECRETS_LOG).unwrap();
+    let unredacted = |cmd: &str, input: &Path, name: &str| {
+        let out = dir.join(name);
+        let (code, _, err) = run(&[
+            cmd,
+            input.to_str().unwrap(),
+            "--no-redact",
+            "--json",
+            out.to_str().unwrap(),
+            "-q",
+        ]);
+        assert_eq!(code, 0, "{err}");
+        out
+    };
+    let a = unredacted("decode", &log, "log.jsonl");
+    let cap =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("captures/msnp11_msnp11-sdk_escargot.pcap");
+    let b = unredacted("read", &cap, "capture.jsonl");
+    let inputs = format!(
+        "{}{}",
+        std::fs::read_to_string(&a).unwrap(),
+        std::fs::read_to_string(&b).unwrap()
+    );
+    // Not vacuous: every secret is in the inputs.
+    assert_eq!(leaked(&inputs), SECRETS);
+    let (a, b) = (a.to_str().unwrap(), b.to_str().unwrap());
+
+    let (code, out, err) = run(&["report", a, b]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("USR 4 TWN ") && out.contains("<redacted> EXTRA1 EXTRA2"),
+        "{out}"
+    );
+    assert!(out.contains("garbage <redacted> more"), "{out}");
+    assert_eq!(leaked(&(out + &err)), [] as [&str; 0]);
+    let (_, out, err) = run(&["report", a, b, "--json", "-"]);
+    assert_eq!(leaked(&(out + &err)), [] as [&str; 0]);
+    // With --no-redact the report does show them (the check above could fail).
+    let (_, out, _) = run(&["report", a, b, "--no-redact"]);
+    assert_eq!(
+        leaked(&out),
+        [
+            "TICKETSECRET1234",
+            "PROFILESECRET5678",
+            "DESYNCTICKETSECRET9"
+        ]
+    );
+
+    let (code, out, err) = run(&["transcript", a, b, "--json", "-"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("\"auth_cookie\": \"<redacted>\""), "{out}");
+    assert_eq!(leaked(&(out + &err)), [] as [&str; 0]);
+    let (_, out, err) = run(&["transcript", a, b]);
+    assert!(out.contains("invitation ACCEPT"), "{out}");
+    assert_eq!(leaked(&(out + &err)), [] as [&str; 0]);
+    let (_, out, _) = run(&["transcript", a, b, "--json", "-", "--no-redact"]);
+    assert_eq!(leaked(&out), ["AUTHCOOKIESECRET42"]);
+
+    let objects = dir.join("objects");
+    let report = dir.join("objects.jsonl");
+    let (code, out, err) = run(&[
+        "extract",
+        a,
+        b,
+        "-o",
+        objects.to_str().unwrap(),
+        "--json",
+        report.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("2 objects (2 complete"), "{err}");
+    let names: String = std::fs::read_dir(&objects)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    let json = std::fs::read_to_string(&report).unwrap();
+    assert_eq!(json.lines().count(), 2);
+    assert_eq!(leaked(&(out + &err + &json + &names)), [] as [&str; 0]);
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -113,7 +113,8 @@ fn packets(path: &Path) -> Vec<Pkt> {
     out
 }
 
-fn annotate(input: &Path, out: &Path, extra: &[&str]) {
+/// Runs `msntap annotate`, which must succeed; returns what it said on stderr.
+fn annotate(input: &Path, out: &Path, extra: &[&str]) -> String {
     let o = msntap()
         .arg("annotate")
         .arg(input)
@@ -122,12 +123,9 @@ fn annotate(input: &Path, out: &Path, extra: &[&str]) {
         .args(extra)
         .output()
         .expect("run");
-    assert!(
-        o.status.success(),
-        "{}: {}",
-        input.display(),
-        String::from_utf8_lossy(&o.stderr)
-    );
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(o.status.success(), "{}: {err}", input.display());
+    err
 }
 
 fn read_json(path: &Path) -> String {
@@ -256,6 +254,12 @@ fn comments_say_what_each_packet_completes_and_redact_secrets() {
     }
     // ...and the connection opening is described on the SYN.
     assert!(pk[0].comments[0].starts_with("#1 connect "), "{:?}", pk[0]);
+    // The packets themselves still carry the tickets, so even this file is owner-only.
+    assert!(pk
+        .iter()
+        .any(|p| p.data.windows(20).any(|w| w == b"4b3d8c3996f8e284f361")));
+    #[cfg(unix)]
+    assert_eq!(mode(&out) & 0o077, 0, "mode {:o}", mode(&out));
 
     // --no-redact keeps them, in an owner-only file.
     let raw = tmp("twisted-secrets.pcapng");
@@ -391,4 +395,93 @@ fn bad_input_is_refused_clearly() {
         .expect("run");
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("must not be the input"));
+}
+
+#[cfg(unix)]
+fn mode(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).expect("meta").permissions().mode() & 0o7777
+}
+
+#[cfg(unix)]
+fn set_mode(p: &Path, m: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).expect("chmod");
+}
+
+/// A capture of one connection that carries no secret: a version exchange and a message.
+fn capture_without_secrets() -> Vec<u8> {
+    let mut w = CaptureWriter::new(Vec::new(), Format::Pcap, Link::Ethernet).expect("w");
+    let mut f = TcpFlowWriter::new(
+        "10.1.1.1:40000".parse().expect("a"),
+        "10.2.2.2:1863".parse().expect("a"),
+    );
+    let mut t = 1_000_000;
+    let mut pk: Vec<Vec<u8>> = f
+        .handshake()
+        .expect("hs")
+        .into_iter()
+        .map(|x| x.1)
+        .collect();
+    pk.extend(f.data(Dir::C2s, b"VER 1 MSNP8 CVR0\r\n", 1000).expect("d"));
+    pk.extend(f.data(Dir::S2c, b"VER 1 MSNP8\r\n", 1000).expect("d"));
+    let body = "MIME-Version: 1.0\r\nContent-Type: text/plain\r\n\r\nhello";
+    let msg = format!("MSG 2 N {}\r\n{body}", body.len());
+    pk.extend(f.data(Dir::C2s, msg.as_bytes(), 1000).expect("d"));
+    pk.extend(f.close(Dir::C2s).expect("close").into_iter().map(|x| x.1));
+    for p in pk {
+        t += 1;
+        w.write_ip(0, Ts(t), &p, None).expect("write");
+    }
+    w.into_inner().expect("bytes")
+}
+
+/// The copied packets keep every byte, secrets included: the output is owner-only when the
+/// input held any (even with redacted comments), and an ordinary file when it held none.
+#[cfg(unix)]
+#[test]
+fn output_mode_follows_the_secrets_of_the_input() {
+    // What a new file gets here (the umask applies to msntap as to this test).
+    let probe = tmp("mode-probe");
+    let _ = std::fs::remove_file(&probe);
+    std::fs::File::create(&probe).expect("probe");
+    let usual = mode(&probe);
+
+    // Tickets and cookies on the wire; the output is already there, world-readable.
+    let input = root().join("captures/msnp8_twisted_escargot.pcap");
+    let out = tmp("mode-secrets.pcapng");
+    std::fs::write(&out, b"an earlier run").expect("write");
+    set_mode(&out, 0o644);
+    let err = annotate(&input, &out, &[]);
+    assert_eq!(mode(&out) & 0o077, 0, "mode {:o}: {err}", mode(&out));
+    assert!(err.contains("had mode 0644"), "{err}");
+    assert!(err.contains("owner-only"), "{err}");
+    let comments: String = packets(&out)
+        .iter()
+        .flat_map(|p| p.comments.clone())
+        .collect();
+    assert!(comments.contains("USR 4 TWN S <redacted>"));
+    assert!(!comments.contains("4b3d8c3996f8e284f361"));
+
+    // No secret anywhere: the usual mode.
+    let clean = tmp("no-secrets.pcap");
+    std::fs::write(&clean, capture_without_secrets()).expect("write");
+    set_mode(&clean, 0o644);
+    let out = tmp("mode-clean.pcapng");
+    let _ = std::fs::remove_file(&out);
+    let err = annotate(&clean, &out, &[]);
+    assert_eq!(mode(&out), usual, "{err}");
+    assert!(!err.contains("owner-only"), "{err}");
+    assert!(packets(&out).iter().any(|p| p
+        .comments
+        .iter()
+        .any(|c| c == "#1 c2s MSG 2 N 52: text/plain: hello")));
+    // ...unless asked to keep secrets, or the input itself is owner-only.
+    let err = annotate(&clean, &out, &["--no-redact"]);
+    assert_eq!(mode(&out) & 0o077, 0, "{err}");
+    set_mode(&clean, 0o600);
+    let out2 = tmp("mode-clean-private.pcapng");
+    let _ = std::fs::remove_file(&out2);
+    let err = annotate(&clean, &out2, &[]);
+    assert_eq!(mode(&out2) & 0o077, 0, "{err}");
 }

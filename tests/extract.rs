@@ -9,9 +9,10 @@ use base64::Engine as _;
 use sha1::{Digest, Sha1};
 
 use msntap::analysis::extract::{Check, ExtractSink, Extractor, Limits, Object};
-use msntap::event::Sink;
-use msntap::payload::p2p::build;
-use msntap::{Dir, Event, Service, Session, SessionHint, Tables, Ts};
+use msntap::event::{Close, Sink};
+use msntap::payload::p2p::{build, Layout, P2p};
+use msntap::payload::Body;
+use msntap::{Dir, Event, EventKind, Service, Session, SessionHint, Tables, Ts};
 
 /// The 1x1 PNG bob offers as his display picture in msnp11_msnp11-sdk_escargot.pcap; its
 /// SHA1D (from the client log) is mZPtHSeB/a/YdgOOa+ChFi03e+E=.
@@ -60,7 +61,7 @@ fn slp_status(from: &str, to: &str, code: &str, sid: u32) -> Vec<u8> {
 /// One switchboard connection as seen by `me`'s client.
 struct Conv {
     s: Session,
-    evs: Vec<Event>,
+    evs: Vec<Event<'static>>,
     trid: u32,
     dest_suffix: String,
     ts: i64,
@@ -84,6 +85,11 @@ impl Conv {
 
     /// One MSG frame with a P2P body; c2s from the local client, s2c from `peer`.
     fn p2p(&mut self, dir: Dir, peer: &str, dest: &str, body: &[u8]) {
+        self.p2p_cut(dir, peer, dest, body, 0);
+    }
+
+    /// As `p2p`, with the last `cut` bytes of the frame never sent (the stream ends).
+    fn p2p_cut(&mut self, dir: Dir, peer: &str, dest: &str, body: &[u8], cut: usize) {
         let mut mime = format!(
             "MIME-Version: 1.0\r\nContent-Type: application/x-msnmsgrp2p\r\nP2P-Dest: {dest}{}\r\n\r\n",
             self.dest_suffix
@@ -99,28 +105,34 @@ impl Conv {
         };
         let mut frame = line.into_bytes();
         frame.extend_from_slice(&mime);
+        frame.truncate(frame.len() - cut);
         self.ts += 1000;
-        self.s.feed(dir, &frame, Ts(self.ts), &mut self.evs);
+        let evs = &mut self.evs;
+        self.s.feed(dir, &frame, Ts(self.ts), &mut |e| {
+            evs.push(e.clone().into_owned())
+        });
     }
 
-    fn close(mut self) -> Vec<Event> {
-        self.s.finish(Ts(self.ts + 1), &mut self.evs);
-        let close = self.s.event(
-            Ts(self.ts + 2),
-            None,
-            msntap::EventKind::Close {
-                by: None,
-                reason: None,
-                bytes_c2s: 0,
-                bytes_s2c: 0,
-            },
-        );
+    fn close(mut self) -> Vec<Event<'static>> {
+        let evs = &mut self.evs;
+        self.s
+            .finish(Ts(self.ts + 1), &mut |e| evs.push(e.clone().into_owned()));
+        let close = self
+            .s
+            .event(Ts(self.ts + 2), None, EventKind::Close(Close::default()));
         self.evs.push(close);
         self.evs
     }
 }
 
-fn extract(events: &[Event]) -> (Vec<Object>, Vec<String>) {
+/// The P2P header of each event that carries one.
+fn p2p_of<'e>(evs: &'e [Event<'_>]) -> Vec<&'e P2p<'e>> {
+    evs.iter()
+        .filter_map(|e| e.command()?.payload.as_ref()?.content()?.p2p.as_deref())
+        .collect()
+}
+
+fn extract(events: &[Event<'_>]) -> (Vec<Object>, Vec<String>) {
     let mut ex = Extractor::new(Limits::default());
     let mut out = Vec::new();
     for e in events {
@@ -140,7 +152,7 @@ fn v1_slp(c: &mut Conv, dir: Dir, id: u32, text: &[u8], dest: &str) {
 }
 
 /// The display-picture exchange of the msnp11-sdk capture, on alice's connection.
-fn msnp11_picture(conn: u64) -> Vec<Event> {
+fn msnp11_picture(conn: u64) -> Vec<Event<'static>> {
     let sid = 2328520848u32;
     let obj = msnobj("bob@example.com", 3, PNG, PNG_SHA1D, "PIC.tmp");
     let mut c = Conv::new(conn, 11, "");
@@ -280,15 +292,12 @@ fn v2_headers_chunked_emoticon() {
         off += n;
     }
     let evs = c.close();
-    // The events carry the v2 fields by name.
-    let p2p: Vec<&serde_json::Value> = evs
-        .iter()
-        .filter_map(|e| e.command()?.payload.as_ref()?.decoded.as_ref()?.get("p2p"))
-        .collect();
+    // The events carry the v2 fields, typed.
+    let p2p = p2p_of(&evs);
     assert_eq!(p2p.len(), 5);
-    assert!(p2p.iter().all(|p| p["header"] == "v2"));
-    assert_eq!(p2p[2]["tf_names"], serde_json::json!(["first", "msnobj"]));
-    assert_eq!(p2p[2]["data_remaining"], 1800);
+    assert!(p2p.iter().all(|p| p.header == Layout::V2));
+    assert_eq!(p2p[2].tf_names, ["first", "msnobj"]);
+    assert_eq!(p2p[2].data_remaining, Some(1800));
     let (objs, _) = extract(&evs);
     assert_eq!(objs.len(), 1, "{objs:#?}");
     let o = &objs[0];
@@ -420,13 +429,18 @@ fn json_lines_alone_are_enough() {
         .iter()
         .map(|e| serde_json::to_string(e).unwrap())
         .collect();
-    let back: Vec<Event> = lines
+    let back: Vec<Event> = lines.iter().map(|l| Event::from_json(l).unwrap()).collect();
+    // Every P2P body travels as base64 in the JSON, whatever its bytes look like.
+    let bodies: Vec<&Body> = back
         .iter()
-        .map(|l| serde_json::from_str(l).unwrap())
+        .filter_map(|e| {
+            let c = e.command()?.payload.as_ref()?.content()?;
+            c.p2p.as_ref()?;
+            c.body.as_ref()
+        })
         .collect();
-    assert!(back
-        .iter()
-        .all(|e| e.command().is_none_or(|c| c.raw.is_empty())));
+    assert_eq!(bodies.len(), 5);
+    assert!(bodies.iter().all(|b| matches!(b, Body::Base64 { .. })));
     let (objs, _) = extract(&back);
     assert_eq!(objs.len(), 1);
     assert_eq!(objs[0].data, PNG);
@@ -566,6 +580,65 @@ fn memory_stays_bounded() {
     assert!(out.iter().all(|o| !o.complete));
 }
 
+/// The stream ends inside the last chunk's payload: the bytes of it that arrived are kept,
+/// the object comes out truncated, and the same holds when the events are read back from
+/// JSON Lines. (Schema 1 sliced the chunk out of the frame's bytes, which for a payload
+/// cut off by the stream's end were the command line.)
+#[test]
+fn truncated_final_chunk_keeps_what_arrived() {
+    let d = data(3000, 6);
+    let mut c = Conv::new(1, 11, "");
+    offer(&mut c, 10, 43, &d, &sha1d(&d));
+    v1_chunk(&mut c, 43, 5, &d, 0, 1200);
+    v1_chunk(&mut c, 43, 5, &d, 1200, 1200);
+    // The last chunk (600 bytes and the 4-byte footer) loses its footer and 250 bytes.
+    let last = build::v1(43, 5, 2400, 3000, 0x20, &d[2400..], Some(1));
+    c.p2p_cut(
+        Dir::S2c,
+        "bob@example.com",
+        "alice@example.com",
+        &last,
+        4 + 250,
+    );
+    let evs = c.close();
+    let cut = evs
+        .iter()
+        .filter_map(|e| e.command())
+        .filter(|c| c.payload.as_ref().is_some_and(|p| p.problem.is_some()))
+        .collect::<Vec<_>>();
+    assert_eq!(cut.len(), 1, "one command cut off by the end of the stream");
+    assert!(
+        cut[0].line.starts_with("MSG bob@example.com Peer "),
+        "{}",
+        cut[0].line
+    );
+    let p2p = p2p_of(&evs);
+    let lp = p2p.last().unwrap();
+    assert_eq!((lp.offset, lp.data_length), (Some(2400), Some(350)));
+    let lines: Vec<String> = evs
+        .iter()
+        .map(|e| serde_json::to_string(e).unwrap())
+        .collect();
+    let back: Vec<Event> = lines.iter().map(|l| Event::from_json(l).unwrap()).collect();
+    for evs in [&evs, &back] {
+        let (objs, _) = extract(evs);
+        assert_eq!(objs.len(), 1, "{objs:#?}");
+        let o = &objs[0];
+        assert!(!o.complete);
+        assert_eq!(o.received, 2750);
+        assert_eq!(o.data, &d[..2750]);
+        assert_eq!(o.expected_size, Some(3000));
+        assert!(matches!(o.check, Check::Mismatch { .. }));
+        assert!(
+            o.problems
+                .iter()
+                .any(|p| p.contains("600 data bytes, 350 present")),
+            "{:?}",
+            o.problems
+        );
+    }
+}
+
 #[test]
 fn cli_extracts_from_json_lines() {
     let dir = tempdir("cli");
@@ -621,7 +694,7 @@ fn real_capture_display_picture_matches_its_sha1d() {
     let mut ex = Extractor::new(Limits::default());
     let mut objs = Vec::new();
     msntap::capture::read_path(&path, tables, &Default::default(), &mut |ev| {
-        ex.event(&ev, &mut objs);
+        ex.event(ev, &mut objs);
         Ok(())
     })
     .unwrap();

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use msntap::analysis::transcript::{Conversation, Transcripts};
+use msntap::analysis::transcript::{Conversation, Detail, Entry, EntryKind, Transcripts};
 use msntap::capture::{read_path, ReadOptions};
 use msntap::Tables;
 
@@ -17,6 +17,10 @@ fn capture(name: &str) -> PathBuf {
 }
 
 fn transcripts(pcap: &Path) -> Vec<Conversation> {
+    transcripts_of(pcap).done
+}
+
+fn transcripts_of(pcap: &Path) -> Transcripts {
     let tables = Arc::new(Tables::builtin().expect("tables"));
     let mut t = Transcripts::default();
     read_path(
@@ -27,13 +31,13 @@ fn transcripts(pcap: &Path) -> Vec<Conversation> {
             ..Default::default()
         },
         &mut |e| {
-            t.add(&e);
+            t.add(e);
             Ok(())
         },
     )
     .expect("capture reads");
     t.finish();
-    t.done
+    t
 }
 
 /// Does `receiver`'s conversation hold an entry of `kind` from `sender` (with `text`)?
@@ -43,13 +47,15 @@ fn find<'a>(
     kind: &str,
     sender: &str,
     text: Option<&str>,
-) -> Option<&'a msntap::analysis::transcript::Entry> {
+) -> Option<&'a Entry> {
     convs
         .iter()
         .filter(|c| c.user.as_deref() == Some(receiver))
         .flat_map(|c| c.entries.iter())
         .find(|e| {
-            e.kind == kind && e.who == sender && (text.is_none() || e.text.as_deref() == text)
+            e.kind.as_str() == kind
+                && e.who == sender
+                && (text.is_none() || e.text.as_deref() == text)
         })
 }
 
@@ -114,8 +120,8 @@ fn msnp11_messages_colours_and_nudge_match_the_client_log() {
             let rgb = between(line, "color: \"", "\"").expect("color");
             let want = format!("#{:0>6}", rgb);
             assert_eq!(
-                e.format.as_ref().expect("format")["color"],
-                want.as_str(),
+                e.format.as_ref().expect("format").color.as_deref(),
+                Some(want.as_str()),
                 "{line}"
             );
             checked += 1;
@@ -128,7 +134,10 @@ fn msnp11_messages_colours_and_nudge_match_the_client_log() {
         } else if line.contains("Nudge") {
             let e = find(&convs, &receiver, "datacast", sender, None)
                 .unwrap_or_else(|| panic!("{line}"));
-            assert_eq!(e.detail.as_ref().expect("detail")["name"], "nudge");
+            match e.detail.as_ref().expect("detail") {
+                Detail::Datacast(d) => assert_eq!(d.name, "nudge", "{line}"),
+                other => panic!("{line}: {other:?}"),
+            }
             checked += 1;
         } else if line.contains("ParticipantLeftSwitchboard") {
             assert!(
@@ -142,4 +151,49 @@ fn msnp11_messages_colours_and_nudge_match_the_client_log() {
         checked, 6,
         "two messages, two typing notices, a nudge and a leave"
     );
+}
+
+/// The msnp11-sdk client log says alice fetched bob's display picture over the
+/// switchboard ("requesting bob's display picture", "dp request done"). That is an MSNSLP
+/// INVITE from alice, bob's 200 OK and alice's BYE, seen on both switchboard legs: six
+/// P2P lines. (Before the typed events the transcript read the SLP message as a string
+/// where the decoder stored an object, and showed none.)
+#[test]
+fn msnp11_display_picture_request_shows_its_slp_messages() {
+    let log = std::fs::read_to_string(capture("msnp11_msnp11-sdk_escargot.client.log"))
+        .expect("client log");
+    assert!(log.contains("[alice] requesting bob's display picture"));
+    assert!(log.contains("[alice] dp request done"));
+    let t = transcripts_of(&capture("msnp11_msnp11-sdk_escargot.pcap"));
+    let convs = &t.done;
+    let mut users = Vec::new();
+    for c in convs {
+        let slp: Vec<(&str, &str)> = c
+            .entries
+            .iter()
+            .filter(|e| e.kind == EntryKind::P2p)
+            .map(|e| (e.who.as_str(), e.text.as_deref().unwrap_or("")))
+            .collect();
+        assert_eq!(
+            slp,
+            [
+                (
+                    "alice@example.com",
+                    "INVITE MSNMSGR:bob@example.com MSNSLP/1.0"
+                ),
+                ("bob@example.com", "MSNSLP/1.0 200 OK"),
+                (
+                    "alice@example.com",
+                    "BYE MSNMSGR:bob@example.com MSNSLP/1.0"
+                ),
+            ],
+            "conversation on #{}",
+            c.conn
+        );
+        users.push(c.user.clone().unwrap_or_default());
+    }
+    users.sort();
+    assert_eq!(users, ["alice@example.com", "bob@example.com"]);
+    let text = t.text();
+    assert_eq!(text.matches(" P2P: ").count(), 6, "{text}");
 }

@@ -610,10 +610,14 @@ impl Extractor {
                 .flatten(),
             receiver: payload_header(payload, "P2P-Dest").map(|d| kept(handle_of(d))),
             app_id: p2p.app_id,
+            // Why the chunk is short (the stream ended early) and what is off in it.
             problem: p2p
                 .problem
                 .as_deref()
-                .map(|p| format!("a chunk is damaged: {}", kept(p))),
+                .map(|p| match payload.problem.as_deref() {
+                    Some(why) => format!("a chunk was {}; {}", kept(why), kept(p)),
+                    None => format!("a chunk is malformed: {}", kept(p)),
+                }),
         };
         let context_total = self.context_size(ev.conn, session);
         self.data_chunk(key, place, total.or(context_total), data, ev.ts, hints, out);

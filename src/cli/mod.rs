@@ -138,6 +138,7 @@ pub(crate) fn finish_inputs(problems: &[String]) -> ExitCode {
 }
 
 /// Writes `text` to stdout (`-`) or a file; a file that may hold secrets is owner-only.
+#[allow(dead_code)]
 pub(crate) fn write_out(dest: &str, text: &str, secrets: bool) -> Result<()> {
     if dest == "-" {
         std::io::stdout().lock().write_all(text.as_bytes())?;
@@ -162,6 +163,7 @@ pub(crate) fn read_input(path: &std::path::Path) -> Result<String> {
     Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
+#[allow(dead_code)]
 /// Feeds every event of every input (captures, logs, JSON Lines) to `f`. An input that
 /// cannot be read to its end does not stop the others: its problem is returned (one line
 /// each), and everything decoded before it has already gone to `f`.
