@@ -11,6 +11,7 @@ pub mod logfile;
 pub mod output;
 pub mod payload;
 pub mod protocol;
+pub mod proxy;
 pub mod secret;
 pub mod web;
 pub mod wire;

@@ -8,12 +8,12 @@ mod decode;
 mod dissectors;
 mod extract;
 mod ladder;
+mod proxy;
 mod read;
 mod report;
 mod synth;
 mod transcript;
 mod view;
-// Being ported to the typed events: proxy.
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -55,9 +55,9 @@ pub enum Command {
     Decode(decode::DecodeArgs),
     /// Print the merged dissector table: commands with their forms, error codes, capabilities.
     Dissectors(dissectors::DissectorArgs),
-    // PORTING /// Relay a client to its server and decode the session live; XFR and RNG redirects are
-    // PORTING /// rewritten so notification and switchboard connections pass through msntap too.
-    // PORTING Proxy(proxy::ProxyArgs),
+    /// Relay a client to its server and decode the session live; XFR and RNG redirects are
+    /// rewritten so notification and switchboard connections pass through msntap too.
+    Proxy(proxy::ProxyArgs),
     /// Discovery report: commands per version and service, unknown commands and forms,
     /// unfamiliar payload vocabulary, error codes, payload guesses and desyncs.
     Report(report::ReportArgs),
@@ -114,6 +114,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
     match &cli.command {
         Command::Decode(a) => decode::run(a, tables),
         Command::Dissectors(a) => dissectors::run(a, &tables),
+        Command::Proxy(a) => proxy::run(a, tables),
         Command::Read(a) => read::read(a, tables),
         Command::Synth(a) => synth::synth(a, tables),
         Command::Report(a) => report::run(a, tables),
