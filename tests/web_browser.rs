@@ -202,3 +202,197 @@ fn view_of_the_msnp11_capture_in_chromium() {
         "{probe:?}"
     );
 }
+
+/// A scripted MSNP server: for each line it reads, the reply `answer` gives (if any).
+fn scripted_server(
+    answer: impl Fn(&str) -> Vec<String> + Send + 'static,
+) -> (String, std::thread::JoinHandle<()>) {
+    use std::io::{BufRead, BufReader, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let t = std::thread::spawn(move || {
+        l.set_nonblocking(false).unwrap();
+        let Ok((s, _)) = l.accept() else { return };
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut w = s.try_clone().unwrap();
+        let mut r = BufReader::new(s);
+        let mut line = String::new();
+        while r.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
+            for out in answer(line.trim_end()) {
+                if w.write_all(format!("{out}\r\n").as_bytes()).is_err() {
+                    return;
+                }
+            }
+            line.clear();
+        }
+    });
+    (addr, t)
+}
+
+struct Client {
+    w: std::net::TcpStream,
+    r: std::io::BufReader<std::net::TcpStream>,
+}
+
+impl Client {
+    fn connect(addr: &str) -> Client {
+        let s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        Client {
+            w: s.try_clone().unwrap(),
+            r: std::io::BufReader::new(s),
+        }
+    }
+    fn say(&mut self, line: &str) -> String {
+        use std::io::{BufRead, Write};
+        self.w.write_all(format!("{line}\r\n").as_bytes()).unwrap();
+        let mut reply = String::new();
+        self.r.read_line(&mut reply).unwrap();
+        reply.trim_end().to_string()
+    }
+}
+
+#[test]
+fn live_proxy_events_reach_the_page_within_a_second() {
+    let (chromium, driver) = match browser_tools() {
+        Ok(t) => t,
+        Err(why) => {
+            eprintln!("SKIP: {why}");
+            return;
+        }
+    };
+    // The switchboard, then the notification server that refers the client to it.
+    let (sb, _sb) = scripted_server(|l| match l.split(' ').next() {
+        Some("USR") => vec!["USR 1 OK alice@example.com Alice".into()],
+        Some("CAL") => vec!["CAL 2 RINGING 17".into(), "JOI bob@example.com Bob".into()],
+        _ => vec![],
+    });
+    let sb_for_ns = sb.clone();
+    let (ns, _ns) = scripted_server(move |l| {
+        let t: Vec<&str> = l.split(' ').collect();
+        match t[0] {
+            "VER" => vec![format!("VER {} MSNP8", t[1])],
+            "CVR" => vec![format!("CVR {} 6.0.0602 6.0.0602 6.0.0602 x x", t[1])],
+            "USR" if t.get(3) == Some(&"I") => vec![format!("USR {} TWN S lc=1033,id=507", t[1])],
+            "USR" => vec![format!("USR {} OK alice@example.com Alice 1 0", t[1])],
+            "CHG" => vec![l.to_string()],
+            "XFR" => vec![format!("XFR {} SB {sb_for_ns} CKI 1234567.89012345", t[1])],
+            _ => vec![],
+        }
+    });
+    let proxy = web_support::Proc::spawn(
+        std::process::Command::new(env!("CARGO_BIN_EXE_msntap")).args([
+            "proxy",
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+            &ns,
+            "--web",
+            "127.0.0.1:0",
+            "--quiet",
+        ]),
+    );
+    let line = proxy.wait_line("live view at ", Duration::from_secs(30));
+    let url = line
+        .split("live view at ")
+        .last()
+        .unwrap()
+        .trim()
+        .to_string();
+    let listen = proxy.wait_line("proxying ", WAIT);
+    let listen = listen
+        .split("proxying ")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .to_string();
+
+    let b = Browser::start(&chromium, &driver);
+    b.goto(&url);
+    b.wait_for(
+        "the live page",
+        "document.getElementById('status').textContent.includes('live')",
+        WAIT,
+    );
+
+    let mut c = Client::connect(&listen);
+    let mut worst = Duration::ZERO;
+    for (line, reply_starts) in [
+        ("VER 1 MSNP8 CVR0", "VER 1 MSNP8"),
+        (
+            "CVR 2 0x0409 win 4.10 i386 MSNMSGR 6.0.0602 MSMSGS alice@example.com",
+            "CVR 2",
+        ),
+        ("USR 3 TWN I alice@example.com", "USR 3 TWN S"),
+        ("USR 4 TWN S t=secretticket&p=secretprofile", "USR 4 OK"),
+        ("CHG 5 NLN 0", "CHG 5 NLN 0"),
+    ] {
+        let sent = Instant::now();
+        let reply = c.say(line);
+        assert!(reply.starts_with(reply_starts), "{line} -> {reply}");
+        let trid = line.split(' ').nth(1).unwrap();
+        let cmd = line.split(' ').next().unwrap();
+        // The server's answer, as a row of the list.
+        b.wait_for(
+            &format!("the {cmd} {trid} reply in the page"),
+            &format!("[...document.querySelectorAll('#rows .row[data-cmd={cmd}].s2c')].some(r => r.title.startsWith('{cmd} {trid} '))"),
+            Duration::from_secs(5),
+        );
+        let took = sent.elapsed();
+        eprintln!("{cmd} {trid}: in the page {took:?} after it was sent");
+        worst = worst.max(took);
+    }
+    assert!(
+        worst < Duration::from_secs(1),
+        "slowest event took {worst:?} to appear"
+    );
+    // The ticket never reaches the page.
+    let page = b.js("return document.body.textContent", json!([]));
+    assert!(!page.as_str().unwrap().contains("secretticket"));
+
+    // XFR SB: the proxy rewrites the address; the client follows it to the switchboard.
+    let xfr = c.say("XFR 6 SB");
+    let routed = xfr.split(' ').nth(3).unwrap().to_string();
+    assert_ne!(
+        routed, sb,
+        "the proxy rewrote the switchboard address: {xfr}"
+    );
+    let mut s = Client::connect(&routed);
+    assert_eq!(
+        s.say("USR 1 alice@example.com 1234567.89012345"),
+        "USR 1 OK alice@example.com Alice"
+    );
+    assert_eq!(s.say("CAL 2 bob@example.com"), "CAL 2 RINGING 17");
+
+    // One chain: the NS and the SB it led to; the ladder has the msntap lane and the hop.
+    b.wait_for(
+        "alice's chain with NS and SB",
+        "(c => c && [...c.querySelectorAll('.conn')].map(x => x.dataset.service).join(',') === 'NS,SB')(document.querySelector(\"#chains .chain[data-user='alice@example.com']\"))",
+        WAIT,
+    );
+    b.click("#tabs button[data-tab=ladder]");
+    b.click("#chains .chain[data-user='alice@example.com']");
+    let ladder = b.wait_for(
+        "the live ladder",
+        "(s => s && s.querySelector('.step.hop') && {lanes: [...s.querySelectorAll('.lane')].map(l => l.getAttribute('class')), hop: s.querySelector('.step.hop title').textContent, rewritten: s.querySelectorAll('.step.cmd.rewritten').length})(document.querySelector('#ladder svg'))",
+        WAIT,
+    );
+    assert_eq!(
+        ladder["lanes"],
+        json!(["lane client", "lane msntap", "lane server", "lane server"]),
+        "{ladder}"
+    );
+    assert!(
+        ladder["hop"].as_str().unwrap().contains("XFR SB"),
+        "{ladder}"
+    );
+    assert_eq!(
+        ladder["rewritten"], 1,
+        "the XFR reply drawn as rewritten: {ladder}"
+    );
+
+    let errors = b.console_errors();
+    assert!(errors.is_empty(), "console errors: {errors:#?}");
+}

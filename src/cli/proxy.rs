@@ -61,6 +61,14 @@ pub struct ProxyArgs {
     /// counted and reported in a `dropped` event. Forwarding never waits for the outputs.
     #[arg(long, value_name = "BYTES", default_value = "64M", value_parser = parse_bytes)]
     pub backlog: usize,
+    /// Serve the live web view on ADDR (e.g. 127.0.0.1:8863): sessions, ladders and events
+    /// as they happen. Anything but loopback requires the random token printed at start.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub web: Option<std::net::SocketAddr>,
+    /// Bytes of events the web view keeps (the oldest go first) and may have waiting; a
+    /// browser tab that falls behind costs view events (counted), never forwarding.
+    #[arg(long, value_name = "BYTES", default_value = "256M", value_parser = parse_bytes)]
+    pub web_memory: usize,
     // PORTING: --extract DIR (object extraction) comes back once analysis::extract is
     // ported to the typed events; LiveOutput::add_sink is where its sink plugs in.
     #[command(flatten)]
@@ -106,6 +114,29 @@ pub fn run(a: &ProxyArgs, tables: Arc<Tables>) -> Result<ExitCode> {
     let mut ocfg = a.out.config()?;
     ocfg.challenge_keys = tables.challenge_keys.clone();
     let mut out = LiveOutput::new(&ocfg, &tables)?;
+    let web = match a.web {
+        Some(addr) => {
+            let hub = msntap::web::Hub::new(
+                msntap::web::StoreLimits {
+                    bytes: a.web_memory,
+                    ..Default::default()
+                },
+                tables.clone(),
+                vec![format!("proxy on {}", a.listen)],
+                true,
+                !ocfg.no_redact,
+            );
+            let server = msntap::web::start(hub.clone(), addr)?;
+            let feed = hub.feed((a.web_memory / 4).max(1 << 20));
+            out.add_sink(Box::new(msntap::web::WebSink::new(
+                feed,
+                &tables,
+                ocfg.passwords.clone(),
+            )));
+            Some(server)
+        }
+        None => None,
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -125,6 +156,9 @@ pub fn run(a: &ProxyArgs, tables: Arc<Tables>) -> Result<ExitCode> {
             );
         }
         eprintln!("msntap: proxying {addr} -> {upstream}; Ctrl-C or SIGTERM stops");
+        if let Some(w) = &web {
+            eprintln!("msntap: live view at {}", w.url);
+        }
         let abandon = events.abandon_handle();
         // Events are written on their own thread: an output never sits inside forwarding.
         let writer = std::thread::Builder::new()

@@ -11,7 +11,8 @@ use tokio::sync::watch;
 use super::chain::CookieKey;
 use super::panels::{PanelLimits, Panels};
 use super::store::{prepare, Prepared, Store, StoreLimits};
-use crate::event::{Dropped, Event, EventKind, Ts};
+use crate::analysis::auth::AuthAnnotator;
+use crate::event::{Dropped, Event, EventKind, Sink, Ts};
 use crate::protocol::tables::Tables;
 
 /// What the page is told when something changed.
@@ -135,6 +136,7 @@ impl Hub {
             state: inner,
             key: self.key.clone(),
             redact: self.redact,
+            hub: self.clone(),
         }
     }
 }
@@ -155,6 +157,7 @@ pub struct Feed {
     state: Arc<FeedState>,
     key: CookieKey,
     redact: bool,
+    hub: Arc<Hub>,
 }
 
 /// What an event costs the feed's bound (an estimate taken before copying it).
@@ -171,11 +174,17 @@ impl Feed {
     /// Queues one event for the view: digests its cookie, redacts a copy (unless the hub
     /// shows secrets) and hands it over; when the queue is full it is dropped and counted.
     pub fn send(&self, ev: &Event<'_>) {
+        self.send_with(ev, |_| {});
+    }
+
+    /// As `send`, with `touch` applied to the copy first (annotations).
+    pub fn send_with(&self, ev: &Event<'_>, touch: impl FnOnce(&mut Event<'_>)) {
         let w = weight(ev);
         let st = &self.state;
         let over = st.inflight.load(Ordering::Relaxed) + w > st.limit;
         if !over {
             let mut copy = ev.clone();
+            touch(&mut copy);
             let p = prepare(&self.key, &mut copy, self.redact);
             st.inflight.fetch_add(w, Ordering::Relaxed);
             match self.tx.try_send((p, w)) {
@@ -195,6 +204,49 @@ impl Feed {
     /// Events dropped so far and not yet reported in the view.
     pub fn dropped(&self) -> u64 {
         self.state.dropped_events.load(Ordering::Relaxed)
+    }
+
+    /// The producer is done: the view says so once what is queued has landed (waiting
+    /// at most `wait`).
+    pub fn finish(&self, wait: std::time::Duration) {
+        let end = std::time::Instant::now() + wait;
+        while self.state.inflight.load(Ordering::Relaxed) > 0 && std::time::Instant::now() < end {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        self.hub.finish(Vec::new());
+    }
+}
+
+/// The web view as one more output of a live run: it sees every event before the run's
+/// filters and redaction (the view has its own filters; it redacts its own copy unless
+/// the hub shows secrets), adds the login annotations to its copy, and never blocks.
+pub struct WebSink {
+    feed: Feed,
+    auth: AuthAnnotator,
+}
+
+impl WebSink {
+    pub fn new(feed: Feed, tables: &Tables, passwords: Vec<String>) -> WebSink {
+        WebSink {
+            feed,
+            auth: AuthAnnotator::new(tables, passwords),
+        }
+    }
+}
+
+impl Sink for WebSink {
+    fn event(&mut self, ev: &Event<'_>) -> std::io::Result<()> {
+        let auth = &mut self.auth;
+        self.feed.send_with(ev, |c| auth.annotate(c));
+        if matches!(ev.kind, EventKind::Close(_)) {
+            self.auth.close(ev.conn);
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> std::io::Result<()> {
+        self.feed.finish(std::time::Duration::from_secs(1));
+        Ok(())
     }
 }
 

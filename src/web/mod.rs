@@ -14,7 +14,7 @@ pub mod server;
 pub mod store;
 
 pub use chain::{Chain, Chains, ConnInfo, CookieKey};
-pub use hub::{Feed, Hub};
+pub use hub::{Feed, Hub, WebSink};
 pub use ladder::{Ladder, LadderOptions};
 pub use server::{start, Server, WebError};
 pub use store::{prepare, Prepared, Query, Store, StoreLimits};
