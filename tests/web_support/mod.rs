@@ -311,9 +311,24 @@ impl Browser {
             .to_string()
     }
 
+    /// Clicks the element `css` finds; a live page may re-render it between finding and
+    /// clicking, so a stale element is looked up again (a few times).
     pub fn click(&self, css: &str) {
-        let id = self.find(css);
-        self.call("POST", &format!("/element/{id}/click"), Some(json!({})));
+        for _ in 0..10 {
+            let id = self.find(css);
+            let p = format!("/session/{}/element/{id}/click", self.session);
+            let (status, b) = http(self.port, "POST", &p, Some(&json!({}))).expect("click");
+            if status == 200 {
+                return;
+            }
+            let v: Value = serde_json::from_slice(&b).unwrap_or_default();
+            assert_eq!(
+                v["value"]["error"], "stale element reference",
+                "click {css}: {v}"
+            );
+            std::thread::sleep(Duration::from_millis(30));
+        }
+        panic!("{css} kept going stale");
     }
 
     pub fn type_into(&self, css: &str, text: &str) {

@@ -82,6 +82,10 @@
     $('title').textContent = s.title || '';
     for (const p of s.problems || []) console.info('msntap input problem: ' + p);
 
+    // The list is rebuilt only when something in it changed (a live run ticks often).
+    const key = JSON.stringify([s.chains, state.chain]);
+    if (key === state.chainsKey) return;
+    state.chainsKey = key;
     const box = $('chains');
     const frag = document.createDocumentFragment();
     for (const ch of s.chains) {
