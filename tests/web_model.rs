@@ -185,3 +185,145 @@ fn ladder_respects_time_range_and_hide() {
     assert!(cut.hidden > 0);
     assert!(!cut.steps.iter().any(|s| s.label.starts_with("CHG ")));
 }
+
+/// Checks `text` against Mermaid's sequenceDiagram grammar (the statements msntap writes:
+/// participants with aliases, messages, notes, comments), as its lexer reads them: entity
+/// codes (`#59;`) are replaced before lexing, then a message or note text runs to the next
+/// `#`, `;` or line end, and actor ids may not hold `<=>-:,;`. Returns (messages, notes).
+fn check_mermaid(text: &str) -> Result<(usize, usize), String> {
+    const ARROWS: [&str; 10] = [
+        "<<-->>", "<<->>", "-->>", "->>", "-->", "->", "--x", "-x", "--)", "-)",
+    ];
+    let entities = |s: &str| -> String {
+        // mermaid's encodeEntities: `#name;` / `#123;` become placeholders before parsing.
+        let mut out = String::new();
+        let mut rest = s;
+        while let Some(i) = rest.find('#') {
+            out.push_str(&rest[..i]);
+            let tail = &rest[i + 1..];
+            let n = tail
+                .find(|c: char| !c.is_ascii_alphanumeric())
+                .unwrap_or(tail.len());
+            if n > 0 && tail[n..].starts_with(';') {
+                out.push_str("\u{fb02}\u{b0}\u{b0}");
+                rest = &tail[n + 1..];
+            } else {
+                out.push('#');
+                rest = tail;
+            }
+        }
+        out.push_str(rest);
+        out
+    };
+    let txt_ok = |t: &str| !t.contains(['#', ';', '\n']);
+    let id_ok =
+        |t: &str| !t.is_empty() && !t.contains(['<', '=', '>', '-', ':', ',', ';', ' ', '\t']);
+    let mut lines = text.lines();
+    if lines.next().map(str::trim) != Some("sequenceDiagram") {
+        return Err("the first line must be sequenceDiagram".into());
+    }
+    let mut actors = std::collections::HashSet::new();
+    let (mut messages, mut notes) = (0, 0);
+    for (n, raw) in lines.enumerate() {
+        let l = entities(raw.trim());
+        let err = |why: &str| Err(format!("line {}: {why}: {raw:?}", n + 2));
+        if l.is_empty() {
+            continue;
+        }
+        if let Some(c) = l.strip_prefix("%%") {
+            if c.starts_with('{') {
+                return err("a directive");
+            }
+            continue;
+        }
+        if let Some(rest) = l.strip_prefix("participant ") {
+            let (id, alias) = rest.split_once(" as ").ok_or("participant without alias")?;
+            if !id_ok(id.trim()) || !txt_ok(alias) || alias.trim().is_empty() {
+                return err("bad participant");
+            }
+            actors.insert(id.trim().to_string());
+            continue;
+        }
+        let lower = l.to_ascii_lowercase();
+        if let Some(rest) = lower.strip_prefix("note ") {
+            let rest = &l[l.len() - rest.len()..];
+            let rest = ["over ", "left of ", "right of "]
+                .iter()
+                .find_map(|p| {
+                    rest.to_ascii_lowercase()
+                        .starts_with(p)
+                        .then(|| &rest[p.len()..])
+                })
+                .ok_or("note placement")?;
+            let (who, t) = rest.split_once(':').ok_or("note without text")?;
+            for a in who.split(',') {
+                if !actors.contains(a.trim()) {
+                    return err("note over an undeclared actor");
+                }
+            }
+            if !txt_ok(t) {
+                return err("note text");
+            }
+            notes += 1;
+            continue;
+        }
+        let Some((head, t)) = l.split_once(':') else {
+            return err("not a statement");
+        };
+        let Some((i, arrow)) = ARROWS
+            .iter()
+            .filter_map(|a| head.find(a).map(|i| (i, *a)))
+            .min_by_key(|(i, a)| (*i, std::cmp::Reverse(a.len())))
+        else {
+            return err("no arrow");
+        };
+        let (from, to) = (head[..i].trim(), head[i + arrow.len()..].trim());
+        let to = to.trim_start_matches(['+', '-']);
+        if !actors.contains(from) || !actors.contains(to) {
+            return err("message between undeclared actors");
+        }
+        if !txt_ok(t) {
+            return err("message text");
+        }
+        messages += 1;
+    }
+    Ok((messages, notes))
+}
+
+#[test]
+fn mermaid_follows_the_sequence_diagram_grammar() {
+    for cap in [
+        "msnp8_twisted_escargot.pcap",
+        "msnp11_msnp11-sdk_escargot.pcap",
+    ] {
+        let store = load(cap, true);
+        for ch in store.chains.chains() {
+            let l = ladder::layout(&store.chains, &ch, store.rows(), &LadderOptions::default());
+            let text = ladder::mermaid(&l);
+            let (messages, notes) =
+                check_mermaid(&text).unwrap_or_else(|e| panic!("{cap}: {e}\n{text}"));
+            let arrows = l.steps.iter().filter(|s| s.to.is_some()).count();
+            assert_eq!(messages, arrows, "{cap}: one message per arrow");
+            assert_eq!(notes, l.steps.len() - arrows);
+            assert!(l.commands() > 10 && messages >= l.commands());
+        }
+    }
+    // Text that would end a message early, or be read as markup, is written as entities.
+    let t = ladder::mermaid_text("MSG 1 N 3 #x; a;b <b>\r\nnext");
+    assert_eq!(t, "MSG 1 N 3 #35;x#59; a#59;b #60;b#62;  next");
+    assert!(check_mermaid(&format!(
+        "sequenceDiagram\n    participant C as c\n    C->>C: {t}\n"
+    ))
+    .is_ok());
+    // The checker does reject what breaks the grammar.
+    for bad in [
+        "graph TD\n",
+        "sequenceDiagram\n    participant C as c\n    C->>C: a;b\n",
+        "sequenceDiagram\n    participant C as c\n    C->>D: x\n",
+        "sequenceDiagram\n    participant C-1 as c\n",
+        "sequenceDiagram\n    participant C as c\n    C=>C: x\n",
+        "sequenceDiagram\n    participant C as c\n    Note over D: x\n",
+    ] {
+        assert!(check_mermaid(bad).is_err(), "{bad}");
+    }
+}
