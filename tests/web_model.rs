@@ -327,3 +327,76 @@ fn mermaid_follows_the_sequence_diagram_grammar() {
         assert!(check_mermaid(bad).is_err(), "{bad}");
     }
 }
+
+/// The Mermaid CLI (mmdc, npm's @mermaid-js/mermaid-cli) when it is installed: from
+/// MSNTAP_MMDC, target/mmdc (where .ci/run puts it) or PATH; it needs a chromium.
+fn mermaid_cli() -> Result<(std::path::PathBuf, std::path::PathBuf), String> {
+    let chromium = std::path::PathBuf::from("/usr/bin/chromium");
+    if !chromium.exists() {
+        return Err("chromium not installed".into());
+    }
+    let local = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/mmdc/node_modules/.bin/mmdc");
+    let found = std::env::var_os("MSNTAP_MMDC")
+        .map(std::path::PathBuf::from)
+        .or_else(|| local.exists().then_some(local))
+        .or_else(|| {
+            std::env::split_paths(&std::env::var_os("PATH")?)
+                .map(|d| d.join("mmdc"))
+                .find(|p| p.exists())
+        });
+    found
+        .map(|m| (m, chromium))
+        .ok_or_else(|| "the Mermaid CLI (mmdc) is not installed".into())
+}
+
+#[test]
+fn mermaid_renders_with_the_mermaid_cli() {
+    let (mmdc, chromium) = match mermaid_cli() {
+        Ok(x) => x,
+        Err(why) => {
+            eprintln!("SKIP: {why}");
+            return;
+        }
+    };
+    let dir = std::env::temp_dir().join(format!("msntap-mmdc-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("puppeteer.json");
+    std::fs::write(
+        &cfg,
+        serde_json::json!({
+            "executablePath": chromium,
+            "args": ["--no-sandbox", "--disable-gpu", "--headless", "--no-first-run",
+                     "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let store = load("msnp11_msnp11-sdk_escargot.pcap", true);
+    for ch in store.chains.chains() {
+        let l = ladder::layout(&store.chains, &ch, store.rows(), &LadderOptions::default());
+        let (input, output) = (
+            dir.join(format!("{}.mmd", ch.id)),
+            dir.join(format!("{}.svg", ch.id)),
+        );
+        std::fs::write(&input, ladder::mermaid(&l)).unwrap();
+        let out = std::process::Command::new(&mmdc)
+            .arg("-p")
+            .arg(&cfg)
+            .arg("-i")
+            .arg(&input)
+            .arg("-o")
+            .arg(&output)
+            .output()
+            .expect("mmdc runs");
+        assert!(
+            out.status.success(),
+            "mmdc: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let svg = std::fs::read_to_string(&output).unwrap();
+        let drawn = svg.matches("class=\"messageText\"").count();
+        let arrows = l.steps.iter().filter(|s| s.to.is_some()).count();
+        assert_eq!(drawn, arrows, "every message rendered");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
