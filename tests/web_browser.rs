@@ -180,6 +180,8 @@ fn view_of_the_msnp11_capture_in_chromium() {
     b.wait_for("the report", "document.querySelector('#report pre') && document.querySelector('#report pre').textContent.includes('Commands by version and service')", WAIT);
 
     if let Some(dir) = std::env::var_os("MSNTAP_SCREENSHOT_DIR") {
+        // The README's picture: Alice's chain around the switchboard hop, and her
+        // formatted message opened from its arrow.
         b.click("#tabs button[data-tab=ladder]");
         b.click("#chains .chain[data-user='alice@example.com']");
         b.wait_for(
@@ -187,7 +189,16 @@ fn view_of_the_msnp11_capture_in_chromium() {
             "document.querySelector('#ladder svg .step.hop')",
             WAIT,
         );
-        b.click("#ladder svg .step.cmd:nth-of-type(20)");
+        b.click(&format!(
+            "#ladder svg .step.cmd[data-seq='{}']",
+            seq.as_str().unwrap()
+        ));
+        b.wait_for(
+            "the message",
+            "document.querySelector('#detail-body .message-body')",
+            WAIT,
+        );
+        b.js("const l = document.getElementById('ladder'); const h = document.querySelector('#ladder svg .step.hop rect'); l.scrollTop = Number(h.getAttribute('y')) - 260; l.scrollLeft = 0;", json!([]));
         std::thread::sleep(Duration::from_millis(300));
         b.screenshot(&Path::new(&dir).join("view.png")).unwrap();
     }
@@ -348,9 +359,19 @@ fn live_proxy_events_reach_the_page_within_a_second() {
         worst < Duration::from_secs(1),
         "slowest event took {worst:?} to appear"
     );
-    // The ticket never reaches the page.
+    // The ticket never reaches the page, nor anything the view serves.
     let page = b.js("return document.body.textContent", json!([]));
     assert!(!page.as_str().unwrap().contains("secretticket"));
+    let served = b.js_async(
+        "const done = arguments[arguments.length - 1]; fetch('/api/rows?q=secretticket').then(r => r.json()).then(d => fetch('/api/rows?q=' + encodeURIComponent('USR 4 TWN S')).then(r => r.json()).then(e => fetch('/api/event?seq=' + e.rows[0][0]).then(r => r.text()).then(t => done([d.total, t]))));",
+        json!([]),
+    );
+    assert_eq!(served[0], 0, "{served}");
+    let ev = served[1].as_str().unwrap();
+    assert!(
+        ev.contains("redacted") && !ev.contains("secretticket"),
+        "{ev}"
+    );
 
     // XFR SB: the proxy rewrites the address; the client follows it to the switchboard.
     let xfr = c.say("XFR 6 SB");

@@ -133,6 +133,11 @@ fn ladder_has_one_arrow_per_command_and_a_hop_per_referral() {
 
     let svg = ladder::svg(&l);
     let doc = roxmltree::Document::parse(&svg).expect("the SVG is well-formed XML");
+    // Text off the wire is escaped (the page inserts this SVG as markup).
+    assert_eq!(
+        ladder::xml_text("<script>a='1' & \"b\"</script>\u{1}"),
+        "&lt;script&gt;a=&apos;1&apos; &amp; &quot;b&quot;&lt;/script&gt;"
+    );
     let cmd_groups = doc
         .descendants()
         .filter(|n| {

@@ -32,9 +32,6 @@ pub struct ViewArgs {
     /// Check MD5 logins (MSNP2-7) against this password (repeatable).
     #[arg(long, value_name = "PASSWORD")]
     pub password: Vec<String>,
-    /// Stop once the inputs are read and the page has had this many seconds (tests, scripts).
-    #[arg(long, value_name = "SECS", hide = true)]
-    pub exit_after: Option<u64>,
 }
 
 /// Events are handed to the hub in batches: one lock per batch, and the page sees them
@@ -111,23 +108,11 @@ pub fn run(a: &ViewArgs, tables: Arc<Tables>) -> Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the signal handler")?;
-    let exit_after = a.exit_after;
-    rt.block_on(async move {
-        match exit_after {
-            Some(s) => {
-                while !reader.is_finished() {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(s)) => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-            }
-            None => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
+    // The view stays up (the reader may still be at work) until Ctrl-C.
+    rt.block_on(async {
+        let _ = tokio::signal::ctrl_c().await;
     });
+    drop(reader);
     server.stop();
     let failed = !hub.store().problems.is_empty();
     Ok(if failed {

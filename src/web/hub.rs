@@ -30,6 +30,7 @@ pub struct Hub {
     tick: watch::Sender<Tick>,
     key: CookieKey,
     redact: bool,
+    pub tables: Arc<Tables>,
 }
 
 impl Hub {
@@ -47,7 +48,8 @@ impl Hub {
         store.redacted = redact;
         Arc::new(Hub {
             store: Mutex::new(store),
-            panels: Mutex::new(Panels::new(tables, PanelLimits::default(), inputs)),
+            panels: Mutex::new(Panels::new(tables.clone(), PanelLimits::default(), inputs)),
+            tables,
             tick: watch::channel(Tick::default()).0,
             key: CookieKey::default(),
             redact,

@@ -302,7 +302,42 @@ pub fn layout<'r>(
             },
         );
     }
+    prune_lanes(&mut ladder, msntap);
     ladder
+}
+
+/// Leaves out the server lanes nothing in the drawn window touches (a long live chain
+/// has many switchboards; a page of its ladder should not be as wide as all of them).
+fn prune_lanes(l: &mut Ladder, msntap: Option<usize>) {
+    let mut used = vec![false; l.lanes.len()];
+    used[0] = true;
+    if let Some(m) = msntap {
+        used[m] = true;
+    }
+    for s in &l.steps {
+        used[s.from] = true;
+        if let Some(t) = s.to {
+            used[t] = true;
+        }
+    }
+    if used.iter().all(|&u| u) {
+        return;
+    }
+    let mut map = vec![0; l.lanes.len()];
+    let mut lanes = Vec::with_capacity(l.lanes.len());
+    for (i, lane) in std::mem::take(&mut l.lanes).into_iter().enumerate() {
+        if used[i] {
+            map[i] = lanes.len();
+            lanes.push(lane);
+        }
+    }
+    l.lanes = lanes;
+    for s in &mut l.steps {
+        s.from = map[s.from];
+        if let Some(t) = s.to.as_mut() {
+            *t = map[*t];
+        }
+    }
 }
 
 const LEFT: i64 = 78;

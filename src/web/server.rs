@@ -506,6 +506,24 @@ fn event(hub: &Hub, req: &Request) -> Reply {
             json_str(&String::from_utf8_lossy(b))
         );
     }
+    if let Some(EventKind::Command(c)) = parsed.as_ref().map(|e| &e.kind) {
+        if let Some(def) = hub.tables.command(c.cmd.as_bytes()) {
+            let _ = write!(o, r#""meaning":{},"#, json_str(&def.meaning));
+            let mut fm = serde_json::Map::new();
+            for f in c.fields.iter() {
+                let m = def
+                    .forms
+                    .iter()
+                    .flat_map(|form| form.params.iter())
+                    .find(|p| p.name == f.name)
+                    .and_then(|p| p.meaning.clone());
+                if let Some(m) = m {
+                    fm.insert(f.name.to_string(), serde_json::Value::String(m));
+                }
+            }
+            let _ = write!(o, r#""field_meanings":{},"#, serde_json::Value::Object(fm));
+        }
+    }
     let _ = write!(o, r#""event":{j}}}"#);
     json(o)
 }

@@ -180,6 +180,10 @@ struct Cache {
     seqs: Vec<u64>,
 }
 
+/// Most chains the summary lists (a capture of thousands of clients would otherwise make
+/// every refresh of the page's session list heavy).
+pub const MAX_CHAINS: usize = 300;
+
 /// A chain with its connections, as the page lists it.
 #[derive(Debug, Serialize)]
 pub struct ChainView<'a> {
@@ -203,7 +207,9 @@ pub struct Summary<'a> {
     pub limit: usize,
     pub redacted: bool,
     pub problems: &'a [String],
+    /// The first `MAX_CHAINS` chains (the page lists them); `chains_total` counts all.
     pub chains: Vec<ChainView<'a>>,
+    pub chains_total: usize,
     pub commands: Vec<(&'a str, u64)>,
     pub forgotten_conns: u64,
 }
@@ -382,10 +388,11 @@ impl Store {
     }
 
     pub fn summary(&self) -> Summary<'_> {
-        let chains = self
-            .chains
-            .chains()
+        let all = self.chains.chains();
+        let chains_total = all.len();
+        let chains = all
             .into_iter()
+            .take(MAX_CHAINS)
             .map(|c| (c.id, c.conns))
             .collect::<Vec<_>>();
         Summary {
@@ -413,6 +420,7 @@ impl Store {
                     }
                 })
                 .collect(),
+            chains_total,
             commands: self.counts.iter().map(|(k, v)| (k.as_ref(), *v)).collect(),
             forgotten_conns: self.chains.forgotten,
         }

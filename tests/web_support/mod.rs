@@ -231,7 +231,7 @@ impl Browser {
                 "binary": chromium.display().to_string(),
                 "args": ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
                          "--disable-background-networking", "--disable-component-update",
-                         "--disable-sync", "--disable-dev-shm-usage", "--window-size=1500,950",
+                         "--disable-sync", "--disable-dev-shm-usage", "--window-size=1600,1000",
                          format!("--user-data-dir={}", profile.display())]
             }
         }}});
@@ -268,6 +268,17 @@ impl Browser {
         self.call(
             "POST",
             "/execute/sync",
+            Some(json!({ "script": body, "args": args })),
+        )
+    }
+
+    /// Runs `body` asynchronously: it calls `arguments[arguments.length - 1](value)` when
+    /// done (within two minutes).
+    pub fn js_async(&self, body: &str, args: Value) -> Value {
+        self.call("POST", "/timeouts", Some(json!({ "script": 120_000 })));
+        self.call(
+            "POST",
+            "/execute/async",
             Some(json!({ "script": body, "args": args })),
         )
     }
@@ -329,6 +340,11 @@ impl Browser {
             std::thread::sleep(Duration::from_millis(30));
         }
         panic!("{css} kept going stale");
+    }
+
+    pub fn clear(&self, css: &str) {
+        let id = self.find(css);
+        self.call("POST", &format!("/element/{id}/clear"), Some(json!({})));
     }
 
     pub fn type_into(&self, css: &str, text: &str) {

@@ -107,6 +107,9 @@
       frag.append(d);
     }
     if (!s.chains.length) frag.append(el('p', { class: 'muted', text: 'No connections yet.' }));
+    if (s.chains_total > s.chains.length) {
+      frag.append(el('p', { class: 'muted', text: (s.chains_total - s.chains.length).toLocaleString() + ' more chains not listed; filter the events by user to find one.' }));
+    }
     box.replaceChildren(frag);
 
     const sel = $('ladder-chain');
@@ -260,10 +263,12 @@
   });
 
   let filterTimer = null;
-  $('filters').addEventListener('input', () => {
+  const filtersChanged = () => {
     clearTimeout(filterTimer);
     filterTimer = setTimeout(() => { $('list').scrollTop = 0; resetList(); }, 150);
-  });
+  };
+  $('filters').addEventListener('input', filtersChanged);
+  $('filters').addEventListener('change', filtersChanged);
   $('filters').addEventListener('reset', () => setTimeout(() => { $('list').scrollTop = 0; resetList(); }, 0));
   $('filters').addEventListener('submit', (e) => e.preventDefault());
 
@@ -412,15 +417,18 @@
       if (ev.trid !== undefined) head.push(['transaction id', ev.trid]);
       if (ev.error) head.push(['error', ev.error.code + (ev.error.name ? ' ' + ev.error.name : '') + (ev.error.meaning ? ' — ' + ev.error.meaning : '')]);
     }
+    if (d.meaning) head.push(['meaning', d.meaning]);
     out.append(table(head));
     if (ev.type === 'command') {
       if (ev.fields && Object.keys(ev.fields).length) {
         out.append(el('h3', { text: 'Fields' }));
         const t = table([]);
+        const meanings = d.field_meanings || {};
         for (const [k, v] of Object.entries(ev.fields)) {
           const td = el('td');
           if (v && typeof v === 'object' && !Array.isArray(v) && ('SHA1D' in v || 'Creator' in v || 'type_name' in v)) td.append(table(Object.entries(v)));
           else td.textContent = fmt(v);
+          if (meanings[k]) td.append(el('div', { class: 'muted', text: meanings[k] }));
           t.append(el('tr', {}, el('th', { text: k }), td));
         }
         out.append(t);
