@@ -281,10 +281,8 @@ pub fn layout<'r>(
             Kind::Note => (Class::Note, lane, None),
             Kind::Dropped => (Class::Dropped, msntap.unwrap_or(0), None),
         };
-        let label = match r.kind {
-            Kind::Command => r.text.split("  \u{2014} ").next().unwrap_or(&r.text),
-            _ => &r.text,
-        };
+        // The whole summary (line, payload, annotations); renderers clip it to the room.
+        let label: &str = &r.text;
         push(
             &mut ladder,
             Step {
@@ -513,6 +511,8 @@ pub fn svg(l: &Ladder) -> String {
                 let cx = x(s.from);
                 let text = clip(&s.label, 56);
                 let w = ((text.chars().count() as f64 * CHAR_W) as i64 + 12).min(LANE_W * 2);
+                // Centred over its lane, but kept inside the picture.
+                let left = (cx - w / 2).clamp(LEFT, (width - w - 2).max(LEFT));
                 let (kind, fill, stroke) = if s.class.is_problem() {
                     ("note problem", "#fde2e0", "#c0392b")
                 } else {
@@ -520,9 +520,10 @@ pub fn svg(l: &Ladder) -> String {
                 };
                 let _ = write!(
                     o,
-                    r#"<g class="{kind}"><rect x="{}" y="{}" width="{w}" height="16" rx="3" fill="{fill}" stroke="{stroke}"/><text x="{cx}" y="{}" text-anchor="middle">{}</text></g>"#,
-                    cx - w / 2,
+                    r#"<g class="{kind}"><rect x="{}" y="{}" width="{w}" height="16" rx="3" fill="{fill}" stroke="{stroke}"/><text x="{}" y="{}" text-anchor="middle">{}</text></g>"#,
+                    left,
                     y - 11,
+                    left + w / 2,
                     y + 1,
                     xml_text(&text)
                 );
