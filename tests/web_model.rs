@@ -13,6 +13,10 @@ fn load(capture: &str, redact: bool) -> Store {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("captures")
         .join(capture);
+    load_path(&path, redact)
+}
+
+fn load_path(path: &Path, redact: bool) -> Store {
     let tables = Arc::new(Tables::builtin().unwrap());
     let opts = ReadOptions {
         flows: FlowOptions::with(&[], 20_000),
@@ -20,7 +24,7 @@ fn load(capture: &str, redact: bool) -> Store {
     };
     let key = CookieKey::default();
     let mut store = Store::new(StoreLimits::default());
-    read_path(&path, tables, &opts, &mut |ev| {
+    read_path(path, tables, &opts, &mut |ev| {
         let p = prepare(&key, ev, redact);
         store.push(&p);
         Ok(())
@@ -404,4 +408,42 @@ fn mermaid_renders_with_the_mermaid_cli() {
         assert_eq!(drawn, arrows, "every message rendered");
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn gaps_and_desyncs_are_marked_on_the_ladder() {
+    // A capture that lost segments: the reader reports gaps, and desyncs where framing
+    // had to resume.
+    let store = load("synth/msnp11_chat_drop.pcap", true);
+    let mut gaps = 0;
+    let mut desyncs = 0;
+    for ch in store.chains.chains() {
+        let l = ladder::layout(&store.chains, &ch, store.rows(), &LadderOptions::default());
+        gaps += l.steps.iter().filter(|s| s.class == Class::Gap).count();
+        desyncs += l.steps.iter().filter(|s| s.class == Class::Desync).count();
+        let svg = ladder::svg(&l);
+        let doc = roxmltree::Document::parse(&svg).unwrap();
+        for n in doc.descendants().filter(|n| {
+            n.attribute("class")
+                .is_some_and(|c| c.starts_with("step gap") || c.starts_with("step desync"))
+        }) {
+            assert!(n.attribute("class").unwrap().contains("flagged"));
+            assert!(
+                n.descendants()
+                    .any(|r| r.attribute("fill") == Some("#fde2e0")),
+                "drawn red"
+            );
+        }
+        let text = ladder::mermaid(&l);
+        assert!(check_mermaid(&text).is_ok());
+    }
+    let in_store = store
+        .rows()
+        .filter(|r| r.kind == msntap::web::row::Kind::Gap)
+        .count();
+    assert!(
+        in_store > 0 && gaps == in_store,
+        "{gaps} of {in_store} gaps drawn"
+    );
+    assert!(desyncs > 0);
 }

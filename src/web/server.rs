@@ -213,7 +213,10 @@ async fn serve_conn(
         let close = req.close;
         match route(&hub, &req, token.as_deref()) {
             Reply::Body(status, ctype, body) => {
-                let out = response(status, ctype, &body, close);
+                let mut out = response(status, ctype, &body, close);
+                if req.method == "HEAD" {
+                    out.truncate(out.len() - body.len());
+                }
                 match tokio::time::timeout(WRITE_TIMEOUT, stream.write_all(&out)).await {
                     Ok(Ok(())) => {}
                     _ => return,

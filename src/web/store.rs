@@ -334,10 +334,13 @@ impl Store {
     pub fn query(&mut self, q: &Query, offset: usize, limit: usize) -> (usize, Vec<&Row>) {
         self.refresh_assignment();
         let gen = self.chains.generation;
+        // Only the user and chain filters depend on the grouping, which a live run changes
+        // with every new connection.
+        let grouped = q.chain.is_some() || q.user.is_some();
         let reuse = self
             .cache
             .as_ref()
-            .is_some_and(|c| c.query == *q && c.chains_gen == gen);
+            .is_some_and(|c| c.query == *q && (!grouped || c.chains_gen == gen));
         if !reuse {
             self.cache = Some(Cache {
                 query: q.clone(),
