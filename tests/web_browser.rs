@@ -417,3 +417,117 @@ fn live_proxy_events_reach_the_page_within_a_second() {
     let errors = b.console_errors();
     assert!(errors.is_empty(), "console errors: {errors:#?}");
 }
+
+/// One raw exchange with the view: what it answers to `request` (status line and body).
+fn raw(addr: &str, request: &[u8]) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(request).unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 8192];
+    // Until the server closes, or the body of a keep-alive answer is in.
+    while let Ok(n) = s.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&out);
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let len = head
+                .lines()
+                .find_map(|l| l.strip_prefix("Content-Length: "))
+                .and_then(|v| v.trim().parse::<usize>().ok());
+            if len.is_some_and(|n| body.len() >= n) {
+                break;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[test]
+fn view_server_answers_hostile_requests_and_keeps_serving() {
+    let (_view, url) = msntap_view(&["view", &capture("msnp8_twisted_escargot.pcap")]);
+    let addr = url
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let get = |path: &str| {
+        raw(
+            &addr,
+            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+    };
+    // Someone who connects and says nothing holds one connection, not the server.
+    let _silent = std::net::TcpStream::connect(&addr).unwrap();
+    for (request, status) in [
+        (b"GARBAGE\r\n\r\n".to_vec(), "400"),
+        (
+            format!(
+                "GET / HTTP/1.1\r\nHost: {addr}\r\nX: {}\r\n\r\n",
+                "a".repeat(20_000)
+            )
+            .into_bytes(),
+            "431",
+        ),
+        (
+            format!("POST /api/summary HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 5\r\n\r\nhello")
+                .into_bytes(),
+            "413",
+        ),
+        (
+            format!("DELETE /api/summary HTTP/1.1\r\nHost: {addr}\r\n\r\n").into_bytes(),
+            "405",
+        ),
+        (
+            b"GET /api/summary HTTP/1.1\r\nHost: attacker.example:80\r\n\r\n".to_vec(),
+            "421",
+        ),
+        (b"GET /api/summary HTTP/1.1\r\n\r\n".to_vec(), "421"),
+    ] {
+        let r = raw(&addr, &request);
+        assert!(
+            r.starts_with(&format!("HTTP/1.1 {status} ")),
+            "{status}: {}",
+            &r[..r.len().min(200)]
+        );
+    }
+    for (path, status) in [
+        ("/../../etc/passwd", "404"),
+        ("/api/event?seq=99999999999", "404"),
+        ("/api/event?seq=x", "400"),
+        ("/api/rows?dir=up", "400"),
+        ("/api/rows?limit=99999999999999999999999", "200"),
+        ("/api/ladder?chain=abc", "400"),
+        ("/api/ladder?chain=424242", "404"),
+        ("/api/object?id=7", "404"),
+        ("/api/rows?q=%ff%fe%00", "200"),
+    ] {
+        let r = get(path);
+        assert!(
+            r.starts_with(&format!("HTTP/1.1 {status} ")),
+            "{path}: {}",
+            &r[..r.len().min(200)]
+        );
+    }
+    // And it still serves, with its security headers (once the capture is read).
+    let end = Instant::now() + WAIT;
+    let mut r = get("/api/summary");
+    while !r.contains("\"done\":true") && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(50));
+        r = get("/api/summary");
+    }
+    assert!(r.starts_with("HTTP/1.1 200 "), "{r}");
+    assert!(
+        r.contains("Content-Security-Policy: default-src 'none'"),
+        "{r}"
+    );
+    assert!(r.contains("\"chains_total\":2"), "{r}");
+    let page = get("/");
+    assert!(page.contains("<script src=\"/app.js\" defer></script>"));
+    assert!(
+        !page.contains("http://") && !page.contains("https://"),
+        "nothing loaded from elsewhere"
+    );
+}
