@@ -7,7 +7,9 @@
 use bytes::Bytes;
 use msntap::event::Service;
 use msntap::protocol::{Dialect, SessionHint};
-use msntap::proxy::forward::{Budget, Ctx, Direction, Entry, Router, MAX_HOLD};
+use msntap::proxy::forward::{
+    Budget, Ctx, DialectNames, Direction, Entry, Router, MAX_ENTRIES, MAX_HOLD,
+};
 use msntap::wire::Limits;
 use msntap::{Dir, Tables, Ts};
 use proptest::prelude::*;
@@ -33,6 +35,8 @@ struct Run {
     redirects: usize,
     /// Most bytes held back at once.
     max_held: usize,
+    /// Most entries in one batch.
+    max_batch: usize,
 }
 
 fn tables() -> &'static Tables {
@@ -45,6 +49,7 @@ fn run(dir: Dir, chunks: &[&[u8]]) -> Run {
     let mut dialect = Dialect::new(SessionHint::default());
     let mut router = Fixed::default();
     let budget = Budget::new(32 << 20);
+    let names = DialectNames::new(tables);
     let mut d = Direction::new(dir, Limits::default());
     let mut r = Run {
         out: Vec::new(),
@@ -52,11 +57,13 @@ fn run(dir: Dir, chunks: &[&[u8]]) -> Run {
         desyncs: 0,
         redirects: 0,
         max_held: 0,
+        max_batch: 0,
     };
     let n = chunks.len();
     for (i, c) in chunks.iter().chain(std::iter::once(&&b""[..])).enumerate() {
         let mut ctx = Ctx {
             tables,
+            names: &names,
             dialect: &mut dialect,
             router: &mut router,
             budget: &budget,
@@ -68,15 +75,23 @@ fn run(dir: Dir, chunks: &[&[u8]]) -> Run {
             r.out.extend_from_slice(b);
         }
         r.max_held = r.max_held.max(d.held());
-        for e in &p.batch.entries {
+        for b in &p.batches {
+            r.max_batch = r.max_batch.max(b.entries.len());
+        }
+        for (b, e) in p
+            .batches
+            .iter()
+            .flat_map(|b| b.entries.iter().map(move |e| (b, e)))
+        {
             match e {
                 Entry::Frame(f) => {
-                    let c = &p.batch.containers[f.container as usize];
+                    let c = &b.containers[f.container as usize];
                     let s = f.start as usize;
                     r.frames.push((f.offset, c[s..s + f.len as usize].to_vec()));
                 }
-                Entry::Desync { .. } => r.desyncs += 1,
+                Entry::Desync(_) => r.desyncs += 1,
                 Entry::Event(_) => r.redirects += 1,
+                Entry::Rewritten(_) => {}
             }
         }
     }
@@ -178,6 +193,21 @@ fn an_overlong_line_and_a_long_redirect_line_pass_unchanged() {
         let names: Vec<&[u8]> = r.frames.iter().map(|(_, f)| &f[..3]).collect();
         assert_eq!(names, [&b"VER"[..], b"XFR", b"OUT"]);
     }
+}
+
+#[test]
+fn a_read_full_of_short_commands_is_handed_over_in_bounded_batches() {
+    let s = b"QNG 50\r\n".repeat(5000);
+    let r = run(Dir::S2c, &[&s]);
+    assert!(r.out == s);
+    assert_eq!(r.frames.len(), 5000);
+    assert!(r.frames.iter().all(|(_, f)| f == b"QNG 50\r\n"));
+    assert_eq!(r.max_batch, MAX_ENTRIES);
+    let offsets: Vec<u64> = r.frames.iter().map(|(o, _)| *o).collect();
+    assert!(
+        offsets.windows(2).all(|w| w[1] == w[0] + 8),
+        "in stream order"
+    );
 }
 
 proptest! {

@@ -267,7 +267,7 @@ fn sigterm_leaves_the_log_the_json_lines_and_the_recording_complete() {
                 evs.iter().map(|e| e.conn).filter(|&c| c > 0).collect();
             assert_eq!(conns.len(), 3, "dispatch, notification, switchboard");
             for c in &conns {
-                let last = evs.iter().filter(|e| e.conn == *c).last().expect("events");
+                let last = evs.iter().rfind(|e| e.conn == *c).expect("events");
                 assert!(
                     matches!(last.kind, EventKind::Close(_)),
                     "connection {c} ends with {:?}",

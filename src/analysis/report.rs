@@ -122,15 +122,18 @@ pub struct Report {
 /// Known P2P v1 flag bits (protocol-facts F.2).
 const P2P_KNOWN: u32 = 0x1 | 0x2 | 0x4 | 0x8 | 0x10 | 0x20 | 0x40 | 0x80 | 0x100 | 0x0100_0000;
 
-fn push_example(v: &mut Vec<Example>, e: Example) {
+/// Where an event is seen, made only when it is kept (most sightings are only counted).
+type ExampleOf<'x> = &'x dyn Fn() -> Example;
+
+fn push_example(v: &mut Vec<Example>, e: ExampleOf<'_>) {
     if v.len() < MAX_EXAMPLES {
-        v.push(e);
+        v.push(e());
     }
 }
 
 /// Counts `key` in `map`; a new key past [`MAX_KEYS`] is only counted in `overflow`
 /// (names come off the wire: a hostile stream could make up any number).
-fn seen(map: &mut BTreeMap<String, Seen>, overflow: &mut u64, key: &str, ex: &Example) {
+fn seen(map: &mut BTreeMap<String, Seen>, overflow: &mut u64, key: &str, ex: ExampleOf<'_>) {
     if !map.contains_key(key) {
         if map.len() >= MAX_KEYS {
             *overflow += 1;
@@ -140,7 +143,7 @@ fn seen(map: &mut BTreeMap<String, Seen>, overflow: &mut u64, key: &str, ex: &Ex
     }
     if let Some(s) = map.get_mut(key) {
         s.count += 1;
-        push_example(&mut s.examples, ex.clone());
+        push_example(&mut s.examples, ex);
     }
 }
 
@@ -171,7 +174,7 @@ impl Report {
                         per.insert(c.cmd.to_string(), 1);
                     }
                 }
-                let ex = Example::of(ev, &c.line);
+                let ex = || Example::of(ev, &c.line);
                 let dir = ev.dir.map(Dir::as_str).unwrap_or("?");
                 if let Some(e) = &c.error {
                     let s = self.errors.entry(e.code).or_insert_with(|| ErrorSeen {
@@ -181,7 +184,7 @@ impl Report {
                         examples: Vec::new(),
                     });
                     s.count += 1;
-                    push_example(&mut s.examples, ex.clone());
+                    push_example(&mut s.examples, &ex);
                 }
                 let odd = if !c.known && c.error.is_none() {
                     Some(self.unknown_commands.entry(c.cmd.to_string()).or_default())
@@ -206,13 +209,13 @@ impl Report {
                     let shape = o.shapes.entry((dir, argc)).or_insert((true, false));
                     shape.0 &= first_numeric;
                     shape.1 |= c.payload.is_some();
-                    push_example(&mut o.examples, ex.clone());
+                    push_example(&mut o.examples, &ex);
                 }
                 if let Some(p) = &c.payload {
                     if p.guess {
                         self.payload_guess_count += 1;
                         if self.payload_guesses.len() < MAX_LISTED {
-                            self.payload_guesses.push(ex.clone());
+                            self.payload_guesses.push(ex());
                         }
                     }
                     if let Some(d) = &p.decoded {
@@ -239,7 +242,7 @@ impl Report {
         }
     }
 
-    fn headers(&mut self, h: &Headers<'_>, tables: &Tables, ex: &Example) {
+    fn headers(&mut self, h: &Headers<'_>, tables: &Tables, ex: ExampleOf<'_>) {
         for (name, _) in h {
             if !tables.mime_headers.contains_key(&name.to_ascii_lowercase()) {
                 seen(
@@ -252,7 +255,7 @@ impl Report {
         }
     }
 
-    fn vocabulary(&mut self, d: &Decoded<'_>, tables: &Tables, ex: &Example) {
+    fn vocabulary(&mut self, d: &Decoded<'_>, tables: &Tables, ex: ExampleOf<'_>) {
         let (ct, content) = match d {
             Decoded::Mime(m) => {
                 self.headers(&m.headers, tables, ex);

@@ -22,6 +22,9 @@ use crate::wire::{
 /// RNG lines are a few hundred bytes (RNG carries a friendly name of up to ~390).
 pub const MAX_HOLD: usize = 4096;
 
+/// Most entries in one batch (a read full of short commands gives several batches).
+pub const MAX_ENTRIES: usize = 1024;
+
 /// Bytes a direction may buffer for framing without drawing on the shared [`Budget`].
 pub const FREE_BUFFER: usize = 4096;
 
@@ -64,30 +67,49 @@ impl Budget {
 }
 
 /// One frame found by the forwarding path, as ranges into a container of its [`Batch`]:
-/// everything the event side needs to decode it without framing again.
+/// everything the event side needs to decode it without framing again. Kept small (a flood
+/// of short commands is a flood of these).
 #[derive(Debug, Clone)]
 pub struct FrameRef {
-    pub container: u8,
+    /// Stream offset of the frame in its direction.
+    pub offset: u64,
+    /// The payload length the line declared (0 without a payload).
+    pub declared: u64,
     /// Offset of the frame in its container.
     pub start: u32,
     pub len: u32,
     pub line_len: u32,
-    pub eol: Eol,
     /// The dissector form the framer chose.
     pub tag: u32,
-    pub payload: Option<PayloadSpan>,
-    /// Stream offset of the frame in its direction.
-    pub offset: u64,
+    /// Where the payload starts in the frame, and how many of its bytes are there.
+    pub payload_start: u32,
+    pub payload_have: u32,
+    pub container: u8,
+    pub eol: Eol,
+    /// `HAS_PAYLOAD`, `GUESS`, `OVERSIZE`.
+    pub flags: u8,
     /// The dialect's version when the frame was cut (payload decoders use it).
     pub decode_version: Option<u8>,
     /// Service and version after the frame (what its event is stamped with).
     pub service: Service,
     pub version: Option<u8>,
-    /// The line as forwarded, when its address was rewritten.
-    pub rewritten: Option<Box<str>>,
 }
 
+pub const HAS_PAYLOAD: u8 = 1;
+pub const GUESS: u8 = 2;
+pub const OVERSIZE: u8 = 4;
+
 impl FrameRef {
+    pub fn payload(&self) -> Option<PayloadSpan> {
+        (self.flags & HAS_PAYLOAD != 0).then_some(PayloadSpan {
+            start: self.payload_start as usize,
+            have: self.payload_have as usize,
+            declared: self.declared,
+            guess: self.flags & GUESS != 0,
+            oversize: self.flags & OVERSIZE != 0,
+        })
+    }
+
     /// The frame as the core framer cut it (its tokens found again from the line).
     pub fn frame(&self, bytes: &[u8]) -> Frame {
         let mut toks = Toks::new();
@@ -98,22 +120,28 @@ impl FrameRef {
             line_len: self.line_len as usize,
             eol: self.eol,
             toks,
-            payload: self.payload,
+            payload: self.payload(),
             tag: self.tag,
         }
     }
+}
+
+/// Bytes that could not be framed, with the dialect at that point.
+#[derive(Debug)]
+pub struct DesyncEntry {
+    pub info: DesyncInfo,
+    pub service: Service,
+    pub version: Option<u8>,
 }
 
 /// What the event side gets from one push, in stream order.
 #[derive(Debug)]
 pub enum Entry {
     Frame(FrameRef),
+    /// The next frame's line as it was forwarded (its address rewritten).
+    Rewritten(Box<str>),
     /// Bytes that could not be framed (forwarded all the same).
-    Desync {
-        info: DesyncInfo,
-        service: Service,
-        version: Option<u8>,
-    },
+    Desync(Box<DesyncEntry>),
     /// An event the forwarding path made itself (redirects).
     Event(Box<Event<'static>>),
 }
@@ -135,8 +163,9 @@ impl Batch {
             .entries
             .iter()
             .map(|e| match e {
-                Entry::Frame(f) => f.rewritten.as_ref().map_or(0, |r| r.len()),
-                Entry::Desync { info, .. } => info.preview.capacity(),
+                Entry::Frame(_) => 0,
+                Entry::Rewritten(r) => r.len(),
+                Entry::Desync(d) => 64 + d.info.preview.capacity(),
                 Entry::Event(_) => 256,
             })
             .sum();
@@ -147,7 +176,10 @@ impl Batch {
     }
     /// Events this batch turns into.
     pub fn events(&self) -> usize {
-        self.entries.len()
+        self.entries
+            .iter()
+            .filter(|e| !matches!(e, Entry::Rewritten(_)))
+            .count()
     }
 }
 
@@ -161,9 +193,50 @@ pub trait Router {
     ) -> Result<String, String>;
 }
 
+/// The command names any dialect rule of the tables names: only their lines can change a
+/// connection's dialect, so the others skip `Dialect::update` (which tries every rule).
+#[derive(Debug, Clone)]
+pub struct DialectNames {
+    /// One bit per three-letter upper-case name.
+    bits: Vec<u64>,
+    /// Some rule names something else: every line is tried.
+    all: bool,
+}
+
+fn slot(name: &[u8]) -> Option<usize> {
+    match name {
+        [a, b, c] if name.iter().all(u8::is_ascii_uppercase) => {
+            Some((usize::from(a - b'A') * 26 + usize::from(b - b'A')) * 26 + usize::from(c - b'A'))
+        }
+        _ => None,
+    }
+}
+
+impl DialectNames {
+    pub fn new(tables: &Tables) -> DialectNames {
+        let mut d = DialectNames {
+            bits: vec![0; 26 * 26 * 26 / 64 + 1],
+            all: false,
+        };
+        for r in &tables.rules {
+            for c in &r.cmd {
+                match slot(c.as_bytes()) {
+                    Some(i) => d.bits[i / 64] |= 1 << (i % 64),
+                    None => d.all = true,
+                }
+            }
+        }
+        d
+    }
+    fn may_change(&self, name: &[u8]) -> bool {
+        self.all || slot(name).is_none_or(|i| self.bits[i / 64] & (1 << (i % 64)) != 0)
+    }
+}
+
 /// What a push needs besides the direction's own state.
 pub struct Ctx<'a> {
     pub tables: &'a Tables,
+    pub names: &'a DialectNames,
     pub dialect: &'a mut Dialect,
     pub router: &'a mut dyn Router,
     pub budget: &'a Budget,
@@ -176,7 +249,8 @@ pub struct Ctx<'a> {
 pub struct Pushed {
     /// To write to the other side now, in order.
     pub out: Pieces,
-    pub batch: Batch,
+    /// In stream order; several when a read holds many short frames.
+    pub batches: SmallVec<[Batch; 1]>,
 }
 
 impl Pushed {
@@ -255,6 +329,7 @@ impl Direction {
     pub fn push(&mut self, chunk: &Bytes, eof: bool, ctx: &mut Ctx<'_>) -> Pushed {
         let recv0 = self.recv;
         self.recv += chunk.len() as u64;
+        let mut batches = SmallVec::new();
         let mut batch = Batch::default();
         let mut rewrites: SmallVec<[Rewrite; 1]> = SmallVec::new();
         let mut ci = 0;
@@ -279,6 +354,9 @@ impl Direction {
                 let index = batch.containers.len() as u8;
                 let (used, framed) =
                     self.frame_all(&buf, last, index, &mut batch, &mut rewrites, ctx);
+                if batch.entries.len() >= MAX_ENTRIES {
+                    batches.push(std::mem::take(&mut batch));
+                }
                 self.buf = buf;
                 if used == self.buf.len() {
                     let b = std::mem::take(&mut self.buf);
@@ -301,7 +379,7 @@ impl Direction {
                 }
             }
         }
-        if self.buf.is_empty() && ci < chunk.len() {
+        while self.buf.is_empty() && ci < chunk.len() {
             let rest = &chunk[ci..];
             let index = batch.containers.len() as u8;
             let (used, framed) = self.frame_all(rest, eof, index, &mut batch, &mut rewrites, ctx);
@@ -314,7 +392,14 @@ impl Direction {
                 };
                 batch.containers.push(part);
             }
-            let tail = &rest[used..];
+            ci += used;
+            if batch.entries.len() >= MAX_ENTRIES {
+                // A flood of short commands: hand the frames over in batches of a bounded
+                // size rather than one list per read.
+                batches.push(std::mem::take(&mut batch));
+                continue;
+            }
+            let tail = &chunk[ci..];
             if !tail.is_empty() {
                 if self.grow(tail.len(), ctx.budget) {
                     self.buf.extend_from_slice(tail);
@@ -322,14 +407,15 @@ impl Direction {
                     self.framer.lost(tail, 0);
                 }
             }
+            break;
         }
         if eof {
             if let Some(info) = self.framer.finish() {
-                batch.entries.push(Entry::Desync {
+                batch.entries.push(Entry::Desync(Box::new(DesyncEntry {
                     info,
                     service: ctx.dialect.service,
                     version: ctx.dialect.version,
-                });
+                })));
             }
             self.release(ctx.budget);
             self.buf = Vec::new();
@@ -366,7 +452,10 @@ impl Direction {
         if self.held.is_empty() && self.held.capacity() > MAX_HOLD {
             self.held = Vec::new();
         }
-        Pushed { out, batch }
+        if !batch.is_empty() {
+            batches.push(batch);
+        }
+        Pushed { out, batches }
     }
 
     /// Appends the stream's bytes `[x, y)` to `out`: held bytes first, then the chunk that
@@ -469,6 +558,9 @@ impl Direction {
         let mut pos = 0;
         let mut framed = false;
         loop {
+            if batch.entries.len() >= MAX_ENTRIES {
+                return (pos, framed);
+            }
             let rules = FrameRules {
                 tables: ctx.tables,
                 dialect: ctx.dialect,
@@ -478,39 +570,56 @@ impl Direction {
             match self.framer.decode(&work[pos..], eof, &rules) {
                 Item::NeedMore => return (pos, framed),
                 Item::Skip(n) => pos += n,
-                Item::Desync(info) => batch.entries.push(Entry::Desync {
+                Item::Desync(info) => batch.entries.push(Entry::Desync(Box::new(DesyncEntry {
                     info,
                     service: ctx.dialect.service,
                     version: ctx.dialect.version,
-                }),
+                }))),
                 Item::Frame(f) => {
                     let bytes = &work[pos..pos + f.len];
                     let decode_version = ctx.dialect.version;
                     let name = f.name(bytes);
-                    ctx.dialect.update(
-                        ctx.tables,
-                        self.dir,
-                        name,
-                        &Args::of_line(f.line(bytes), &f.toks),
-                    );
+                    if ctx.names.may_change(name) {
+                        ctx.dialect.update(
+                            ctx.tables,
+                            self.dir,
+                            name,
+                            &Args::of_line(f.line(bytes), &f.toks),
+                        );
+                    }
                     self.commands += 1;
-                    let mut fr = FrameRef {
-                        container: index,
+                    let p = f.payload;
+                    let flags = p.map_or(0, |p| {
+                        HAS_PAYLOAD
+                            | if p.guess { GUESS } else { 0 }
+                            | if p.oversize { OVERSIZE } else { 0 }
+                    });
+                    let fr = FrameRef {
+                        offset: f.offset,
+                        declared: p.map_or(0, |p| p.declared),
                         start: pos as u32,
                         len: f.len as u32,
                         line_len: f.line_len as u32,
-                        eol: f.eol,
                         tag: f.tag,
-                        payload: f.payload,
-                        offset: f.offset,
+                        payload_start: p.map_or(0, |p| p.start as u32),
+                        payload_have: p.map_or(0, |p| p.have as u32),
+                        container: index,
+                        eol: f.eol,
+                        flags,
                         decode_version,
                         service: ctx.dialect.service,
                         version: ctx.dialect.version,
-                        rewritten: None,
                     };
                     let mut extra = None;
                     if self.dir == Dir::S2c && (name == b"XFR" || name == b"RNG") {
-                        extra = self.redirect(&f, bytes, decode_version, &mut fr, rewrites, ctx);
+                        if let Some((line, ev)) =
+                            self.redirect(&f, bytes, decode_version, rewrites, ctx)
+                        {
+                            if let Some(l) = line {
+                                batch.entries.push(Entry::Rewritten(l));
+                            }
+                            extra = Some(ev);
+                        }
                     }
                     batch.entries.push(Entry::Frame(fr));
                     if let Some(e) = extra {
@@ -523,16 +632,16 @@ impl Direction {
         }
     }
 
-    /// Rewrites the address of a redirect frame when it can; returns its redirect event.
+    /// Rewrites the address of a redirect frame when it can; returns the line as forwarded
+    /// (when rewritten) and the redirect event.
     fn redirect(
         &mut self,
         f: &Frame,
         bytes: &[u8],
         decode_version: Option<u8>,
-        fr: &mut FrameRef,
         rewrites: &mut SmallVec<[Rewrite; 1]>,
         ctx: &mut Ctx<'_>,
-    ) -> Option<Event<'static>> {
+    ) -> Option<(Option<Box<str>>, Event<'static>)> {
         // The tables say which argument is the address (the same decoding as the event's).
         let c = decode::command(ctx.tables, self.dir, decode_version, self.limits, f, bytes);
         let line = f.line(bytes);
@@ -553,6 +662,7 @@ impl Direction {
         } else {
             ctx.router.route(r.target, &original, ctx.dialect.version)
         };
+        let mut forwarded = None;
         let kind = match result {
             Ok(to) => {
                 let mut new_line = Vec::with_capacity(line.len() + to.len());
@@ -562,7 +672,7 @@ impl Direction {
                 let mut frame = new_line.clone();
                 frame.extend_from_slice(&bytes[f.line_len..]);
                 rewrites.push((f.offset, f.offset + f.len as u64, Bytes::from(frame)));
-                fr.rewritten = Some(String::from_utf8_lossy(&new_line).into());
+                forwarded = Some(String::from_utf8_lossy(&new_line).into());
                 Redirect {
                     cmd: Cow::Owned(String::from_utf8_lossy(name).into_owned()),
                     target: r.target,
@@ -581,13 +691,14 @@ impl Direction {
                 ))),
             },
         };
-        Some(Event::new(
+        let ev = Event::new(
             ctx.ts,
             ctx.conn,
             Some(self.dir),
             ctx.dialect.service,
             ctx.dialect.version,
             EventKind::Redirect(kind),
-        ))
+        );
+        Some((forwarded, ev))
     }
 }

@@ -7,6 +7,7 @@ mod backlog;
 pub mod events;
 pub mod forward;
 pub mod output;
+mod pool;
 mod record;
 mod relay;
 
@@ -26,7 +27,7 @@ use crate::wire::Limits;
 
 pub use backlog::BacklogStats;
 pub use events::{Delivered, Events};
-pub use forward::Budget;
+pub use forward::{Budget, DialectNames};
 
 /// How the proxy runs. `Config::default()` holds the documented defaults.
 #[derive(Debug, Clone)]
@@ -80,7 +81,7 @@ impl Default for Config {
             max_connections: 4096,
             max_routes: 256,
             route_timeout: Duration::from_secs(600),
-            backlog: 64 << 20,
+            backlog: 32 << 20,
             framing_budget: 32 << 20,
             limits: Limits::default(),
             pcap: None,
@@ -176,6 +177,8 @@ pub(crate) struct Shared {
     pub tables: Arc<Tables>,
     pub backlog: Arc<backlog::Backlog>,
     pub budget: Budget,
+    pub names: DialectNames,
+    pub(crate) pool: Arc<pool::Pool>,
     pub shutdown: watch::Receiver<bool>,
     /// The `--pcap` recorder.
     pub(crate) rec: Option<record::Recorder>,
@@ -394,10 +397,13 @@ impl Proxy {
             None => None,
         };
         let backlog = Arc::new(backlog::Backlog::new(cfg.backlog));
-        let events = Events::new(backlog.clone(), tables.clone(), cfg.limits);
+        let pool = Arc::new(pool::Pool::default());
+        let events = Events::new(backlog.clone(), tables.clone(), cfg.limits, pool.clone());
         let (shutdown_tx, shutdown) = watch::channel(false);
         let shared = Arc::new(Shared {
             budget: Budget::new(cfg.framing_budget),
+            names: DialectNames::new(&tables),
+            pool,
             cfg: Config { listen, ..cfg },
             tables,
             backlog: backlog.clone(),

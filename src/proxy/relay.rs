@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use socket2::SockRef;
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -22,8 +22,6 @@ use super::{lock, Shared, Upstream};
 use crate::event::{Close, Connect, Dir, Ending, Event, EventKind, Message, Service, Ts};
 use crate::protocol::{Dialect, SessionHint};
 
-/// Bytes asked of the kernel per read.
-const READ_CHUNK: usize = 64 * 1024;
 /// Reads smaller than this are copied out of the read buffer (which is then reused or
 /// freed) instead of keeping the whole buffer alive in the backlog.
 const COPY_BELOW: usize = 16 * 1024;
@@ -537,6 +535,7 @@ fn step(c: &Conn, st: &mut Direction, chunk: &Bytes, eof: bool) -> super::forwar
     };
     let mut ctx = Ctx {
         tables: &c.shared.tables,
+        names: &c.shared.names,
         dialect: &mut dialect,
         router: &mut router,
         budget: &c.shared.budget,
@@ -544,6 +543,12 @@ fn step(c: &Conn, st: &mut Direction, chunk: &Bytes, eof: bool) -> super::forwar
         ts: Ts::now(),
     };
     st.push(chunk, eof, &mut ctx)
+}
+
+fn push_all(c: &Conn, dir: Dir, ts: Ts, batches: smallvec::SmallVec<[super::forward::Batch; 1]>) {
+    for b in batches {
+        c.shared.backlog.push_batch(c.conn, dir, ts, b);
+    }
 }
 
 /// Writes `out` in order; returns the bytes written, and whether all of it was.
@@ -577,11 +582,11 @@ async fn pump(
     let mut stop = c.stop.subscribe();
     let mut delivered = 0u64;
     let mut sent = 0u64;
-    let mut rbuf = BytesMut::new();
+    let pool = &c.shared.pool;
+    let mut rbuf: Vec<u8> = Vec::new();
     let mut since_yield = 0u64;
     let end = loop {
-        if rbuf.capacity() < COPY_BELOW {
-            rbuf = BytesMut::new();
+        if rbuf.capacity() == 0 {
             let ready = tokio::select! {
                 biased;
                 r = rd.readable() => r,
@@ -593,20 +598,20 @@ async fn pump(
             if ready.is_err() {
                 break End::ReadReset;
             }
-            rbuf.reserve(READ_CHUNK);
+            rbuf = pool.get();
         }
         let n = match rd.try_read_buf(&mut rbuf) {
             Ok(0) => break End::Eof,
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 // Nothing more for now: an idle connection keeps no read buffer.
-                rbuf = BytesMut::new();
+                pool.put_vec(std::mem::take(&mut rbuf));
                 continue;
             }
             Err(_) => break End::ReadReset,
         };
         let chunk = if n >= COPY_BELOW {
-            rbuf.split().freeze()
+            Bytes::from(std::mem::take(&mut rbuf))
         } else {
             let b = Bytes::copy_from_slice(&rbuf);
             rbuf.clear();
@@ -632,17 +637,17 @@ async fn pump(
         let (w, ok) = tokio::select! {
             r = write_out(wr, &pushed.out) => r,
             _ = down.wait_for(|v| *v) => {
-                c.shared.backlog.push_batch(c.conn, dir, ts, pushed.batch);
+                push_all(c, dir, ts, pushed.batches);
                 break End::Stopped(Stop::Shutdown);
             }
             why = stop.wait_for(Option::is_some) => {
-                c.shared.backlog.push_batch(c.conn, dir, ts, pushed.batch);
+                push_all(c, dir, ts, pushed.batches);
                 break End::Stopped(why.ok().and_then(|w| *w).unwrap_or(Stop::Reset));
             }
         };
         delivered += w;
         sent += if ok { covered } else { w.min(covered) };
-        c.shared.backlog.push_batch(c.conn, dir, ts, pushed.batch);
+        push_all(c, dir, ts, pushed.batches);
         if !ok {
             break End::WriteReset;
         }
@@ -652,6 +657,7 @@ async fn pump(
             tokio::task::yield_now().await;
         }
     };
+    pool.put_vec(rbuf);
     // Whatever is left is framed as the end of the stream, for the events.
     let before = st.forwarded();
     let rest = step(c, st, &Bytes::new(), true);
@@ -662,9 +668,7 @@ async fn pump(
             let (w, ok) = write_out(wr, &rest.out).await;
             delivered += w;
             sent += if ok { covered } else { w.min(covered) };
-            c.shared
-                .backlog
-                .push_batch(c.conn, dir, Ts::now(), rest.batch);
+            push_all(c, dir, Ts::now(), rest.batches);
             c.record(Rec::Fin {
                 conn: c.conn,
                 dir,
@@ -686,16 +690,12 @@ async fn pump(
         }
         End::ReadReset | End::WriteReset => {
             c.mark(dir, end);
-            c.shared
-                .backlog
-                .push_batch(c.conn, dir, Ts::now(), rest.batch);
+            push_all(c, dir, Ts::now(), rest.batches);
             reset_other(c, dir, end == End::WriteReset).await;
         }
         End::Stopped(_) => {
             c.mark(dir, end);
-            c.shared
-                .backlog
-                .push_batch(c.conn, dir, Ts::now(), rest.batch);
+            push_all(c, dir, Ts::now(), rest.batches);
         }
     }
     Done {
