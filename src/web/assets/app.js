@@ -77,10 +77,12 @@
     if (s.dropped && s.dropped.events) text += ', ' + s.dropped.events.toLocaleString() + ' dropped (view fell behind)';
     if (!s.redacted) text += ', secrets shown (--no-redact)';
     text += s.live ? ' · live' : (s.done ? ' · complete' : ' · reading…');
+    const problems = s.problems || [];
+    if (problems.length) text += ' · ' + problems.length + ' input problem' + (problems.length > 1 ? 's' : '') + ': ' + problems.join('; ');
     st.textContent = text;
     st.classList.toggle('live', !!s.live);
+    st.classList.toggle('bad', problems.length > 0);
     $('title').textContent = s.title || '';
-    for (const p of s.problems || []) console.info('msntap input problem: ' + p);
 
     // The list is rebuilt only when something in it changed (a live run ticks often).
     const key = JSON.stringify([s.chains, state.chain]);
