@@ -413,6 +413,10 @@ fn live_proxy_events_reach_the_page_within_a_second() {
         ladder["rewritten"], 1,
         "the XFR reply drawn as rewritten: {ladder}"
     );
+    if let Some(dir) = std::env::var_os("MSNTAP_SCREENSHOT_DIR") {
+        b.screenshot(&Path::new(&dir).join("view-live.png"))
+            .unwrap();
+    }
 
     let errors = b.console_errors();
     assert!(errors.is_empty(), "console errors: {errors:#?}");

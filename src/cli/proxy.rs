@@ -122,7 +122,7 @@ pub fn run(a: &ProxyArgs, tables: Arc<Tables>) -> Result<ExitCode> {
                     ..Default::default()
                 },
                 tables.clone(),
-                vec![format!("proxy on {}", a.listen)],
+                vec![format!("proxy on {}", a.listen)], // the bound address once known
                 true,
                 !ocfg.no_redact,
             );
@@ -133,7 +133,7 @@ pub fn run(a: &ProxyArgs, tables: Arc<Tables>) -> Result<ExitCode> {
                 &tables,
                 ocfg.passwords.clone(),
             )));
-            Some(server)
+            Some((server, hub))
         }
         None => None,
     };
@@ -156,8 +156,9 @@ pub fn run(a: &ProxyArgs, tables: Arc<Tables>) -> Result<ExitCode> {
             );
         }
         eprintln!("msntap: proxying {addr} -> {upstream}; Ctrl-C or SIGTERM stops");
-        if let Some(w) = &web {
-            eprintln!("msntap: live view at {}", w.url);
+        if let Some((server, hub)) = &web {
+            hub.store().title = format!("proxy on {addr} -> {upstream}");
+            eprintln!("msntap: live view at {}", server.url);
         }
         let abandon = events.abandon_handle();
         // Events are written on their own thread: an output never sits inside forwarding.
