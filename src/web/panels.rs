@@ -1,7 +1,8 @@
 //! The view's analysis tabs: conversation transcripts, the objects extracted over P2P
 //! (with their SHA1D check and, for pictures, their bytes to show) and the discovery
 //! report, kept up to date from the (already redacted) events the store receives.
-//! Bounded: past its byte budget a panel stops growing and says so.
+//! Bounded: past its byte budget a panel stops growing and says so. It reads events only;
+//! it never re-parses payload bytes.
 
 use std::sync::Arc;
 
