@@ -588,3 +588,191 @@ impl Chains {
         v
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Connect;
+    use crate::protocol::session::decode_all;
+    use crate::protocol::{SessionHint, Tables};
+    use std::sync::Arc;
+
+    /// Events of one connection: a connect, then the decoded lines (with `hint`).
+    fn conn(
+        id: u64,
+        client: &str,
+        server: &str,
+        hint: Service,
+        lines: &[(Dir, &str)],
+        t0: i64,
+    ) -> Vec<Event<'static>> {
+        let tables = Arc::new(Tables::builtin().unwrap());
+        let mut s = crate::protocol::Session::new(
+            tables,
+            id,
+            SessionHint {
+                service: Some(hint),
+                version: Some(11),
+            },
+        );
+        let mut out = vec![Event::new(
+            Ts(t0),
+            id,
+            None,
+            hint,
+            None,
+            EventKind::Connect(Connect {
+                client: Some(client.to_string().into()),
+                server: Some(server.to_string().into()),
+                detail: None,
+            }),
+        )];
+        for (i, (d, l)) in lines.iter().enumerate() {
+            s.feed(
+                *d,
+                format!("{l}\r\n").as_bytes(),
+                Ts(t0 + 1 + i as i64),
+                &mut |e| out.push(e.clone().into_owned()),
+            );
+        }
+        out
+    }
+
+    fn feed(c: &mut Chains, key: &CookieKey, evs: &mut [Event<'static>]) {
+        for ev in evs.iter_mut() {
+            let d = key.of_event(ev);
+            crate::secret::Redact::redact(ev);
+            c.observe(ev, d);
+        }
+    }
+
+    #[test]
+    fn the_cookie_overrides_an_address_guess_and_xfr_ns_joins_by_address() {
+        let key = CookieKey::default();
+        let mut c = Chains::default();
+        let (s2c, c2s) = (Dir::S2c, Dir::C2s);
+        // A dispatch connection sends Alice to the notification server.
+        feed(
+            &mut c,
+            &key,
+            &mut conn(
+                1,
+                "127.0.0.1:5000",
+                "10.0.0.1:1863",
+                Service::Ds,
+                &[
+                    (c2s, "VER 1 MSNP11 CVR0"),
+                    (c2s, "USR 2 TWN I alice@example.com"),
+                    (s2c, "XFR 2 NS 10.0.0.5:1863 0 10.0.0.1:1863"),
+                ],
+                0,
+            ),
+        );
+        feed(
+            &mut c,
+            &key,
+            &mut conn(
+                2,
+                "127.0.0.1:5001",
+                "10.0.0.5:1863",
+                Service::Ns,
+                &[
+                    (c2s, "USR 3 TWN I alice@example.com"),
+                    (c2s, "XFR 4 SB"),
+                    (s2c, "XFR 4 SB 10.9.9.9:1864 CKI alicecookie.1"),
+                ],
+                100,
+            ),
+        );
+        // Bob, on the same host, is rung to the same switchboard address.
+        feed(
+            &mut c,
+            &key,
+            &mut conn(
+                3,
+                "127.0.0.1:6000",
+                "10.0.0.5:1863",
+                Service::Ns,
+                &[
+                    (c2s, "USR 3 TWN I bob@example.com"),
+                    (
+                        s2c,
+                        "RNG 777 10.9.9.9:1864 CKI bobcookie.2 alice@example.com Alice",
+                    ),
+                ],
+                200,
+            ),
+        );
+        // Alice's switchboard connects first: the newest referral to that address is Bob's
+        // RNG, so the address alone guesses wrong, until her cookie says otherwise.
+        let mut sb_alice = conn(
+            4,
+            "127.0.0.1:5002",
+            "10.9.9.9:1864",
+            Service::Sb,
+            &[(c2s, "USR 1 alice@example.com alicecookie.1")],
+            300,
+        );
+        feed(&mut c, &key, &mut sb_alice[..1]);
+        assert_eq!(c.conn(4).unwrap().parent, Some(3));
+        assert_eq!(c.conn(4).unwrap().link, Some(Link::Address));
+        feed(&mut c, &key, &mut sb_alice[1..]);
+        assert_eq!(c.conn(4).unwrap().parent, Some(2));
+        assert_eq!(c.conn(4).unwrap().link, Some(Link::Cookie));
+        // Bob's RNG is free again for his own switchboard connection.
+        feed(
+            &mut c,
+            &key,
+            &mut conn(
+                5,
+                "127.0.0.1:6001",
+                "10.9.9.9:1864",
+                Service::Sb,
+                &[(c2s, "ANS 1 bob@example.com bobcookie.2 777")],
+                400,
+            ),
+        );
+        assert_eq!(c.conn(5).unwrap().parent, Some(3));
+        assert_eq!(c.conn(5).unwrap().link, Some(Link::Cookie));
+        // XFR NS joined dispatch and notification by address.
+        assert_eq!(c.conn(2).unwrap().parent, Some(1));
+        assert_eq!(c.conn(2).unwrap().link, Some(Link::Address));
+        let chains: Vec<(Option<String>, Vec<u64>)> = c
+            .chains()
+            .into_iter()
+            .map(|ch| (ch.user, ch.conns))
+            .collect();
+        assert_eq!(
+            chains,
+            vec![
+                (Some("alice@example.com".into()), vec![1, 2, 4]),
+                (Some("bob@example.com".into()), vec![3, 5]),
+            ]
+        );
+        // Nothing kept is a cookie (the digests are keyed per run).
+        let dump = format!("{c:?}");
+        assert!(!dump.contains("alicecookie") && !dump.contains("bobcookie"));
+    }
+
+    #[test]
+    fn bounded_in_connections_and_referrals() {
+        let mut c = Chains::new(ChainLimits {
+            conns: 100,
+            referrals: 10,
+        });
+        let tables = Arc::new(Tables::builtin().unwrap());
+        for i in 1..=1000u64 {
+            let mut evs = decode_all(
+                tables.clone(),
+                &[(Dir::S2c, b"XFR 4 SB 10.9.9.9:1864 CKI x\r\n")],
+            );
+            for ev in evs.iter_mut() {
+                ev.conn = i;
+                c.observe(ev, Some(i));
+            }
+        }
+        assert!(c.conns().count() <= 100);
+        assert!(c.referrals.len() <= 10);
+        assert_eq!(c.forgotten, 900);
+    }
+}
