@@ -69,6 +69,7 @@ fn run(dir: Dir, chunks: &[&[u8]]) -> Run {
             budget: &budget,
             conn: 1,
             ts: Ts(0),
+            chunk_capacity: c.len(),
         };
         let p = d.push(&Bytes::copy_from_slice(c), i == n, &mut ctx);
         for b in &p.out {

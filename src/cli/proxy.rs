@@ -57,9 +57,9 @@ pub struct ProxyArgs {
     /// Connections relayed at once; more are refused.
     #[arg(long, value_name = "N", default_value_t = 4096)]
     pub max_connections: usize,
-    /// Bytes of events waiting for the outputs (e.g. 32M, 1G); beyond it events are dropped,
+    /// Bytes of events waiting for the outputs (e.g. 24M, 1G); beyond it events are dropped,
     /// counted and reported in a `dropped` event. Forwarding never waits for the outputs.
-    #[arg(long, value_name = "BYTES", default_value = "32M", value_parser = parse_bytes)]
+    #[arg(long, value_name = "BYTES", default_value = "24M", value_parser = parse_bytes)]
     pub backlog: usize,
     /// Serve the live web view on ADDR (e.g. 127.0.0.1:8863): sessions, ladders and events
     /// as they happen. Anything but loopback requires the random token printed at start.

@@ -61,6 +61,14 @@ pub(crate) struct Backlog {
     abandoned: AtomicBool,
 }
 
+/// The event thread is woken at once only when this much is queued; otherwise it finds the
+/// work when it next looks (at most [`POLL`] later). Interactive traffic then costs the
+/// forwarding path no wake-up call per read, and the event thread does not compete with it
+/// for a core on every message.
+const WAKE_AT: usize = 256 * 1024;
+/// Longest the event thread sleeps before looking again.
+pub(crate) const POLL: std::time::Duration = std::time::Duration::from_millis(10);
+
 /// Connection-level events may use this much beyond the bound: they are few and small,
 /// and a close event is worth more than a command event.
 fn reserve(cap: usize) -> usize {
@@ -160,7 +168,7 @@ impl Backlog {
         let now = self.bytes.fetch_add(cost, Ordering::AcqRel) + cost;
         self.peak.fetch_max(now, Ordering::Relaxed);
         g.queue.push_back((item, cost));
-        if g.waiting {
+        if g.waiting && now >= WAKE_AT {
             g.waiting = false;
             drop(g);
             self.ready.notify_one();
@@ -264,11 +272,14 @@ impl Backlog {
             g.waiting = true;
             let (g2, r) = self
                 .ready
-                .wait_timeout(g, wait)
+                .wait_timeout(g, wait.min(POLL))
                 .unwrap_or_else(|e| e.into_inner());
             g = g2;
+            g.waiting = false;
+            if r.timed_out() && !g.queue.is_empty() {
+                continue;
+            }
             if r.timed_out() {
-                g.waiting = false;
                 return true;
             }
         }

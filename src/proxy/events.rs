@@ -163,6 +163,7 @@ impl Events {
         let Batch {
             containers,
             entries,
+            ..
         } = batch;
         let mut n = 0;
         let mut rewritten: Option<Box<str>> = None;

@@ -151,6 +151,9 @@ pub enum Entry {
 pub struct Batch {
     pub containers: SmallVec<[Bytes; 2]>,
     pub entries: Vec<Entry>,
+    /// Bytes of read buffer kept alive beyond the containers' lengths (a container that is
+    /// a slice of a larger read buffer keeps all of it).
+    pub pinned: usize,
 }
 
 impl Batch {
@@ -170,6 +173,7 @@ impl Batch {
             })
             .sum();
         self.containers.iter().map(Bytes::len).sum::<usize>()
+            + self.pinned
             + self.entries.capacity() * std::mem::size_of::<Entry>()
             + rewritten
             + 64
@@ -242,6 +246,8 @@ pub struct Ctx<'a> {
     pub budget: &'a Budget,
     pub conn: u64,
     pub ts: Ts,
+    /// The size of the allocation behind the chunk pushed (at least its length).
+    pub chunk_capacity: usize,
 }
 
 /// The result of one push.
@@ -385,7 +391,9 @@ impl Direction {
             let (used, framed) = self.frame_all(rest, eof, index, &mut batch, &mut rewrites, ctx);
             if framed {
                 // A slice keeps the whole read buffer alive: copy a small part out.
-                let part = if used * 4 >= chunk.len() {
+                let cap = ctx.chunk_capacity.max(chunk.len());
+                let part = if used * 4 >= cap {
+                    batch.pinned += cap - used;
                     chunk.slice(ci..ci + used)
                 } else {
                     Bytes::copy_from_slice(&rest[..used])

@@ -436,9 +436,20 @@ impl LiveOutput {
     /// Runs until the proxy has stopped and every event was written: the loop of the
     /// event thread.
     pub fn run(&mut self, events: &mut Events) {
+        lower_priority();
         while let Some(d) = events.next(FLUSH_EVERY, FLUSH_EVERY, &mut |ev| self.event(ev)) {
             self.tick(d.idle);
         }
         self.finish(Duration::from_secs(2));
+    }
+}
+
+/// Gives the calling thread (the event thread) a lower scheduling priority than forwarding:
+/// on a busy machine the cores go to moving bytes first, and the backlog absorbs the delay.
+/// Best effort (Linux `nice` 10 for this thread only).
+pub fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        let _ = rustix::process::setpriority_process(Some(rustix::thread::gettid()), 10);
     }
 }

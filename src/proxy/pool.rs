@@ -8,9 +8,9 @@ use std::sync::Mutex;
 use bytes::Bytes;
 
 /// Bytes asked of the kernel per read.
-pub(crate) const READ_CHUNK: usize = 64 * 1024;
+pub(crate) const READ_CHUNK: usize = 256 * 1024;
 /// Buffers kept for reuse.
-const KEEP: usize = 64;
+const KEEP: usize = 16;
 
 #[derive(Debug, Default)]
 pub(crate) struct Pool {

@@ -24,7 +24,7 @@ use crate::protocol::{Dialect, SessionHint};
 
 /// Reads smaller than this are copied out of the read buffer (which is then reused or
 /// freed) instead of keeping the whole buffer alive in the backlog.
-const COPY_BELOW: usize = 16 * 1024;
+const COPY_BELOW: usize = super::pool::READ_CHUNK / 4;
 /// A pump that always has data yields after forwarding this much, so that one bulk
 /// connection does not hold a worker from the others.
 const YIELD_EVERY: u64 = 256 * 1024;
@@ -527,7 +527,13 @@ async fn connect(shared: &Shared, target: &str) -> std::io::Result<TcpStream> {
 
 /// Runs `st` over one received chunk (or the end of the stream) under the connection's
 /// dialect lock. Sync: the lock is never held across an await.
-fn step(c: &Conn, st: &mut Direction, chunk: &Bytes, eof: bool) -> super::forward::Pushed {
+fn step(
+    c: &Conn,
+    st: &mut Direction,
+    chunk: &Bytes,
+    capacity: usize,
+    eof: bool,
+) -> super::forward::Pushed {
     let mut dialect = lock(&c.dialect);
     let mut router = ConnRouter {
         shared: &c.shared,
@@ -541,6 +547,7 @@ fn step(c: &Conn, st: &mut Direction, chunk: &Bytes, eof: bool) -> super::forwar
         budget: &c.shared.budget,
         conn: c.conn,
         ts: Ts::now(),
+        chunk_capacity: capacity,
     };
     st.push(chunk, eof, &mut ctx)
 }
@@ -610,6 +617,7 @@ async fn pump(
             }
             Err(_) => break End::ReadReset,
         };
+        let capacity = if n >= COPY_BELOW { rbuf.capacity() } else { n };
         let chunk = if n >= COPY_BELOW {
             Bytes::from(std::mem::take(&mut rbuf))
         } else {
@@ -620,7 +628,7 @@ async fn pump(
         c.touch();
         let ts = Ts::now();
         let before = st.forwarded();
-        let pushed = step(c, st, &chunk, false);
+        let pushed = step(c, st, &chunk, capacity, false);
         if dir == Dir::C2s && st.commands() > 0 {
             c.greeted.store(true, Ordering::Relaxed);
         }
@@ -660,7 +668,7 @@ async fn pump(
     pool.put_vec(rbuf);
     // Whatever is left is framed as the end of the stream, for the events.
     let before = st.forwarded();
-    let rest = step(c, st, &Bytes::new(), true);
+    let rest = step(c, st, &Bytes::new(), 0, true);
     match end {
         End::Eof => {
             c.mark(dir, End::Eof);
