@@ -15,6 +15,7 @@ pub mod protocol;
 pub mod proxy;
 pub mod secret;
 pub mod source;
+pub mod web;
 pub mod wire;
 pub mod wireshark;
 

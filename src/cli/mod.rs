@@ -9,11 +9,13 @@ mod args;
 mod dissectors;
 mod docs;
 mod extract;
+mod ladder;
 mod proxy;
 mod read;
 mod report;
 mod synth;
 mod transcript;
+mod view;
 
 use std::fmt::Display;
 use std::io::{IsTerminal, Write};
@@ -107,6 +109,14 @@ pub enum Command {
     /// Print the manual page (roff), or write one page per subcommand into a directory.
     #[command(after_help = docs::MAN_EXAMPLES)]
     Man(docs::ManArgs),
+    /// Write one client's chain (DS -> NS -> SB ...) as a ladder diagram: SVG, or Mermaid
+    /// sequenceDiagram text.
+    #[command(after_help = ladder::EXAMPLES)]
+    Ladder(ladder::LadderArgs),
+    /// Serve a web view of captures, logs or JSON Lines: sessions, ladder diagrams, a
+    /// filterable event list and decoded details, on 127.0.0.1.
+    #[command(after_help = view::EXAMPLES)]
+    View(view::ViewArgs),
 }
 
 static COLOR: OnceLock<ColorChoice> = OnceLock::new();
@@ -250,6 +260,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Synth(a) => synth::run(a, tables),
         Command::Dissectors(a) => dissectors::run(a, &tables),
         Command::Completions(_) | Command::Man(_) => Ok(ExitCode::SUCCESS),
+        Command::Ladder(a) => ladder::run(a, tables),
+        Command::View(a) => view::run(a, tables),
     }
 }
 

@@ -76,6 +76,14 @@ pub struct ProxyArgs {
     /// complete, each verified against its MSNObject (as `msntap extract` does).
     #[arg(long, value_name = "DIR")]
     pub extract: Option<PathBuf>,
+    /// Serve the live web view on ADDR (e.g. 127.0.0.1:8863): sessions, ladders and events
+    /// as they happen. Anything but loopback requires the random token printed at start.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub web: Option<std::net::SocketAddr>,
+    /// Bytes of events the web view keeps (the oldest go first) and may have waiting; a
+    /// browser tab that falls behind costs view events (counted), never forwarding.
+    #[arg(long, value_name = "BYTES", default_value = "256M", value_parser = parse_bytes)]
+    pub web_memory: usize,
     #[command(flatten)]
     pub out: OutputArgs,
 }
@@ -114,6 +122,29 @@ pub fn run(a: &ProxyArgs, tables: Arc<Tables>) -> Result<ExitCode> {
             .on_object(|e| super::say(format!("extracted {}", e.object.line(e.path.as_deref()))));
         out.add_sink(Box::new(sink));
     }
+    let web = match a.web {
+        Some(addr) => {
+            let hub = msntap::web::Hub::new(
+                msntap::web::StoreLimits {
+                    bytes: a.web_memory,
+                    ..Default::default()
+                },
+                tables.clone(),
+                vec![format!("proxy on {}", a.listen)], // the bound address once known
+                true,
+                !ocfg.no_redact,
+            );
+            let server = msntap::web::start(hub.clone(), addr)?;
+            let feed = hub.feed((a.web_memory / 4).max(1 << 20));
+            out.add_sink(Box::new(msntap::web::WebSink::new(
+                feed,
+                &tables,
+                ocfg.passwords.clone(),
+            )));
+            Some((server, hub))
+        }
+        None => None,
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -133,6 +164,10 @@ pub fn run(a: &ProxyArgs, tables: Arc<Tables>) -> Result<ExitCode> {
             );
         }
         eprintln!("msntap: proxying {addr} -> {upstream}; Ctrl-C or SIGTERM stops");
+        if let Some((server, hub)) = &web {
+            hub.store().title = format!("proxy on {addr} -> {upstream}");
+            eprintln!("msntap: live view at {}", server.url);
+        }
         let abandon = events.abandon_handle();
         // Events are written on their own thread: an output never sits inside forwarding.
         let writer = std::thread::Builder::new()
