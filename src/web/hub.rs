@@ -337,11 +337,9 @@ mod tests {
         // Had a send waited for the view, this would never come.
         rx.recv_timeout(std::time::Duration::from_secs(60))
             .expect("the sender finished while the view was stuck");
+        // The drain thread may have taken (and reset) the first drops' count before it got
+        // stuck, so what is pending here is a lower bound; the total is checked below.
         let dropped = feed.dropped();
-        assert!(
-            dropped > 10_000,
-            "most events were dropped, not queued: {dropped}"
-        );
         drop(guard);
         // Once the view moves again, what was queued lands, and the drops are reported in
         // order, as one event.
@@ -365,6 +363,11 @@ mod tests {
                     kept + s.dropped.events,
                     20_001,
                     "every event kept or counted"
+                );
+                assert!(
+                    s.dropped.events > 10_000,
+                    "most events were dropped, not queued: {}",
+                    s.dropped.events
                 );
                 break;
             }
