@@ -9,7 +9,11 @@
 //! `command` a derived struct of borrowed fields built from the command events of those files
 //! (about 10 strings, integers, the args array), 1 in 10 carrying a 1604-byte base64 body;
 //! `command_short` the same without bodies; `command_flatten` the `command` data laid out as
-//! the present `Event` is (a flattened, internally tagged enum, so through `serialize_map`).
+//! the present `Event` is (a flattened, internally tagged enum, so through `serialize_map`);
+//! `events` the real events of the benchmark capture of benches/read.rs (benches/common),
+//! decoded, annotated and redacted as `msntap read --json` does, held in memory, so that the
+//! figure is `event::jsonl::render`'s alone. It reads MSNTAP_BENCH_CAPTURE=FILE (a capture
+//! kept by `MSNTAP_BENCH_KEEP=1 cargo bench --bench read`), or builds a 5 MB one.
 //!
 //! MSNTAP_BENCH_SHAPE picks one shape; MSNTAP_BENCH_ROUNDS fixes the passes per run. For
 //! instructions per event:
@@ -19,11 +23,19 @@
 
 use std::hint::black_box;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
 use base64::Engine;
 use serde::Serialize;
 use serde_json::Value;
+
+use msntap::analysis::auth::AuthAnnotator;
+use msntap::capture::{read_path, ReadOptions};
+use msntap::secret::Redact;
+use msntap::Tables;
+
+mod common;
 
 /// The allocator of the msntap binary (src/main.rs), so the figures are the binary's.
 #[global_allocator]
@@ -102,6 +114,32 @@ fn flatten<'a>(c: &Command<'a>) -> Event<'a> {
             offset: c.offset,
         },
     }
+}
+
+/// The events `msntap read --json` writes for the benchmark capture, owned.
+fn capture_events() -> Vec<msntap::Event<'static>> {
+    let cap = match std::env::var_os("MSNTAP_BENCH_CAPTURE") {
+        Some(p) => PathBuf::from(p),
+        None => {
+            let dir = std::env::temp_dir().join(format!("msntap-jsonbench-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).expect("temp dir");
+            let cap = dir.join("bench.pcap");
+            common::build(&cap, 5 << 20);
+            cap
+        }
+    };
+    let tables = Arc::new(Tables::builtin().expect("tables"));
+    // As src/output.rs: the tables' challenge keys, no password to try, then redaction.
+    let mut annot = AuthAnnotator::new(&tables, Vec::new());
+    let mut out = Vec::new();
+    read_path(&cap, tables.clone(), &ReadOptions::default(), &mut |ev| {
+        annot.annotate(ev);
+        ev.redact();
+        out.push(ev.clone().into_owned());
+        Ok(())
+    })
+    .expect("read the capture");
+    out
 }
 
 fn values() -> Vec<Value> {
@@ -266,5 +304,8 @@ fn main() {
     }
     if want("command_flatten") {
         shape("command_flatten", &flat, rounds);
+    }
+    if want("events") {
+        shape("events", &capture_events(), rounds);
     }
 }
