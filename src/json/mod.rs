@@ -273,7 +273,12 @@ impl<'a> ser::Serializer for Serializer<'a> {
     fn serialize_unit_variant(self, _: &'static str, _: u32, variant: &'static str) -> Result {
         self.serialize_str(variant)
     }
-    fn serialize_newtype_struct<T: Serialize + ?Sized>(self, _: &'static str, v: &T) -> Result {
+    /// [`Base64`]'s text is copied without the escape scan; any other newtype is its content.
+    #[inline(always)]
+    fn serialize_newtype_struct<T: Serialize + ?Sized>(self, name: &'static str, v: &T) -> Result {
+        if name == VERBATIM {
+            return v.serialize(VerbatimSerializer { out: self.out });
+        }
         v.serialize(self)
     }
     fn serialize_newtype_variant<T: Serialize + ?Sized>(
@@ -546,6 +551,218 @@ impl ser::Serializer for KeySerializer<'_> {
         _: &T,
     ) -> Result {
         Err(Error::KeyMustBeAString)
+    }
+}
+
+// ---- base64 --------------------------------------------------------------------------------
+
+/// The newtype-struct name by which [`Base64`] marks text that needs no escape. Private: only
+/// [`Base64`] writes it, so what this backend copies unchecked is always base64 digits.
+const VERBATIM: &str = "$msntap::json::Verbatim";
+
+/// Bytes written as a standard base64 string (RFC 4648 alphabet, `=` padding), what
+/// `base64::engine::general_purpose::STANDARD` writes. Any serializer gets a newtype struct
+/// around a `collect_str`, so serde_json writes the same string through its escaper; this
+/// backend encodes it straight into its buffer in stack-sized chunks, never through a
+/// `String` and without scanning digits that cannot need an escape.
+pub struct Base64<'a>(pub &'a [u8]);
+
+impl Serialize for Base64<'_> {
+    #[inline]
+    fn serialize<S: ser::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_newtype_struct(VERBATIM, &Base64Text(self.0))
+    }
+}
+
+struct Base64Text<'a>(&'a [u8]);
+
+impl Serialize for Base64Text<'_> {
+    fn serialize<S: ser::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// Input bytes per chunk: a multiple of 3 (so only the last chunk pads) and of 6 (the
+/// word-at-a-time loop).
+const B64_CHUNK_IN: usize = 768;
+const B64_CHUNK_OUT: usize = B64_CHUNK_IN / 3 * 4;
+
+impl Display for Base64Text<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut buf = [0u8; B64_CHUNK_OUT];
+        for chunk in self.0.chunks(B64_CHUNK_IN) {
+            let n = base64_encode(chunk, &mut buf);
+            let text = buf.get(..n).ok_or(fmt::Error)?;
+            // Always ASCII; the check runs a word at a time and is the price of no `unsafe`.
+            f.write_str(std::str::from_utf8(text).map_err(|_| fmt::Error)?)?;
+        }
+        Ok(())
+    }
+}
+
+const B64_ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/// The two digits of every 12-bit value, first digit in the low byte: half the lookups and
+/// stores of a digit table.
+static B64_PAIRS: [u16; 4096] = {
+    let mut t = [0u16; 4096];
+    let mut i = 0;
+    while i < 4096 {
+        t[i] = B64_ALPHABET[i >> 6] as u16 | (B64_ALPHABET[i & 63] as u16) << 8;
+        i += 1;
+    }
+    t
+};
+
+#[inline(always)]
+fn b64_pair(v: u64) -> u64 {
+    u64::from(B64_PAIRS[(v & 0xfff) as usize])
+}
+
+/// Eight digits of the six bytes in the high 48 bits of `w`, first digit in the low byte.
+#[inline(always)]
+fn b64_eight(w: u64) -> [u8; 8] {
+    (b64_pair(w >> 52)
+        | b64_pair(w >> 40) << 16
+        | b64_pair(w >> 28) << 32
+        | b64_pair(w >> 16) << 48)
+        .to_le_bytes()
+}
+
+/// Encodes `src` (at most [`B64_CHUNK_IN`] bytes) into `dst`, padded; returns the length.
+/// Measured against the base64 crate's encoder in docs/performance.md.
+fn base64_encode(src: &[u8], dst: &mut [u8; B64_CHUNK_OUT]) -> usize {
+    let (mut i, mut o) = (0, 0);
+    // Twelve bytes to sixteen digits from two 8-byte big-endian loads while 14 bytes remain.
+    while let (Some(w), Some(d)) = (src.get(i..i + 14), dst.get_mut(o..o + 16)) {
+        let (x, y) = (
+            u64::from_be_bytes(array(w, 0)),
+            u64::from_be_bytes(array(w, 6)),
+        );
+        let (lo, hi) = d.split_at_mut(8);
+        lo.copy_from_slice(&b64_eight(x));
+        hi.copy_from_slice(&b64_eight(y));
+        i += 12;
+        o += 16;
+    }
+    // The last bytes three at a time, then the padded group.
+    while let (Some(&[x, y, z]), Some(d)) = (src.get(i..i + 3), dst.get_mut(o..o + 4)) {
+        let w = u64::from(x) << 16 | u64::from(y) << 8 | u64::from(z);
+        d.copy_from_slice(&((b64_pair(w >> 12) | b64_pair(w) << 16) as u32).to_le_bytes());
+        i += 3;
+        o += 4;
+    }
+    let digit = |v: u64| B64_ALPHABET[(v & 63) as usize];
+    let tail = match src.get(i..) {
+        Some(&[x]) => {
+            let w = u64::from(x) << 16;
+            Some([digit(w >> 18), digit(w >> 12), b'=', b'='])
+        }
+        Some(&[x, y]) => {
+            let w = u64::from(x) << 16 | u64::from(y) << 8;
+            Some([digit(w >> 18), digit(w >> 12), digit(w >> 6), b'='])
+        }
+        _ => None,
+    };
+    if let (Some(t), Some(d)) = (tail, dst.get_mut(o..o + 4)) {
+        d.copy_from_slice(&t);
+        o += 4;
+    }
+    o
+}
+
+/// Writes [`Base64`]'s text: `collect_str` without the escape scan. Nothing else reaches it
+/// (the token is private), so every other method refuses.
+struct VerbatimSerializer<'a> {
+    out: &'a mut Vec<u8>,
+}
+
+struct Raw<'a>(&'a mut Vec<u8>);
+
+impl fmt::Write for Raw<'_> {
+    #[inline]
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        debug_assert!(
+            !s.bytes().any(needs_escape),
+            "verbatim text needs an escape"
+        );
+        self.0.extend_from_slice(s.as_bytes());
+        Ok(())
+    }
+}
+
+macro_rules! not_verbatim {
+    ($($f:ident($($a:ty),*) -> $r:ty;)*) => {$(
+        fn $f(self, $(_: $a),*) -> Result<$r> {
+            Err(Error::Custom("verbatim text must come from collect_str".into()))
+        }
+    )*};
+}
+
+impl ser::Serializer for VerbatimSerializer<'_> {
+    type Ok = ();
+    type Error = Error;
+    type SerializeSeq = Impossible<(), Error>;
+    type SerializeTuple = Impossible<(), Error>;
+    type SerializeTupleStruct = Impossible<(), Error>;
+    type SerializeTupleVariant = Impossible<(), Error>;
+    type SerializeMap = Impossible<(), Error>;
+    type SerializeStruct = Impossible<(), Error>;
+    type SerializeStructVariant = Impossible<(), Error>;
+
+    fn collect_str<T: Display + ?Sized>(self, v: &T) -> Result {
+        self.out.push(b'"');
+        fmt::write(&mut Raw(self.out), format_args!("{v}")).map_err(|_| Error::Display)?;
+        self.out.push(b'"');
+        Ok(())
+    }
+    not_verbatim! {
+        serialize_bool(bool) -> ();
+        serialize_i8(i8) -> ();
+        serialize_i16(i16) -> ();
+        serialize_i32(i32) -> ();
+        serialize_i64(i64) -> ();
+        serialize_u8(u8) -> ();
+        serialize_u16(u16) -> ();
+        serialize_u32(u32) -> ();
+        serialize_u64(u64) -> ();
+        serialize_f32(f32) -> ();
+        serialize_f64(f64) -> ();
+        serialize_char(char) -> ();
+        serialize_str(&str) -> ();
+        serialize_bytes(&[u8]) -> ();
+        serialize_none() -> ();
+        serialize_unit() -> ();
+        serialize_unit_struct(&'static str) -> ();
+        serialize_unit_variant(&'static str, u32, &'static str) -> ();
+        serialize_seq(Option<usize>) -> Impossible<(), Error>;
+        serialize_tuple(usize) -> Impossible<(), Error>;
+        serialize_tuple_struct(&'static str, usize) -> Impossible<(), Error>;
+        serialize_tuple_variant(&'static str, u32, &'static str, usize) -> Impossible<(), Error>;
+        serialize_map(Option<usize>) -> Impossible<(), Error>;
+        serialize_struct(&'static str, usize) -> Impossible<(), Error>;
+        serialize_struct_variant(&'static str, u32, &'static str, usize) -> Impossible<(), Error>;
+    }
+    fn serialize_some<T: Serialize + ?Sized>(self, _: &T) -> Result {
+        Err(Error::Custom(
+            "verbatim text must come from collect_str".into(),
+        ))
+    }
+    fn serialize_newtype_struct<T: Serialize + ?Sized>(self, _: &'static str, _: &T) -> Result {
+        Err(Error::Custom(
+            "verbatim text must come from collect_str".into(),
+        ))
+    }
+    fn serialize_newtype_variant<T: Serialize + ?Sized>(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: &T,
+    ) -> Result {
+        Err(Error::Custom(
+            "verbatim text must come from collect_str".into(),
+        ))
     }
 }
 
@@ -990,6 +1207,32 @@ mod tests {
             a: Option<u8>,
         }
         assert_eq!(same(&AllSkipped { a: None }), b"{}");
+    }
+
+    #[test]
+    fn base64_is_the_base64_crates_at_every_length_and_serde_json_agrees() {
+        use base64::Engine as _;
+        // Past two chunks, so that chunk edges and every tail length are crossed.
+        let data: Vec<u8> = (0..2 * B64_CHUNK_IN as u32 + 40)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
+            .collect();
+        for n in (0..70)
+            .chain(B64_CHUNK_IN - 8..B64_CHUNK_IN + 8)
+            .chain([data.len()])
+        {
+            let b = &data[..n];
+            let expect = format!(
+                "\"{}\"",
+                base64::engine::general_purpose::STANDARD.encode(b)
+            );
+            assert_eq!(String::from_utf8(same(&Base64(b))).unwrap(), expect, "{n}");
+        }
+        assert_eq!(
+            same(&[Base64(&[0xff; 4]), Base64(b"")]),
+            br#"["/////w==",""]"#
+        );
+        // Inside a map, through serde_json's escaper.
+        same(&BTreeMap::from([("k", Base64(b"\x00\x01"))]));
     }
 
     #[test]
