@@ -270,6 +270,8 @@ impl<'a> ser::Serializer for Serializer<'a> {
     fn serialize_unit_struct(self, _: &'static str) -> Result {
         self.serialize_unit()
     }
+    /// Inlined so that the variant name, a constant, folds to a few stores.
+    #[inline(always)]
     fn serialize_unit_variant(self, _: &'static str, _: u32, variant: &'static str) -> Result {
         self.serialize_str(variant)
     }
@@ -812,12 +814,110 @@ fn short_is_clean(k: &[u8]) -> bool {
     !(bad(0) | bad(1) | bad(2))
 }
 
-/// A JSON string. Inlined at every call site: on the short strings of an event the call
-/// would cost as much as the copy, and a constant string (a variant name) folds.
+/// A JSON string. The short and clean case (nearly every string of an event) is inlined at
+/// every call site, where a constant string (a variant name) folds to a few stores; the
+/// rest is one call.
 #[inline(always)]
 fn write_str(out: &mut Vec<u8>, s: &str) {
-    out.push(b'"');
     let s = s.as_bytes();
+    if s.len() <= SHORT && write_short(out, s) {
+        return;
+    }
+    write_str_slow(out, s);
+}
+
+/// Longest string [`write_short`] takes: its quoted text fits one 32-byte window.
+const SHORT: usize = 30;
+
+/// Appends 32 zero bytes and returns them, to be overwritten and then cut to length: one
+/// capacity check and two stores for a whole short string, instead of one check per piece.
+#[inline(always)]
+fn window(out: &mut Vec<u8>) -> Option<&mut [u8; 32]> {
+    let len = out.len();
+    out.extend_from_slice(&[0; 32]);
+    out.get_mut(len..)
+        .and_then(|w| <&mut [u8; 32]>::try_from(w).ok())
+}
+
+/// Writes `"s"` when `s` (at most [`SHORT`] bytes) needs no escape, checked in words
+/// overlapping at the ends; false, with nothing written, when it needs one.
+#[inline(always)]
+fn write_short(out: &mut Vec<u8>, s: &[u8]) -> bool {
+    let n = s.len();
+    let len = out.len();
+    if n >= 16 {
+        let (h, t) = (array::<16>(s, 0), array::<16>(s, n - 16));
+        if any_escape(&h) | any_escape(&t) {
+            return false;
+        }
+        let Some(w) = window(out) else { return false };
+        w[0] = b'"';
+        put(w, 1, &h);
+        put(w, n - 15, &t);
+        put(w, n + 1, b"\"");
+    } else if n >= 8 {
+        let (h, t) = (array::<8>(s, 0), array::<8>(s, n - 8));
+        if swar(u64::from_le_bytes(h)) | swar(u64::from_le_bytes(t)) != 0 {
+            return false;
+        }
+        let Some(w) = window(out) else { return false };
+        w[0] = b'"';
+        put(w, 1, &h);
+        put(w, n - 7, &t);
+        put(w, n + 1, b"\"");
+    } else if n >= 4 {
+        let (h, t) = (array::<4>(s, 0), array::<4>(s, n - 4));
+        let both = u64::from(u32::from_le_bytes(h)) | u64::from(u32::from_le_bytes(t)) << 32;
+        if swar(both) != 0 {
+            return false;
+        }
+        let Some(w) = window(out) else { return false };
+        w[0] = b'"';
+        put(w, 1, &h);
+        put(w, n - 3, &t);
+        put(w, n + 1, b"\"");
+    } else if n >= 1 {
+        // First, middle and last byte: all of a string of one to three.
+        let (a, b, c) = (s[0], s[n / 2], s[n - 1]);
+        if ESCAPE[usize::from(a)] | ESCAPE[usize::from(b)] | ESCAPE[usize::from(c)] {
+            return false;
+        }
+        let Some(w) = window(out) else { return false };
+        w[0] = b'"';
+        w[1] = a;
+        put(w, 1 + n / 2, &[b]);
+        put(w, n, &[c, b'"']);
+    } else {
+        out.extend_from_slice(b"\"\"");
+        return true;
+    }
+    out.truncate(len + n + 2);
+    true
+}
+
+/// Bytes JSON escapes, for strings too short for a word.
+static ESCAPE: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = i < 0x20 || i == b'"' as usize || i == b'\\' as usize;
+        i += 1;
+    }
+    t
+};
+
+/// Copies `v` into the window at `at` (callers keep it inside).
+#[inline(always)]
+fn put<const N: usize>(w: &mut [u8; 32], at: usize, v: &[u8; N]) {
+    if let Some(d) = w.get_mut(at..at + N) {
+        d.copy_from_slice(v);
+    }
+}
+
+/// Strings too long for [`write_short`], or with something to escape.
+#[inline(never)]
+fn write_str_slow(out: &mut Vec<u8>, s: &[u8]) {
+    out.push(b'"');
     let clean = copy_clean(out, s);
     if clean < s.len() {
         write_str_contents(out, s.get(clean..).unwrap_or_default());
@@ -1076,6 +1176,22 @@ mod tests {
                     let mut s = clean.clone();
                     s[at] = ok;
                     check(&s, n, &format!("n {n} at {at} byte {ok:#x}"));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn strings_of_every_short_length_with_an_escape_anywhere_are_serde_jsons() {
+        for n in 0..40 {
+            let clean: String = (0..n).map(|i| (b'a' + (i % 26) as u8) as char).collect();
+            same(&clean);
+            same(&[clean.as_str(), "x", clean.as_str()]);
+            for at in 0..n {
+                for bad in ['\0', '\u{1f}', '"', '\\', '\n', 'é', '\u{7f}', '😀'] {
+                    let mut s = clean.clone();
+                    s.replace_range(at..at + 1, bad.encode_utf8(&mut [0; 4]));
+                    same(&s);
                 }
             }
         }
