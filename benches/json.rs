@@ -13,7 +13,8 @@
 //! `events` the real events of the benchmark capture of benches/read.rs (benches/common),
 //! decoded, annotated and redacted as `msntap read --json` does, held in memory, so that the
 //! figure is `event::jsonl::render`'s alone. It reads MSNTAP_BENCH_CAPTURE=FILE (a capture
-//! kept by `MSNTAP_BENCH_KEEP=1 cargo bench --bench read`), or builds a 5 MB one.
+//! kept by `MSNTAP_BENCH_KEEP=1 cargo bench --bench read`), or builds a 5 MB one; its
+//! msntap::json side is `event::jsonl::render` itself (toggle `json::pass_render*`).
 //!
 //! MSNTAP_BENCH_SHAPE picks one shape; MSNTAP_BENCH_ROUNDS fixes the passes per run. For
 //! instructions per event:
@@ -244,6 +245,27 @@ fn run<T: Serialize>(pass: Pass<T>, buf: &mut Vec<u8>, events: &[T], rounds: usi
 }
 
 fn shape<T: Serialize>(name: &str, events: &[T], rounds: Option<usize>) {
+    shape_with(name, events, rounds, pass_ours::<T>);
+}
+
+/// Events through `event::jsonl::render`, the sink's own entry point: the serialization code
+/// is then compiled inside the library, as in the binary (a generic pass instantiated here
+/// could not inline the library's non-generic helpers).
+#[inline(never)]
+fn pass_render(buf: &mut Vec<u8>, events: &[msntap::Event<'static>]) -> usize {
+    let mut written = 0;
+    for ev in events {
+        msntap::event::jsonl::render(buf, ev);
+        if buf.len() >= FLUSH_AT {
+            written += buf.len();
+            black_box(&buf[..]);
+            buf.clear();
+        }
+    }
+    written
+}
+
+fn shape_with<T: Serialize>(name: &str, events: &[T], rounds: Option<usize>, ours_pass: Pass<T>) {
     let (mut a, mut b) = (Vec::new(), Vec::new());
     for ev in events {
         serde_json::to_writer(&mut a, ev).expect("serialises");
@@ -260,7 +282,7 @@ fn shape<T: Serialize>(name: &str, events: &[T], rounds: Option<usize>) {
     let (mut theirs, mut ours) = (f64::MAX, f64::MAX);
     for _ in 0..RUNS {
         theirs = theirs.min(run(pass_serde_json::<T>, &mut buf, events, rounds));
-        ours = ours.min(run(pass_ours::<T>, &mut buf, events, rounds));
+        ours = ours.min(run(ours_pass, &mut buf, events, rounds));
     }
     let mbs = |t: f64| (bytes * rounds) as f64 / t / 1e6;
     let ns = |t: f64| t * 1e9 / (rounds * events.len()) as f64;
@@ -306,6 +328,6 @@ fn main() {
         shape("command_flatten", &flat, rounds);
     }
     if want("events") {
-        shape("events", &capture_events(), rounds);
+        shape_with("events", &capture_events(), rounds, pass_render);
     }
 }
