@@ -2,7 +2,7 @@
 //! microseconds and read back from what is written, for every year a 64-bit count can
 //! hold (years past 9999 or before 0 use ISO 8601's expanded `+YYYYY` form).
 
-use std::cell::RefCell;
+use std::cell::Cell;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -35,11 +35,27 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 }
 
 thread_local! {
-    /// The text of the last timestamp written and its second: events come in time order, so
-    /// nearly every timestamp only rewrites the microseconds of this text in place, with no
-    /// calendar arithmetic and no UTF-8 check.
-    static LAST: RefCell<(i64, String)> = const { RefCell::new((i64::MIN, String::new())) };
+    /// The text of the last second written (its microseconds still zero): events come in
+    /// time order, so nearly every timestamp copies it and only formats its microseconds.
+    static LAST_SECOND: Cell<(i64, Text)> = const { Cell::new((i64::MIN, Text([0; 32]))) };
 }
+
+/// The text of a timestamp of years 0-9999, padded with ASCII to 32 aligned bytes so that the
+/// copy is two vector moves and the UTF-8 check (the price of no `unsafe`) runs whole words.
+#[derive(Clone, Copy)]
+#[repr(align(16))]
+struct Text([u8; 32]);
+
+/// `00` to `99`.
+static DEC2: [[u8; 2]; 100] = {
+    let mut t = [[0u8; 2]; 100];
+    let mut i = 0;
+    while i < 100 {
+        t[i] = [b'0' + (i / 10) as u8, b'0' + (i % 10) as u8];
+        i += 1;
+    }
+    t
+};
 
 /// The longest text [`Ts::write_to`] produces.
 pub const MAX_LEN: usize = 40;
@@ -94,28 +110,27 @@ impl Ts {
     /// Calls `f` with the RFC 3339 text (what [`Ts::write_to`] writes).
     fn with_text<R>(self, f: impl FnOnce(&str) -> R) -> R {
         let secs = self.secs();
-        LAST.with(|last| {
-            let Ok(mut last) = last.try_borrow_mut() else {
+        let (cached, text) = LAST_SECOND.with(Cell::get);
+        let mut t = if cached == secs {
+            text
+        } else {
+            let (y, _, _) = civil_from_days(secs.div_euclid(86400));
+            if !(0..=9999).contains(&y) {
                 return uncached(self, f);
-            };
-            let (cached, text) = &mut *last;
-            if *cached != secs {
-                let (y, _, _) = civil_from_days(secs.div_euclid(86400));
-                if !(0..=9999).contains(&y) {
-                    return uncached(self, f);
-                }
-                text.clear();
-                text.extend(head_text(secs).iter().map(|&b| char::from(b)));
-                text.push('.');
-                *cached = secs;
             }
-            text.truncate(20);
-            let mut digits = [0u8; 6];
-            put(&mut digits, u64::from(self.micros()));
-            text.extend(digits.iter().map(|&b| char::from(b)));
-            text.push('Z');
-            f(text)
-        })
+            let mut t = Text(*b"0000-00-00T00:00:00.000000Z     ");
+            t.0[..19].copy_from_slice(&head_text(secs));
+            LAST_SECOND.with(|c| c.set((secs, t)));
+            t
+        };
+        let m = self.micros() as usize;
+        for (at, v) in [(20, m / 10_000 % 100), (22, m / 100 % 100), (24, m % 100)] {
+            t.0[at..at + 2].copy_from_slice(&DEC2[v]);
+        }
+        match std::str::from_utf8(&t.0) {
+            Ok(s) => f(s.get(..27).unwrap_or(s)),
+            Err(_) => uncached(self, f),
+        }
     }
 
     /// Parses what [`Ts`] writes: `YYYY-MM-DDTHH:MM:SS[.f{1,9}](Z|+00:00)`, with an
@@ -223,7 +238,7 @@ impl fmt::Display for Ts {
 
 impl Serialize for Ts {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.with_text(|t| s.serialize_str(t))
+        self.with_text(|t| crate::json::Verbatim(t).serialize(s))
     }
 }
 

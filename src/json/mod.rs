@@ -558,8 +558,9 @@ impl ser::Serializer for KeySerializer<'_> {
 
 // ---- base64 --------------------------------------------------------------------------------
 
-/// The newtype-struct name by which [`Base64`] marks text that needs no escape. Private: only
-/// [`Base64`] writes it, so what this backend copies unchecked is always base64 digits.
+/// The newtype-struct name by which [`Base64`] and [`Verbatim`] mark text that needs no
+/// escape. Private: only they write it, so what this backend copies unchecked is always
+/// base64 digits or text the crate made itself.
 const VERBATIM: &str = "$msntap::json::Verbatim";
 
 /// Bytes written as a standard base64 string (RFC 4648 alphabet, `=` padding), what
@@ -573,6 +574,22 @@ impl Serialize for Base64<'_> {
     #[inline]
     fn serialize<S: ser::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_newtype_struct(VERBATIM, &Base64Text(self.0))
+    }
+}
+
+/// Text that needs no JSON escape by the construction of whoever makes it (timestamps:
+/// digits and date punctuation), written as a string like any other by every serializer and
+/// copied without the escape scan by this one.
+pub(crate) struct Verbatim<'a>(pub(crate) &'a str);
+
+impl Serialize for Verbatim<'_> {
+    #[inline(always)]
+    fn serialize<S: ser::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        debug_assert!(
+            !self.0.bytes().any(needs_escape),
+            "verbatim text needs an escape"
+        );
+        s.serialize_newtype_struct(VERBATIM, self.0)
     }
 }
 
@@ -673,8 +690,8 @@ fn base64_encode(src: &[u8], dst: &mut [u8; B64_CHUNK_OUT]) -> usize {
     o
 }
 
-/// Writes [`Base64`]'s text: `collect_str` without the escape scan. Nothing else reaches it
-/// (the token is private), so every other method refuses.
+/// Writes [`Base64`]'s and [`Verbatim`]'s text: `collect_str` and `serialize_str` without the
+/// escape scan. Nothing else reaches it (the token is private), so every other method refuses.
 struct VerbatimSerializer<'a> {
     out: &'a mut Vec<u8>,
 }
@@ -718,6 +735,16 @@ impl ser::Serializer for VerbatimSerializer<'_> {
         self.out.push(b'"');
         Ok(())
     }
+    #[inline(always)]
+    fn serialize_str(self, v: &str) -> Result {
+        let v = v.as_bytes();
+        if v.len() > SHORT || !write_short_as::<false>(self.out, v) {
+            self.out.push(b'"');
+            self.out.extend_from_slice(v);
+            self.out.push(b'"');
+        }
+        Ok(())
+    }
     not_verbatim! {
         serialize_bool(bool) -> ();
         serialize_i8(i8) -> ();
@@ -731,7 +758,6 @@ impl ser::Serializer for VerbatimSerializer<'_> {
         serialize_f32(f32) -> ();
         serialize_f64(f64) -> ();
         serialize_char(char) -> ();
-        serialize_str(&str) -> ();
         serialize_bytes(&[u8]) -> ();
         serialize_none() -> ();
         serialize_unit() -> ();
@@ -843,11 +869,17 @@ fn window(out: &mut Vec<u8>) -> Option<&mut [u8; 32]> {
 /// overlapping at the ends; false, with nothing written, when it needs one.
 #[inline(always)]
 fn write_short(out: &mut Vec<u8>, s: &[u8]) -> bool {
+    write_short_as::<true>(out, s)
+}
+
+/// [`write_short`], with the escape check only when `CHECK` (verbatim text skips it).
+#[inline(always)]
+fn write_short_as<const CHECK: bool>(out: &mut Vec<u8>, s: &[u8]) -> bool {
     let n = s.len();
     let len = out.len();
     if n >= 16 {
         let (h, t) = (array::<16>(s, 0), array::<16>(s, n - 16));
-        if any_escape(&h) | any_escape(&t) {
+        if CHECK && any_escape(&h) | any_escape(&t) {
             return false;
         }
         let Some(w) = window(out) else { return false };
@@ -857,7 +889,7 @@ fn write_short(out: &mut Vec<u8>, s: &[u8]) -> bool {
         put(w, n + 1, b"\"");
     } else if n >= 8 {
         let (h, t) = (array::<8>(s, 0), array::<8>(s, n - 8));
-        if swar(u64::from_le_bytes(h)) | swar(u64::from_le_bytes(t)) != 0 {
+        if CHECK && swar(u64::from_le_bytes(h)) | swar(u64::from_le_bytes(t)) != 0 {
             return false;
         }
         let Some(w) = window(out) else { return false };
@@ -868,7 +900,7 @@ fn write_short(out: &mut Vec<u8>, s: &[u8]) -> bool {
     } else if n >= 4 {
         let (h, t) = (array::<4>(s, 0), array::<4>(s, n - 4));
         let both = u64::from(u32::from_le_bytes(h)) | u64::from(u32::from_le_bytes(t)) << 32;
-        if swar(both) != 0 {
+        if CHECK && swar(both) != 0 {
             return false;
         }
         let Some(w) = window(out) else { return false };
@@ -879,7 +911,7 @@ fn write_short(out: &mut Vec<u8>, s: &[u8]) -> bool {
     } else if n >= 1 {
         // First, middle and last byte: all of a string of one to three.
         let (a, b, c) = (s[0], s[n / 2], s[n - 1]);
-        if ESCAPE[usize::from(a)] | ESCAPE[usize::from(b)] | ESCAPE[usize::from(c)] {
+        if CHECK && ESCAPE[usize::from(a)] | ESCAPE[usize::from(b)] | ESCAPE[usize::from(c)] {
             return false;
         }
         let Some(w) = window(out) else { return false };
@@ -894,17 +926,6 @@ fn write_short(out: &mut Vec<u8>, s: &[u8]) -> bool {
     out.truncate(len + n + 2);
     true
 }
-
-/// Bytes JSON escapes, for strings too short for a word.
-static ESCAPE: [bool; 256] = {
-    let mut t = [false; 256];
-    let mut i = 0;
-    while i < 256 {
-        t[i] = i < 0x20 || i == b'"' as usize || i == b'\\' as usize;
-        i += 1;
-    }
-    t
-};
 
 /// Copies `v` into the window at `at` (callers keep it inside).
 #[inline(always)]
@@ -924,6 +945,17 @@ fn write_str_slow(out: &mut Vec<u8>, s: &[u8]) {
     }
     out.push(b'"');
 }
+
+/// Bytes JSON escapes, for strings too short for a word.
+static ESCAPE: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = i < 0x20 || i == b'"' as usize || i == b'\\' as usize;
+        i += 1;
+    }
+    t
+};
 
 /// Only `"`, `\\` and bytes below 0x20 are escaped (serde_json leaves `/`, DEL and non-ASCII
 /// alone), so splitting at them keeps UTF-8 whole.
