@@ -240,7 +240,7 @@ impl<'a> ser::Serializer for Serializer<'a> {
     }
     #[inline(always)]
     fn serialize_str(self, v: &str) -> Result {
-        write_str(self.out, v);
+        write_str_dyn(self.out, v);
         Ok(())
     }
     fn serialize_bytes(self, v: &[u8]) -> Result {
@@ -273,7 +273,8 @@ impl<'a> ser::Serializer for Serializer<'a> {
     /// Inlined so that the variant name, a constant, folds to a few stores.
     #[inline(always)]
     fn serialize_unit_variant(self, _: &'static str, _: u32, variant: &'static str) -> Result {
-        self.serialize_str(variant)
+        write_str(self.out, variant);
+        Ok(())
     }
     /// [`Base64`]'s text is copied without the escape scan; any other newtype is its content.
     #[inline(always)]
@@ -496,14 +497,15 @@ impl ser::Serializer for KeySerializer<'_> {
 
     #[inline(always)]
     fn serialize_str(self, v: &str) -> Result {
-        write_str(self.out, v);
+        write_str_dyn(self.out, v);
         Ok(())
     }
     fn serialize_char(self, v: char) -> Result {
         self.serialize_str(v.encode_utf8(&mut [0; 4]))
     }
     fn serialize_unit_variant(self, _: &'static str, _: u32, variant: &'static str) -> Result {
-        self.serialize_str(variant)
+        write_str(self.out, variant);
+        Ok(())
     }
     fn serialize_newtype_struct<T: Serialize + ?Sized>(self, _: &'static str, v: &T) -> Result {
         v.serialize(self)
@@ -852,14 +854,52 @@ fn write_str(out: &mut Vec<u8>, s: &str) {
     write_str_slow(out, s);
 }
 
+/// [`write_str`] for strings known only at run time: one call to a leaf that saves no
+/// registers, so that `str::serialize` and its wrappers inline into their callers instead of
+/// each carrying every size class.
+#[inline(always)]
+fn write_str_dyn(out: &mut Vec<u8>, s: &str) {
+    if !write_short_leaf(out, s.as_bytes()) {
+        write_str_slow(out, s.as_bytes());
+    }
+}
+
+/// Dispatches on the size class and jumps to that class's own leaf, which uses only the
+/// registers it needs (one function for all classes saved five on every call); out of line so
+/// that `str::serialize` and its wrappers stay small enough to inline into their callers.
+#[inline(never)]
+fn write_short_leaf(out: &mut Vec<u8>, s: &[u8]) -> bool {
+    match s.len() {
+        16..=SHORT => leaf::<16>(out, s),
+        8..=15 => leaf::<8>(out, s),
+        4..=7 => leaf::<4>(out, s),
+        1..=3 => leaf::<1>(out, s),
+        0 => {
+            out.extend_from_slice(b"\"\"");
+            true
+        }
+        _ => false,
+    }
+}
+
+#[inline(never)]
+fn leaf<const MIN: usize>(out: &mut Vec<u8>, s: &[u8]) -> bool {
+    short_class::<true, MIN>(out, s)
+}
+
 /// Longest string [`write_short`] takes: its quoted text fits one 32-byte window.
 const SHORT: usize = 30;
 
 /// Appends 32 zero bytes and returns them, to be overwritten and then cut to length: one
 /// capacity check and two stores for a whole short string, instead of one check per piece.
+/// None when the buffer would have to grow: the caller takes its slow path, which grows it,
+/// so that the short paths never call out and need no saved registers.
 #[inline(always)]
 fn window(out: &mut Vec<u8>) -> Option<&mut [u8; 32]> {
     let len = out.len();
+    if out.capacity() - len < 32 {
+        return None;
+    }
     out.extend_from_slice(&[0; 32]);
     out.get_mut(len..)
         .and_then(|w| <&mut [u8; 32]>::try_from(w).ok())
@@ -875,9 +915,26 @@ fn write_short(out: &mut Vec<u8>, s: &[u8]) -> bool {
 /// [`write_short`], with the escape check only when `CHECK` (verbatim text skips it).
 #[inline(always)]
 fn write_short_as<const CHECK: bool>(out: &mut Vec<u8>, s: &[u8]) -> bool {
+    match s.len() {
+        16..=SHORT => short_class::<CHECK, 16>(out, s),
+        8..=15 => short_class::<CHECK, 8>(out, s),
+        4..=7 => short_class::<CHECK, 4>(out, s),
+        1..=3 => short_class::<CHECK, 1>(out, s),
+        0 => {
+            out.extend_from_slice(b"\"\"");
+            true
+        }
+        _ => false,
+    }
+}
+
+/// One size class of [`write_short_as`]: strings of `MIN` bytes up to the next class (16 to
+/// [`SHORT`], 8-15, 4-7, 1-3), read as two words overlapping in the middle.
+#[inline(always)]
+fn short_class<const CHECK: bool, const MIN: usize>(out: &mut Vec<u8>, s: &[u8]) -> bool {
     let n = s.len();
     let len = out.len();
-    if n >= 16 {
+    if MIN == 16 {
         let (h, t) = (array::<16>(s, 0), array::<16>(s, n - 16));
         if CHECK && any_escape(&h) | any_escape(&t) {
             return false;
@@ -887,7 +944,7 @@ fn write_short_as<const CHECK: bool>(out: &mut Vec<u8>, s: &[u8]) -> bool {
         put(w, 1, &h);
         put(w, n - 15, &t);
         put(w, n + 1, b"\"");
-    } else if n >= 8 {
+    } else if MIN == 8 {
         let (h, t) = (array::<8>(s, 0), array::<8>(s, n - 8));
         if CHECK && swar(u64::from_le_bytes(h)) | swar(u64::from_le_bytes(t)) != 0 {
             return false;
@@ -897,7 +954,7 @@ fn write_short_as<const CHECK: bool>(out: &mut Vec<u8>, s: &[u8]) -> bool {
         put(w, 1, &h);
         put(w, n - 7, &t);
         put(w, n + 1, b"\"");
-    } else if n >= 4 {
+    } else if MIN == 4 {
         let (h, t) = (array::<4>(s, 0), array::<4>(s, n - 4));
         let both = u64::from(u32::from_le_bytes(h)) | u64::from(u32::from_le_bytes(t)) << 32;
         if CHECK && swar(both) != 0 {
@@ -908,9 +965,11 @@ fn write_short_as<const CHECK: bool>(out: &mut Vec<u8>, s: &[u8]) -> bool {
         put(w, 1, &h);
         put(w, n - 3, &t);
         put(w, n + 1, b"\"");
-    } else if n >= 1 {
+    } else {
         // First, middle and last byte: all of a string of one to three.
-        let (a, b, c) = (s[0], s[n / 2], s[n - 1]);
+        let (Some(&a), Some(&b), Some(&c)) = (s.first(), s.get(n / 2), s.last()) else {
+            return false;
+        };
         if CHECK && ESCAPE[usize::from(a)] | ESCAPE[usize::from(b)] | ESCAPE[usize::from(c)] {
             return false;
         }
@@ -919,9 +978,6 @@ fn write_short_as<const CHECK: bool>(out: &mut Vec<u8>, s: &[u8]) -> bool {
         w[1] = a;
         put(w, 1 + n / 2, &[b]);
         put(w, n, &[c, b'"']);
-    } else {
-        out.extend_from_slice(b"\"\"");
-        return true;
     }
     out.truncate(len + n + 2);
     true
