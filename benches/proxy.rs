@@ -1,188 +1,192 @@
-//! Proxy benchmark (run with `cargo bench --bench proxy`): bulk switchboard MSG traffic through
-//! msntap with full decoding against the same traffic through a plain relay that decodes
-//! nothing, added round-trip latency, and memory per idle session. Loopback only, bounded
-//! counts; it prints figures and asserts nothing (targets are judged in docs/performance.md).
+//! Proxy benchmark (run with `cargo bench --bench proxy`): throughput of a bulk text MSG
+//! stream and of a real-shaped mix through msntap with full decoding and JSON Lines to
+//! /dev/null, against a direct connection, socat (the plain-relay baseline) and mitmproxy
+//! (`mitmdump --mode reverse:tcp://`, when installed); added round-trip latency; and the
+//! peak memory of the `msntap` binary under a PNG flood, a 200 MB line and 1,000 idle
+//! clients. Loopback only, bounded counts; it prints figures and asserts nothing (the
+//! targets are judged in docs/performance.md). MSNTAP_BENCH=throughput|latency|memory|
+//! profile runs one part; profile runs msntap's throughput alone with CPU time per MB by
+//! thread group, the A/B measure on a shared machine.
 
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener as StdListener;
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use msntap::event::EventKind;
+use msntap::output::OutputConfig;
+use msntap::proxy::output::{LiveOutput, FLUSH_EVERY};
 use msntap::proxy::{Config, Proxy};
 use msntap::Tables;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::runtime::Runtime;
 use tokio::sync::oneshot;
 
 /// The allocator of the msntap binary (src/main.rs), so the figures are the binary's.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// Bytes of MSG traffic per throughput run.
+/// Bytes of server traffic per throughput run.
 const BULK: usize = 64 << 20;
 const RUNS: usize = 5;
 const ROUND_TRIPS: usize = 20_000;
 const IDLE: usize = 1_000;
+const FLOOD: usize = 100 << 20;
+const LONG_LINE: usize = 200 << 20;
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    let only = std::env::var("MSNTAP_BENCH").unwrap_or_default();
+    let run = |part: &str| only.is_empty() || only == part;
+    // The clients and servers of the benchmark; msntap gets a runtime of its own, as the
+    // binary has, and socat and mitmproxy are processes of their own.
+    let bench = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        .thread_name("bench")
         .enable_all()
         .build()
         .expect("runtime");
-    rt.block_on(async {
-        let tables = Arc::new(Tables::builtin().expect("tables"));
-        println!("msntap proxy benchmark (loopback, 2 worker threads)\n");
-        // MSNTAP_BENCH=throughput|latency|idle runs one part only. MSNTAP_BENCH=profile runs
-        // msntap's throughput runs alone (no decoder-alone, direct or plain relay runs) and
-        // prints CPU time per MB and per thread: for `perf record` and A/B comparisons on a
-        // shared machine, where CPU time varies less than throughput.
-        let only = std::env::var("MSNTAP_BENCH").unwrap_or_default();
-        if only == "profile" {
-            for kind in [Traffic::Text, Traffic::P2p] {
-                profile(&tables, kind).await;
-            }
-            return;
+    let tables = Arc::new(Tables::builtin().expect("tables"));
+    println!("msntap proxy benchmark (loopback; msntap: 2 worker threads and an event thread)\n");
+    if only == "profile" {
+        for kind in [Traffic::Bulk, Traffic::Mix] {
+            profile(&bench, &tables, kind);
         }
-        let run = |part: &str| only.is_empty() || only == part;
-        // Memory first, while the heap is fresh: later parts leave freed pages behind that
-        // would hide growth.
-        if run("idle") {
-            idle(&tables).await;
+        return;
+    }
+    if run("memory") {
+        memory(&bench);
+    }
+    if run("throughput") {
+        for kind in [Traffic::Bulk, Traffic::Mix] {
+            throughput(&bench, &tables, kind);
         }
-        if run("throughput") {
-            for kind in [Traffic::Text, Traffic::P2p] {
-                decode_only(&tables, kind);
-                throughput(&tables, kind).await;
-            }
-        }
-        if run("latency") {
-            latency(&tables).await;
-        }
-    });
+    }
+    if run("latency") {
+        latency(&bench, &tables);
+    }
 }
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Traffic {
-    /// Instant messages: text/plain bodies of about 1 KiB.
-    Text,
-    /// File-transfer style P2P data messages: 48-byte binary header, 1,202 data bytes, footer.
-    P2p,
+    /// Instant messages: text/plain bodies of about 1 KiB (1,147-byte frames).
+    Bulk,
+    /// Shaped like a real session: mostly short command lines (presence, acks, pings),
+    /// messages of about 350 bytes, and P2P data chunks of about 1,250 bytes with their
+    /// 48-byte binary header.
+    Mix,
 }
 
-fn frame(kind: Traffic) -> Vec<u8> {
-    let body: Vec<u8> = match kind {
-        Traffic::Text => {
-            let mut b = b"MIME-Version: 1.0\r\nContent-Type: text/plain; charset=UTF-8\r\nX-MMS-IM-Format: FN=Segoe%20UI; EF=; CO=0; CS=1; PF=0\r\n\r\n".to_vec();
-            b.extend((0..1000).map(|i| b"the quick brown fox jumps over the lazy dog "[i % 44]));
-            b
-        }
-        Traffic::P2p => {
-            let mut b = b"MIME-Version: 1.0\r\nContent-Type: application/x-msnmsgrp2p\r\nP2P-Dest: alice@example.com\r\n\r\n".to_vec();
-            let mut h = [0u8; 48];
-            h[0..4].copy_from_slice(&7u32.to_le_bytes()); // session id
-            h[4..8].copy_from_slice(&12345u32.to_le_bytes()); // message id
-            h[16..24].copy_from_slice(&(1u64 << 20).to_le_bytes()); // total size
-            h[24..28].copy_from_slice(&1202u32.to_le_bytes()); // message size
-            h[28..32].copy_from_slice(&0x0100_0030u32.to_le_bytes()); // flags: file data
-            b.extend_from_slice(&h);
-            b.extend((0..1202u32).map(|i| (i * 7 % 251) as u8));
-            b.extend_from_slice(&2u32.to_be_bytes()); // footer: application id
-            b
-        }
-    };
-    let mut f = format!("MSG bob@example.com Bob {}\r\n", body.len()).into_bytes();
-    f.extend_from_slice(&body);
+fn text_msg(n: usize) -> Vec<u8> {
+    let mut b = b"MIME-Version: 1.0\r\nContent-Type: text/plain; charset=UTF-8\r\nX-MMS-IM-Format: FN=Segoe%20UI; EF=; CO=0; CS=1; PF=0\r\n\r\n".to_vec();
+    b.extend((0..n).map(|i| b"the quick brown fox jumps over the lazy dog "[i % 44]));
+    let mut f = format!("MSG bob@example.com Bob {}\r\n", b.len()).into_bytes();
+    f.extend_from_slice(&b);
     f
 }
 
-/// A switchboard that, per connection, waits for one line and then sends `count` frames.
-async fn bulk_server(frame: Vec<u8>, count: usize) -> String {
-    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let a = l.local_addr().expect("addr").to_string();
-    let frame = Arc::new(frame);
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            let f = frame.clone();
-            tokio::spawn(async move {
-                let _ = s.set_nodelay(true);
-                let mut b = [0u8; 256];
-                let _ = s.read(&mut b).await;
-                // Batches of frames per write, as a busy server would send them.
-                let batch: Vec<u8> = f.repeat(16);
-                let mut left = count;
-                while left >= 16 {
-                    if s.write_all(&batch).await.is_err() {
-                        return;
-                    }
-                    left -= 16;
+fn typing() -> Vec<u8> {
+    let b = b"MIME-Version: 1.0\r\nContent-Type: text/x-msmsgscontrol\r\nTypingUser: bob@example.com\r\n\r\n\r\n";
+    let mut f = format!("MSG bob@example.com Bob {}\r\n", b.len()).into_bytes();
+    f.extend_from_slice(b);
+    f
+}
+
+fn p2p_chunk(id: u32, offset: u64) -> Vec<u8> {
+    let mut b = b"MIME-Version: 1.0\r\nContent-Type: application/x-msnmsgrp2p\r\nP2P-Dest: alice@example.com\r\n\r\n".to_vec();
+    let mut h = [0u8; 48];
+    h[0..4].copy_from_slice(&7u32.to_le_bytes()); // session id
+    h[4..8].copy_from_slice(&id.to_le_bytes()); // message id
+    h[8..16].copy_from_slice(&offset.to_le_bytes());
+    h[16..24].copy_from_slice(&(1u64 << 20).to_le_bytes()); // total size
+    h[24..28].copy_from_slice(&1202u32.to_le_bytes()); // message size
+    h[28..32].copy_from_slice(&0x0100_0030u32.to_le_bytes()); // flags: file data
+    b.extend_from_slice(&h);
+    b.extend((0..1202u32).map(|i| (i * 7 % 251) as u8));
+    b.extend_from_slice(&2u32.to_be_bytes()); // footer: application id
+    let mut f = format!("MSG bob@example.com Bob {}\r\n", b.len()).into_bytes();
+    f.extend_from_slice(&b);
+    f
+}
+
+/// One repeating unit of the traffic and the frames in it.
+fn unit(kind: Traffic) -> (Vec<u8>, usize, Vec<usize>) {
+    let frames: Vec<Vec<u8>> = match kind {
+        Traffic::Bulk => vec![text_msg(1000)],
+        Traffic::Mix => {
+            let small: [&[u8]; 10] = [
+                b"NLN NLN carol@example.com Carol 1342210085\r\n",
+                b"ACK 12\r\n",
+                b"QNG 50\r\n",
+                b"ILN 5 AWY dave@example.com Dave 268435492\r\n",
+                b"CHG 7 NLN 1342210085\r\n",
+                b"FLN erin@example.com\r\n",
+                b"BPR PHH 1%20425%20555%200100\r\n",
+                b"NAK 13\r\n",
+                b"JOI frank@example.com Frank 1342210085\r\n",
+                b"BYE frank@example.com\r\n",
+            ];
+            let mut v: Vec<Vec<u8>> = small.iter().map(|s| s.to_vec()).collect();
+            v.push(typing());
+            v.push(text_msg(210));
+            v.push(text_msg(230));
+            v.push(text_msg(190));
+            for i in 0..3 {
+                v.push(p2p_chunk(12345 + i, u64::from(i) * 1202));
+            }
+            // Interleave: a short line between longer frames, as a busy session reads.
+            let (s, l): (Vec<_>, Vec<_>) = v.into_iter().partition(|f| f.len() < 100);
+            let mut out = Vec::new();
+            let mut li = l.into_iter();
+            for x in s {
+                out.push(x);
+                if let Some(y) = li.next() {
+                    out.push(y);
                 }
-                for _ in 0..left {
-                    if s.write_all(&f).await.is_err() {
-                        return;
-                    }
-                }
-                let _ = s.shutdown().await;
-            });
+            }
+            out.extend(li);
+            out
         }
-    });
-    a
-}
-
-/// A relay that only copies bytes: the baseline.
-async fn plain_relay(upstream: String) -> String {
-    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let a = l.local_addr().expect("addr").to_string();
-    tokio::spawn(async move {
-        while let Ok((mut c, _)) = l.accept().await {
-            let up = upstream.clone();
-            tokio::spawn(async move {
-                let Ok(mut s) = TcpStream::connect(up).await else {
-                    return;
-                };
-                let _ = c.set_nodelay(true);
-                let _ = s.set_nodelay(true);
-                let _ =
-                    tokio::io::copy_bidirectional_with_sizes(&mut c, &mut s, 16 << 10, 16 << 10)
-                        .await;
-            });
-        }
-    });
-    a
-}
-
-struct Running {
-    addr: String,
-    stop: oneshot::Sender<()>,
-    events: Arc<AtomicU64>,
-}
-
-/// msntap in front of `upstream`, its events consumed (counted) as fast as they come.
-async fn msntap(tables: &Arc<Tables>, upstream: String) -> Running {
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<msntap::proxy::EventBatch>(256);
-    let cfg = Config {
-        listen: "127.0.0.1:0".parse().expect("addr"),
-        upstream: Some(upstream),
-        max_connections: 8192,
-        ..Config::default()
     };
-    let p = Proxy::bind(cfg, tables.clone(), tx).await.expect("proxy");
-    let addr = p.local_addr().to_string();
-    let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(p.run(async move {
-        let _ = stopped.await;
-    }));
-    let events = Arc::new(AtomicU64::new(0));
-    let e2 = events.clone();
-    tokio::spawn(async move {
-        while let Some(batch) = rx.recv().await {
-            std::hint::black_box(&batch);
-            e2.fetch_add(batch.len() as u64, Ordering::Relaxed);
-        }
-    });
-    Running { addr, stop, events }
+    let sizes: Vec<usize> = frames.iter().map(Vec::len).collect();
+    (frames.concat(), sizes.len(), sizes)
 }
 
-/// Connects, asks for the bulk and reads it all; returns MB/s.
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// A server that, per connection, waits for one line and then sends `data` (in 64 KiB
+/// writes, as a busy server's socket buffer would take it).
+fn bulk_server(rt: &Runtime, data: Arc<Vec<u8>>) -> String {
+    rt.block_on(async {
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let a = l.local_addr().expect("addr").to_string();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                let d = data.clone();
+                tokio::spawn(async move {
+                    let _ = s.set_nodelay(true);
+                    let mut b = [0u8; 256];
+                    let _ = s.read(&mut b).await;
+                    for chunk in d.chunks(64 << 10) {
+                        if s.write_all(chunk).await.is_err() {
+                            return;
+                        }
+                    }
+                    let _ = s.shutdown().await;
+                    while matches!(s.read(&mut b).await, Ok(n) if n > 0) {}
+                });
+            }
+        });
+        a
+    })
+}
+
+/// Connects, asks for the bulk and reads it all; returns the seconds it took.
 async fn pull(addr: &str, expect: usize) -> f64 {
     let mut c = TcpStream::connect(addr).await.expect("connect");
     let _ = c.set_nodelay(true);
@@ -190,7 +194,7 @@ async fn pull(addr: &str, expect: usize) -> f64 {
     c.write_all(b"ANS 1 alice@example.com 1.2.3 99\r\n")
         .await
         .expect("write");
-    let mut b = vec![0u8; 64 << 10];
+    let mut b = vec![0u8; 256 << 10];
     let mut got = 0;
     loop {
         let n = c.read(&mut b).await.expect("read");
@@ -200,117 +204,444 @@ async fn pull(addr: &str, expect: usize) -> f64 {
         got += n;
     }
     assert_eq!(got, expect, "all bytes arrived");
-    got as f64 / t.elapsed().as_secs_f64() / 1e6
+    t.elapsed().as_secs_f64()
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
+/// msntap in this process, on a runtime of its own, with the outputs `msntap proxy --json
+/// /dev/null --quiet` has, on an event thread of its own.
+struct Tap {
+    addr: String,
+    rt: Option<Runtime>,
+    stop: Option<oneshot::Sender<()>>,
+    /// Events written, plus events dropped (counted from the dropped events).
+    handled: Arc<AtomicU64>,
+    dropped: Arc<AtomicU64>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
-/// The decoder alone on the same bytes (16 KiB chunks, no sockets): the ceiling for the proxy.
-fn decode_only(tables: &Arc<Tables>, kind: Traffic) {
-    let f = frame(kind);
-    let count = BULK / f.len();
-    let mut data = b"ANS 1 alice@example.com 1.2.3 99\r\n".to_vec();
-    let c2s_len = data.len();
-    for _ in 0..count {
-        data.extend_from_slice(&f);
+fn tap(tables: &Arc<Tables>, upstream: String) -> Tap {
+    tap_with(tables, upstream, true, Config::default().backlog)
+}
+
+/// `decode`: false to take the frames off the backlog without decoding them (the
+/// forwarding path alone).
+fn tap_with(tables: &Arc<Tables>, upstream: String, decode: bool, backlog: usize) -> Tap {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("msntap-proxy")
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let cfg = Config {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        upstream: Some(upstream),
+        max_connections: 8192,
+        backlog,
+        ..Config::default()
+    };
+    let (p, mut events) = rt
+        .block_on(Proxy::bind(cfg, tables.clone()))
+        .expect("proxy");
+    let addr = p.local_addr().to_string();
+    let (stop, stopped) = oneshot::channel::<()>();
+    rt.spawn(p.run(async move {
+        let _ = stopped.await;
+    }));
+    let ocfg = OutputConfig {
+        json: Some("/dev/null".into()),
+        quiet: true,
+        ..OutputConfig::default()
+    };
+    let mut out = LiveOutput::new(&ocfg, tables).expect("outputs");
+    let handled = Arc::new(AtomicU64::new(0));
+    let dropped = Arc::new(AtomicU64::new(0));
+    let (h, d) = (handled.clone(), dropped.clone());
+    let thread = std::thread::Builder::new()
+        .name("msntap-events".into())
+        .spawn(move || {
+            msntap::proxy::output::lower_priority();
+            if !decode {
+                while events.skip(FLUSH_EVERY).is_some() {}
+                return;
+            }
+            loop {
+                let r = events.next(FLUSH_EVERY, FLUSH_EVERY, &mut |ev| {
+                    if let EventKind::Dropped(x) = &ev.kind {
+                        d.fetch_add(x.events, Ordering::Relaxed);
+                        h.fetch_add(x.events, Ordering::Relaxed);
+                    }
+                    out.event(ev);
+                    h.fetch_add(1, Ordering::Relaxed);
+                });
+                match r {
+                    Some(del) => out.tick(del.idle),
+                    None => break,
+                }
+            }
+            out.finish(Duration::from_secs(1));
+        })
+        .expect("event thread");
+    Tap {
+        addr,
+        rt: Some(rt),
+        stop: Some(stop),
+        handled,
+        dropped,
+        thread: Some(thread),
     }
-    let mut best = 0f64;
-    for _ in 0..3 {
-        let mut s = msntap::Session::new(tables.clone(), 1, msntap::SessionHint::default());
-        let mut evs = Vec::new();
-        let t = Instant::now();
-        s.feed(msntap::Dir::C2s, &data[..c2s_len], msntap::Ts(0), &mut evs);
-        let mut n = 0;
-        for chunk in data[c2s_len..].chunks(16 << 10) {
-            s.feed(msntap::Dir::S2c, chunk, msntap::Ts(0), &mut evs);
-            n += evs.len();
-            evs.clear();
+}
+
+impl Tap {
+    /// Waits until `n` events were handled (written or counted as dropped).
+    fn wait_handled(&self, n: u64) {
+        let end = Instant::now() + Duration::from_secs(120);
+        while self.handled.load(Ordering::Relaxed) < n {
+            assert!(Instant::now() < end, "events not written in time");
+            std::thread::sleep(Duration::from_micros(200));
         }
-        let mbs = (data.len() - c2s_len) as f64 / t.elapsed().as_secs_f64() / 1e6;
-        std::hint::black_box(n);
-        best = best.max(mbs);
     }
-    println!("decoder alone (Session::feed, no sockets), {kind:?}: {best:.1} MB/s");
 }
 
-async fn throughput(tables: &Arc<Tables>, kind: Traffic) {
-    let f = frame(kind);
-    let count = BULK / f.len();
-    let total = count * f.len();
-    let server = bulk_server(f.clone(), count).await;
-    let relay = plain_relay(server.clone()).await;
-    let proxy = msntap(tables, server.clone()).await;
-    let (mut direct, mut plain, mut tap) = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..RUNS {
-        direct.push(pull(&server, total).await);
-        plain.push(pull(&relay, total).await);
-        tap.push(pull(&proxy.addr, total).await);
+impl Drop for Tap {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_timeout(Duration::from_secs(1));
+        }
     }
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let events = proxy.events.load(Ordering::Relaxed);
-    let _ = proxy.stop.send(());
-    let (d, p, t) = (median(direct), median(plain), median(tap));
+}
+
+/// A free loopback port (for the relays that are processes of their own).
+fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("port")
+}
+
+fn wait_listening(addr: &str, what: &str) -> bool {
+    let end = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < end {
+        if std::net::TcpStream::connect(addr).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    println!("  ({what} did not start listening on {addr})");
+    false
+}
+
+/// A relay process, killed when dropped.
+struct Relay(Child, String);
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// socat relaying `port` to `upstream` (`buf`: its -b transfer size).
+fn socat(upstream: &str, buf: usize) -> Option<Relay> {
+    let port = free_port();
+    let child = Command::new("socat")
+        .args([
+            "-b".to_string(),
+            buf.to_string(),
+            format!("TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork"),
+            format!("TCP:{upstream},nodelay"),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    let addr = format!("127.0.0.1:{port}");
+    let r = Relay(child, addr.clone());
+    wait_listening(&addr, "socat").then_some(r)
+}
+
+/// mitmproxy in reverse TCP mode (no MSNP decoding), if installed.
+fn mitmproxy(upstream: &str) -> Option<Relay> {
+    let port = free_port();
+    let child = Command::new("mitmdump")
+        .args([
+            "-q".to_string(),
+            "--mode".to_string(),
+            format!("reverse:tcp://{upstream}"),
+            "--listen-host".to_string(),
+            "127.0.0.1".to_string(),
+            "--listen-port".to_string(),
+            port.to_string(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    let addr = format!("127.0.0.1:{port}");
+    let r = Relay(child, addr.clone());
+    wait_listening(&addr, "mitmdump").then_some(r)
+}
+
+fn throughput(bench: &Runtime, tables: &Arc<Tables>, kind: Traffic) {
+    let (u, per_unit, sizes) = unit(kind);
+    let units = BULK / u.len();
+    let data = Arc::new(u.repeat(units));
+    let total = data.len();
+    let frames = (units * per_unit) as u64;
+    let server = bulk_server(bench, data);
+    let mut sorted = sizes.clone();
+    sorted.sort();
     println!(
-        "throughput, {kind:?} MSG frames of {} bytes, {} MiB per run, median of {RUNS} runs:",
-        f.len(),
-        total >> 20
+        "throughput, {kind:?}: {} MiB per run, {frames} frames ({} bytes on average, median {}), median of {RUNS} runs:",
+        total >> 20,
+        total as u64 / frames,
+        sorted[sorted.len() / 2]
     );
-    println!("  direct (no relay)        {d:8.1} MB/s");
-    println!("  plain relay, no decoding {p:8.1} MB/s");
+    // socat's transfer size: the faster of its default (8 KiB) and 64 KiB is the baseline.
+    let mut best_socat: Option<(usize, f64)> = None;
+    for b in [8192, 65536] {
+        if let Some(r) = socat(&server, b) {
+            let v: Vec<f64> = (0..3).map(|_| bench.block_on(pull(&r.1, total))).collect();
+            let mbs = total as f64 / median(v) / 1e6;
+            if best_socat.is_none_or(|(_, m)| mbs > m) {
+                best_socat = Some((b, mbs));
+            }
+        }
+    }
+    let socat_buf = best_socat.map(|(b, _)| b);
+    let s = socat_buf.and_then(|b| socat(&server, b));
+    if s.is_none() {
+        println!("  (socat not installed: apt-get install socat)");
+    }
+    let m = mitmproxy(&server);
+    let t = tap(tables, server.clone());
+    // The same with a backlog that holds a whole run: the time until every event is decoded
+    // and written, nothing dropped (the throughput with full decoding).
+    let big = tap_with(tables, server.clone(), true, 1 << 30);
+    let (mut direct, mut plain, mut mitm, mut fwd, mut all, mut full) = (
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+    );
+    let mut expected = 0u64;
+    for _ in 0..RUNS {
+        direct.push(bench.block_on(pull(&server, total)));
+        if let Some(s) = &s {
+            plain.push(bench.block_on(pull(&s.1, total)));
+        }
+        if let Some(m) = &m {
+            mitm.push(bench.block_on(pull(&m.1, total)));
+        }
+        // Every event of the run: the frames, the client's ANS, two connects and a close.
+        expected += frames + 4;
+        let t0 = Instant::now();
+        fwd.push(bench.block_on(pull(&t.addr, total)));
+        t.wait_handled(expected);
+        all.push(t0.elapsed().as_secs_f64());
+        let t0 = Instant::now();
+        bench.block_on(pull(&big.addr, total));
+        big.wait_handled(expected);
+        full.push(t0.elapsed().as_secs_f64());
+    }
+    let dropped = t.dropped.load(Ordering::Relaxed);
+    let big_dropped = big.dropped.load(Ordering::Relaxed);
+    drop(t);
+    drop(big);
+    let mbs = |v: Vec<f64>| total as f64 / median(v) / 1e6;
+    let d = mbs(direct);
+    println!("  direct (no relay)                        {d:8.1} MB/s");
+    let p = if plain.is_empty() {
+        None
+    } else {
+        let p = mbs(plain);
+        println!(
+            "  socat -b {:<6} (plain relay)            {p:8.1} MB/s",
+            socat_buf.unwrap_or(0)
+        );
+        Some(p)
+    };
+    let mt = if mitm.is_empty() {
+        println!("  mitmproxy: not installed (pip install mitmproxy), skipped");
+        None
+    } else {
+        let v = mbs(mitm);
+        println!("  mitmdump --mode reverse:tcp://            {v:8.1} MB/s");
+        Some(v)
+    };
+    let f = mbs(fwd);
+    let a = mbs(all);
+    let per_run = median(full.clone());
+    let fl = mbs(full);
+    let ratio = |x: f64, y: Option<f64>| y.map_or("-".to_string(), |y| format!("{:.2}x", x / y));
+    let of = RUNS as u64 * (frames + 4);
     println!(
-        "  msntap, full decoding    {t:8.1} MB/s  = {:.0}% of the plain relay ({events} events, {:.0} frames/s)",
-        100.0 * t / p,
-        t * 1e6 / f.len() as f64
+        "  msntap (default backlog), bytes delivered {f:8.1} MB/s  ({} socat)",
+        ratio(f, p)
+    );
+    println!(
+        "  msntap (default backlog), run over        {a:8.1} MB/s  ({dropped} of {of} events dropped)"
+    );
+    println!(
+        "  msntap, every event decoded and written   {fl:8.1} MB/s  ({} socat, {} mitmproxy; {:.0} frames/s; {big_dropped} dropped)",
+        ratio(fl, p),
+        ratio(fl, mt),
+        frames as f64 / per_run
     );
     println!();
 }
 
-/// msntap's throughput runs alone, with the process's CPU time (user and system) per MB and
-/// each busy thread's time on a CPU and waiting for one.
-async fn profile(tables: &Arc<Tables>, kind: Traffic) {
-    let f = frame(kind);
-    let count = BULK / f.len();
-    let total = count * f.len();
-    let server = bulk_server(f.clone(), count).await;
-    let proxy = msntap(tables, server.clone()).await;
-    let mut tap = Vec::new();
-    let cpu0 = cpu_times();
-    let sched0 = sched_times();
-    let t0 = Instant::now();
-    for _ in 0..RUNS {
-        tap.push(pull(&proxy.addr, total).await);
-    }
-    let wall = t0.elapsed().as_secs_f64();
-    let cpu1 = cpu_times();
-    let sched1 = sched_times();
-    let _ = proxy.stop.send(());
-    let t = median(tap);
+/// msntap's throughput runs alone, with CPU time per MB by thread group; then the same
+/// with the events taken off the backlog undecoded (the forwarding path alone), then socat
+/// with its own CPU time, and the event side alone (no sockets).
+fn profile(bench: &Runtime, tables: &Arc<Tables>, kind: Traffic) {
+    let (u, per_unit, _) = unit(kind);
+    let units = BULK / u.len();
+    let data = Arc::new(u.repeat(units));
+    let total = data.len();
+    let frames = (units * per_unit) as u64;
     let mb = (RUNS * total) as f64 / 1e6;
-    println!(
-        "msntap alone, {kind:?}: {t:.1} MB/s (median of {RUNS}); per MB: wall {:.2} ms, CPU user {:.2} ms + system {:.2} ms (server, client and proxy together)",
-        wall * 1e3 / mb,
-        (cpu1.0 - cpu0.0) * 1e3 / mb,
-        (cpu1.1 - cpu0.1) * 1e3 / mb
-    );
-    // Per thread: time on a CPU and time runnable but waiting for one (other load on the
-    // machine), from /proc/self/task/*/schedstat.
-    for (tid, (name, run1, wait1)) in &sched1 {
-        let (run0, wait0) = sched0
-            .get(tid)
-            .map(|(_, r, w)| (*r, *w))
-            .unwrap_or((0.0, 0.0));
-        let (run, wait) = (run1 - run0, wait1 - wait0);
-        if run > 0.01 * wall {
+    let server = bulk_server(bench, data.clone());
+    for decode in [true, false] {
+        let t = tap_with(tables, server.clone(), decode, Config::default().backlog);
+        // Warm up once.
+        bench.block_on(pull(&t.addr, total));
+        let mut expected = frames + 4;
+        if decode {
+            t.wait_handled(expected);
+        }
+        let s0 = sched_times();
+        let t0 = Instant::now();
+        let mut v = Vec::new();
+        for _ in 0..RUNS {
+            let t1 = Instant::now();
+            bench.block_on(pull(&t.addr, total));
+            if decode {
+                expected += frames + 4;
+                t.wait_handled(expected);
+            }
+            v.push(t1.elapsed().as_secs_f64());
+        }
+        let wall = t0.elapsed().as_secs_f64();
+        let s1 = sched_times();
+        let dropped = t.dropped.load(Ordering::Relaxed);
+        drop(t);
+        if decode {
             println!(
-                "  thread {name:<16} on CPU {:5.1}% of the wall time, waiting for a CPU {:5.1}%",
+                "msntap, {kind:?}: {:.1} MB/s with every event written (median of {RUNS}; {dropped} dropped); CPU per MB by thread:",
+                total as f64 / median(v) / 1e6
+            );
+        } else {
+            println!(
+                "msntap, {kind:?}, frames taken off the backlog undecoded (the forwarding path alone): {:.1} MB/s; CPU per MB:",
+                total as f64 / median(v) / 1e6
+            );
+        }
+        print_groups(&s0, &s1, wall, mb);
+    }
+    if let Some(r) = socat(&server, 65536) {
+        let c0 = proc_cpu(r.0.id());
+        let s0 = sched_times();
+        let t0 = Instant::now();
+        let v: Vec<f64> = (0..RUNS)
+            .map(|_| bench.block_on(pull(&r.1, total)))
+            .collect();
+        let wall = t0.elapsed().as_secs_f64();
+        let s1 = sched_times();
+        let c1 = proc_cpu(r.0.id());
+        println!(
+            "socat -b 65536, {kind:?}: {:.1} MB/s; CPU per MB: socat {:.3} ms, and in this process:",
+            total as f64 / median(v) / 1e6,
+            (c1 - c0) * 1e3 / mb
+        );
+        print_groups(&s0, &s1, wall, mb);
+    }
+    // The event side alone on one thread: framing and decoding (Session::feed) and the
+    // outputs of `--json /dev/null --quiet`.
+    let ocfg = OutputConfig {
+        json: Some("/dev/null".into()),
+        quiet: true,
+        ..OutputConfig::default()
+    };
+    let mut alone = 0f64;
+    for _ in 0..3 {
+        let mut s = msntap::Session::new(tables.clone(), 1, msntap::SessionHint::default());
+        let mut n = 0u64;
+        let t = Instant::now();
+        for chunk in data.chunks(64 << 10) {
+            s.feed(msntap::Dir::S2c, chunk, msntap::Ts(0), &mut |e| {
+                n += u64::from(e.command().is_some());
+            });
+        }
+        std::hint::black_box(n);
+        alone = alone.max(total as f64 / t.elapsed().as_secs_f64() / 1e6);
+    }
+    println!("decoding alone, {kind:?} (Session::feed, events dropped at once): {alone:.1} MB/s = {:.3} ms per MB", 1e3 / alone);
+    let mut best = 0f64;
+    for _ in 0..3 {
+        let mut out = LiveOutput::new(&ocfg, tables).expect("outputs");
+        let mut s = msntap::Session::new(tables.clone(), 1, msntap::SessionHint::default());
+        let t = Instant::now();
+        s.feed(
+            msntap::Dir::C2s,
+            b"ANS 1 alice@example.com 1.2.3 99\r\n",
+            msntap::Ts(0),
+            &mut |e| out.event(e),
+        );
+        for chunk in data.chunks(64 << 10) {
+            s.feed(msntap::Dir::S2c, chunk, msntap::Ts(0), &mut |e| {
+                out.event(e)
+            });
+        }
+        out.finish(Duration::from_secs(1));
+        best = best.max(total as f64 / t.elapsed().as_secs_f64() / 1e6);
+    }
+    println!("the event side alone, {kind:?} (one thread, no sockets): {best:.1} MB/s = {:.3} ms per MB\n", 1e3 / best);
+}
+
+fn print_groups(
+    s0: &std::collections::BTreeMap<String, (String, f64, f64)>,
+    s1: &std::collections::BTreeMap<String, (String, f64, f64)>,
+    wall: f64,
+    mb: f64,
+) {
+    let mut groups: std::collections::BTreeMap<String, (f64, f64)> = Default::default();
+    for (tid, (name, run1, wait1)) in s1 {
+        let (run0, wait0) = s0.get(tid).map(|(_, r, w)| (*r, *w)).unwrap_or((0.0, 0.0));
+        let g = groups.entry(name.clone()).or_default();
+        g.0 += run1 - run0;
+        g.1 += wait1 - wait0;
+    }
+    let mut sum = 0.0;
+    for (name, (run, wait)) in &groups {
+        if *run > 0.001 * wall {
+            sum += run;
+            println!(
+                "  {name:<16} {:6.3} ms on a CPU per MB ({:5.1}% of the wall time), waiting for a CPU {:5.1}%",
+                run * 1e3 / mb,
                 100.0 * run / wall,
                 100.0 * wait / wall
             );
         }
     }
+    println!("  all threads      {:6.3} ms per MB", sum * 1e3 / mb);
+}
+
+/// User plus system CPU seconds of process `pid` and of its children it waited for so far
+/// (socat forks a child per connection; Linux /proc/PID/stat).
+fn proc_cpu(pid: u32) -> f64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let rest = s.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let get = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0) / 100.0;
+    get(11) + get(12) + get(13) + get(14)
 }
 
 /// Per thread id: name, seconds on a CPU, seconds runnable but waiting (Linux schedstat).
@@ -333,17 +664,6 @@ fn sched_times() -> std::collections::BTreeMap<String, (String, f64, f64)> {
         }
     }
     m
-}
-
-/// User and system CPU seconds of this process so far (Linux /proc/self/stat).
-fn cpu_times() -> (f64, f64) {
-    let s = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the command name (which is in parentheses): utime is the 14th field.
-    let rest = s.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let tick = 100.0; // USER_HZ on Linux
-    let get = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0) / tick;
-    (get(11), get(12))
 }
 
 /// Round trips of a keep-alive (PNG -> QNG) through `addr`; returns sorted RTTs in µs.
@@ -369,133 +689,279 @@ async fn ping(addr: &str) -> Vec<f64> {
     v
 }
 
-async fn pong_server() -> String {
-    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let a = l.local_addr().expect("addr").to_string();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            tokio::spawn(async move {
-                let _ = s.set_nodelay(true);
-                let mut b = [0u8; 64];
-                let mut pending = 0usize;
-                loop {
-                    let n = match s.read(&mut b).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => n,
-                    };
-                    pending += n;
-                    while pending >= 5 {
-                        pending -= 5;
-                        if s.write_all(b"QNG 50\r\n").await.is_err() {
-                            return;
+fn pong_server(rt: &Runtime) -> String {
+    rt.block_on(async {
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let a = l.local_addr().expect("addr").to_string();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                tokio::spawn(async move {
+                    let _ = s.set_nodelay(true);
+                    let mut b = [0u8; 64];
+                    let mut pending = 0usize;
+                    loop {
+                        let n = match s.read(&mut b).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n,
+                        };
+                        pending += n;
+                        while pending >= 5 {
+                            pending -= 5;
+                            if s.write_all(b"QNG 50\r\n").await.is_err() {
+                                return;
+                            }
                         }
                     }
-                }
-            });
-        }
-    });
-    a
+                });
+            }
+        });
+        a
+    })
 }
 
 fn pct(v: &[f64], p: f64) -> f64 {
     v[((v.len() as f64 - 1.0) * p).round() as usize]
 }
 
-async fn latency(tables: &Arc<Tables>) {
-    let server = pong_server().await;
-    let relay = plain_relay(server.clone()).await;
-    let proxy = msntap(tables, server.clone()).await;
-    let d = ping(&server).await;
-    let p = ping(&relay).await;
-    let t = ping(&proxy.addr).await;
-    let _ = proxy.stop.send(());
-    println!("round-trip latency, {ROUND_TRIPS} PNG/QNG exchanges (µs):");
-    for (name, v) in [("direct", &d), ("plain relay", &p), ("msntap", &t)] {
+fn latency(bench: &Runtime, tables: &Arc<Tables>) {
+    let server = pong_server(bench);
+    let s = socat(&server, 8192);
+    let m = mitmproxy(&server);
+    let t = tap(tables, server.clone());
+    let mut rows = vec![("direct", bench.block_on(ping(&server)))];
+    if let Some(s) = &s {
+        rows.push(("socat", bench.block_on(ping(&s.1))));
+    }
+    if let Some(m) = &m {
+        rows.push(("mitmproxy", bench.block_on(ping(&m.1))));
+    }
+    rows.push(("msntap", bench.block_on(ping(&t.addr))));
+    drop(t);
+    println!("round-trip latency, {ROUND_TRIPS} PNG/QNG exchanges (µs; msntap decodes and writes JSON Lines to /dev/null):");
+    for (name, v) in &rows {
         println!(
-            "  {name:<12} p50 {:7.1}  p99 {:7.1}  p99.9 {:7.1}",
+            "  {name:<10} p50 {:7.1}  p99 {:7.1}  p99.9 {:7.1}",
             pct(v, 0.5),
             pct(v, 0.99),
             pct(v, 0.999)
         );
     }
+    let d = &rows[0].1;
+    let tp = &rows[rows.len() - 1].1;
     println!(
-        "  added by msntap: p50 {:.1} µs, p99 {:.1} µs over direct ({:.1} µs p99 over the plain relay)",
-        pct(&t, 0.5) - pct(&d, 0.5),
-        pct(&t, 0.99) - pct(&d, 0.99),
-        pct(&t, 0.99) - pct(&p, 0.99)
+        "  added by msntap over direct: p50 {:.1} µs, p99 {:.1} µs",
+        pct(tp, 0.5) - pct(d, 0.5),
+        pct(tp, 0.99) - pct(d, 0.99)
     );
     println!();
 }
 
-fn vm_rss_kib() -> Option<u64> {
-    let s = std::fs::read_to_string("/proc/self/status").ok()?;
-    let l = s.lines().find(|l| l.starts_with("VmRSS:"))?;
-    l.split_whitespace().nth(1)?.parse().ok()
+/// The `msntap` binary as a user runs it, JSON Lines to /dev/null; its stderr is read on.
+struct Bin {
+    child: Child,
+    addr: String,
+    err: Option<BufReader<std::process::ChildStderr>>,
+}
+
+fn bin(upstream: &str, extra: &[&str]) -> Bin {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_msntap"))
+        .args([
+            "proxy",
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+            upstream,
+            "--json",
+            "/dev/null",
+            "--quiet",
+        ])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("msntap runs");
+    let mut err = BufReader::new(child.stderr.take().expect("stderr"));
+    let mut first = String::new();
+    err.read_line(&mut first).expect("startup line");
+    let addr = first
+        .split_whitespace()
+        .find(|t| t.starts_with("127.0.0.1:"))
+        .expect("listen address")
+        .to_string();
+    Bin {
+        child,
+        addr,
+        err: Some(err),
+    }
+}
+
+impl Bin {
+    /// A /proc/PID/status figure in KiB.
+    fn status_kib(&self, key: &str) -> u64 {
+        let s = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        s.lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// SIGINT; returns what it wrote on stderr after starting.
+    fn stop(mut self) -> String {
+        let _ = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+        let mut rest = String::new();
+        if let Some(mut e) = self.err.take() {
+            let _ = std::io::Read::read_to_string(&mut e, &mut rest);
+        }
+        rest
+    }
+}
+
+/// A server that reads and discards everything; returns its address and the bytes it got.
+fn sink_server(rt: &Runtime) -> (String, Arc<AtomicU64>) {
+    let got = Arc::new(AtomicU64::new(0));
+    let g = got.clone();
+    let a = rt.block_on(async {
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let a = l.local_addr().expect("addr").to_string();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                let g = g.clone();
+                tokio::spawn(async move {
+                    let mut b = vec![0u8; 256 << 10];
+                    while let Ok(n) = s.read(&mut b).await {
+                        if n == 0 {
+                            break;
+                        }
+                        g.fetch_add(n as u64, Ordering::Relaxed);
+                    }
+                });
+            }
+        });
+        a
+    });
+    (a, got)
+}
+
+/// Sends `data` (as 64 KiB writes) through `addr` to a sink server; returns the seconds.
+fn flood(rt: &Runtime, addr: &str, data: &[u8], got: &AtomicU64) -> f64 {
+    let before = got.load(Ordering::Relaxed);
+    let t = Instant::now();
+    rt.block_on(async {
+        let mut c = TcpStream::connect(addr).await.expect("connect");
+        for chunk in data.chunks(64 << 10) {
+            c.write_all(chunk).await.expect("write");
+        }
+        let end = Instant::now() + Duration::from_secs(300);
+        while got.load(Ordering::Relaxed) - before < data.len() as u64 {
+            assert!(Instant::now() < end, "flood not delivered");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        drop(c);
+    });
+    t.elapsed().as_secs_f64()
+}
+
+fn summary_tail(stderr: &str) -> String {
+    stderr
+        .lines()
+        .rfind(|l| l.contains("proxied connections"))
+        .map(|l| {
+            l.split("errors")
+                .nth(1)
+                .unwrap_or("")
+                .trim_start_matches(';')
+                .trim()
+                .to_string()
+        })
+        .unwrap_or_default()
 }
 
 /// A notification server that answers VER and then keeps the connection open, idle.
-async fn idle_server() -> String {
-    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let a = l.local_addr().expect("addr").to_string();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            tokio::spawn(async move {
-                let mut b = [0u8; 128];
-                if matches!(s.read(&mut b).await, Ok(n) if n > 0) {
-                    let _ = s.write_all(b"VER 1 MSNP11\r\n").await;
-                }
-                // Stay until the client goes.
-                while matches!(s.read(&mut b).await, Ok(n) if n > 0) {}
-            });
-        }
-    });
-    a
+fn idle_server(rt: &Runtime) -> String {
+    rt.block_on(async {
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let a = l.local_addr().expect("addr").to_string();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                tokio::spawn(async move {
+                    let mut b = [0u8; 128];
+                    if matches!(s.read(&mut b).await, Ok(n) if n > 0) {
+                        let _ = s.write_all(b"VER 1 MSNP11\r\n").await;
+                    }
+                    while matches!(s.read(&mut b).await, Ok(n) if n > 0) {}
+                });
+            }
+        });
+        a
+    })
 }
 
-/// Opens `IDLE` sessions through `addr`, each past its VER exchange; returns the RSS growth
-/// in KiB and the streams (kept open by the caller).
-async fn open_idle(addr: &str) -> (u64, Vec<TcpStream>) {
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let before = vm_rss_kib().unwrap_or(0);
-    let mut v = Vec::with_capacity(IDLE);
-    for _ in 0..IDLE {
-        let mut c = TcpStream::connect(addr).await.expect("connect");
-        c.write_all(b"VER 1 MSNP11 CVR0\r\n").await.expect("write");
-        let mut b = [0u8; 32];
-        let mut got = 0;
-        while got < 14 {
-            let n = c.read(&mut b[got..]).await.expect("read");
-            assert!(n > 0);
-            got += n;
-        }
-        v.push(c);
+fn memory(bench: &Runtime) {
+    println!("memory of the msntap binary (`proxy --json /dev/null --quiet`), VmHWM = peak RSS:");
+    // A PNG flood and one endless line, each from one client.
+    let (sink, got) = sink_server(bench);
+    let png = b"PNG\r\n".repeat(FLOOD / 5);
+    let mut line = vec![b'A'; LONG_LINE];
+    line.extend_from_slice(b"\r\nOUT\r\n");
+    let backlog = std::env::var("MSNTAP_BENCH_BACKLOG").ok();
+    let extra: Vec<&str> = match &backlog {
+        Some(b) => vec!["--backlog", b.as_str()],
+        None => Vec::new(),
+    };
+    for (name, data) in [
+        ("PNG flood, 100 MB of PNG\\r\\n", &png),
+        ("one 200 MB line", &line),
+    ] {
+        let b = bin(&sink, &extra);
+        let start = b.status_kib("VmRSS:");
+        let secs = flood(bench, &b.addr, data, &got);
+        std::thread::sleep(Duration::from_millis(300));
+        let hwm = b.status_kib("VmHWM:");
+        let err = b.stop();
+        println!(
+            "  {name:<28} peak RSS {:6.1} MB (at start {:5.1} MB), forwarded at {:6.1} MB/s; {}",
+            hwm as f64 / 1024.0,
+            start as f64 / 1024.0,
+            data.len() as f64 / secs / 1e6,
+            summary_tail(&err)
+        );
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let after = vm_rss_kib().unwrap_or(0);
-    (after.saturating_sub(before), v)
-}
-
-async fn idle(tables: &Arc<Tables>) {
-    let server = idle_server().await;
-    // msntap first: memory it frees afterwards can only make the baseline look smaller, so
-    // the per-session figure errs on the high side.
-    let proxy = msntap(tables, server.clone()).await;
-    let (with, conns) = open_idle(&proxy.addr).await;
-    let events = proxy.events.load(Ordering::Relaxed);
+    // Idle clients, each past its VER exchange.
+    let server = idle_server(bench);
+    let b = bin(&server, &[]);
+    std::thread::sleep(Duration::from_millis(200));
+    let before = b.status_kib("VmRSS:");
+    let conns = bench.block_on(async {
+        let mut v = Vec::with_capacity(IDLE);
+        for _ in 0..IDLE {
+            let mut c = TcpStream::connect(&b.addr).await.expect("connect");
+            c.write_all(b"VER 1 MSNP11 CVR0\r\n").await.expect("write");
+            let mut r = [0u8; 32];
+            let mut n = 0;
+            while n < 14 {
+                let k = c.read(&mut r[n..]).await.expect("read");
+                assert!(k > 0);
+                n += k;
+            }
+            v.push(c);
+        }
+        v
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let after = b.status_kib("VmRSS:");
+    let hwm = b.status_kib("VmHWM:");
     drop(conns);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let _ = proxy.stop.send(());
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    // Baseline: the same clients and server without a proxy in between.
-    let (base, conns) = open_idle(&server).await;
-    drop(conns);
-    let per = (with.saturating_sub(base)) as f64 / IDLE as f64;
-    println!("{IDLE} concurrent idle sessions (each past VER), VmRSS growth:");
-    println!("  with msntap in between    {with:7} KiB  ({events} events)");
-    println!("  clients and server alone  {base:7} KiB");
+    let _ = b.stop();
     println!(
-        "  msntap per session        {per:7.1} KiB  (upper bound, all growth counted: {:.1} KiB)",
-        with as f64 / IDLE as f64
+        "  {IDLE} idle clients              peak RSS {:6.1} MB (RSS {:5.1} MB before, {:5.1} MB with them open: {:.1} KiB per session)",
+        hwm as f64 / 1024.0,
+        before as f64 / 1024.0,
+        after as f64 / 1024.0,
+        after.saturating_sub(before) as f64 / IDLE as f64
     );
     println!();
 }

@@ -7,13 +7,15 @@ pub mod annotate;
 pub mod capture;
 pub mod event;
 pub mod http;
-pub mod input;
 pub mod json;
 pub mod logfile;
 pub mod output;
 pub mod payload;
 pub mod protocol;
+pub mod proxy;
 pub mod secret;
+pub mod source;
+pub mod web;
 pub mod wire;
 pub mod wireshark;
 

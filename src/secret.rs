@@ -98,15 +98,36 @@ pub const SECRET_NAMES: &[&str] = &[
 
 pub fn is_secret_name(name: &str) -> bool {
     let n = name.trim();
+    // Every name on the list starts with one of these letters: most names are turned
+    // away by one comparison.
+    if !n
+        .as_bytes()
+        .first()
+        .is_some_and(|c| matches!(c.to_ascii_lowercase(), b'm' | b't' | b'a' | b'p'))
+    {
+        return false;
+    }
     SECRET_NAMES.iter().any(|s| n.eq_ignore_ascii_case(s))
+}
+
+/// Could this line be `Name: value` with a secret name? (A cheap look before the real one.)
+fn maybe_secret_line(line: &str) -> bool {
+    let t = line.trim_start();
+    t.as_bytes()
+        .first()
+        .is_some_and(|c| matches!(c.to_ascii_lowercase(), b'm' | b't' | b'a' | b'p'))
+        && memchr::memchr(b':', t.as_bytes()).is_some()
 }
 
 /// `Name: value` lines of a text whose name is secret get `Name: <redacted>`; None when
 /// the text holds no such line (nearly always: it is looked for before anything is copied).
 pub fn redact_lines(text: &str) -> Option<String> {
-    let secret = |line: &str| match line.split_once(':') {
-        Some((k, rest)) => is_secret_name(k) && rest.trim() != REDACTED,
-        None => false,
+    let secret = |line: &str| {
+        maybe_secret_line(line)
+            && match line.split_once(':') {
+                Some((k, rest)) => is_secret_name(k) && rest.trim() != REDACTED,
+                None => false,
+            }
     };
     if !text.split_inclusive('\n').any(secret) {
         return None;

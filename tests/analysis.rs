@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use msntap::analysis::report::Report;
 use msntap::analysis::transcript::{Detail, EntryKind, Transcripts};
-use msntap::input::{decode_log, LogOptions};
+use msntap::source::{Options, Source};
 use msntap::{Event, Tables};
 use serde_json::Value;
 
@@ -18,13 +18,13 @@ fn fixture(name: &str) -> PathBuf {
 }
 
 fn events(tables: &Arc<Tables>, path: &Path) -> Vec<Event<'static>> {
-    let text = std::fs::read_to_string(path).unwrap();
     let mut v = Vec::new();
-    decode_log(&text, "t", tables, LogOptions::default(), 0, &mut |e| {
-        v.push(e.clone().into_owned());
-        Ok(())
-    })
-    .unwrap();
+    Source::new(tables.clone(), Options::default())
+        .read_path(path, &mut |e| {
+            v.push(e.clone().into_owned());
+            Ok(())
+        })
+        .unwrap();
     v
 }
 

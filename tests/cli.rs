@@ -1,131 +1,119 @@
-//! The binary as a user runs it: decode, dissectors, --dissectors overrides, filters, errors.
+//! The binary as a user runs it on session logs: JSON Lines fields, redaction, the shared
+//! filters, the pretty log, dissectors and --dissectors overrides, missing inputs. `decode`
+//! is the old name of `read` and must keep working. Files are written only under the
+//! system temporary directory.
+
+mod cli_support;
 
 use std::path::Path;
-use std::process::Command;
 
+use cli_support::{json_lines as events, msntap, scratch, write};
 use serde_json::Value;
-
-fn msntap(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_msntap"))
-        .args(args)
-        .env_remove("NO_COLOR")
-        .output()
-        .expect("run msntap");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn tmp(name: &str, text: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("msntap-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let p = dir.join(name);
-    std::fs::write(&p, text).unwrap();
-    p
-}
 
 const LOG: &str = "C: VER 1 MSNP8 CVR0\nS: VER 1 MSNP8\nC: USR 2 TWN I alice@example.com\nS: USR 2 TWN S lc=1033,id=507\nC: USR 3 TWN S t=secret&p=also\nS: USR 3 OK alice@example.com Alice 1 0\nC: PNG\nS: QNG 50\nC: FOO 4 bar\nC: OUT\n";
 
-fn events(stdout: &str) -> Vec<Value> {
-    stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("JSON line"))
-        .collect()
+fn log_file(name: &str) -> String {
+    let p = scratch(&format!("cli-{name}")).join(format!("{name}.log"));
+    write(&p, LOG.as_bytes());
+    p.to_str().expect("utf-8").to_string()
 }
 
 #[test]
 fn decode_writes_json_lines_with_the_schema_fields() {
-    let p = tmp("a.log", LOG);
-    let (code, out, err) = msntap(&["decode", p.to_str().unwrap(), "--json", "-"]);
-    assert_eq!(code, 0, "{err}");
-    let evs = events(&out);
-    assert_eq!(evs.len(), 10);
-    for e in &evs {
-        for k in ["schema", "ts", "conn", "dir", "service", "version", "type"] {
-            assert!(e.get(k).is_some(), "missing {k} in {e}");
+    let p = log_file("a");
+    for sub in ["read", "decode"] {
+        let r = msntap(&[sub, &p, "--json", "-"]);
+        assert_eq!(r.code, 0, "{sub}: {}", r.stderr);
+        let evs = events(&r.stdout);
+        assert_eq!(evs.len(), 10, "{sub}");
+        for e in &evs {
+            for k in ["schema", "ts", "conn", "dir", "service", "version", "type"] {
+                assert!(e.get(k).is_some(), "missing {k} in {e}");
+            }
         }
+        assert_eq!(evs[1]["version"], "MSNP8");
+        assert_eq!(
+            evs[0]["ts"].as_str().unwrap().len(),
+            "1970-01-01T00:00:00.000001Z".len()
+        );
+        // The ticket is a secret: redacted by default.
+        assert_eq!(evs[4]["args"][3], "<redacted>");
+        assert_eq!(evs[4]["redacted"], true);
+        let foo = &evs[8];
+        assert_eq!(foo["cmd"], "FOO");
+        assert_eq!(foo["known"], false);
+        assert!(
+            r.stderr
+                .contains("10 log lines; 1 connections, 10 commands, 1 unknown"),
+            "{}",
+            r.stderr
+        );
     }
-    assert_eq!(evs[1]["version"], "MSNP8");
-    assert_eq!(
-        evs[0]["ts"].as_str().unwrap().len(),
-        "1970-01-01T00:00:00.000001Z".len()
-    );
-    // The ticket is a secret: redacted by default, shown with --no-redact.
-    assert_eq!(evs[4]["args"][3], "<redacted>");
-    assert_eq!(evs[4]["redacted"], true);
-    let foo = &evs[8];
-    assert_eq!(foo["cmd"], "FOO");
-    assert_eq!(foo["known"], false);
-    assert!(err.contains("10 commands, 1 unknown"), "{err}");
-    let (_, out, _) = msntap(&["decode", p.to_str().unwrap(), "--json", "-", "--no-redact"]);
-    assert_eq!(events(&out)[4]["args"][3], "t=secret&p=also");
+    let r = msntap(&["read", &p, "--json", "-", "--no-redact"]);
+    assert_eq!(events(&r.stdout)[4]["args"][3], "t=secret&p=also");
 }
 
 #[test]
 fn filters_hide_keepalives_and_pick_direction() {
-    let p = tmp("b.log", LOG);
-    let (_, out, _) = msntap(&[
-        "decode",
-        p.to_str().unwrap(),
-        "--json",
-        "-",
-        "--hide",
-        "png,QNG",
-        "--dir",
-        "s2c",
-    ]);
-    let cmds: Vec<String> = events(&out)
-        .iter()
-        .map(|e| e["cmd"].as_str().unwrap().to_string())
-        .collect();
-    assert_eq!(cmds, ["VER", "USR", "USR"]);
-    let (_, out, _) = msntap(&[
-        "decode",
-        p.to_str().unwrap(),
-        "--json",
-        "-",
-        "--only",
-        "USR",
-        "--user",
-        "bob@example.com",
-    ]);
-    assert!(out.is_empty(), "no line names bob: {out}");
-    let (_, out, _) = msntap(&[
-        "decode",
-        p.to_str().unwrap(),
-        "--json",
-        "-",
-        "--user",
-        "Alice@Example.com",
-        "--only",
-        "PNG",
-    ]);
-    assert_eq!(events(&out).len(), 1, "PNG belongs to alice's connection");
+    let p = log_file("b");
+    let cmds = |args: &[&str]| -> Vec<String> {
+        let mut a = vec!["read", &p, "--json", "-"];
+        a.extend_from_slice(args);
+        events(&msntap(&a).stdout)
+            .iter()
+            .map(|e| e["cmd"].as_str().unwrap_or("").to_string())
+            .collect()
+    };
+    assert_eq!(
+        cmds(&["--hide", "png,QNG", "--dir", "s2c"]),
+        ["VER", "USR", "USR"]
+    );
+    assert!(
+        cmds(&["--only", "USR", "--user", "bob@example.com"]).is_empty(),
+        "no line names bob"
+    );
+    assert_eq!(
+        cmds(&["--user", "Alice@Example.com", "--only", "PNG"]),
+        ["PNG"],
+        "PNG belongs to alice's connection"
+    );
+    assert_eq!(cmds(&["--service", "SB"]).len(), 0, "no switchboard here");
+    assert_eq!(cmds(&["--service", "NS", "--only", "OUT"]), ["OUT"]);
 }
 
 #[test]
-fn pretty_log_uses_arrows_and_no_color_off_a_terminal() {
-    let p = tmp("c.log", LOG);
-    let (code, out, _) = msntap(&["decode", p.to_str().unwrap()]);
-    assert_eq!(code, 0);
-    assert!(out.contains(">>> VER 1 MSNP8 CVR0"), "{out}");
-    assert!(out.contains("<<< QNG 50"), "{out}");
-    assert!(out.contains("[unknown command]"));
+fn pretty_log_uses_arrows_utc_and_no_color_off_a_terminal() {
+    let p = log_file("c");
+    let r = msntap(&["read", &p]);
+    assert_eq!(r.code, 0);
     assert!(
-        !out.contains('\u{1b}'),
+        r.stdout
+            .contains("1970-01-01 00:00:00.000001Z #1 NS/? >>> VER 1 MSNP8 CVR0"),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stdout.contains("<<< QNG 50"), "{}", r.stdout);
+    assert!(r.stdout.contains("[unknown command]"));
+    // Every line that starts with a timestamp marks it as UTC.
+    for l in r.stdout.lines().filter(|l| l.starts_with("1970")) {
+        assert_eq!(l.as_bytes().get(26), Some(&b'Z'), "{l}");
+    }
+    assert!(
+        !r.stdout.contains('\u{1b}'),
         "no escape codes when stdout is a pipe"
     );
-    let (_, out, _) = msntap(&["decode", p.to_str().unwrap(), "--color", "always"]);
-    assert!(out.contains('\u{1b}'));
+    let r = msntap(&["read", &p, "--color", "always"]);
+    assert!(r.stdout.contains('\u{1b}'));
+    // --color is global: accepted before the subcommand too.
+    let r = msntap(&["--color", "always", "read", &p]);
+    assert!(r.stdout.contains('\u{1b}'));
 }
 
 #[test]
 fn dissectors_json_lists_commands_with_payload_rules() {
-    let (code, out, _) = msntap(&["dissectors", "--json"]);
-    assert_eq!(code, 0);
-    let v: Value = serde_json::from_str(&out).unwrap();
+    let r = msntap(&["dissectors", "--json"]);
+    assert_eq!(r.code, 0);
+    let v: Value = serde_json::from_str(&r.stdout).unwrap();
     let cmds = v["commands"].as_array().unwrap();
     let find = |n: &str| {
         cmds.iter()
@@ -178,50 +166,50 @@ fn dissectors_json_lists_commands_with_payload_rules() {
 
 #[test]
 fn user_dissectors_add_and_override_entries() {
-    let dir = std::env::temp_dir().join(format!("msntap-diss-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch("cli-diss");
     std::fs::write(
         dir.join("foo.toml"),
         "[[command]]\nname = \"FOO\"\nmeaning = \"A command we found\"\nservices = [\"NS\"]\nversions = \"8-\"\n  [[command.form]]\n  dir = \"c2s\"\n  params = [{ name = \"trid\", type = \"trid\" }, { name = \"what\", type = \"string\" }]\n",
     )
     .unwrap();
-    let p = tmp("d.log", LOG);
-    let (code, out, err) = msntap(&[
-        "decode",
-        p.to_str().unwrap(),
-        "--json",
-        "-",
-        "--dissectors",
-        dir.to_str().unwrap(),
-    ]);
-    assert_eq!(code, 0, "{err}");
-    let foo = events(&out)
+    let p = log_file("d");
+    let d = dir.to_str().unwrap();
+    let r = msntap(&["read", &p, "--json", "-", "--dissectors", d]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let foo = events(&r.stdout)
         .into_iter()
         .find(|e| e["cmd"] == "FOO")
         .unwrap();
     assert_eq!(foo["known"], true);
     assert_eq!(foo["fields"]["what"], "bar");
-    assert_eq!(foo["meaning"], "A command we found");
+    // The meaning lives in the tables (schema 2 keeps it out of every event).
+    let r = msntap(&["dissectors", "--only", "FOO", "--dissectors", d]);
+    assert!(r.stdout.contains("A command we found"), "{}", r.stdout);
     std::fs::write(dir.join("bad.toml"), "[[command]]\nname = \"TOOLONG\"\n").unwrap();
-    let (code, _, err) = msntap(&["dissectors", "--dissectors", dir.to_str().unwrap()]);
-    assert_ne!(code, 0);
-    assert!(err.contains("bad.toml"), "{err}");
+    let r = msntap(&["dissectors", "--dissectors", d]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("bad.toml"), "{}", r.stderr);
+    assert_eq!(r.stderr.lines().count(), 1, "one line: {}", r.stderr);
 }
 
 #[test]
 fn missing_input_is_a_clear_error() {
-    let (code, _, err) = msntap(&["decode", "/nonexistent/file.log"]);
-    assert_eq!(code, 1);
-    assert!(err.contains("/nonexistent/file.log"), "{err}");
+    let r = msntap(&["read", "/nonexistent/file.log"]);
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr
+            .starts_with("msntap: /nonexistent/file.log: No such file or directory (os error 2)\n"),
+        "{}",
+        r.stderr
+    );
     // A good file after a missing one is still decoded.
-    let p = tmp("after-missing.log", LOG);
-    let (code, out, err) = msntap(&[
-        "decode",
-        "/nonexistent/file.log",
-        p.to_str().unwrap(),
-        "--json",
-        "-",
-    ]);
-    assert_eq!(code, 1, "{err}");
-    assert_eq!(events(&out).len(), 10);
+    let p = log_file("after-missing");
+    let r = msntap(&["read", "/nonexistent/file.log", &p, "--json", "-"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert_eq!(events(&r.stdout).len(), 10);
+    assert!(
+        r.stderr.contains("; 1 of 2 inputs had a problem (above)"),
+        "{}",
+        r.stderr
+    );
 }

@@ -1,14 +1,14 @@
 //! The HTTP side decoded from real captures: the Passport 1.4 login of msnp11-sdk against
 //! Escargot (../shared/captures, when present) and our scripted MSNP15 SSO scenario against
 //! Escargot over plain TCP and over the HTTP gateway (captures/http). The TCP streams come
-//! from a small pcap reader here and msntap's `HalfStream` reassembly, so these tests do
+//! from a small pcap reader and an in-order reassembly written here, so these tests do
 //! not depend on the capture reader being refactored elsewhere.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use msntap::capture::reasm::{Delivery, HalfStream};
+use msntap::capture::reasm::Delivery;
 use msntap::http::gateway::{Gateway, GatewayItem, GatewayService};
 use msntap::http::passport::{self, Outcome, PassportExchange};
 use msntap::http::soap::{self, SoapBody, SoapMessage};
@@ -100,10 +100,45 @@ enum Ev {
     Fin(u64, Dir, Ts),
 }
 
+/// One direction, reassembled in capture order (these loopback captures are in order;
+/// a retransmission is trimmed, a hole is a gap).
+#[derive(Default)]
+struct Half {
+    next: Option<u32>,
+    fin: bool,
+}
+
+impl Half {
+    fn segment(&mut self, seq: u32, data: &[u8], fin: bool, out: &mut dyn FnMut(Delivery<'_>)) {
+        let next = *self.next.get_or_insert(seq);
+        let ahead = seq.wrapping_sub(next) as i32;
+        let data = if ahead < 0 {
+            let skip = (-ahead) as usize;
+            &data[skip.min(data.len())..]
+        } else {
+            if ahead > 0 {
+                out(Delivery::Gap {
+                    offset: 0,
+                    len: ahead as u64,
+                });
+            }
+            data
+        };
+        if !data.is_empty() {
+            out(Delivery::Data(data));
+        }
+        let end = seq.wrapping_add((data.len() as i32 + ahead.min(0).abs()) as u32);
+        if end.wrapping_sub(next) as i32 > 0 {
+            self.next = Some(end);
+        }
+        self.fin |= fin;
+    }
+}
+
 struct Conn {
     id: u64,
     client: Addr,
-    halves: [HalfStream; 2],
+    halves: [Half; 2],
     fin: [bool; 2],
 }
 
@@ -142,7 +177,7 @@ fn reassemble(path: &Path) -> (Vec<(u64, Addr, Addr)>, Vec<Ev>) {
         let d = dir.index();
         let id = c.id;
         if s.syn {
-            c.halves[d].on_syn(s.seq);
+            c.halves[d].next = Some(s.seq.wrapping_add(1));
         }
         let seq = if s.syn { s.seq.wrapping_add(1) } else { s.seq };
         let ts = s.ts;
@@ -152,13 +187,10 @@ fn reassemble(path: &Path) -> (Vec<(u64, Addr, Addr)>, Vec<Ev>) {
             Delivery::Conflict { .. } => {}
         };
         if !s.data.is_empty() || s.fin {
-            c.halves[d].on_segment(seq, &s.data, s.fin, 1 << 20, &mut push);
-        }
-        if let Some(a) = s.ack {
-            c.halves[1 - d].on_peer_ack(a, &mut push);
+            c.halves[d].segment(seq, &s.data, s.fin, &mut push);
         }
         for k in 0..2 {
-            if !c.fin[k] && c.halves[k].done() {
+            if !c.fin[k] && c.halves[k].fin {
                 c.fin[k] = true;
                 evs.push(Ev::Fin(id, if k == 0 { Dir::C2s } else { Dir::S2c }, ts));
             }

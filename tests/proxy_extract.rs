@@ -1,7 +1,8 @@
 //! `msntap proxy --extract DIR`: the switchboard connection of the msnp11-sdk capture that
-//! carries bob's display picture is replayed through the proxy in the capture's order (the
-//! test plays both the client and a scripted server on 127.0.0.1), and the picture lands in
-//! DIR with its SHA1D verified. Unix only (SIGINT through `kill`); every wait is bounded.
+//! carries bob's display picture is replayed through the proxy, its reassembled bytes in the
+//! capture's order (the test plays both the client and a scripted server on 127.0.0.1), and
+//! the picture lands in DIR with its SHA1D verified. Unix only (SIGINT through `kill`);
+//! every wait is bounded.
 #![cfg(unix)]
 
 mod proxy_support;
@@ -14,13 +15,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
-use msntap::capture::{read_path, ReadOptions};
-use msntap::event::{Dir, Event};
+use msntap::capture::{read_path, track, ReadOptions, StreamEvent};
+use msntap::event::Dir;
+use msntap::payload::p2p::ChunkKind;
 use msntap::Tables;
 use proxy_support::binary::spawn_proxy;
 use sha1::{Digest, Sha1};
 
-/// The frames, in capture order, of bob's switchboard connection (the picture's sender).
+/// The bytes, in capture order, of bob's switchboard connection (the picture's sender).
 fn picture_connection() -> Option<Vec<(Dir, Vec<u8>)>> {
     let cap =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("captures/msnp11_msnp11-sdk_escargot.pcap");
@@ -29,29 +31,39 @@ fn picture_connection() -> Option<Vec<(Dir, Vec<u8>)>> {
         return None;
     }
     let tables = Arc::new(Tables::builtin().expect("tables"));
-    let mut events: Vec<Event> = Vec::new();
     let opts = ReadOptions {
         first_conn: 1,
         ..Default::default()
     };
-    read_path(&cap, tables, &opts, &mut |e| {
-        events.push(e);
+    // Bob's connection is the one where the client sends P2P data chunks.
+    let mut sender = None;
+    read_path(&cap, tables.clone(), &opts, &mut |e| {
+        let p2p = e
+            .command()
+            .and_then(|c| c.payload.as_ref()?.content()?.p2p.as_ref());
+        if e.dir == Some(Dir::C2s) && p2p.is_some_and(|p| p.kind == Some(ChunkKind::Data)) {
+            sender.get_or_insert(e.conn);
+        }
         Ok(())
     })
     .expect("capture reads");
-    // Bob's connection is the one where the client sends P2P data chunks.
-    let sender_conn = events.iter().find_map(|e| {
-        let c = e.command()?;
-        let p2p = c.payload.as_ref()?.decoded.as_ref()?.get("p2p")?;
-        (e.dir == Some(Dir::C2s) && p2p.get("kind")?.as_str()? == "data").then_some(e.conn)
-    })?;
-    Some(
-        events
-            .iter()
-            .filter(|e| e.conn == sender_conn)
-            .filter_map(|e| Some((e.dir?, e.command()?.to_wire().to_vec())))
-            .collect(),
-    )
+    let conn = sender?;
+    // The same connection's bytes as the tracker delivers them (its flow ids are the
+    // connection numbers of the read above).
+    let mut chunks = Vec::new();
+    let f = std::fs::File::open(&cap).expect("open");
+    track("capture", f, tables, &opts, &mut |ev| {
+        if let StreamEvent::Data {
+            flow, dir, bytes, ..
+        } = ev
+        {
+            if flow == conn {
+                chunks.push((dir, bytes.to_vec()));
+            }
+        }
+    })
+    .expect("capture tracks");
+    Some(chunks)
 }
 
 #[test]
@@ -77,7 +89,7 @@ fn proxy_extracts_the_display_picture_live() {
         sock.set_read_timeout(Some(Duration::from_secs(10)))
             .expect("timeout");
     }
-    // Each frame is read on the far side before the next one is sent, so the proxy sees
+    // Each piece is read on the far side before the next one is sent, so the proxy sees
     // the session in its real causal order.
     for (d, bytes) in &script {
         let (from, to) = match d {

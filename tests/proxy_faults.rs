@@ -1,11 +1,13 @@
 //! Fault tests of the proxy: unreachable upstream, upstream reset, half-close, a slow reader
-//! (backpressure instead of buffering), a self-loop, a decoder desync (raw passthrough) and
-//! shutdown with a connection open. Loopback only; every wait has a deadline.
+//! (backpressure instead of buffering), a self-loop, a desync in the middle of a connection
+//! (rewriting resumes at the next command line), an unrewritable redirect, and shutdown
+//! with a connection open. Loopback only; every wait has a deadline.
 
 mod proxy_support;
 
 use std::time::Duration;
 
+use msntap::event::Ending;
 use msntap::proxy::{Config, Proxy, ProxyError};
 use msntap::{EventKind, Tables};
 use proxy_support::*;
@@ -15,25 +17,6 @@ async fn within<F: std::future::Future>(f: F) -> F::Output {
     tokio::time::timeout(Duration::from_secs(60), f)
         .await
         .expect("test finishes in time")
-}
-
-fn closes(evs: &[msntap::Event]) -> Vec<(String, String, u64, u64)> {
-    evs.iter()
-        .filter_map(|e| match &e.kind {
-            EventKind::Close {
-                by,
-                reason,
-                bytes_c2s,
-                bytes_s2c,
-            } => Some((
-                by.clone().unwrap_or_default(),
-                reason.clone().unwrap_or_default(),
-                *bytes_c2s,
-                *bytes_s2c,
-            )),
-            _ => None,
-        })
-        .collect()
 }
 
 #[tokio::test]
@@ -91,8 +74,17 @@ async fn an_upstream_reset_resets_the_client() {
         let cl = closes(&evs);
         assert_eq!(cl.len(), 1);
         assert_eq!(cl[0].0, "server");
-        assert!(cl[0].1.starts_with("reset"), "{cl:?}");
+        assert!(cl[0].1.starts_with("server reset"), "{cl:?}");
         assert_eq!((cl[0].2, cl[0].3), (18, 13));
+        let c = &close_of(&evs)[0];
+        assert_eq!(c.server_end, Some(Ending::Reset));
+        assert_eq!(
+            c.client_end,
+            Some(Ending::Aborted),
+            "msntap reset the client"
+        );
+        assert_eq!((c.delivered_c2s, c.delivered_s2c), (Some(18), Some(13)));
+        assert_eq!((c.undelivered_c2s, c.undelivered_s2c), (Some(0), Some(0)));
     })
     .await
 }
@@ -121,6 +113,9 @@ async fn half_close_lets_the_other_direction_finish() {
             closes(&evs),
             vec![("client".to_string(), "closed (FIN)".to_string(), 18, reply.len() as u64)]
         );
+        let c = &close_of(&evs)[0];
+        assert_eq!((c.client_end, c.server_end), (Some(Ending::Fin), Some(Ending::Fin)));
+        assert_eq!(c.delivered_s2c, Some(reply.len() as u64));
     })
     .await
 }
@@ -200,13 +195,12 @@ async fn an_upstream_that_is_the_proxy_itself_is_refused() {
         let (l, addr) = server().await;
         drop(l);
         let tables = std::sync::Arc::new(Tables::builtin().expect("tables"));
-        let (tx, _rx) = tokio::sync::mpsc::channel(16);
         let cfg = Config {
             listen: addr.parse().expect("addr"),
             upstream: Some(addr.clone()),
             ..Config::default()
         };
-        match Proxy::bind(cfg, tables, tx).await {
+        match Proxy::bind(cfg, tables).await {
             Err(e @ ProxyError::Loop { .. }) => assert!(e.to_string().contains("loop"), "{e}"),
             Err(e) => panic!("expected a loop error, got {e}"),
             Ok(_) => panic!("a proxy relaying to itself must be refused"),
@@ -246,23 +240,80 @@ async fn a_redirect_back_to_the_proxy_is_not_followed_in_circles() {
 }
 
 #[tokio::test]
-async fn after_a_desync_bytes_pass_untouched() {
+async fn a_desync_in_the_middle_does_not_stop_a_later_xfr_from_being_rewritten() {
     within(async {
         let (proxy, mut c, mut s) = opened_session().await;
-        // Garbage the decoder cannot frame, then a redirect: forwarding stays exact, the
-        // decoder reports the desync and rewriting stops for this connection.
-        // (An error line such as `911 2` is where any decoder finds its footing again.)
-        let junk: &[u8] =
-            b"VER 1 MSNP8\r\n\x00\x01binary junk\xff\r\nmore junk\r\n911 2\r\nXFR 2 NS 10.0.0.1:1863 0\r\nOUT\r\n";
+        // Junk the framer cannot frame, in the middle of a notification connection, then a
+        // switchboard referral: the junk is forwarded exactly, the framer resynchronises at
+        // the next command line, and the XFR is rewritten all the same.
+        let junk: &[u8] = b"VER 1 MSNP8\r\n\x00\x01binary junk\xff\r\nmore junk\r\n";
         s.send(junk).await;
+        s.send_line("XFR 2 SB 10.0.0.1:1865 CKI 1234.5678").await;
+        s.send_line("OUT").await;
         s.s.shutdown().await.expect("close");
         c.read_to_eof().await;
-        assert_eq!(c.got, junk);
+        assert_eq!(&c.got[..junk.len()], junk, "the junk is forwarded exactly");
+        let rest = String::from_utf8_lossy(&c.got[junk.len()..]).into_owned();
+        let xfr = rest.lines().next().expect("xfr line");
+        let via = xfr.split(' ').nth(3).expect("address");
+        assert!(via.starts_with("127.0.0.1:"), "not rewritten: {xfr}");
+        assert_eq!(xfr, format!("XFR 2 SB {via} CKI 1234.5678"));
+        assert!(rest.ends_with("\r\nOUT\r\n"), "{rest:?}");
         drop(s);
         let evs = proxy.stop().await;
-        assert!(evs.iter().any(|e| matches!(e.kind, EventKind::Desync { .. })));
-        assert!(redirects(&evs).is_empty());
-        assert!(evs.iter().any(|e| matches!(&e.kind, EventKind::Note { message } if message.contains("later redirects on this connection pass unmodified"))));
+        assert!(evs.iter().any(|e| matches!(e.kind, EventKind::Desync(_))));
+        assert_eq!(
+            redirects(&evs),
+            vec![("10.0.0.1:1865".to_string(), Some(via.to_string()))]
+        );
+        // The command event carries the line as it was forwarded.
+        let cmd = evs
+            .iter()
+            .filter_map(|e| e.command())
+            .find(|c| c.cmd == "XFR")
+            .expect("XFR event");
+        assert_eq!(cmd.line, "XFR 2 SB 10.0.0.1:1865 CKI 1234.5678");
+        assert_eq!(
+            cmd.rewritten.as_deref(),
+            Some(format!("XFR 2 SB {via} CKI 1234.5678").as_str())
+        );
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_redirect_that_cannot_be_rewritten_says_the_client_leaves() {
+    within(async {
+        let (proxy, mut c, mut s) = opened_session().await;
+        let lines = "VER 1 MSNP8\r\nXFR 4 SB 127.0.0.1:99999 CKI x\r\n";
+        s.send(lines.as_bytes()).await;
+        s.s.shutdown().await.expect("close");
+        c.read_to_eof().await;
+        assert_eq!(
+            String::from_utf8_lossy(&c.got),
+            lines,
+            "forwarded unmodified"
+        );
+        drop(s);
+        let evs = proxy.stop().await;
+        let r: Vec<_> = evs
+            .iter()
+            .filter_map(|e| match &e.kind {
+                EventKind::Redirect(r) => Some(r.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(r.len(), 1, "{r:?}");
+        assert_eq!(r[0].original, "127.0.0.1:99999");
+        assert_eq!(r[0].rewritten, None);
+        let p = r[0].problem.as_deref().expect("a problem");
+        assert!(p.contains("the client will leave the proxy"), "{p}");
+        let cmd = evs
+            .iter()
+            .filter_map(|e| e.command())
+            .find(|c| c.cmd == "XFR")
+            .expect("XFR");
+        assert_eq!(cmd.rewritten, None);
     })
     .await
 }

@@ -18,13 +18,13 @@ type Cmd = (&'static str, String, Option<u64>);
 
 /// Per connection, the commands in order as (direction, line, payload length); sorted so
 /// that connection numbering does not matter.
-fn commands(evs: &[Event]) -> Vec<Vec<Cmd>> {
+fn commands(evs: &[Event<'static>]) -> Vec<Vec<Cmd>> {
     let mut by: std::collections::BTreeMap<u64, Vec<Cmd>> = Default::default();
     for e in evs {
         if let Some(c) = e.command() {
             by.entry(e.conn).or_default().push((
                 e.dir.expect("command has a direction").as_str(),
-                c.line.clone(),
+                c.line.to_string(),
                 c.payload.as_ref().map(|p| p.length),
             ));
         }
@@ -122,7 +122,7 @@ async fn scenario() {
     };
     let mut read = Vec::new();
     read_path(&path, tables, &opts, &mut |e| {
-        read.push(e);
+        read.push(e.clone().into_owned());
         Ok(())
     })
     .expect("the recording reads back");

@@ -359,31 +359,45 @@ async fn scenario() {
     let mut r = redirects(&evs);
     r.sort();
     let mut want = vec![
-        (addrs_a.0.clone(), ca.via[0].clone()),
-        (addrs_a.1.clone(), ca.via[1].clone()),
-        (addrs_a.2.clone(), ca.via[2].clone()),
-        (addrs_b.0.clone(), cb.via[0].clone()),
-        (addrs_b.1.clone(), cb.via[1].clone()),
-        (addrs_b.2.clone(), cb.via[2].clone()),
+        (addrs_a.0.clone(), Some(ca.via[0].clone())),
+        (addrs_a.1.clone(), Some(ca.via[1].clone())),
+        (addrs_a.2.clone(), Some(ca.via[2].clone())),
+        (addrs_b.0.clone(), Some(cb.via[0].clone())),
+        (addrs_b.1.clone(), Some(cb.via[1].clone())),
+        (addrs_b.2.clone(), Some(cb.via[2].clone())),
     ];
     want.sort();
     assert_eq!(r, want);
-    let mut ports: Vec<&String> = r.iter().map(|(_, v)| v).collect();
+    // Each rewritten XFR/RNG command carries the line exactly as the client received it.
+    let mut forwarded: Vec<String> = evs
+        .iter()
+        .filter_map(|e| e.command())
+        .filter_map(|c| c.rewritten.as_deref().map(str::to_string))
+        .collect();
+    forwarded.sort();
+    let mut seen: Vec<String> = [&ca, &cb]
+        .iter()
+        .flat_map(|c| c.conns[..2].iter())
+        .flat_map(|(got, _)| {
+            String::from_utf8_lossy(got)
+                .split("\r\n")
+                .filter(|l| {
+                    l.starts_with("XFR 3 NS ")
+                        || l.starts_with("XFR 5 SB ")
+                        || l.starts_with("RNG 11752013 ")
+                })
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    seen.sort();
+    assert_eq!(forwarded, seen);
+    let mut ports: Vec<&Option<String>> = r.iter().map(|(_, v)| v).collect();
     ports.dedup();
     assert_eq!(ports.len(), 6, "different targets never share a route");
 
     // Every connection went through the proxy: 8 accepts, 8 upstream connects, 8 closes.
-    let accepted: Vec<(u64, String)> = evs
-        .iter()
-        .filter_map(|e| match &e.kind {
-            EventKind::Connect {
-                server: Some(s),
-                detail: Some(d),
-                ..
-            } if d.starts_with("accepted") => Some((e.conn, s.clone())),
-            _ => None,
-        })
-        .collect();
+    let accepted = accepted(&evs);
     assert_eq!(accepted.len(), 8, "{accepted:?}");
     for t in [
         &ds, &addrs_a.0, &addrs_a.1, &addrs_a.2, &addrs_b.0, &addrs_b.1, &addrs_b.2,
@@ -393,14 +407,11 @@ async fn scenario() {
             "no proxied connection to {t}"
         );
     }
-    let upstream = evs
-        .iter()
-        .filter(|e| matches!(&e.kind, EventKind::Connect { detail: Some(d), .. } if d.starts_with("upstream connected in")))
-        .count();
+    let upstream = upstream_connects(&evs);
     assert_eq!(upstream, 8);
     let closes = evs
         .iter()
-        .filter(|e| matches!(e.kind, EventKind::Close { .. }))
+        .filter(|e| matches!(e.kind, EventKind::Close(_)))
         .count();
     assert_eq!(closes, 8);
     assert!(errors(&evs).is_empty(), "{:?}", errors(&evs));
@@ -438,11 +449,7 @@ async fn scenario() {
     let close = of_conn(&evs, *conn_sb)
         .into_iter()
         .find_map(|e| match &e.kind {
-            EventKind::Close {
-                bytes_c2s,
-                bytes_s2c,
-                ..
-            } => Some((*bytes_c2s, *bytes_s2c)),
+            EventKind::Close(c) => Some((c.bytes_c2s, c.bytes_s2c)),
             _ => None,
         });
     assert_eq!(

@@ -245,7 +245,8 @@ fn usr_annotation(
             v.salt_seen = Some(st.salt.is_some());
             v.password = Some(match (&st.salt, passwords.is_empty()) {
                 (_, true) => PasswordCheck {
-                    note: Some(Cow::Borrowed("give --password or --wordlist to check")),
+                    // Worded for every caller: not all of them take --password (annotate did not).
+                    note: Some(Cow::Borrowed("not checked: no candidate passwords given")),
                     ..PasswordCheck::default()
                 },
                 (None, false) => PasswordCheck {

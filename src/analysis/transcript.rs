@@ -266,6 +266,11 @@ impl Transcripts {
         conv.command(ev, c);
     }
 
+    /// The conversations not ended yet (a live view shows them as they grow).
+    pub fn open(&self) -> impl Iterator<Item = &Conversation> {
+        self.open.values()
+    }
+
     /// Ends every open conversation (end of input).
     pub fn finish(&mut self) {
         let open = std::mem::take(&mut self.open);

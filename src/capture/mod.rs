@@ -129,6 +129,20 @@ pub fn read_from<R: Read>(
     sink: &mut decode::Sink<'_>,
     progress: &mut dyn FnMut(u64),
 ) -> Result<ReadStats, CaptureError> {
+    let (stats, r) = read_core(name, input, tables, opts, sink, progress, None);
+    r.map(|()| stats)
+}
+
+/// As [`read_from`], but the counts come back whatever happened: a capture cut short
+/// still says how many packets and connections it held before the problem.
+pub fn read_from_counted<R: Read>(
+    name: &str,
+    input: R,
+    tables: Arc<Tables>,
+    opts: &ReadOptions,
+    sink: &mut decode::Sink<'_>,
+    progress: &mut dyn FnMut(u64),
+) -> (ReadStats, Result<(), CaptureError>) {
     read_core(name, input, tables, opts, sink, progress, None)
 }
 
@@ -167,7 +181,7 @@ pub fn read_records_from<R: Read>(
         let batch = std::mem::take(&mut *evs.borrow_mut());
         on_record(r, &batch)
     };
-    let r = read_core(
+    let (stats, r) = read_core(
         name,
         input,
         tables,
@@ -178,7 +192,7 @@ pub fn read_records_from<R: Read>(
     );
     let rest = std::mem::take(&mut *evs.borrow_mut());
     on_record(Record::End, &rest).map_err(CaptureError::Output)?;
-    r
+    r.map(|()| stats)
 }
 
 /// How a packet is stored in the file.
@@ -267,7 +281,7 @@ fn read_core<R: Read>(
     sink: &mut decode::Sink<'_>,
     progress: &mut dyn FnMut(u64),
     observer: Option<&mut Observer<'_>>,
-) -> Result<ReadStats, CaptureError> {
+) -> (ReadStats, Result<(), CaptureError>) {
     let watch = observer.is_some();
     let mut flows = Tracker::new(tables.clone(), opts.flows.clone(), opts.first_conn.max(1));
     let mut dec = decode::Decoder::new(tables);
@@ -290,14 +304,15 @@ fn read_core<R: Read>(
     );
     // Whatever happened, decode what is buffered and close every connection.
     flows.finish(&mut |e| dec.on(e, sink));
-    if let Some(e) = dec.take_error() {
-        return Err(CaptureError::Output(e));
-    }
+    let closed = match dec.take_error() {
+        Some(e) => Err(CaptureError::Output(e)),
+        None => Ok(()),
+    };
     stats.fragments_dropped = flows.fragments_dropped();
     stats.skipped_frames = flows.stats().skipped_frames;
     stats.flows = flows.stats().clone();
     stats.next_conn = flows.next_id();
-    result.map(|()| stats)
+    (stats, result.and(closed))
 }
 
 /// Reads a capture from any byte source and hands every packet to `on_frame` (link

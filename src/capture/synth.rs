@@ -3,11 +3,12 @@
 //! overlaps, losses). It writes packets only; it never decodes MSNP beyond choosing
 //! server ports and addresses from the log's first lines and referrals.
 
+use std::collections::HashMap;
 use std::io::{self, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use crate::event::{Dir, Ts};
-use crate::logfile::LogConn;
+use crate::logfile::{Chunk, ConnIndex, LogConn};
 
 use super::writer::{CaptureWriter, Format, Link, TcpFlowWriter};
 
@@ -94,10 +95,7 @@ fn is_switchboard(c: &LogConn) -> bool {
     c.chunks
         .iter()
         .find(|ch| ch.dir == Dir::C2s)
-        .is_some_and(|ch| {
-            let t = first_line(&ch.bytes);
-            t.first() == Some(&"ANS") || (t.first() == Some(&"USR") && t.len() == 4)
-        })
+        .is_some_and(|ch| crate::logfile::is_switchboard_line(&ch.bytes))
 }
 
 /// Server addresses a chunk refers the client to: (is switchboard, address).
@@ -127,12 +125,13 @@ pub fn synthesize<W: Write>(
     opts: &SynthOptions,
     w: W,
 ) -> io::Result<SynthStats> {
-    let mut cap = CaptureWriter::new(w, opts.format, opts.link)?;
-    let mut rng = Rng::new(opts.seed);
-    let mut stats = SynthStats {
-        connections: conns.len(),
-        ..SynthStats::default()
-    };
+    let index: Vec<ConnIndex> = conns
+        .iter()
+        .map(|c| ConnIndex {
+            chunks: c.chunks.len(),
+            switchboard: is_switchboard(c),
+        })
+        .collect();
     // Every chunk of every connection, in log order.
     let mut order: Vec<(usize, usize, usize)> = Vec::new();
     for (ci, c) in conns.iter().enumerate() {
@@ -141,39 +140,86 @@ pub fn synthesize<W: Write>(
         }
     }
     order.sort_unstable();
-    let mut live: Vec<Option<Live>> = (0..conns.len()).map(|_| None).collect();
-    let mut next_ns: Option<SocketAddr> = None;
-    let mut next_sb: Option<SocketAddr> = None;
-    let mut clock = opts.start;
-    let mut seg_counter = 0usize;
-    let mut last_conn: Option<usize> = None;
+    let mut s = Synthesizer::new(w, opts.clone(), index)?;
     for &(_, ci, k) in &order {
-        let ch = &conns[ci].chunks[k];
+        s.chunk(ci, &conns[ci].chunks[k])?;
+    }
+    s.finish()
+}
+
+/// Lays out a log's chunks as packets as they come, in log order (memory flat in the
+/// log's size). It needs a first pass ([`crate::logfile::index`]) to know each
+/// connection's kind and where it ends.
+pub struct Synthesizer<W: Write> {
+    cap: CaptureWriter<W>,
+    opts: SynthOptions,
+    index: Vec<ConnIndex>,
+    rng: Rng,
+    stats: SynthStats,
+    live: HashMap<usize, Live>,
+    next_ns: Option<SocketAddr>,
+    next_sb: Option<SocketAddr>,
+    clock: Ts,
+    seg_counter: usize,
+    last_conn: Option<usize>,
+}
+
+impl<W: Write> Synthesizer<W> {
+    pub fn new(w: W, opts: SynthOptions, index: Vec<ConnIndex>) -> io::Result<Self> {
+        Ok(Synthesizer {
+            cap: CaptureWriter::new(w, opts.format, opts.link)?,
+            rng: Rng::new(opts.seed),
+            stats: SynthStats {
+                connections: index.len(),
+                ..SynthStats::default()
+            },
+            clock: opts.start,
+            opts,
+            index,
+            live: HashMap::new(),
+            next_ns: None,
+            next_sb: None,
+            seg_counter: 0,
+            last_conn: None,
+        })
+    }
+
+    /// The next chunk of the log, of connection `ci` (numbered as the index numbers them).
+    pub fn chunk(&mut self, ci: usize, ch: &Chunk) -> io::Result<()> {
+        let Synthesizer {
+            cap,
+            opts,
+            index,
+            rng,
+            stats,
+            live,
+            next_ns,
+            next_sb,
+            clock,
+            seg_counter,
+            last_conn,
+        } = self;
+        let Some(meta) = index.get(ci) else {
+            return Err(io::Error::other(format!(
+                "connection {ci} is not in the log's index (the log changed between two readings)"
+            )));
+        };
         // Another connection's pending burst goes out first, so that packets keep the
         // log's order across connections (a referral precedes the connection it names).
         if let Some(prev) = last_conn.filter(|&p| p != ci) {
-            if let Some(pl) = live[prev].as_mut() {
-                clock = send_burst(
-                    &mut cap,
-                    pl,
-                    opts,
-                    &mut rng,
-                    clock,
-                    &mut seg_counter,
-                    &mut stats,
-                )?;
+            if let Some(pl) = live.get_mut(&prev) {
+                *clock = send_burst(cap, pl, opts, rng, *clock, seg_counter, stats)?;
                 pl.last = None;
             }
         }
-        last_conn = Some(ci);
-        if live[ci].is_none() {
-            let sb = is_switchboard(&conns[ci]);
+        *last_conn = Some(ci);
+        if let std::collections::hash_map::Entry::Vacant(v) = live.entry(ci) {
             let n = ci as u16;
             let client = SocketAddr::new(
                 IpAddr::V4(Ipv4Addr::new(192, 168, 1, 10)),
                 50_000u16.wrapping_add(n),
             );
-            let server = if sb {
+            let server = if meta.switchboard {
                 next_sb.take().unwrap_or(SocketAddr::new(
                     IpAddr::V4(Ipv4Addr::new(10, 0, 0, 3)),
                     1864,
@@ -186,62 +232,53 @@ pub fn synthesize<W: Write>(
             };
             let mut flow = TcpFlowWriter::new(client, server);
             for (_, p) in flow.handshake()? {
-                clock = Ts(clock.0 + 100);
-                cap.write_ip(0, clock, &p, None)?;
+                *clock = Ts(clock.0 + 100);
+                cap.write_ip(0, *clock, &p, None)?;
                 stats.packets += 1;
             }
-            let remaining = conns[ci].chunks.len();
-            live[ci] = Some(Live {
+            v.insert(Live {
                 flow,
                 last: None,
                 burst: Vec::new(),
-                remaining,
+                remaining: meta.chunks,
             });
         }
         if ch.dir == Dir::S2c {
             if let Some((sb, a)) = referral(&ch.bytes) {
                 if sb {
-                    next_sb = Some(a);
+                    *next_sb = Some(a);
                 } else {
-                    next_ns = Some(a);
+                    *next_ns = Some(a);
                 }
             }
         }
-        let Some(l) = live[ci].as_mut() else { continue };
+        let Some(l) = live.get_mut(&ci) else {
+            return Ok(());
+        };
         // A direction change ends a burst: send it.
         if l.last.is_some_and(|d| d != ch.dir) {
-            clock = send_burst(
-                &mut cap,
-                l,
-                opts,
-                &mut rng,
-                clock,
-                &mut seg_counter,
-                &mut stats,
-            )?;
+            *clock = send_burst(cap, l, opts, rng, *clock, seg_counter, stats)?;
         }
         l.last = Some(ch.dir);
         l.burst.extend_from_slice(&ch.bytes);
-        l.remaining -= 1;
+        l.remaining = l.remaining.saturating_sub(1);
         if l.remaining == 0 {
-            clock = send_burst(
-                &mut cap,
-                l,
-                opts,
-                &mut rng,
-                clock,
-                &mut seg_counter,
-                &mut stats,
-            )?;
+            *clock = send_burst(cap, l, opts, rng, *clock, seg_counter, stats)?;
             for (_, p) in l.flow.close(Dir::C2s)? {
-                clock = Ts(clock.0 + 100);
-                cap.write_ip(0, clock, &p, None)?;
+                *clock = Ts(clock.0 + 100);
+                cap.write_ip(0, *clock, &p, None)?;
                 stats.packets += 1;
             }
+            live.remove(&ci);
         }
+        Ok(())
     }
-    cap.flush()?;
-    Ok(stats)
+
+    /// Flushes the capture; connections whose last chunk never came stay open in it.
+    pub fn finish(mut self) -> io::Result<SynthStats> {
+        self.cap.flush()?;
+        Ok(self.stats)
+    }
 }
 
 fn send_burst<W: Write>(

@@ -15,14 +15,22 @@ use msntap::annotate::{annotate, AnnotateOptions};
 use msntap::capture::{FlowOptions, ReadOptions};
 use msntap::protocol::tables::Tables;
 
-#[derive(Args, Debug)]
-#[command(after_help = "\
+use super::say;
+
+pub const EXAMPLES: &str = "\
 Secrets: the comments are redacted unless --no-redact, but the packets are copied byte for \
 byte, so any ticket, cookie or password hash on the wire is still in them. OUT is therefore \
 created readable by its owner only (mode 0600) and stays so when the input may hold secrets: \
 a decoded command carried one, a TCP connection was not MSNP (its bytes are not inspected), \
 the input file itself is owner-only, the input could not be read to its end, or --no-redact \
-was given. Otherwise OUT gets the mode a new file normally gets.")]
+was given. Otherwise OUT gets the mode a new file normally gets.
+
+Examples:
+  msntap annotate captures/msnp8_twisted_escargot.pcap -o twisted.pcapng
+  tshark -r twisted.pcapng -Y frame.comment -T fields -e frame.number -e frame.comment
+";
+
+#[derive(Args, Debug)]
 pub struct AnnotateArgs {
     /// Capture to annotate (pcap or pcapng).
     #[arg(value_name = "IN")]
@@ -33,8 +41,9 @@ pub struct AnnotateArgs {
     /// Also treat these server ports as MSNP (comma-separated; 1863 always is).
     #[arg(long, value_delimiter = ',', value_name = "PORT")]
     pub port: Vec<u16>,
-    /// Most TCP connections tracked at once (the least recently active are closed first).
-    #[arg(long, default_value_t = 20_000, value_name = "N")]
+    /// Most TCP connections tracked at once (the least recently active are closed first);
+    /// at least 16.
+    #[arg(long, default_value_t = 20_000, value_name = "N", value_parser = super::args::parse_max_flows)]
     pub max_flows: usize,
     /// Keep secrets (tickets, cookies, hashes) in the comments; the output file is then
     /// readable by its owner only.
@@ -42,49 +51,28 @@ pub struct AnnotateArgs {
     pub no_redact: bool,
 }
 
-/// The output, created owner-only before anything is written to it, and the mode it may
-/// be given back once the copy turned out to hold no secret.
+/// The output, created owner-only before anything is written to it (by the one output
+/// function), and the mode it may be given back once the copy turned out to hold no
+/// secret.
 struct Output {
     file: File,
     /// The mode of the file it replaced, or the mode a new file gets (None: unknown, so
     /// it stays owner-only).
     open_mode: Option<u32>,
-    /// It replaced a file that others could read.
-    narrowed_from: Option<u32>,
+    /// It replaced a file that others could read: what create_output said about it.
+    narrowed: Option<String>,
 }
 
-#[cfg(unix)]
-fn create_output(path: &Path) -> std::io::Result<Output> {
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let before = std::fs::metadata(path)
-        .ok()
-        .filter(|m| m.is_file())
-        .map(|m| m.permissions().mode() & 0o7777);
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    // An existing file keeps its mode on open: narrow it before a byte is written.
-    let mut narrowed_from = None;
-    if let Some(m) = before.filter(|m| m & 0o077 != 0) {
-        file.set_permissions(std::fs::Permissions::from_mode(m & 0o700 | 0o600))?;
-        narrowed_from = Some(m);
-    }
+fn create_out(path: &Path, input: &[msntap::output::FileId]) -> Result<Output> {
+    let c = msntap::output::create_output(path, true, input)?;
+    #[cfg(unix)]
+    let open_mode = c.previous_mode.or_else(new_file_mode);
+    #[cfg(not(unix))]
+    let open_mode = None;
     Ok(Output {
-        file,
-        open_mode: before.or_else(new_file_mode),
-        narrowed_from,
-    })
-}
-
-#[cfg(not(unix))]
-fn create_output(path: &Path) -> std::io::Result<Output> {
-    Ok(Output {
-        file: File::create(path)?,
-        open_mode: None,
-        narrowed_from: None,
+        file: c.file,
+        open_mode,
+        narrowed: c.note,
     })
 }
 
@@ -125,17 +113,10 @@ fn open_up(o: &Output, path: &Path) -> Result<()> {
 }
 
 pub fn run(a: &AnnotateArgs, tables: Arc<Tables>) -> Result<ExitCode> {
-    // Creating the output would truncate the input before it is read.
-    if let (Ok(i), Ok(o)) = (a.input.canonicalize(), a.output.canonicalize()) {
-        if i == o {
-            anyhow::bail!(
-                "{}: the output must not be the input file",
-                a.output.display()
-            );
-        }
-    }
     // Fail on a missing or unreadable input before creating anything.
     File::open(&a.input).with_context(|| format!("opening {}", a.input.display()))?;
+    // Creating the output would truncate the input before it is read: create_out refuses.
+    let ids = super::args::input_ids(std::slice::from_ref(&a.input));
     let input_private = owner_only(&a.input);
     let opts = AnnotateOptions {
         read: ReadOptions {
@@ -144,8 +125,7 @@ pub fn run(a: &AnnotateArgs, tables: Arc<Tables>) -> Result<ExitCode> {
         },
         no_redact: a.no_redact,
     };
-    let out =
-        create_output(&a.output).with_context(|| format!("creating {}", a.output.display()))?;
+    let out = create_out(&a.output, &ids)?;
     let mut w = std::io::BufWriter::new(&out.file);
     let r = annotate(&a.input, &mut w, tables, &opts);
     w.flush()
@@ -154,11 +134,8 @@ pub fn run(a: &AnnotateArgs, tables: Arc<Tables>) -> Result<ExitCode> {
     let secrets = a.no_redact || input_private || r.as_ref().map_or(true, |s| s.may_hold_secrets());
     if !secrets {
         open_up(&out, &a.output)?;
-    } else if let Some(m) = out.narrowed_from {
-        eprintln!(
-            "msntap: {} had mode {m:04o}; it is now owner-only, since the copied packets hold secrets",
-            a.output.display()
-        );
+    } else if let Some(n) = &out.narrowed {
+        say(n);
     }
     let private = if secrets {
         " (owner-only: the copied packets may hold secrets)"
@@ -167,23 +144,23 @@ pub fn run(a: &AnnotateArgs, tables: Arc<Tables>) -> Result<ExitCode> {
     };
     match r {
         Ok(s) => {
-            eprintln!(
-                "msntap: wrote {}{private}: {} packets, {} with comments; {} MSNP connections; {} events at the end of the capture belong to no packet",
+            say(format_args!(
+                "wrote {}{private}: {} packets, {} with comments; {} MSNP connections; {} events at the end of the capture belong to no packet",
                 a.output.display(),
                 s.read.packets,
                 s.commented,
                 s.read.flows.msnp_connections,
                 s.unattributed
-            );
+            ));
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {
             // Every packet read before the problem has been copied.
-            eprintln!("msntap: {e}");
-            eprintln!(
-                "msntap: {}{private} holds the packets read before the problem",
+            say(&e);
+            say(format_args!(
+                "{}{private} holds the packets read before the problem",
                 a.output.display()
-            );
+            ));
             Ok(ExitCode::from(1))
         }
     }

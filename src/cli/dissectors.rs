@@ -1,4 +1,4 @@
-//! `msntap dissectors`: prints the merged protocol tables.
+//! `msntap dissectors`: prints the merged protocol tables. It only formats them.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -7,6 +7,14 @@ use anyhow::Result;
 use clap::Args;
 
 use msntap::protocol::tables::Tables;
+
+pub const EXAMPLES: &str = "\
+Examples:
+  msntap dissectors --only USR,XFR
+  msntap dissectors --json | jq '.commands[] | select(.name == \"MSG\")'
+  msntap dissectors --dissectors my-dissectors/ --only FOO
+  msntap dissectors --wireshark ~/.local/lib/wireshark/plugins/msnp.lua
+";
 
 #[derive(Args, Debug)]
 pub struct DissectorArgs {
@@ -25,9 +33,11 @@ pub struct DissectorArgs {
 pub fn run(a: &DissectorArgs, tables: &Tables) -> Result<ExitCode> {
     if let Some(dest) = &a.wireshark {
         let lua = msntap::wireshark::generate(tables, env!("CARGO_PKG_VERSION"));
-        super::write_out(dest, &lua, false)?;
+        super::write_out(dest, &lua, false, &[])?;
         if dest != "-" {
-            eprintln!("msntap: wrote the Wireshark plugin {dest} (install: see README, Wireshark)");
+            super::say(format_args!(
+                "wrote the Wireshark plugin {dest} (install: see README, Wireshark)"
+            ));
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -44,8 +54,10 @@ pub fn run(a: &DissectorArgs, tables: &Tables) -> Result<ExitCode> {
             "capabilities": tables.capabilities,
             "challenge_keys": tables.challenge_keys,
         });
-        serde_json::to_writer_pretty(&mut stdout, &v)?;
-        writeln!(stdout)?;
+        // Rendered first: serde_json's writer error would hide a closed pipe's io error.
+        let mut text = serde_json::to_vec_pretty(&v)?;
+        text.push(b'\n');
+        stdout.write_all(&text)?;
         return Ok(ExitCode::SUCCESS);
     }
     for c in cmds {

@@ -17,13 +17,22 @@ use msntap::protocol::tables::Tables;
 use msntap::secret::Redact;
 use msntap::Event;
 
-use super::args::InputArgs;
-use super::{finish_inputs, for_each_input_event};
+use super::args::{FilterArgs, InputArgs};
+use super::{read_inputs, say};
+
+pub const EXAMPLES: &str = "\
+Examples:
+  msntap extract captures/msnp11_msnp11-sdk_escargot.pcap -o pictures
+  msntap extract capture.pcap -o objects --json objects.jsonl --user bob@example.com
+  msntap read capture.pcap --json - | msntap extract - -o objects
+";
 
 #[derive(Args, Debug)]
 pub struct ExtractArgs {
     #[command(flatten)]
     pub input: InputArgs,
+    #[command(flatten)]
+    pub filter: FilterArgs,
     /// Directory to write the objects into (created if missing; files are never overwritten).
     #[arg(short = 'o', long = "output", value_name = "DIR")]
     pub output: PathBuf,
@@ -71,6 +80,9 @@ impl Reporter {
 }
 
 pub fn run(a: &ExtractArgs, tables: Arc<Tables>) -> Result<ExitCode> {
+    super::check_inputs(&a.input)?;
+    let ids = a.input.file_ids();
+    let mut filter = a.filter.filter();
     let limits = Limits {
         max_object: a.max_object_size,
         ..Limits::default()
@@ -80,9 +92,12 @@ pub fn run(a: &ExtractArgs, tables: Arc<Tables>) -> Result<ExitCode> {
     let json: Option<Box<dyn Write>> = match a.json.as_deref() {
         None => None,
         Some("-") => Some(Box::new(std::io::stdout())),
-        Some(f) => Some(Box::new(std::io::BufWriter::new(
-            std::fs::File::create(f).with_context(|| format!("creating {f}"))?,
-        ))),
+        // The reports are redacted: no secrets, so the user's usual mode.
+        Some(f) => Some(Box::new(std::io::BufWriter::new(super::create(
+            std::path::Path::new(f),
+            false,
+            &ids,
+        )?))),
     };
     let mut r = Reporter {
         sink,
@@ -90,19 +105,25 @@ pub fn run(a: &ExtractArgs, tables: Arc<Tables>) -> Result<ExitCode> {
         json,
         json_stdout: a.json.as_deref() == Some("-"),
     };
-    let problems = for_each_input_event(&a.input, &tables, &mut |ev| r.event(ev));
+    let inputs = read_inputs(&a.input, &tables, &mut |ev| {
+        if filter.pass(ev) {
+            r.event(ev)
+        } else {
+            Ok(())
+        }
+    })?;
     r.sink.finish().context("writing an extracted object")?;
     r.report()?;
     if let Some(j) = r.json.as_mut() {
         j.flush()?;
     }
     for n in r.sink.notes() {
-        eprintln!("msntap: {n}");
+        say(n);
     }
     let done = &r.sink.done;
     let count = |f: &dyn Fn(&Object) -> bool| done.iter().filter(|e| f(&e.object)).count();
-    eprintln!(
-        "msntap: {} objects ({} complete, {} truncated, {} duplicates); SHA1D: {} match, {} mismatch, {} no hash known",
+    say(format_args!(
+        "{} objects ({} complete, {} truncated, {} duplicates); SHA1D: {} match, {} mismatch, {} no hash known",
         done.len(),
         count(&|o| o.complete),
         count(&|o| !o.complete),
@@ -110,6 +131,6 @@ pub fn run(a: &ExtractArgs, tables: Arc<Tables>) -> Result<ExitCode> {
         count(&|o| o.check == Check::Match),
         count(&|o| matches!(o.check, Check::Mismatch { .. })),
         count(&|o| o.check == Check::NoHash),
-    );
-    Ok(finish_inputs(&problems))
+    ));
+    Ok(inputs.finish())
 }

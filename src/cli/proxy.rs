@@ -1,20 +1,31 @@
-//! The `msntap proxy` subcommand: runtime, Ctrl-C and the event writer thread around
-//! `msntap::proxy`. No relaying logic lives here.
+//! The `msntap proxy` subcommand: options, the runtime, SIGINT/SIGTERM and the event
+//! thread around `msntap::proxy`. No relaying or decoding logic lives here.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-
 use clap::Args;
-use std::path::PathBuf;
+use tokio::signal::unix::{signal, SignalKind};
 
 use msntap::analysis::extract::{ExtractSink, Limits};
-use msntap::event::Sink;
-use msntap::output::Output;
 use msntap::protocol::tables::Tables;
-use msntap::proxy::{Config, Proxy, ProxyError};
+use msntap::proxy::output::LiveOutput;
+use msntap::proxy::{Config, Proxy};
+
+use super::args::OutputArgs;
+
+pub const EXAMPLES: &str = "\
+Examples:
+  # Point the client at 127.0.0.1:1863; msntap connects to the real server.
+  msntap proxy --upstream messenger.example.org:1863 --hide PNG,QNG
+  # Also JSON Lines, a pcapng recording and the pictures/files sent over P2P.
+  msntap proxy --upstream messenger.example.org:1863 --json s.jsonl --pcap s.pcapng --extract objects/
+  # Transparent mode behind an iptables/nftables REDIRECT rule (see docs/proxy.md).
+  msntap proxy --transparent --listen 127.0.0.1:1863
+";
 
 #[derive(Args, Debug)]
 pub struct ProxyArgs {
@@ -43,33 +54,95 @@ pub struct ProxyArgs {
     /// Seconds to wait for the upstream server to accept a connection.
     #[arg(long, value_name = "SECS", default_value_t = 10)]
     pub connect_timeout: u64,
+    /// Seconds a client may take to send its first command line before it is
+    /// disconnected (0: no limit).
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    pub handshake_timeout: u64,
+    /// Seconds without a byte in either direction after which a connection is closed
+    /// (0: never). Clients ping about once a minute, so 600 closes only dead sessions.
+    #[arg(long, value_name = "SECS", default_value_t = 600)]
+    pub idle_timeout: u64,
+    /// Seconds an unused redirect route listener stays open.
+    #[arg(long, value_name = "SECS", default_value_t = 600)]
+    pub route_timeout: u64,
+    /// Connections relayed at once; more are refused.
+    #[arg(long, value_name = "N", default_value_t = 4096)]
+    pub max_connections: usize,
+    /// Bytes of events waiting for the outputs (e.g. 24M, 1G); beyond it events are dropped,
+    /// counted and reported in a `dropped` event. Forwarding never waits for the outputs.
+    #[arg(long, value_name = "BYTES", default_value = "24M", value_parser = parse_bytes)]
+    pub backlog: usize,
     /// Extract display pictures, emoticons and files sent over P2P into DIR as they
     /// complete, each verified against its MSNObject (as `msntap extract` does).
     #[arg(long, value_name = "DIR")]
     pub extract: Option<PathBuf>,
+    /// Serve the live web view on ADDR (e.g. 127.0.0.1:8863): sessions, ladders and events
+    /// as they happen. Anything but loopback requires the random token printed at start.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub web: Option<std::net::SocketAddr>,
+    /// Bytes of events the web view keeps (the oldest go first) and may have waiting; a
+    /// browser tab that falls behind costs view events (counted), never forwarding.
+    #[arg(long, value_name = "BYTES", default_value = "256M", value_parser = parse_bytes)]
+    pub web_memory: usize,
     #[command(flatten)]
     pub out: OutputArgs,
 }
 
+/// A backlog size: a byte count (`64M`, `1G`, ...) of at least 64 KiB.
+pub fn parse_bytes(s: &str) -> Result<usize, String> {
+    let n = super::args::parse_size(s)?;
+    if n < 64 << 10 {
+        return Err(format!("{s:?}: give at least 64K"));
+    }
+    Ok(n)
+}
+
 pub fn run(a: &ProxyArgs, tables: Arc<Tables>) -> Result<ExitCode> {
+    let secs = Duration::from_secs;
     let cfg = Config {
         listen: a.listen,
         upstream: a.upstream.clone(),
         advertise: a.advertise.clone(),
         transparent: a.transparent,
         pcap: a.pcap.clone(),
-        connect_timeout: Duration::from_secs(a.connect_timeout.max(1)),
+        connect_timeout: secs(a.connect_timeout.max(1)),
+        handshake_timeout: secs(a.handshake_timeout),
+        idle_timeout: secs(a.idle_timeout),
+        route_timeout: secs(a.route_timeout.max(1)),
+        max_connections: a.max_connections.max(1),
+        backlog: a.backlog,
         ..Config::default()
     };
     let mut ocfg = a.out.config()?;
     ocfg.challenge_keys = tables.challenge_keys.clone();
-    let mut out = Output::new(&ocfg)?;
-    let mut extract = match &a.extract {
-        Some(dir) => Some(
-            ExtractSink::new(dir, Limits::default())
-                .with_context(|| format!("creating {}", dir.display()))?
-                .on_object(|e| eprintln!("msntap: extracted {}", e.object.line(e.path.as_deref()))),
-        ),
+    let mut out = LiveOutput::new(&ocfg, &tables)?;
+    if let Some(dir) = &a.extract {
+        let sink = ExtractSink::new(dir, Limits::default())
+            .with_context(|| format!("creating {}", dir.display()))?
+            .on_object(|e| super::say(format!("extracted {}", e.object.line(e.path.as_deref()))));
+        out.add_sink(Box::new(sink));
+    }
+    let web = match a.web {
+        Some(addr) => {
+            let hub = msntap::web::Hub::new(
+                msntap::web::StoreLimits {
+                    bytes: a.web_memory,
+                    ..Default::default()
+                },
+                tables.clone(),
+                vec![format!("proxy on {}", a.listen)], // the bound address once known
+                true,
+                !ocfg.no_redact,
+            );
+            let server = msntap::web::start(hub.clone(), addr)?;
+            let feed = hub.feed((a.web_memory / 4).max(1 << 20));
+            out.add_sink(Box::new(msntap::web::WebSink::new(
+                feed,
+                &tables,
+                ocfg.passwords.clone(),
+            )));
+            Some((server, hub))
+        }
         None => None,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -77,30 +150,12 @@ pub fn run(a: &ProxyArgs, tables: Arc<Tables>) -> Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<msntap::proxy::EventBatch>(64);
-    // Events are written on their own thread so a slow terminal never sits inside the relay.
-    let writer = std::thread::spawn(move || -> std::io::Result<Output> {
-        while let Some(mut batch) = rx.blocking_recv() {
-            // The extractor sees every event, before filters and redaction.
-            if let Some(x) = extract.as_mut() {
-                for ev in &batch {
-                    x.event(ev)?;
-                }
-            }
-            out.emit_all(&mut batch)?;
-        }
-        if let Some(x) = extract.as_mut() {
-            x.finish()?;
-            for n in x.notes() {
-                eprintln!("msntap: {n}");
-            }
-        }
-        out.finish()?;
-        Ok(out)
-    });
     let upstream = a.upstream.as_deref().unwrap_or("the original destinations");
     let res = rt.block_on(async move {
-        let p = Proxy::bind(cfg, tables, tx).await?;
+        // Installed before the startup line, so a signal right after it is not lost.
+        let mut term = signal(SignalKind::terminate()).context("installing SIGTERM")?;
+        let mut int = signal(SignalKind::interrupt()).context("installing SIGINT")?;
+        let (p, mut events) = Proxy::bind(cfg, tables).await?;
         let addr = p.local_addr();
         if !addr.ip().is_loopback() {
             eprintln!(
@@ -108,26 +163,86 @@ pub fn run(a: &ProxyArgs, tables: Arc<Tables>) -> Result<ExitCode> {
                  connect, relay through this proxy and have their sessions logged"
             );
         }
-        eprintln!("msntap: proxying {addr} -> {upstream}; Ctrl-C stops");
+        eprintln!("msntap: proxying {addr} -> {upstream}; Ctrl-C or SIGTERM stops");
+        if let Some((server, hub)) = &web {
+            hub.store().title = format!("proxy on {addr} -> {upstream}");
+            eprintln!("msntap: live view at {}", server.url);
+        }
+        let abandon = events.abandon_handle();
+        // Events are written on their own thread: an output never sits inside forwarding.
+        let writer = std::thread::Builder::new()
+            .name("msntap-events".into())
+            .spawn(move || {
+                out.run(&mut events);
+                out
+            })
+            .context("starting the event thread")?;
         let stats = p
             .run(async {
-                let _ = tokio::signal::ctrl_c().await;
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
             })
             .await;
-        Ok::<_, ProxyError>(stats)
+        // The outputs get what is queued; a second signal gives that up (counted).
+        let mut joined = tokio::task::spawn_blocking(move || writer.join());
+        let out = tokio::select! {
+            r = &mut joined => r,
+            _ = async {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+            } => {
+                eprintln!("msntap: second signal: the events still queued are dropped");
+                abandon.abandon();
+                joined.await
+            }
+        };
+        let out = match out {
+            Ok(Ok(o)) => o,
+            _ => anyhow::bail!("the event thread failed"),
+        };
+        Ok::<_, anyhow::Error>((stats, out))
     });
-    // Dropping the runtime drops every task and with it the last event sender.
     rt.shutdown_timeout(Duration::from_secs(1));
-    let out = match writer.join() {
-        Ok(r) => r.context("writing events")?,
-        Err(_) => anyhow::bail!("the event writer thread failed"),
-    };
-    let stats = res?;
+    let (stats, out) = res?;
+    let mut tail = String::new();
+    if stats.backlog.dropped_events > 0 {
+        tail.push_str(&format!(
+            "; {} events dropped ({} bytes) because the outputs fell behind",
+            stats.backlog.dropped_events, stats.backlog.dropped_bytes
+        ));
+    }
+    if out.stdout_dropped() > 0 {
+        tail.push_str(&format!(
+            "; {} events not shown in the log (standard output was not read in time)",
+            out.stdout_dropped()
+        ));
+    }
     eprintln!(
-        "msntap: {} proxied connections, {} redirect routes; {}",
+        "msntap: {} proxied connections, {} redirect routes ({} expired); {}{tail}",
         stats.connections,
         stats.routes,
+        stats.routes_expired,
         out.summary.line()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_bytes;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_bytes("64M"), Ok(64 << 20));
+        assert_eq!(parse_bytes("1G"), Ok(1 << 30));
+        assert_eq!(parse_bytes("65536"), Ok(65536));
+        assert!(parse_bytes("1K").is_err());
+        assert!(parse_bytes("12Q").is_err());
+        assert!(parse_bytes("").is_err());
+        assert_eq!(parse_bytes("256k"), Ok(256 << 10));
+    }
 }

@@ -30,51 +30,73 @@ pub fn looks_like_headers(b: &[u8]) -> bool {
     }
 }
 
-/// Splits a header block off `b`: (headers, rest after the blank line). Without a blank
-/// line the whole input is headers. Names and values borrow from `b` when it is UTF-8.
-fn split_headers(b: &[u8]) -> Result<(Headers<'_>, &[u8]), String> {
-    let mut headers: Headers<'_> = Vec::with_capacity(4);
+/// Where a header block ends: the offset just past its blank line (or the end of `b`).
+fn header_end(b: &[u8]) -> usize {
     let mut pos = 0;
     while pos < b.len() {
-        let (line, next) = match memchr::memchr(b'\n', &b[pos..]) {
-            Some(i) => (&b[pos..pos + i], pos + i + 1),
-            None => (&b[pos..], b.len()),
+        let Some(i) = memchr::memchr(b'\n', &b[pos..]) else {
+            return b.len();
         };
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.is_empty() {
-            return Ok((headers, &b[next..]));
+        let next = pos + i + 1;
+        let line = &b[pos..pos + i];
+        if line.is_empty() || line == b"\r" {
+            return next;
         }
-        let text = super::lossy(line);
-        let split = text
-            .split_once(':')
-            .filter(|(k, _)| !k.is_empty() && !k.contains(' '))
-            .map(|(k, v)| (k.len(), k.len() + 1 + (v.len() - v.trim_start().len())));
-        match (split, text) {
-            (Some((k_end, v_start)), Cow::Borrowed(t)) => {
-                headers.push((Cow::Borrowed(&t[..k_end]), Cow::Borrowed(&t[v_start..])));
+        pos = next;
+    }
+    b.len()
+}
+
+/// Splits a header block off `b`: (headers, rest after the blank line). Without a blank
+/// line the whole input is headers. The block is checked for UTF-8 once; names and values
+/// then borrow from it.
+fn split_headers(b: &[u8]) -> Result<(Headers<'_>, &[u8]), String> {
+    let end = header_end(b);
+    let (head, rest) = b.split_at(end);
+    match std::str::from_utf8(head) {
+        Ok(t) => Ok((headers_of(t)?, rest)),
+        Err(_) => {
+            // Invalid bytes in the headers (rare): owned, replaced text.
+            let t = String::from_utf8_lossy(head);
+            Ok((super::owned_pairs(headers_of(&t)?), rest))
+        }
+    }
+}
+
+/// The `Name: value` lines of a header block (its blank line included or not).
+fn headers_of(t: &str) -> Result<Headers<'_>, String> {
+    let mut headers: Headers<'_> = Vec::with_capacity(4);
+    let mut pos = 0;
+    while pos < t.len() {
+        let end = memchr::memchr(b'\n', &t.as_bytes()[pos..]).map_or(t.len(), |i| pos + i);
+        let line = t.get(pos..end).unwrap_or_default();
+        pos = end + 1;
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        if line.is_empty() {
+            break;
+        }
+        let split = memchr::memchr(b':', line.as_bytes())
+            .filter(|&k| k > 0 && memchr::memchr(b' ', &line.as_bytes()[..k]).is_none());
+        match split {
+            Some(k) => {
+                let v = line[k + 1..].trim_start();
+                headers.push((Cow::Borrowed(&line[..k]), Cow::Borrowed(v)));
             }
-            (Some((k_end, v_start)), Cow::Owned(t)) => {
-                headers.push((
-                    Cow::Owned(t[..k_end].to_string()),
-                    Cow::Owned(t[v_start..].to_string()),
-                ));
-            }
-            (None, text) => {
+            None => {
                 let Some(last) = headers.last_mut() else {
                     return Err(format!(
                         "not a MIME header line: {:?}",
-                        String::from_utf8_lossy(&scrubbed(line, 40))
+                        String::from_utf8_lossy(&scrubbed(line.as_bytes(), 40))
                     ));
                 };
                 // A folded or stray line: kept with the previous header.
                 let v = last.1.to_mut();
                 v.push('\n');
-                v.push_str(&text);
+                v.push_str(line);
             }
         }
-        pos = next;
     }
-    Ok((headers, &b[b.len()..]))
+    Ok(headers)
 }
 
 /// The first bytes of a line for a problem message, with possible credentials hidden.

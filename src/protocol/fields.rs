@@ -44,12 +44,12 @@ pub fn decode<'a>(tables: &'a Tables, form: &'a FormDef, args: &Args<'a, '_>) ->
             t if t.is_secret() => out.secret_args.push(idx),
             _ => {}
         }
-        let v = value(
-            tables,
-            p.ty,
-            raw,
-            p.values.as_ref().and_then(|v| v.meaning_bytes(raw)),
-        );
+        // Only enumerations have meanings to look up.
+        let meaning = match p.ty {
+            ParamType::Enum => p.values.as_ref().and_then(|v| v.meaning_bytes(raw)),
+            _ => None,
+        };
+        let v = value(tables, p.ty, raw, args.str(i).unwrap_or_default(), meaning);
         if p.ty == ParamType::Trid && out.trid.is_none() {
             out.trid = wire::parse_len(raw);
         }
@@ -115,9 +115,10 @@ fn value<'a>(
     tables: &'a Tables,
     ty: ParamType,
     raw: &'a [u8],
+    s: Cow<'a, str>,
     meaning: Option<&'a str>,
 ) -> FieldValue<'a> {
-    let t = || text(raw);
+    let t = || s.clone();
     match ty {
         ParamType::Trid | ParamType::Length | ParamType::Int => match wire::parse_len(raw) {
             Some(n) => FieldValue::Int(n),
@@ -153,7 +154,10 @@ fn value<'a>(
         },
         ParamType::Address => match raw.iter().rposition(|&c| c == b':') {
             Some(i) if wire::parse_len(&raw[i + 1..]).is_some() => FieldValue::Address(Address {
-                host: text(&raw[..i]),
+                host: match &s {
+                    Cow::Borrowed(b) => Cow::Borrowed(b.get(..i).unwrap_or(b)),
+                    Cow::Owned(_) => text(&raw[..i]),
+                },
                 port: wire::parse_len(&raw[i + 1..]).unwrap_or(0),
             }),
             _ => FieldValue::Str(t()),
@@ -218,7 +222,7 @@ mod tests {
     }
 
     fn lists_of(t: &Tables, raw: &[u8]) -> Vec<String> {
-        match value(t, ParamType::Listbits, raw, None) {
+        match value(t, ParamType::Listbits, raw, text(raw), None) {
             FieldValue::Lists(l) => l.lists.iter().map(|s| s.to_string()).collect(),
             other => panic!("{other:?}"),
         }

@@ -1,29 +1,35 @@
-//! The live proxy shell (tokio): listeners, the redirect route table and the loop guard.
-//! It feeds the sans-IO core and forwards bytes; it must never let decoding stop or change
-//! forwarding (see relay.rs), and never listens beyond loopback unless told to.
+//! The live proxy shell (tokio): listeners, the redirect route table and the loop guard,
+//! around the sans-IO forwarding of `forward` and the event side of `events`. Forwarding
+//! never waits for decoding or for an output; the proxy never listens beyond loopback
+//! unless told to.
 
+mod backlog;
+pub mod events;
+pub mod forward;
+pub mod output;
+mod pool;
 mod record;
 mod relay;
-pub mod rewrite;
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch, Notify};
+use tokio::sync::{watch, Notify};
 
-use crate::event::{Event, EventKind, Service, Ts, SCHEMA_VERSION};
+use crate::event::{Event, EventKind, Message, Service, Ts};
 use crate::protocol::Tables;
+use crate::wire::Limits;
 
-/// Events of one connection in order, sent together: one channel message per socket read
-/// instead of one per event keeps the hand-off cheap.
-pub type EventBatch = Vec<Event>;
+pub use backlog::BacklogStats;
+pub use events::{Delivered, Events};
+pub use forward::{Budget, DialectNames};
 
-/// How the proxy runs.
+/// How the proxy runs. `Config::default()` holds the documented defaults.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Where clients connect (default 127.0.0.1:1863).
@@ -38,10 +44,26 @@ pub struct Config {
     pub transparent: bool,
     /// Give up connecting upstream after this long.
     pub connect_timeout: Duration,
+    /// A client that has not sent a complete command line this long after connecting is
+    /// disconnected (zero: never).
+    pub handshake_timeout: Duration,
+    /// A connection with no bytes in either direction for this long is closed (zero: never).
+    pub idle_timeout: Duration,
     /// Connections relayed at once; more are refused with an error event.
     pub max_connections: usize,
     /// Redirect targets (each one a listener) kept at once.
     pub max_routes: usize,
+    /// A route listener nobody was sent to or connected through for this long is closed.
+    pub route_timeout: Duration,
+    /// Bytes of undecoded frames waiting for the event side; beyond it events are dropped
+    /// and counted (a `dropped` event says how many).
+    pub backlog: usize,
+    /// Bytes all connections together may buffer for frames that span reads (beyond a
+    /// few KiB each); a frame that does not fit is given up for decoding, never for
+    /// forwarding.
+    pub framing_budget: usize,
+    /// Framing limits (longest line, largest payload).
+    pub limits: Limits,
     /// Record the proxied connections into this pcapng file.
     pub pcap: Option<std::path::PathBuf>,
 }
@@ -54,8 +76,14 @@ impl Default for Config {
             advertise: None,
             transparent: false,
             connect_timeout: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(600),
             max_connections: 4096,
             max_routes: 256,
+            route_timeout: Duration::from_secs(600),
+            backlog: 24 << 20,
+            framing_budget: 32 << 20,
+            limits: Limits::default(),
             pcap: None,
         }
     }
@@ -103,7 +131,11 @@ pub enum ProxyError {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Stats {
     pub connections: u64,
-    pub routes: usize,
+    /// Route listeners opened over the run.
+    pub routes: u64,
+    /// Route listeners closed because nobody used them.
+    pub routes_expired: u64,
+    pub backlog: BacklogStats,
 }
 
 /// Where a listener's connections go.
@@ -116,6 +148,7 @@ pub(crate) enum Upstream {
         target: String,
         service: Service,
         version: Option<u8>,
+        state: Arc<RouteState>,
     },
 }
 
@@ -126,16 +159,34 @@ struct RouteKey {
     version: Option<u8>,
 }
 
+/// What a route's accept loop and the route table share.
+#[derive(Debug)]
+pub(crate) struct RouteState {
+    port: u16,
+    /// Connections open through this route.
+    pub active: AtomicUsize,
+    /// Milliseconds since the proxy started when a redirect last named this route or a
+    /// client last connected through it.
+    last_used: AtomicU64,
+    stop: Notify,
+}
+
 /// State shared by every listener and connection of one proxy.
 pub(crate) struct Shared {
     pub cfg: Config,
     pub tables: Arc<Tables>,
-    pub events: mpsc::Sender<EventBatch>,
+    pub backlog: Arc<backlog::Backlog>,
+    pub budget: Budget,
+    pub names: DialectNames,
+    pub(crate) pool: Arc<pool::Pool>,
     pub shutdown: watch::Receiver<bool>,
     /// The `--pcap` recorder.
-    pub rec: Option<mpsc::Sender<record::Rec>>,
+    pub(crate) rec: Option<record::Recorder>,
+    started: Instant,
     next_conn: AtomicU64,
-    routes: Mutex<HashMap<RouteKey, u16>>,
+    routes: Mutex<HashMap<RouteKey, Arc<RouteState>>>,
+    routes_opened: AtomicU64,
+    routes_expired: AtomicU64,
     /// Addresses this proxy listens on.
     listeners: Mutex<HashSet<SocketAddr>>,
     /// Local ports of this proxy's upstream sockets (loop detection at accept).
@@ -153,17 +204,17 @@ impl Shared {
         self.next_conn.fetch_add(1, Ordering::Relaxed)
     }
 
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
     /// A proxy-level event (connection 0).
-    pub fn note(&self, kind: EventKind) -> Event {
-        Event {
-            schema: SCHEMA_VERSION,
-            ts: Ts::now(),
-            conn: 0,
-            dir: None,
-            service: Service::Unknown,
-            version: None,
-            kind,
-        }
+    pub fn note(&self, kind: EventKind<'static>) -> Event<'static> {
+        Event::new(Ts::now(), 0, None, Service::Unknown, None, kind)
+    }
+
+    pub fn emit(&self, ev: Event<'static>) {
+        self.backlog.push_event(ev);
     }
 
     pub fn is_listener(&self, a: &SocketAddr) -> bool {
@@ -182,7 +233,8 @@ impl Shared {
     }
 
     /// The address to write into a redirect for `target`: a listener of this proxy that
-    /// relays to it, opened on first use.
+    /// relays to it, opened on first use. When the table is full, the route unused longest
+    /// with no open connection makes room.
     pub fn route(
         self: &Arc<Self>,
         service: Service,
@@ -195,38 +247,58 @@ impl Shared {
             target: target.to_string(),
             version,
         };
+        let now = self.now_ms();
         let mut routes = lock(&self.routes);
-        let port = match routes.get(&key) {
-            Some(p) => *p,
-            None => {
-                if routes.len() >= self.cfg.max_routes {
-                    return Err(format!(
-                        "route table full ({} redirect targets)",
-                        self.cfg.max_routes
-                    ));
+        if let Some(r) = routes.get(&key) {
+            r.last_used.store(now, Ordering::Relaxed);
+            return Ok(join_host_port(advertise, r.port));
+        }
+        if routes.len() >= self.cfg.max_routes {
+            let idle = routes
+                .iter()
+                .filter(|(_, r)| r.active.load(Ordering::Acquire) == 0)
+                .min_by_key(|(_, r)| r.last_used.load(Ordering::Relaxed))
+                .map(|(k, _)| k.clone());
+            match idle.and_then(|k| routes.remove(&k)) {
+                Some(old) => {
+                    self.routes_expired.fetch_add(1, Ordering::Relaxed);
+                    old.stop.notify_one();
                 }
-                let std_l = std::net::TcpListener::bind(SocketAddr::new(self.cfg.listen.ip(), 0))
-                    .map_err(|e| format!("cannot open a listener for {target}: {e}"))?;
-                std_l
-                    .set_nonblocking(true)
-                    .map_err(|e| format!("cannot open a listener for {target}: {e}"))?;
-                let l = TcpListener::from_std(std_l)
-                    .map_err(|e| format!("cannot open a listener for {target}: {e}"))?;
-                let addr = l
-                    .local_addr()
-                    .map_err(|e| format!("listener address: {e}"))?;
-                lock(&self.listeners).insert(addr);
-                let up = Upstream::Route {
-                    target: target.to_string(),
-                    service,
-                    version,
-                };
-                tokio::spawn(accept_loop(self.clone(), l, up));
-                routes.insert(key, addr.port());
-                addr.port()
+                None => {
+                    return Err(format!(
+                        "the route table is full ({} redirect targets, each with open connections)",
+                        self.cfg.max_routes
+                    ))
+                }
             }
+        }
+        let open = || -> std::io::Result<TcpListener> {
+            let l = std::net::TcpListener::bind(SocketAddr::new(self.cfg.listen.ip(), 0))?;
+            l.set_nonblocking(true)?;
+            TcpListener::from_std(l)
         };
-        Ok(join_host_port(advertise, port))
+        let l = open().map_err(|e| format!("cannot open a listener for {target}: {e}"))?;
+        let addr = l
+            .local_addr()
+            .map_err(|e| format!("cannot open a listener for {target}: {e}"))?;
+        lock(&self.listeners).insert(addr);
+        let state = Arc::new(RouteState {
+            port: addr.port(),
+            active: AtomicUsize::new(0),
+            last_used: AtomicU64::new(now),
+            stop: Notify::new(),
+        });
+        routes.insert(key.clone(), state.clone());
+        drop(routes);
+        self.routes_opened.fetch_add(1, Ordering::Relaxed);
+        let up = Upstream::Route {
+            target: target.to_string(),
+            service,
+            version,
+            state,
+        };
+        tokio::spawn(accept_loop(self.clone(), l, up, Some(key)));
+        Ok(join_host_port(advertise, addr.port()))
     }
 }
 
@@ -254,20 +326,28 @@ fn is_loopback(ip: IpAddr) -> bool {
     ip.is_loopback()
 }
 
+/// Closes the backlog when the proxy goes away, however it goes: the event side then
+/// drains what is left and ends.
+struct CloseOnDrop(Arc<backlog::Backlog>);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
+
 /// A bound proxy, ready to run.
 pub struct Proxy {
     shared: Arc<Shared>,
     listener: TcpListener,
     shutdown_tx: watch::Sender<bool>,
+    closer: CloseOnDrop,
 }
 
 impl Proxy {
-    /// Checks the configuration, resolves the upstream and binds the listener.
-    pub async fn bind(
-        cfg: Config,
-        tables: Arc<Tables>,
-        events: mpsc::Sender<EventBatch>,
-    ) -> Result<Proxy, ProxyError> {
+    /// Checks the configuration, resolves the upstream and binds the listener. The
+    /// returned [`Events`] is where every event of the run comes out.
+    pub async fn bind(cfg: Config, tables: Arc<Tables>) -> Result<(Proxy, Events), ProxyError> {
         if cfg.transparent && !cfg!(target_os = "linux") {
             return Err(ProxyError::TransparentUnsupported);
         }
@@ -308,31 +388,46 @@ impl Proxy {
             });
         }
         let rec = match &cfg.pcap {
-            Some(p) => Some(record::start(p).map_err(|source| ProxyError::Pcap {
-                path: p.display().to_string(),
-                source,
-            })?),
+            Some(p) => Some(
+                record::Recorder::start(p).map_err(|source| ProxyError::Pcap {
+                    path: p.display().to_string(),
+                    source,
+                })?,
+            ),
             None => None,
         };
+        let backlog = Arc::new(backlog::Backlog::new(cfg.backlog));
+        let pool = Arc::new(pool::Pool::default());
+        let events = Events::new(backlog.clone(), tables.clone(), cfg.limits, pool.clone());
         let (shutdown_tx, shutdown) = watch::channel(false);
         let shared = Arc::new(Shared {
+            budget: Budget::new(cfg.framing_budget),
+            names: DialectNames::new(&tables),
+            pool,
             cfg: Config { listen, ..cfg },
             tables,
-            events,
+            backlog: backlog.clone(),
             shutdown,
             rec,
+            started: Instant::now(),
             next_conn: AtomicU64::new(1),
             routes: Mutex::new(HashMap::new()),
+            routes_opened: AtomicU64::new(0),
+            routes_expired: AtomicU64::new(0),
             listeners: Mutex::new(HashSet::from([listen])),
             outbound: Mutex::new(HashSet::new()),
             active: AtomicUsize::new(0),
             idle: Notify::new(),
         });
-        Ok(Proxy {
-            shared,
-            listener,
-            shutdown_tx,
-        })
+        Ok((
+            Proxy {
+                shared,
+                listener,
+                shutdown_tx,
+                closer: CloseOnDrop(backlog),
+            },
+            events,
+        ))
     }
 
     /// The address the main listener is bound to.
@@ -341,12 +436,13 @@ impl Proxy {
     }
 
     /// Relays until `shutdown` resolves; then closes the listeners, ends every connection
-    /// (each one reports its close) and returns.
+    /// (each one reports its close), completes the recording and closes the event stream.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Stats {
         let Proxy {
             shared,
             listener,
             shutdown_tx,
+            closer,
         } = self;
         let listen = shared.cfg.listen;
         if !is_loopback(listen.ip()) {
@@ -355,12 +451,11 @@ impl Proxy {
                  relays through this proxy and every session is logged"
             );
             tracing::warn!("{msg}");
-            let _ = shared
-                .events
-                .send(vec![shared.note(EventKind::Note { message: msg })])
-                .await;
+            shared.emit(shared.note(EventKind::Note(Message {
+                message: msg.into(),
+            })));
         }
-        let main = tokio::spawn(accept_loop(shared.clone(), listener, Upstream::Main));
+        let main = tokio::spawn(accept_loop(shared.clone(), listener, Upstream::Main, None));
         shutdown.await;
         let _ = shutdown_tx.send(true);
         let _ = main.await;
@@ -376,41 +471,75 @@ impl Proxy {
         };
         let _ = tokio::time::timeout(Duration::from_secs(3), wait).await;
         if let Some(rec) = &shared.rec {
-            let (ack, done) = tokio::sync::oneshot::channel();
-            if rec.send(record::Rec::Flush(ack)).await.is_ok() {
-                if let Ok(Err(e)) = done.await {
-                    let msg = format!("the --pcap recording is incomplete: {e}");
-                    tracing::error!("{msg}");
-                    let _ = shared
-                        .events
-                        .send(vec![shared.note(EventKind::Error { message: msg })])
-                        .await;
-                }
+            if let Err(e) = rec.close().await {
+                let msg = format!("the --pcap recording is incomplete: {e}");
+                tracing::error!("{msg}");
+                shared.emit(shared.note(EventKind::Error(Message {
+                    message: msg.into(),
+                })));
             }
         }
-        let routes = lock(&shared.routes).len();
-        Stats {
+        let stats = Stats {
             connections: shared.next_conn.load(Ordering::Relaxed) - 1,
-            routes,
-        }
+            routes: shared.routes_opened.load(Ordering::Relaxed),
+            routes_expired: shared.routes_expired.load(Ordering::Relaxed),
+            backlog: shared.backlog.stats(),
+        };
+        drop(closer);
+        stats
     }
 }
 
-/// Binds and runs in one call (see [`Proxy::bind`] and [`Proxy::run`]).
-pub async fn run(
-    cfg: Config,
-    tables: Arc<Tables>,
-    events: mpsc::Sender<EventBatch>,
-    shutdown: impl Future<Output = ()>,
-) -> Result<Stats, ProxyError> {
-    Ok(Proxy::bind(cfg, tables, events).await?.run(shutdown).await)
-}
-
-async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, up: Upstream) {
+async fn accept_loop(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    up: Upstream,
+    key: Option<RouteKey>,
+) {
     let mut stop = shared.shutdown.clone();
+    let route = match &up {
+        Upstream::Route { state, .. } => Some(state.clone()),
+        Upstream::Main => None,
+    };
     loop {
+        // A route listener that nobody used for route_timeout closes.
+        let expiry = async {
+            match &route {
+                Some(r) => loop {
+                    let last = r.last_used.load(Ordering::Relaxed);
+                    let due = last + shared.cfg.route_timeout.as_millis() as u64;
+                    let now = shared.now_ms();
+                    if now >= due && r.active.load(Ordering::Acquire) == 0 {
+                        break;
+                    }
+                    let wait = due.saturating_sub(now).max(1000);
+                    tokio::time::sleep(Duration::from_millis(wait)).await;
+                },
+                None => std::future::pending::<()>().await,
+            }
+        };
         let r = tokio::select! {
             _ = stop.wait_for(|v| *v) => break,
+            _ = async {
+                match &route {
+                    Some(r) => r.stop.notified().await,
+                    None => std::future::pending::<()>().await,
+                }
+            } => break,
+            _ = expiry => {
+                if let Some(k) = &key {
+                    let mut routes = lock(&shared.routes);
+                    let same = routes
+                        .get(k)
+                        .zip(route.as_ref())
+                        .is_some_and(|(a, b)| Arc::ptr_eq(a, b));
+                    if same {
+                        routes.remove(k);
+                        shared.routes_expired.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                break;
+            }
             r = listener.accept() => r,
         };
         match r {
@@ -420,18 +549,26 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, up: Upstream) {
                         "refused a connection from {peer}: {} connections already open",
                         shared.cfg.max_connections
                     );
-                    let _ = shared
-                        .events
-                        .send(vec![shared.note(EventKind::Error { message: msg })])
-                        .await;
+                    shared.emit(shared.note(EventKind::Error(Message {
+                        message: msg.into(),
+                    })));
                     drop(sock);
                     continue;
+                }
+                if let Some(r) = &route {
+                    r.active.fetch_add(1, Ordering::AcqRel);
+                    r.last_used.store(shared.now_ms(), Ordering::Relaxed);
                 }
                 shared.active.fetch_add(1, Ordering::AcqRel);
                 let sh = shared.clone();
                 let up = up.clone();
+                let route = route.clone();
                 tokio::spawn(async move {
                     relay::handle(sh.clone(), sock, peer, up).await;
+                    if let Some(r) = route {
+                        r.last_used.store(sh.now_ms(), Ordering::Relaxed);
+                        r.active.fetch_sub(1, Ordering::AcqRel);
+                    }
                     if sh.active.fetch_sub(1, Ordering::AcqRel) == 1 {
                         sh.idle.notify_waiters();
                     }

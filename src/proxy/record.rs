@@ -1,15 +1,19 @@
-//! `--pcap`: records proxied connections as pcapng with synthetic Ethernet/IP/TCP framing, on
-//! a thread of its own. Each proxied connection appears as one TCP connection between the
-//! client and the real server carrying the bytes each side sent (server bytes as the server
-//! sent them, before address rewriting), so reading the file back gives the live events.
-//! A recording failure is reported once and never touches forwarding.
+//! `--pcap`: records proxied connections as pcapng with synthetic Ethernet/IP/TCP framing,
+//! on a thread of its own. Each proxied connection appears as one TCP connection between
+//! the client and the real server carrying the bytes each side sent (server bytes as the
+//! server sent them, before address rewriting), so reading the file back gives the live
+//! events. It keeps every byte: when the disk falls behind, forwarding waits for it (the
+//! queue is bounded in bytes) rather than the recording losing data. A write failure is
+//! reported once and never touches forwarding.
 
 use std::collections::HashMap;
 use std::io::{self, BufWriter};
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::{mpsc, Arc};
 
-use tokio::sync::{mpsc, oneshot};
+use bytes::Bytes;
+use tokio::sync::{oneshot, Semaphore};
 
 use crate::capture::writer::{CaptureWriter, Format, Link, TcpFlowWriter};
 use crate::event::{Dir, Ts};
@@ -17,8 +21,8 @@ use crate::output::create_private;
 
 /// Largest TCP segment written (a typical Ethernet MSS).
 const MSS: usize = 1460;
-/// Messages queued for the recorder before the relay waits.
-pub(crate) const QUEUE: usize = 256;
+/// Bytes of data queued for the recorder before forwarding waits for it.
+pub(crate) const QUEUE_BYTES: usize = 16 << 20;
 
 /// What the relay tells the recorder.
 pub(crate) enum Rec {
@@ -32,7 +36,7 @@ pub(crate) enum Rec {
         conn: u64,
         dir: Dir,
         ts: Ts,
-        bytes: Vec<u8>,
+        bytes: Bytes,
     },
     /// `dir`'s sender closed (FIN).
     Fin { conn: u64, dir: Dir, ts: Ts },
@@ -40,44 +44,89 @@ pub(crate) enum Rec {
     Rst { conn: u64, dir: Dir, ts: Ts },
     /// The connection is over: forget it.
     End { conn: u64 },
-    /// Flush the file and say how it went.
-    Flush(oneshot::Sender<io::Result<()>>),
+    /// Write everything out, close the file and say how it went.
+    Close(oneshot::Sender<io::Result<()>>),
 }
 
-/// Opens `path` (owner-only: recordings hold secrets) and starts the recorder thread.
-pub(crate) fn start(path: &Path) -> io::Result<mpsc::Sender<Rec>> {
-    let f = create_private(path, true)?;
-    let w = CaptureWriter::new(
-        BufWriter::with_capacity(256 << 10, f),
-        Format::PcapNg,
-        Link::Ethernet,
-    )?;
-    let (tx, rx) = mpsc::channel(QUEUE);
-    let name = path.display().to_string();
-    std::thread::Builder::new()
-        .name("msntap-pcap".into())
-        .spawn(move || run(w, rx, &name))?;
-    Ok(tx)
+/// The relay's handle on the recorder.
+#[derive(Clone)]
+pub(crate) struct Recorder {
+    tx: mpsc::Sender<Rec>,
+    room: Arc<Semaphore>,
 }
 
-fn run(mut w: CaptureWriter<BufWriter<std::fs::File>>, mut rx: mpsc::Receiver<Rec>, name: &str) {
+impl Recorder {
+    /// Opens `path` (owner-only: recordings hold secrets) and starts the recorder thread.
+    pub fn start(path: &Path) -> io::Result<Recorder> {
+        let f = create_private(path, true)?;
+        let w = CaptureWriter::new(
+            BufWriter::with_capacity(256 << 10, f),
+            Format::PcapNg,
+            Link::Ethernet,
+        )?;
+        let (tx, rx) = mpsc::channel();
+        let room = Arc::new(Semaphore::new(QUEUE_BYTES));
+        let name = path.display().to_string();
+        let r2 = room.clone();
+        std::thread::Builder::new()
+            .name("msntap-pcap".into())
+            .spawn(move || run(w, rx, &name, &r2))?;
+        Ok(Recorder { tx, room })
+    }
+
+    /// Queues a message; data waits for room in the queue (the recording keeps every byte).
+    pub async fn send(&self, m: Rec) {
+        if let Rec::Data { bytes, .. } = &m {
+            let n = bytes.len().clamp(1, QUEUE_BYTES) as u32;
+            match self.room.acquire_many(n).await {
+                // Given back by the recorder thread once written.
+                Ok(p) => p.forget(),
+                Err(_) => return,
+            }
+        }
+        let _ = self.tx.send(m);
+    }
+
+    /// Writes out everything queued and closes the file.
+    pub async fn close(&self) -> io::Result<()> {
+        let (ack, done) = oneshot::channel();
+        if self.tx.send(Rec::Close(ack)).is_err() {
+            return Err(io::Error::other("the recorder thread has stopped"));
+        }
+        done.await
+            .unwrap_or_else(|_| Err(io::Error::other("the recorder thread has stopped")))
+    }
+}
+
+fn run(
+    mut w: CaptureWriter<BufWriter<std::fs::File>>,
+    rx: mpsc::Receiver<Rec>,
+    name: &str,
+    room: &Semaphore,
+) {
     let mut flows: HashMap<u64, TcpFlowWriter> = HashMap::new();
     let mut failed: Option<String> = None;
-    while let Some(m) = rx.blocking_recv() {
-        if let Rec::Flush(ack) = m {
+    while let Ok(m) = rx.recv() {
+        let n = match &m {
+            Rec::Data { bytes, .. } => bytes.len().clamp(1, QUEUE_BYTES),
+            _ => 0,
+        };
+        if let Rec::Close(ack) = m {
             let r = match &failed {
                 Some(e) => Err(io::Error::other(e.clone())),
                 None => w.flush(),
             };
             let _ = ack.send(r);
-            continue;
+            return;
         }
-        if failed.is_some() {
-            continue;
+        if failed.is_none() {
+            if let Err(e) = write(&mut w, &mut flows, m) {
+                tracing::error!("{name}: recording stopped: {e}");
+                failed = Some(format!("{name}: {e}"));
+            }
         }
-        if let Err(e) = write(&mut w, &mut flows, m) {
-            tracing::error!("{name}: recording stopped: {e}");
-            failed = Some(format!("{name}: {e}"));
+        if n > 0 {
+            room.add_permits(n);
         }
     }
     let _ = w.flush();
@@ -139,7 +188,7 @@ fn write(
         Rec::End { conn } => {
             flows.remove(&conn);
         }
-        Rec::Flush(_) => {}
+        Rec::Close(_) => {}
     }
     Ok(())
 }

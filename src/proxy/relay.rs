@@ -1,73 +1,42 @@
-//! One proxied connection: upstream connect, the two forwarding pumps, decoding beside them,
-//! close and reset propagation. Forwarding never depends on the decoder succeeding: a decoder
-//! problem (desync, even a panic) turns the connection into a raw byte pipe.
+//! One proxied connection: upstream connect, the two forwarding pumps, timeouts, close and
+//! reset propagation, and the close event that says what reached each side. A pump reads,
+//! asks its `forward::Direction` what to forward, writes it, and only then queues the frames
+//! for the event side; nothing here decodes a payload or waits for an output.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
-use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use socket2::SockRef;
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpSocket, TcpStream};
-use tokio::sync::{watch, Mutex};
+use tokio::sync::watch;
 
+use super::forward::{Ctx, Direction, Router};
 use super::record::Rec;
-use super::rewrite::{Found, Outcome, Rewriter};
-use super::{Shared, Upstream};
-use crate::event::{Dir, Event, EventKind, Ts};
-use crate::protocol::{Session, SessionHint};
+use super::{lock, Shared, Upstream};
+use crate::event::{Close, Connect, Dir, Ending, Event, EventKind, Message, Service, Ts};
+use crate::protocol::{Dialect, SessionHint};
 
-/// Bytes read per socket read. Buffers are allocated per read, so idle connections hold none.
-const READ_CHUNK: usize = 64 * 1024;
+/// Reads smaller than this are copied out of the read buffer (which is then reused or
+/// freed) instead of keeping the whole buffer alive in the backlog.
+const COPY_BELOW: usize = super::pool::READ_CHUNK / 4;
+/// A pump that always has data yields after forwarding this much, so that one bulk
+/// connection does not hold a worker from the others.
+const YIELD_EVERY: u64 = 256 * 1024;
 
-/// The decoder side of a connection, shared by both pumps.
-struct Decoder {
-    session: Session,
-    rewriter: Rewriter,
-    /// The session panicked: no more decoding, bytes pass through.
-    dead: bool,
-}
-
-impl Decoder {
-    fn ev(&self, dir: Option<Dir>, kind: EventKind) -> Event {
-        self.session.event(Ts::now(), dir, kind)
-    }
-
-    /// Decodes `data`; never panics, never fails.
-    fn feed(&mut self, dir: Dir, data: &[u8], out: &mut Vec<Event>) {
-        if self.dead {
-            return;
-        }
-        let s = &mut self.session;
-        let r = catch_unwind(AssertUnwindSafe(|| s.feed(dir, data, Ts::now(), out)));
-        if r.is_err() {
-            self.fail(dir, out);
-        }
-    }
-
-    fn finish_dir(&mut self, dir: Dir, out: &mut Vec<Event>) {
-        if self.dead {
-            return;
-        }
-        let s = &mut self.session;
-        if catch_unwind(AssertUnwindSafe(|| s.finish_dir(dir, Ts::now(), out))).is_err() {
-            self.fail(dir, out);
-        }
-    }
-
-    fn fail(&mut self, dir: Dir, out: &mut Vec<Event>) {
-        self.dead = true;
-        self.rewriter.disable();
-        out.push(self.ev(
-            Some(dir),
-            EventKind::Error {
-                message:
-                    "decoder failed; this connection is relayed as raw bytes from here on".into(),
-            },
-        ));
-    }
+/// Why msntap itself ended a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    Shutdown,
+    Idle,
+    Handshake,
+    /// The other pump met a reset and asked this one to stop.
+    Reset,
 }
 
 /// How a pump ended.
@@ -79,43 +48,105 @@ enum End {
     ReadReset,
     /// Writing to the other side failed (it reset).
     WriteReset,
-    /// The other pump asked to stop (reset on the other side).
-    Aborted,
-    /// The proxy is shutting down.
-    Shutdown,
+    /// msntap stopped it.
+    Stopped(Stop),
+}
+
+/// What a pump did.
+#[derive(Debug, Clone, Copy)]
+struct Done {
+    end: End,
+    /// Bytes received from the read side.
+    received: u64,
+    /// Bytes written to the other side (after rewriting).
+    delivered: u64,
+    /// Stream bytes received whose forwarding completed.
+    sent: u64,
 }
 
 struct Conn {
     shared: Arc<Shared>,
     conn: u64,
-    dec: Mutex<Decoder>,
-    abort: watch::Sender<bool>,
+    dialect: Mutex<Dialect>,
+    stop: watch::Sender<Option<Stop>>,
     /// Host written into rewritten addresses.
     advertise: String,
-    /// Who closed first and how, set once.
-    first: std::sync::Mutex<Option<(Dir, End)>>,
+    /// Who ended first and how, set once.
+    first: Mutex<Option<(Dir, End)>>,
+    started: Instant,
+    /// Milliseconds since `started` of the last byte received.
+    last_activity: AtomicU64,
+    /// The client has sent a complete command line.
+    greeted: AtomicBool,
 }
 
 impl Conn {
-    async fn send(&self, evs: Vec<Event>) {
-        if !evs.is_empty() {
-            // A closed channel means nobody listens any more; forwarding goes on regardless.
-            let _ = self.shared.events.send(evs).await;
-        }
+    fn ev(&self, dir: Option<Dir>, kind: EventKind<'static>) -> Event<'static> {
+        let d = lock(&self.dialect);
+        Event::new(Ts::now(), self.conn, dir, d.service, d.version, kind)
+    }
+
+    fn emit(&self, dir: Option<Dir>, kind: EventKind<'static>) {
+        self.shared.emit(self.ev(dir, kind));
     }
 
     async fn record(&self, m: Rec) {
         if let Some(rec) = &self.shared.rec {
-            let _ = rec.send(m).await;
+            rec.send(m).await;
         }
     }
 
     fn mark(&self, dir: Dir, end: End) {
-        let mut f = self.first.lock().unwrap_or_else(|e| e.into_inner());
+        let mut f = lock(&self.first);
         if f.is_none() {
             *f = Some((dir, end));
         }
     }
+
+    fn touch(&self) {
+        let ms = self.started.elapsed().as_millis() as u64;
+        self.last_activity.store(ms, Ordering::Relaxed);
+    }
+}
+
+struct ConnRouter<'a> {
+    shared: &'a Arc<Shared>,
+    advertise: &'a str,
+}
+
+impl Router for ConnRouter<'_> {
+    fn route(
+        &mut self,
+        target: Service,
+        address: &str,
+        version: Option<u8>,
+    ) -> Result<String, String> {
+        self.shared.route(target, address, version, self.advertise)
+    }
+}
+
+fn connect_event(client: SocketAddr, server: Option<String>, detail: String) -> EventKind<'static> {
+    EventKind::Connect(Connect {
+        client: Some(Cow::Owned(client.to_string())),
+        server: server.map(Cow::Owned),
+        detail: Some(Cow::Owned(detail)),
+    })
+}
+
+fn error(message: String) -> EventKind<'static> {
+    EventKind::Error(Message {
+        message: Cow::Owned(message),
+    })
+}
+
+/// The close of a connection that never reached its upstream.
+fn early_close(reason: &str, client_end: Ending) -> EventKind<'static> {
+    EventKind::Close(Close {
+        by: Some(Cow::Borrowed("proxy")),
+        reason: Some(Cow::Owned(reason.to_string())),
+        client_end: Some(client_end),
+        ..Close::default()
+    })
 }
 
 pub(crate) async fn handle(shared: Arc<Shared>, client: TcpStream, peer: SocketAddr, up: Upstream) {
@@ -130,153 +161,250 @@ pub(crate) async fn handle(shared: Arc<Shared>, client: TcpStream, peer: SocketA
             version: *version,
         },
     };
-    let session = Session::new(shared.tables.clone(), conn, hint);
-    let ev = |kind| session.event(Ts::now(), None, kind);
-    let send = |e: Event| {
-        let sh = shared.clone();
-        async move {
-            let _ = sh.events.send(vec![e]).await;
-        }
+    let (stop, _) = watch::channel(None);
+    let c = Conn {
+        shared: shared.clone(),
+        conn,
+        dialect: Mutex::new(Dialect::new(hint)),
+        stop,
+        advertise: shared
+            .cfg
+            .advertise
+            .clone()
+            .unwrap_or_else(|| local.ip().to_string()),
+        first: Mutex::new(None),
+        started: Instant::now(),
+        last_activity: AtomicU64::new(0),
+        greeted: AtomicBool::new(false),
     };
 
     // A connection from one of our own upstream sockets means the upstream leads back here.
     if local.ip() == peer.ip() && shared.is_outbound(peer.port()) {
-        let message = format!(
-            "loop: the connection from {peer} is this proxy's own upstream connection; refused"
+        c.emit(
+            None,
+            error(format!(
+                "loop: the connection from {peer} is this proxy's own upstream connection; refused"
+            )),
         );
-        send(ev(EventKind::Error { message })).await;
         return;
     }
 
     let target = match target_of(&shared, &client, local, &up) {
         Ok(t) => t,
         Err(message) => {
-            send(ev(EventKind::Connect {
-                client: Some(peer.to_string()),
-                server: None,
-                detail: Some(format!("accepted on {local}")),
-            }))
-            .await;
-            send(ev(EventKind::Error { message })).await;
+            c.emit(
+                None,
+                connect_event(peer, None, format!("accepted on {local}")),
+            );
+            c.emit(None, error(message));
             close_cleanly(client).await;
-            send(ev(close_kind(
-                "proxy",
-                "no upstream for this connection",
-                0,
-                0,
-            )))
-            .await;
+            c.emit(
+                None,
+                early_close("no upstream for this connection", Ending::Aborted),
+            );
             return;
         }
     };
-    send(ev(EventKind::Connect {
-        client: Some(peer.to_string()),
-        server: Some(target.clone()),
-        detail: Some(match &up {
-            Upstream::Main => format!("accepted on {local}"),
-            Upstream::Route { service, .. } => {
-                format!("accepted on {local} (route to {service} {target})")
-            }
-        }),
-    }))
-    .await;
+    let detail = match &up {
+        Upstream::Main => format!("accepted on {local}"),
+        Upstream::Route { service, .. } => {
+            format!("accepted on {local} (route to {service} {target})")
+        }
+    };
+    c.emit(None, connect_event(peer, Some(target.clone()), detail));
 
     let t0 = Instant::now();
-    let server = match connect(&shared, &target).await {
+    let mut down = shared.shutdown.clone();
+    let server = tokio::select! {
+        r = connect(&shared, &target) => r,
+        _ = async { let _ = down.wait_for(|v| *v).await; } => {
+            close_cleanly(client).await;
+            c.emit(None, early_close("proxy shutting down", Ending::Aborted));
+            return;
+        }
+    };
+    let server = match server {
         Ok(s) => s,
         Err(e) => {
             let ms = t0.elapsed().as_secs_f64() * 1000.0;
-            send(ev(EventKind::Error {
-                message: format!("cannot connect to upstream {target}: {e} (after {ms:.1} ms); closing the client"),
-            }))
-            .await;
+            c.emit(
+                None,
+                error(format!(
+                    "cannot connect to upstream {target}: {e} (after {ms:.1} ms); closing the client"
+                )),
+            );
             close_cleanly(client).await;
-            send(ev(close_kind("proxy", "upstream unreachable", 0, 0))).await;
+            c.emit(None, early_close("upstream unreachable", Ending::Aborted));
             return;
         }
     };
     let ms = t0.elapsed().as_secs_f64() * 1000.0;
-    let server_addr = server
-        .peer_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_else(|_| target.clone());
+    let server_addr = server.peer_addr().ok();
     let out_port = server.local_addr().map(|a| a.port()).unwrap_or(0);
-    send(ev(EventKind::Connect {
-        client: Some(peer.to_string()),
-        server: Some(server_addr),
-        detail: Some(format!("upstream connected in {ms:.3} ms")),
-    }))
-    .await;
+    c.emit(
+        None,
+        connect_event(
+            peer,
+            Some(server_addr.map_or_else(|| target.clone(), |a| a.to_string())),
+            format!("upstream connected in {ms:.3} ms"),
+        ),
+    );
     let _ = client.set_nodelay(true);
     let _ = server.set_nodelay(true);
-    if let (Some(rec), Ok(server_addr)) = (&shared.rec, server.peer_addr()) {
-        let _ = rec
-            .send(Rec::Open {
-                conn,
-                client: peer,
-                server: server_addr,
-                ts: Ts::now(),
-            })
-            .await;
+    if let Some(server_addr) = server_addr {
+        c.record(Rec::Open {
+            conn,
+            client: peer,
+            server: server_addr,
+            ts: Ts::now(),
+        })
+        .await;
     }
 
-    let advertise = shared
-        .cfg
-        .advertise
-        .clone()
-        .unwrap_or_else(|| local.ip().to_string());
-    let (abort, _) = watch::channel(false);
-    let c = Conn {
-        shared: shared.clone(),
-        conn,
-        dec: Mutex::new(Decoder {
-            session,
-            rewriter: Rewriter::new(),
-            dead: false,
-        }),
-        abort,
-        advertise,
-        first: std::sync::Mutex::new(None),
-    };
-    let (cr, cw) = client.into_split();
-    let (sr, sw) = server.into_split();
-    let ((e1, n_c2s), (e2, n_s2c)) =
-        tokio::join!(pump(&c, Dir::C2s, cr, sw), pump(&c, Dir::S2c, sr, cw));
-    shared.remove_outbound(out_port);
-
-    let first = *c.first.lock().unwrap_or_else(|e| e.into_inner());
-    let (by, reason) = match first {
-        Some((_, End::Shutdown)) | None => ("proxy", "proxy shutting down".to_string()),
-        Some((d, end)) => {
-            let side = |d: Dir| if d == Dir::C2s { "client" } else { "server" };
-            match end {
-                End::Eof => (side(d), "closed (FIN)".to_string()),
-                End::ReadReset => (side(d), "reset; the other side was reset too".to_string()),
-                End::WriteReset => (
-                    side(d.flip()),
-                    "reset; the other side was reset too".to_string(),
-                ),
-                _ => ("proxy", format!("ended ({e1:?}/{e2:?})")),
+    let limits = shared.cfg.limits;
+    let (mut cr, mut cw) = client.into_split();
+    let (mut sr, mut sw) = server.into_split();
+    let mut c2s = Direction::new(Dir::C2s, limits);
+    let mut s2c = Direction::new(Dir::S2c, limits);
+    let (d1, d2) = {
+        let pumps = async {
+            tokio::join!(
+                pump(&c, Dir::C2s, &mut cr, &mut sw, &mut c2s),
+                pump(&c, Dir::S2c, &mut sr, &mut cw, &mut s2c)
+            )
+        };
+        tokio::pin!(pumps);
+        tokio::select! {
+            r = &mut pumps => r,
+            why = watchdog(&c) => {
+                c.mark(Dir::C2s, End::Stopped(why));
+                let _ = c.stop.send(Some(why));
+                (&mut pumps).await
             }
         }
     };
-    if let Some(rec) = &shared.rec {
-        let _ = rec.send(Rec::End { conn }).await;
+    shared.remove_outbound(out_port);
+    let reset = [d1.end, d2.end].iter().any(|e| {
+        matches!(
+            e,
+            End::ReadReset | End::WriteReset | End::Stopped(Stop::Reset)
+        )
+    });
+    if reset {
+        // One side reset: the other sees a reset too (linger 0), never a FIN first (a
+        // write half that is dropped would send one).
+        let _ = SockRef::from(cr.as_ref()).set_linger(Some(Duration::ZERO));
+        let _ = SockRef::from(sr.as_ref()).set_linger(Some(Duration::ZERO));
+        cw.forget();
+        sw.forget();
+    } else {
+        drop((cw, sw));
     }
-    let mut dec = c.dec.lock().await;
-    let mut evs = Vec::new();
-    dec.finish_dir(Dir::C2s, &mut evs);
-    dec.finish_dir(Dir::S2c, &mut evs);
-    evs.push(dec.ev(None, close_kind(by, &reason, n_c2s, n_s2c)));
-    c.send(evs).await;
+    drop((cr, sr));
+    c.record(Rec::End { conn }).await;
+    c.emit(None, EventKind::Close(close_of(&c, d1, d2)));
 }
 
-fn close_kind(by: &str, reason: &str, c2s: u64, s2c: u64) -> EventKind {
-    EventKind::Close {
-        by: Some(by.to_string()),
-        reason: Some(reason.to_string()),
-        bytes_c2s: c2s,
-        bytes_s2c: s2c,
+/// Waits for the next timeout of the connection and returns it.
+async fn watchdog(c: &Conn) -> Stop {
+    let cfg = &c.shared.cfg;
+    loop {
+        let now = c.started.elapsed();
+        let mut next = Duration::from_secs(3600);
+        if !cfg.handshake_timeout.is_zero() && !c.greeted.load(Ordering::Relaxed) {
+            if now >= cfg.handshake_timeout {
+                return Stop::Handshake;
+            }
+            next = next.min(cfg.handshake_timeout - now);
+        }
+        if !cfg.idle_timeout.is_zero() {
+            let last = Duration::from_millis(c.last_activity.load(Ordering::Relaxed));
+            let due = last + cfg.idle_timeout;
+            if now >= due {
+                return Stop::Idle;
+            }
+            next = next.min(due - now);
+        }
+        tokio::time::sleep(next.max(Duration::from_millis(10))).await;
+    }
+}
+
+fn side(d: Dir) -> &'static str {
+    match d {
+        Dir::C2s => "client",
+        Dir::S2c => "server",
+    }
+}
+
+/// The close event: who ended first and how, and what reached each side.
+fn close_of(c: &Conn, c2s: Done, s2c: Done) -> Close<'static> {
+    let cfg = &c.shared.cfg;
+    // How each side ended, from what its reading pump met and what writing to it met.
+    let mut client_end = None;
+    let mut server_end = None;
+    for (reader, done) in [(Dir::C2s, c2s), (Dir::S2c, s2c)] {
+        let (r, w) = match reader {
+            Dir::C2s => (&mut client_end, &mut server_end),
+            Dir::S2c => (&mut server_end, &mut client_end),
+        };
+        match done.end {
+            End::Eof => *r = r.or(Some(Ending::Fin)),
+            End::ReadReset => *r = Some(Ending::Reset),
+            End::WriteReset => *w = Some(Ending::Reset),
+            End::Stopped(_) => {}
+        }
+    }
+    let client_end = client_end.unwrap_or(Ending::Aborted);
+    let server_end = server_end.unwrap_or(Ending::Aborted);
+    let first = *lock(&c.first);
+    let (by, reason) = match first {
+        None | Some((_, End::Stopped(Stop::Shutdown))) => {
+            ("proxy", "proxy shutting down".to_string())
+        }
+        Some((_, End::Stopped(Stop::Idle))) => (
+            "proxy",
+            format!(
+                "no bytes either way for {} s (idle timeout)",
+                cfg.idle_timeout.as_secs()
+            ),
+        ),
+        Some((_, End::Stopped(Stop::Handshake))) => (
+            "proxy",
+            format!(
+                "no command from the client within {} s (handshake timeout)",
+                cfg.handshake_timeout.as_secs()
+            ),
+        ),
+        Some((_, End::Stopped(Stop::Reset))) => ("proxy", "reset".to_string()),
+        Some((d, End::Eof)) => (side(d), "closed (FIN)".to_string()),
+        Some((d, End::ReadReset)) => (
+            side(d),
+            format!(
+                "{} reset the connection; the {} was reset too",
+                side(d),
+                side(d.flip())
+            ),
+        ),
+        Some((d, End::WriteReset)) => (
+            side(d.flip()),
+            format!(
+                "{} reset the connection; the {} was reset too",
+                side(d.flip()),
+                side(d)
+            ),
+        ),
+    };
+    Close {
+        by: Some(Cow::Borrowed(by)),
+        reason: Some(Cow::Owned(reason)),
+        bytes_c2s: c2s.received,
+        bytes_s2c: s2c.received,
+        delivered_c2s: Some(c2s.delivered),
+        delivered_s2c: Some(s2c.delivered),
+        undelivered_c2s: Some(c2s.received - c2s.sent.min(c2s.received)),
+        undelivered_s2c: Some(s2c.received - s2c.sent.min(s2c.received)),
+        client_end: Some(client_end),
+        server_end: Some(server_end),
     }
 }
 
@@ -397,160 +525,204 @@ async fn connect(shared: &Shared, target: &str) -> std::io::Result<TcpStream> {
     Err(last)
 }
 
-/// Forwards `rd` to `wr` until EOF, reset, abort or shutdown; decodes beside it.
-/// Returns how it ended and the bytes read.
-async fn pump(c: &Conn, dir: Dir, rd: OwnedReadHalf, mut wr: OwnedWriteHalf) -> (End, u64) {
-    let mut stop = c.shared.shutdown.clone();
-    let mut abort = c.abort.subscribe();
-    let mut total = 0u64;
+/// Runs `st` over one received chunk (or the end of the stream) under the connection's
+/// dialect lock. Sync: the lock is never held across an await.
+fn step(
+    c: &Conn,
+    st: &mut Direction,
+    chunk: &Bytes,
+    capacity: usize,
+    eof: bool,
+) -> super::forward::Pushed {
+    let mut dialect = lock(&c.dialect);
+    let mut router = ConnRouter {
+        shared: &c.shared,
+        advertise: &c.advertise,
+    };
+    let mut ctx = Ctx {
+        tables: &c.shared.tables,
+        names: &c.shared.names,
+        dialect: &mut dialect,
+        router: &mut router,
+        budget: &c.shared.budget,
+        conn: c.conn,
+        ts: Ts::now(),
+        chunk_capacity: capacity,
+    };
+    st.push(chunk, eof, &mut ctx)
+}
+
+fn push_all(c: &Conn, dir: Dir, ts: Ts, batches: smallvec::SmallVec<[super::forward::Batch; 1]>) {
+    for b in batches {
+        c.shared.backlog.push_batch(c.conn, dir, ts, b);
+    }
+}
+
+/// Writes `out` in order; returns the bytes written, and whether all of it was.
+async fn write_out(wr: &mut OwnedWriteHalf, out: &[Bytes]) -> (u64, bool) {
+    let mut n = 0u64;
+    for piece in out {
+        let mut at = 0;
+        while at < piece.len() {
+            match wr.write(&piece[at..]).await {
+                Ok(0) | Err(_) => return (n, false),
+                Ok(k) => {
+                    at += k;
+                    n += k as u64;
+                }
+            }
+        }
+    }
+    (n, true)
+}
+
+/// Forwards `rd` to `wr` until EOF, reset or a stop; queues the frames for the event side
+/// after their bytes were written.
+async fn pump(
+    c: &Conn,
+    dir: Dir,
+    rd: &mut OwnedReadHalf,
+    wr: &mut OwnedWriteHalf,
+    st: &mut Direction,
+) -> Done {
+    let mut down = c.shared.shutdown.clone();
+    let mut stop = c.stop.subscribe();
+    let mut delivered = 0u64;
+    let mut sent = 0u64;
+    let pool = &c.shared.pool;
+    let mut rbuf: Vec<u8> = Vec::new();
+    let mut since_yield = 0u64;
     let end = loop {
-        let ready = tokio::select! {
-            r = rd.readable() => r,
-            _ = abort.wait_for(|v| *v) => break End::Aborted,
-            _ = stop.wait_for(|v| *v) => break End::Shutdown,
-        };
-        let mut buf = Vec::with_capacity(READ_CHUNK);
-        let n = match ready.and_then(|()| rd.try_read_buf(&mut buf)) {
+        if rbuf.capacity() == 0 {
+            let ready = tokio::select! {
+                biased;
+                r = rd.readable() => r,
+                _ = down.wait_for(|v| *v) => break End::Stopped(Stop::Shutdown),
+                why = stop.wait_for(Option::is_some) => {
+                    break End::Stopped(why.ok().and_then(|w| *w).unwrap_or(Stop::Reset))
+                }
+            };
+            if ready.is_err() {
+                break End::ReadReset;
+            }
+            rbuf = pool.get();
+        }
+        let n = match rd.try_read_buf(&mut rbuf) {
             Ok(0) => break End::Eof,
             Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                // Nothing more for now: an idle connection keeps no read buffer.
+                pool.put_vec(std::mem::take(&mut rbuf));
+                continue;
+            }
             Err(_) => break End::ReadReset,
         };
-        total += n as u64;
-        if let Some(rec) = &c.shared.rec {
-            let m = Rec::Data {
+        let capacity = if n >= COPY_BELOW { rbuf.capacity() } else { n };
+        let chunk = if n >= COPY_BELOW {
+            Bytes::from(std::mem::take(&mut rbuf))
+        } else {
+            let b = Bytes::copy_from_slice(&rbuf);
+            rbuf.clear();
+            b
+        };
+        c.touch();
+        let ts = Ts::now();
+        let before = st.forwarded();
+        let pushed = step(c, st, &chunk, capacity, false);
+        if dir == Dir::C2s && st.commands() > 0 {
+            c.greeted.store(true, Ordering::Relaxed);
+        }
+        if c.shared.rec.is_some() {
+            c.record(Rec::Data {
                 conn: c.conn,
                 dir,
-                ts: Ts::now(),
-                bytes: buf.clone(),
-            };
-            let _ = rec.send(m).await;
+                ts,
+                bytes: chunk,
+            })
+            .await;
         }
-        let out = decode(c, dir, buf).await;
-        if out.is_empty() {
-            continue;
-        }
-        let w = tokio::select! {
-            r = wr.write_all(&out) => r,
-            _ = abort.wait_for(|v| *v) => break End::Aborted,
-            _ = stop.wait_for(|v| *v) => break End::Shutdown,
+        let covered = st.forwarded() - before;
+        let (w, ok) = tokio::select! {
+            r = write_out(wr, &pushed.out) => r,
+            _ = down.wait_for(|v| *v) => {
+                push_all(c, dir, ts, pushed.batches);
+                break End::Stopped(Stop::Shutdown);
+            }
+            why = stop.wait_for(Option::is_some) => {
+                push_all(c, dir, ts, pushed.batches);
+                break End::Stopped(why.ok().and_then(|w| *w).unwrap_or(Stop::Reset));
+            }
         };
-        if w.is_err() {
+        delivered += w;
+        sent += if ok { covered } else { w.min(covered) };
+        push_all(c, dir, ts, pushed.batches);
+        if !ok {
             break End::WriteReset;
         }
-        // Bulk traffic: let the runtime run other tasks each time another READ_CHUNK bytes
-        // have been forwarded. Without this a pump whose socket always has data runs until
-        // tokio's cooperative budget forces a yield (some 30 chunks, several ms of decoding),
-        // holding the worker the whole time; an event consumer on the same runtime then frees
-        // ~2 MB of events at once, long after they left the cache, which made decoding itself
-        // ~1.4x slower (docs/performance.md). Interactive traffic waits for its socket between
-        // reads anyway and is not delayed by a yield per message. (Derived from `total`: a
-        // counter of its own made the connection task 16 bytes bigger, which measured as
-        // +2 KiB per idle session, an allocator size step.)
-        let step = READ_CHUNK as u64;
-        if (total - n as u64) / step != total / step {
+        since_yield += n as u64;
+        if since_yield >= YIELD_EVERY {
+            since_yield = 0;
             tokio::task::yield_now().await;
         }
     };
+    pool.put_vec(rbuf);
+    // Whatever is left is framed as the end of the stream, for the events.
+    let before = st.forwarded();
+    let rest = step(c, st, &Bytes::new(), 0, true);
     match end {
         End::Eof => {
-            // Half-close: pass the FIN on after whatever was held back; the other direction
-            // keeps flowing.
-            let mut rest = Vec::new();
-            let mut evs = Vec::new();
-            {
-                let mut d = c.dec.lock().await;
-                if dir == Dir::S2c {
-                    d.rewriter.finish(&mut rest);
-                }
-                d.finish_dir(dir, &mut evs);
-            }
             c.mark(dir, End::Eof);
-            c.send(evs).await;
+            let covered = st.forwarded() - before;
+            let (w, ok) = write_out(wr, &rest.out).await;
+            delivered += w;
+            sent += if ok { covered } else { w.min(covered) };
+            push_all(c, dir, Ts::now(), rest.batches);
             c.record(Rec::Fin {
                 conn: c.conn,
                 dir,
                 ts: Ts::now(),
             })
             .await;
-            if !rest.is_empty() && wr.write_all(&rest).await.is_err() {
+            if !ok {
                 c.mark(dir, End::WriteReset);
+                reset_other(c, dir, true).await;
+                return Done {
+                    end: End::WriteReset,
+                    received: st.received(),
+                    delivered,
+                    sent,
+                };
             }
+            // Half-close: the FIN is passed on; the other direction keeps flowing.
             let _ = wr.shutdown().await;
         }
         End::ReadReset | End::WriteReset => {
             c.mark(dir, end);
-            let by = if end == End::ReadReset {
-                dir
-            } else {
-                dir.flip()
-            };
-            c.record(Rec::Rst {
-                conn: c.conn,
-                dir: by,
-                ts: Ts::now(),
-            })
-            .await;
-            // Make the close of the other socket a reset too, then stop the other pump.
-            let other: &TcpStream = if end == End::ReadReset {
-                wr.as_ref()
-            } else {
-                rd.as_ref()
-            };
-            let _ = SockRef::from(other).set_linger(Some(Duration::ZERO));
-            let _ = c.abort.send(true);
-            // Dropping a write half would send FIN first; the peer must see only the reset.
-            wr.forget();
+            push_all(c, dir, Ts::now(), rest.batches);
+            reset_other(c, dir, end == End::WriteReset).await;
         }
-        End::Shutdown => c.mark(dir, End::Shutdown),
-        End::Aborted => wr.forget(),
+        End::Stopped(_) => {
+            c.mark(dir, end);
+            push_all(c, dir, Ts::now(), rest.batches);
+        }
     }
-    (end, total)
+    Done {
+        end,
+        received: st.received(),
+        delivered,
+        sent,
+    }
 }
 
-/// Feeds the decoder and returns the bytes to forward (rewritten for server-to-client).
-async fn decode(c: &Conn, dir: Dir, buf: Vec<u8>) -> Vec<u8> {
-    let mut d = c.dec.lock().await;
-    let mut evs = Vec::new();
-    d.feed(dir, &buf, &mut evs);
-    if dir == Dir::C2s {
-        c.send(evs).await;
-        return buf;
-    }
-    let mut out = Vec::new();
-    let mut outcomes = Vec::new();
-    let version = d.session.version();
-    let shared = &c.shared;
-    let advertise = c.advertise.as_str();
-    let mut route = |f: &Found<'_>| shared.route(f.target, f.address, version, advertise);
-    if d.dead {
-        out = buf;
-    } else {
-        d.rewriter
-            .push_owned(buf, &evs, &mut route, &mut out, &mut outcomes);
-    }
-    for o in outcomes {
-        let kind = match o {
-            Outcome::Rewritten {
-                cmd,
-                target,
-                original,
-                rewritten,
-            } => EventKind::Redirect {
-                cmd,
-                target,
-                original,
-                rewritten,
-            },
-            Outcome::Untouched { cmd, original, reason } => EventKind::Error {
-                message: format!("{cmd} to {original} passed on unmodified: {reason}; the client will leave the proxy"),
-            },
-            Outcome::Passthrough { reason } => EventKind::Note {
-                message: format!("{reason}: later redirects on this connection pass unmodified"),
-            },
-        };
-        evs.push(d.ev(Some(Dir::S2c), kind));
-    }
-    c.send(evs).await;
-    out
+/// One side reset: record it and stop the other pump (the connection's sockets are then
+/// closed with a reset). `write_failed`: it was the receiving side that reset.
+async fn reset_other(c: &Conn, dir: Dir, write_failed: bool) {
+    let by = if write_failed { dir.flip() } else { dir };
+    c.record(Rec::Rst {
+        conn: c.conn,
+        dir: by,
+        ts: Ts::now(),
+    })
+    .await;
+    let _ = c.stop.send(Some(Stop::Reset));
 }

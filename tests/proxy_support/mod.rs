@@ -19,33 +19,36 @@ use tokio::task::JoinHandle;
 /// How long any single wait in a test may take.
 pub const STEP: Duration = Duration::from_secs(10);
 
+pub type Owned = Event<'static>;
+
 pub struct Running {
     pub addr: std::net::SocketAddr,
-    pub events: Arc<Mutex<Vec<Event>>>,
+    pub events: Arc<Mutex<Vec<Owned>>>,
     stop: oneshot::Sender<()>,
     task: JoinHandle<Stats>,
-    collector: JoinHandle<()>,
+    collector: std::thread::JoinHandle<()>,
+}
+
+/// The config the tests start from: 127.0.0.1 on an ephemeral port in front of `upstream`.
+pub fn config(upstream: &str) -> Config {
+    Config {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        upstream: Some(upstream.to_string()),
+        connect_timeout: Duration::from_secs(3),
+        ..Config::default()
+    }
 }
 
 /// Starts a proxy on 127.0.0.1 (ephemeral port) in front of `upstream`.
 pub async fn start(upstream: &str) -> Running {
-    start_with(
-        Config {
-            listen: "127.0.0.1:0".parse().expect("addr"),
-            upstream: Some(upstream.to_string()),
-            connect_timeout: Duration::from_secs(3),
-            ..Config::default()
-        },
-        |_| true,
-    )
-    .await
+    start_with(config(upstream), |_| true).await
 }
 
-/// Starts a proxy with `cfg`, keeping only the events `keep` accepts.
-pub async fn start_with(cfg: Config, keep: fn(&Event) -> bool) -> Running {
+/// Starts a proxy with `cfg`, keeping only the events `keep` accepts. The events are
+/// collected on a thread of their own, as `msntap proxy` writes them.
+pub async fn start_with(cfg: Config, keep: fn(&Event<'_>) -> bool) -> Running {
     let tables = Arc::new(Tables::builtin().expect("built-in tables"));
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<msntap::proxy::EventBatch>(256);
-    let p = Proxy::bind(cfg, tables, tx).await.expect("proxy binds");
+    let (p, mut rx) = Proxy::bind(cfg, tables).await.expect("proxy binds");
     let addr = p.local_addr();
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(p.run(async move {
@@ -53,11 +56,16 @@ pub async fn start_with(cfg: Config, keep: fn(&Event) -> bool) -> Running {
     }));
     let events = Arc::new(Mutex::new(Vec::new()));
     let ev2 = events.clone();
-    let collector = tokio::spawn(async move {
-        while let Some(batch) = rx.recv().await {
-            let mut v = ev2.lock().expect("events");
-            v.extend(batch.into_iter().filter(keep));
-        }
+    let collector = std::thread::spawn(move || {
+        let mut f = |e: &mut Event<'_>| {
+            if keep(e) {
+                ev2.lock().expect("events").push(e.clone().into_owned());
+            }
+        };
+        while rx
+            .next(Duration::from_millis(20), Duration::from_millis(20), &mut f)
+            .is_some()
+        {}
     });
     Running {
         addr,
@@ -70,22 +78,29 @@ pub async fn start_with(cfg: Config, keep: fn(&Event) -> bool) -> Running {
 
 impl Running {
     /// Stops the proxy and returns every event it emitted.
-    pub async fn stop(self) -> Vec<Event> {
+    pub async fn stop(self) -> Vec<Owned> {
+        self.stop_with_stats().await.0
+    }
+
+    /// Stops the proxy; returns every event it emitted and its counts.
+    pub async fn stop_with_stats(self) -> (Vec<Owned>, Stats) {
         let _ = self.stop.send(());
-        tokio::time::timeout(STEP, self.task)
+        let stats = tokio::time::timeout(STEP, self.task)
             .await
             .expect("proxy stops in time")
             .expect("proxy task");
-        tokio::time::timeout(STEP, self.collector)
+        let c = self.collector;
+        tokio::time::timeout(STEP, tokio::task::spawn_blocking(move || c.join()))
             .await
             .expect("events drained")
-            .expect("collector");
+            .expect("collector")
+            .expect("collector thread");
         let v = self.events.lock().expect("events").clone();
-        v
+        (v, stats)
     }
 
     /// Waits until an event matching `f` has been seen.
-    pub async fn wait_for(&self, what: &str, f: impl Fn(&Event) -> bool) {
+    pub async fn wait_for(&self, what: &str, f: impl Fn(&Owned) -> bool) {
         let deadline = tokio::time::Instant::now() + STEP;
         loop {
             if self.events.lock().expect("events").iter().any(&f) {
@@ -206,6 +221,17 @@ impl Peer {
         while self.fill().await > 0 {}
     }
 
+    /// Reads until the peer closes (FIN or reset) or nothing comes for a step.
+    pub async fn read_to_eof_quietly(&mut self) {
+        let mut b = vec![0u8; 64 * 1024];
+        loop {
+            match tokio::time::timeout(STEP, self.s.read(&mut b)).await {
+                Ok(Ok(n)) if n > 0 => self.got.extend_from_slice(&b[..n]),
+                _ => return,
+            }
+        }
+    }
+
     /// Waits for the peer's FIN; panics on more data.
     pub async fn eof(&mut self) {
         let n = self.fill().await;
@@ -235,14 +261,14 @@ impl Peer {
     }
 }
 
-pub fn redirects(evs: &[Event]) -> Vec<(String, String)> {
+/// (original, rewritten) of every redirect event.
+pub fn redirects(evs: &[Owned]) -> Vec<(String, Option<String>)> {
     evs.iter()
         .filter_map(|e| match &e.kind {
-            EventKind::Redirect {
-                original,
-                rewritten,
-                ..
-            } => Some((original.clone(), rewritten.clone())),
+            EventKind::Redirect(r) => Some((
+                r.original.to_string(),
+                r.rewritten.as_ref().map(|s| s.to_string()),
+            )),
             _ => None,
         })
         .collect()
@@ -261,22 +287,70 @@ pub async fn opened_session() -> (Running, Peer, Peer) {
 }
 
 /// The one error event of `evs` (asserts there is exactly one).
-pub fn only_error(evs: &[Event]) -> String {
+pub fn only_error(evs: &[Owned]) -> String {
     let errs = errors(evs);
     assert_eq!(errs.len(), 1, "{errs:?}");
     errs[0].clone()
 }
 
-pub fn errors(evs: &[Event]) -> Vec<String> {
+pub fn errors(evs: &[Owned]) -> Vec<String> {
     evs.iter()
         .filter_map(|e| match &e.kind {
-            EventKind::Error { message } => Some(message.clone()),
+            EventKind::Error(m) => Some(m.message.to_string()),
             _ => None,
         })
         .collect()
 }
 
 /// The event stream of one connection id.
-pub fn of_conn(evs: &[Event], conn: u64) -> Vec<&Event> {
+pub fn of_conn(evs: &[Owned], conn: u64) -> Vec<&Owned> {
     evs.iter().filter(|e| e.conn == conn).collect()
+}
+
+/// The close events: (by, reason, bytes_c2s, bytes_s2c).
+pub fn closes(evs: &[Owned]) -> Vec<(String, String, u64, u64)> {
+    evs.iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::Close(c) => Some((
+                c.by.as_deref().unwrap_or_default().to_string(),
+                c.reason.as_deref().unwrap_or_default().to_string(),
+                c.bytes_c2s,
+                c.bytes_s2c,
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The close event of a connection.
+pub fn close_of(evs: &[Owned]) -> Vec<msntap::event::Close<'static>> {
+    evs.iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::Close(c) => Some(c.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// (conn, server) of every `accepted` connect event.
+pub fn accepted(evs: &[Owned]) -> Vec<(u64, String)> {
+    evs.iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::Connect(c)
+                if c.detail
+                    .as_deref()
+                    .is_some_and(|d| d.starts_with("accepted")) =>
+            {
+                Some((e.conn, c.server.as_deref().unwrap_or_default().to_string()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// How many upstream connects succeeded.
+pub fn upstream_connects(evs: &[Owned]) -> usize {
+    evs.iter()
+        .filter(|e| matches!(&e.kind, EventKind::Connect(c) if c.detail.as_deref().is_some_and(|d| d.starts_with("upstream connected in"))))
+        .count()
 }

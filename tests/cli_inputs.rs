@@ -1,0 +1,273 @@
+//! One way in: every decoding command reads captures, session logs and JSON Lines, from
+//! files or from a pipe (`-`), told apart by their first bytes, with one connection
+//! numbering across inputs and a clear message (exit 1) for what it cannot read. Files are
+//! written only under the system temporary directory.
+
+mod cli_support;
+
+use cli_support::{commands, fixture, json_lines, msntap, msntap_stdin, root, scratch, write};
+
+const TWISTED: &str = "captures/msnp8_twisted_escargot.pcap";
+
+fn json(args: &[&str]) -> (i32, Vec<serde_json::Value>, String) {
+    let mut a = args.to_vec();
+    a.extend(["--json", "-"]);
+    let r = msntap(&a);
+    (r.code, json_lines(&r.stdout), r.stderr)
+}
+
+#[test]
+fn read_dash_takes_a_capture_from_a_pipe() {
+    // What `tcpdump -w - | msntap read -` does.
+    let pcap = std::fs::read(root().join(TWISTED)).expect("fixture");
+    let piped = msntap_stdin(&["read", "-", "--json", "-"], &pcap);
+    assert_eq!(piped.code, 0, "{}", piped.stderr);
+    let from_file = msntap(&["read", TWISTED, "--json", "-"]);
+    assert_eq!(piped.stdout, from_file.stdout);
+    assert!(piped
+        .stderr
+        .starts_with("msntap: 151 packets, 4 MSNP connections"));
+    // pcapng, a session log and JSON Lines through the pipe too.
+    let ng = std::fs::read(root().join("captures/synth/msnp11_chat.pcapng")).expect("fixture");
+    let r = msntap_stdin(&["read", "-", "--json", "-"], &ng);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(commands(&r.stdout).len() > 30);
+    let log = std::fs::read(root().join("captures/logs/msnp8.log")).expect("fixture");
+    let r = msntap_stdin(&["decode", "-", "--json", "-"], &log);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        r.stdout,
+        msntap(&["read", "captures/logs/msnp8.log", "--json", "-"]).stdout
+    );
+    let r = msntap_stdin(&["read", "-", "--json", "-"], from_file.stdout.as_bytes());
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(commands(&r.stdout), commands(&from_file.stdout));
+    assert!(r.stderr.starts_with("msntap: "), "{}", r.stderr);
+    assert!(
+        r.stderr.contains(" JSON lines; 4 connections, 90 commands"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn every_kind_in_one_run_with_one_numbering() {
+    let d = scratch("inputs-mix");
+    let j = d.join("twisted.jsonl");
+    let r = msntap(&["read", TWISTED, "--json", j.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let (code, evs, err) = json(&[
+        "read",
+        TWISTED,
+        "captures/logs/msnp11.log",
+        j.to_str().unwrap(),
+        "captures/synth/msnp11_chat.pcapng",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    // Each input alone: how many connections it has.
+    let inputs = [
+        TWISTED,
+        "captures/logs/msnp11.log",
+        j.to_str().unwrap(),
+        "captures/synth/msnp11_chat.pcapng",
+    ];
+    let counts: Vec<u64> = inputs
+        .iter()
+        .map(|i| {
+            let (_, evs, _) = json(&["read", i]);
+            let c: std::collections::BTreeSet<u64> =
+                evs.iter().filter_map(|e| e["conn"].as_u64()).collect();
+            assert_eq!(c.first(), Some(&1), "{i}");
+            c.len() as u64
+        })
+        .collect();
+    // Together: input k's connections follow input k-1's, in the order read.
+    let mut ranges = Vec::new();
+    let mut lo = 1;
+    for n in &counts {
+        ranges.push(lo..=lo + n - 1);
+        lo += n;
+    }
+    let mut at = 0;
+    for e in &evs {
+        let c = e["conn"].as_u64().unwrap();
+        while !ranges[at].contains(&c) {
+            at += 1;
+            assert!(at < ranges.len(), "connection {c} out of order: {ranges:?}");
+        }
+    }
+    assert_eq!(at, 3, "events of every input: {ranges:?}");
+    // The JSON Lines input is the capture again: same commands, connections moved up.
+    let cap: Vec<&serde_json::Value> = evs
+        .iter()
+        .filter(|e| ranges[0].contains(&e["conn"].as_u64().unwrap()))
+        .collect();
+    let again: Vec<&serde_json::Value> = evs
+        .iter()
+        .filter(|e| ranges[2].contains(&e["conn"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(cap.len(), again.len());
+    for (a, b) in cap.iter().zip(&again) {
+        assert_eq!(a["line"], b["line"]);
+        assert_eq!(
+            a["conn"].as_u64().unwrap() + ranges[2].start() - 1,
+            b["conn"].as_u64().unwrap()
+        );
+    }
+    assert!(
+        err.contains("packets, ") && err.contains(" log lines, ") && err.contains(" JSON lines; "),
+        "{err}"
+    );
+}
+
+#[test]
+fn what_cannot_be_read_says_why_and_costs_nothing_else() {
+    let d = scratch("inputs-bad");
+    let empty = d.join("empty.log");
+    write(&empty, b"");
+    let binary = d.join("random.bin");
+    write(
+        &binary,
+        &(0..=255u8).cycle().take(4096).collect::<Vec<u8>>(),
+    );
+    let prose = d.join("prose.txt");
+    write(
+        &prose,
+        b"Just a note about a session.\nNothing MSNP in here.\n",
+    );
+    let badjson = d.join("bad.jsonl");
+    let good = msntap(&["read", "captures/logs/msnp8.log", "--json", "-"]).stdout;
+    let mut lines: Vec<&str> = good.lines().collect();
+    lines.insert(5, "{\"schema\":2, not json");
+    write(&badjson, (lines.join("\n") + "\n").as_bytes());
+    let client = fixture("captures/msnp8_twisted_escargot.client.log");
+    let cases: [(String, String); 7] = [
+        (
+            empty.display().to_string(),
+            format!("msntap: {}: empty input", empty.display()),
+        ),
+        (
+            binary.display().to_string(),
+            format!(
+                "msntap: {}: not a capture, session log or JSON Lines file (binary data starting 00 01 02 03)",
+                binary.display()
+            ),
+        ),
+        (
+            prose.display().to_string(),
+            format!(
+                "msntap: {}: no MSNP lines: msntap reads `C: `/`S: ` transcripts (also inside markdown fences) and `>>>`/`<<<` logs",
+                prose.display()
+            ),
+        ),
+        (
+            client.clone(),
+            format!(
+                "msntap: {client}: no MSNP lines: its lines look like a program's own messages (`[user] ...`), not a record of the traffic; msntap reads `C: `/`S: ` transcripts (also inside markdown fences) and `>>>`/`<<<` logs"
+            ),
+        ),
+        (
+            "captures".to_string(),
+            "msntap: captures: is a directory, not a capture, session log or JSON Lines file"
+                .to_string(),
+        ),
+        (
+            badjson.display().to_string(),
+            format!("msntap: {}:6: not an event: ", badjson.display()),
+        ),
+        (
+            "/nonexistent.pcap".to_string(),
+            "msntap: /nonexistent.pcap: No such file or directory (os error 2)".to_string(),
+        ),
+    ];
+    for (input, want) in &cases {
+        // Alone: exit 1, the message on one line, then the summary.
+        let (code, evs, err) = json(&["read", input]);
+        assert_eq!(code, 1, "{input}: {err}");
+        let first = err.lines().next().unwrap_or("");
+        assert!(first.starts_with(want.as_str()), "{input}:\n{err}");
+        assert_eq!(err.lines().count(), 2, "{input}:\n{err}");
+        if input.ends_with("bad.jsonl") {
+            // The events before the bad line were handed on.
+            assert_eq!(evs.len(), 5, "{input}");
+        }
+        // Beside a good input: the good one is read whole.
+        let (code, evs, err) = json(&["read", input, TWISTED]);
+        assert_eq!(code, 1, "{input}: {err}");
+        assert!(
+            evs.iter().filter(|e| e["type"] == "command").count() >= 90,
+            "{input}"
+        );
+    }
+    // Every problem of a run is listed, one line each, before the summary.
+    let all: Vec<&str> = cases.iter().map(|(i, _)| i.as_str()).collect();
+    let mut args = vec!["read"];
+    args.extend(all.iter().copied());
+    let r = msntap(&args);
+    assert_eq!(r.code, 1);
+    assert_eq!(r.stderr.lines().count(), cases.len() + 1, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .trim_end()
+            .ends_with("; 7 of 7 inputs had a problem (above)"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn standard_input_can_be_read_once() {
+    let r = msntap_stdin(&["read", "-", "-"], b"C: PNG\n");
+    assert_eq!(r.code, 2);
+    assert_eq!(
+        r.stderr,
+        "msntap: `-` (standard input) is given more than once\n"
+    );
+}
+
+#[test]
+fn markdown_pages_and_log_lines_kept_as_written() {
+    let d = scratch("inputs-md");
+    let md = d.join("page.md");
+    write(
+        &md,
+        b"# Example\nProse with >>> arrows is not a log line.\n```\nC: VER 1 MSNP8 CVR0\nS: VER 1 MSNP8\n```\n## Another\n```\nC: VER 1 MSNP8 CVR0\n```\n",
+    );
+    let (code, evs, err) = json(&["read", md.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let conns: Vec<u64> = evs.iter().filter_map(|e| e["conn"].as_u64()).collect();
+    assert_eq!(
+        conns,
+        [1, 1, 2],
+        "each headed section is its own connection"
+    );
+    // An unknown command ending in a number is not rewritten, nor an impossible length.
+    let log = d.join("numbers.log");
+    write(
+        &log,
+        b"C: VER 1 MSNP8 CVR0\nS: VER 1 MSNP8\nC: ZZQ 5 hello 42\nC: PNG\nS: MSG 1 U 4294967295\nC: OUT\n",
+    );
+    let (_, evs, _) = json(&["read", log.to_str().unwrap()]);
+    let lines: Vec<String> = evs
+        .iter()
+        .filter_map(|e| e["line"].as_str().map(str::to_string))
+        .collect();
+    assert!(lines.contains(&"ZZQ 5 hello 42".to_string()), "{lines:?}");
+    assert!(lines.contains(&"PNG".to_string()), "{lines:?}");
+    assert!(
+        !lines.iter().any(|l| l == "MSG 1 U 0"),
+        "the declared length is what the log says: {lines:?}"
+    );
+    // Bytes that are not UTF-8 (a Latin-1 friendly name) reach the decoder as they are.
+    let latin = d.join("latin1.log");
+    write(
+        &latin,
+        b"C: VER 1 MSNP8 CVR0\nS: VER 1 MSNP8\nS: ILN 9 NLN bob@example.com Jos\xe9 0\n",
+    );
+    let (_, evs, _) = json(&["read", latin.to_str().unwrap()]);
+    let iln = evs.iter().find(|e| e["cmd"] == "ILN").expect("ILN");
+    assert_eq!(
+        iln["line_base64"], "SUxOIDkgTkxOIGJvYkBleGFtcGxlLmNvbSBKb3PpIDA=",
+        "{iln}"
+    );
+}
