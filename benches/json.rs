@@ -9,7 +9,12 @@
 //! `command` a derived struct of borrowed fields built from the command events of those files
 //! (about 10 strings, integers, the args array), 1 in 10 carrying a 1604-byte base64 body;
 //! `command_short` the same without bodies; `command_flatten` the `command` data laid out as
-//! the present `Event` is (a flattened, internally tagged enum, so through `serialize_map`).
+//! the present `Event` is (a flattened, internally tagged enum, so through `serialize_map`);
+//! `events` the real events of the benchmark capture of benches/read.rs (benches/common),
+//! decoded, annotated and redacted as `msntap read --json` does, held in memory, so that the
+//! figure is `event::jsonl::render`'s alone. It reads MSNTAP_BENCH_CAPTURE=FILE (a capture
+//! kept by `MSNTAP_BENCH_KEEP=1 cargo bench --bench read`), or builds a 5 MB one; its
+//! msntap::json side is `event::jsonl::render` itself (toggle `json::pass_render*`).
 //!
 //! MSNTAP_BENCH_SHAPE picks one shape; MSNTAP_BENCH_ROUNDS fixes the passes per run. For
 //! instructions per event:
@@ -19,11 +24,19 @@
 
 use std::hint::black_box;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
 use base64::Engine;
 use serde::Serialize;
 use serde_json::Value;
+
+use msntap::analysis::auth::AuthAnnotator;
+use msntap::capture::{read_path, ReadOptions};
+use msntap::secret::Redact;
+use msntap::Tables;
+
+mod common;
 
 /// The allocator of the msntap binary (src/main.rs), so the figures are the binary's.
 #[global_allocator]
@@ -102,6 +115,32 @@ fn flatten<'a>(c: &Command<'a>) -> Event<'a> {
             offset: c.offset,
         },
     }
+}
+
+/// The events `msntap read --json` writes for the benchmark capture, owned.
+fn capture_events() -> Vec<msntap::Event<'static>> {
+    let cap = match std::env::var_os("MSNTAP_BENCH_CAPTURE") {
+        Some(p) => PathBuf::from(p),
+        None => {
+            let dir = std::env::temp_dir().join(format!("msntap-jsonbench-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).expect("temp dir");
+            let cap = dir.join("bench.pcap");
+            common::build(&cap, 5 << 20);
+            cap
+        }
+    };
+    let tables = Arc::new(Tables::builtin().expect("tables"));
+    // As src/output.rs: the tables' challenge keys, no password to try, then redaction.
+    let mut annot = AuthAnnotator::new(&tables, Vec::new());
+    let mut out = Vec::new();
+    read_path(&cap, tables.clone(), &ReadOptions::default(), &mut |ev| {
+        annot.annotate(ev);
+        ev.redact();
+        out.push(ev.clone().into_owned());
+        Ok(())
+    })
+    .expect("read the capture");
+    out
 }
 
 fn values() -> Vec<Value> {
@@ -206,6 +245,27 @@ fn run<T: Serialize>(pass: Pass<T>, buf: &mut Vec<u8>, events: &[T], rounds: usi
 }
 
 fn shape<T: Serialize>(name: &str, events: &[T], rounds: Option<usize>) {
+    shape_with(name, events, rounds, pass_ours::<T>);
+}
+
+/// Events through `event::jsonl::render`, the sink's own entry point: the serialization code
+/// is then compiled inside the library, as in the binary (a generic pass instantiated here
+/// could not inline the library's non-generic helpers).
+#[inline(never)]
+fn pass_render(buf: &mut Vec<u8>, events: &[msntap::Event<'static>]) -> usize {
+    let mut written = 0;
+    for ev in events {
+        msntap::event::jsonl::render(buf, ev);
+        if buf.len() >= FLUSH_AT {
+            written += buf.len();
+            black_box(&buf[..]);
+            buf.clear();
+        }
+    }
+    written
+}
+
+fn shape_with<T: Serialize>(name: &str, events: &[T], rounds: Option<usize>, ours_pass: Pass<T>) {
     let (mut a, mut b) = (Vec::new(), Vec::new());
     for ev in events {
         serde_json::to_writer(&mut a, ev).expect("serialises");
@@ -222,7 +282,7 @@ fn shape<T: Serialize>(name: &str, events: &[T], rounds: Option<usize>) {
     let (mut theirs, mut ours) = (f64::MAX, f64::MAX);
     for _ in 0..RUNS {
         theirs = theirs.min(run(pass_serde_json::<T>, &mut buf, events, rounds));
-        ours = ours.min(run(pass_ours::<T>, &mut buf, events, rounds));
+        ours = ours.min(run(ours_pass, &mut buf, events, rounds));
     }
     let mbs = |t: f64| (bytes * rounds) as f64 / t / 1e6;
     let ns = |t: f64| t * 1e9 / (rounds * events.len()) as f64;
@@ -266,5 +326,8 @@ fn main() {
     }
     if want("command_flatten") {
         shape("command_flatten", &flat, rounds);
+    }
+    if want("events") {
+        shape_with("events", &capture_events(), rounds, pass_render);
     }
 }

@@ -35,10 +35,27 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 }
 
 thread_local! {
-    /// The date and time text of the last second formatted: events come in time order, so
-    /// nearly every timestamp reuses it.
-    static LAST_SECOND: Cell<(i64, [u8; 19])> = const { Cell::new((i64::MIN, [0; 19])) };
+    /// The text of the last second written (its microseconds still zero): events come in
+    /// time order, so nearly every timestamp copies it and only formats its microseconds.
+    static LAST_SECOND: Cell<(i64, Text)> = const { Cell::new((i64::MIN, Text([0; 32]))) };
 }
+
+/// The text of a timestamp of years 0-9999, padded with ASCII to 32 aligned bytes so that the
+/// copy is two vector moves and the UTF-8 check (the price of no `unsafe`) runs whole words.
+#[derive(Clone, Copy)]
+#[repr(align(16))]
+struct Text([u8; 32]);
+
+/// `00` to `99`.
+static DEC2: [[u8; 2]; 100] = {
+    let mut t = [[0u8; 2]; 100];
+    let mut i = 0;
+    while i < 100 {
+        t[i] = [b'0' + (i / 10) as u8, b'0' + (i % 10) as u8];
+        i += 1;
+    }
+    t
+};
 
 /// The longest text [`Ts::write_to`] produces.
 pub const MAX_LEN: usize = 40;
@@ -68,23 +85,14 @@ impl Ts {
         let secs = self.secs();
         let micros = self.micros();
         let days = secs.div_euclid(86400);
-        let (y, _, _) = civil_from_days(days);
+        let (y, m, d) = civil_from_days(days);
         if (0..=9999).contains(&y) {
-            let (cached, head) = LAST_SECOND.with(Cell::get);
-            let head = if cached == secs {
-                head
-            } else {
-                let h = head_text(secs);
-                LAST_SECOND.with(|c| c.set((secs, h)));
-                h
-            };
-            buf[..19].copy_from_slice(&head);
+            buf[..19].copy_from_slice(&head_text(secs));
             buf[19] = b'.';
             put(&mut buf[20..26], u64::from(micros));
             buf[26] = b'Z';
             return 27;
         }
-        let (y, m, d) = civil_from_days(days);
         let sod = secs.rem_euclid(86400);
         let s = format!(
             "{}{:05}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{micros:06}Z",
@@ -97,6 +105,32 @@ impl Ts {
         let n = s.len().min(MAX_LEN);
         buf[..n].copy_from_slice(&s.as_bytes()[..n]);
         n
+    }
+
+    /// Calls `f` with the RFC 3339 text (what [`Ts::write_to`] writes).
+    fn with_text<R>(self, f: impl FnOnce(&str) -> R) -> R {
+        let secs = self.secs();
+        let (cached, text) = LAST_SECOND.with(Cell::get);
+        let mut t = if cached == secs {
+            text
+        } else {
+            let (y, _, _) = civil_from_days(secs.div_euclid(86400));
+            if !(0..=9999).contains(&y) {
+                return uncached(self, f);
+            }
+            let mut t = Text(*b"0000-00-00T00:00:00.000000Z     ");
+            t.0[..19].copy_from_slice(&head_text(secs));
+            LAST_SECOND.with(|c| c.set((secs, t)));
+            t
+        };
+        let m = self.micros() as usize;
+        for (at, v) in [(20, m / 10_000 % 100), (22, m / 100 % 100), (24, m % 100)] {
+            t.0[at..at + 2].copy_from_slice(&DEC2[v]);
+        }
+        match std::str::from_utf8(&t.0) {
+            Ok(s) => f(s.get(..27).unwrap_or(s)),
+            Err(_) => uncached(self, f),
+        }
     }
 
     /// Parses what [`Ts`] writes: `YYYY-MM-DDTHH:MM:SS[.f{1,9}](Z|+00:00)`, with an
@@ -166,6 +200,14 @@ impl Ts {
     }
 }
 
+/// [`Ts::with_text`] without the cache (expanded years, or the cache in use).
+fn uncached<R>(t: Ts, f: impl FnOnce(&str) -> R) -> R {
+    let mut b = [0u8; MAX_LEN];
+    let n = t.write_to(&mut b);
+    // write_to writes ASCII only: the fallback is never taken.
+    f(std::str::from_utf8(&b[..n]).unwrap_or_default())
+}
+
 fn put(dst: &mut [u8], mut v: u64) {
     for b in dst.iter_mut().rev() {
         *b = b'0' + (v % 10) as u8;
@@ -190,17 +232,13 @@ fn head_text(secs: i64) -> [u8; 19] {
 impl fmt::Display for Ts {
     /// RFC 3339 in UTC with microseconds.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut b = [0u8; MAX_LEN];
-        let n = self.write_to(&mut b);
-        f.write_str(std::str::from_utf8(&b[..n]).map_err(|_| fmt::Error)?)
+        self.with_text(|t| f.write_str(t))
     }
 }
 
 impl Serialize for Ts {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut b = [0u8; MAX_LEN];
-        let n = self.write_to(&mut b);
-        s.serialize_str(std::str::from_utf8(&b[..n]).map_err(serde::ser::Error::custom)?)
+        self.with_text(|t| crate::json::Verbatim(t).serialize(s))
     }
 }
 
@@ -265,6 +303,29 @@ mod tests {
         assert_eq!(a.to_string(), "2001-09-09T01:46:40.000001Z");
         assert_eq!(b.to_string(), "2001-09-09T01:46:41.000002Z");
         assert_eq!(a.to_string(), "2001-09-09T01:46:40.000001Z");
+    }
+
+    #[test]
+    fn cached_text_is_write_to_text_across_seconds_and_years() {
+        let mut prev = None;
+        for t in [
+            Ts::from_secs_micros(1_117_627_200, 37),
+            Ts::from_secs_micros(1_117_627_200, 999_999),
+            Ts::from_secs_micros(1_117_627_201, 0),
+            Ts::from_secs_micros(253_402_300_800, 5), // +10000: not cached
+            Ts::from_secs_micros(1_117_627_201, 10),  // the cached second again
+            Ts::from_secs_micros(-62_167_219_201, 1),
+            Ts(i64::MIN),
+            Ts(0),
+        ] {
+            let mut b = [0u8; MAX_LEN];
+            let n = t.write_to(&mut b);
+            let plain = std::str::from_utf8(&b[..n]).unwrap().to_string();
+            assert_eq!(t.to_string(), plain);
+            assert_eq!(serde_json::to_string(&t).unwrap(), format!("\"{plain}\""));
+            assert_ne!(prev.as_ref(), Some(&plain));
+            prev = Some(plain);
+        }
     }
 
     #[test]

@@ -240,7 +240,7 @@ impl<'a> ser::Serializer for Serializer<'a> {
     }
     #[inline(always)]
     fn serialize_str(self, v: &str) -> Result {
-        write_str(self.out, v);
+        write_str_dyn(self.out, v);
         Ok(())
     }
     fn serialize_bytes(self, v: &[u8]) -> Result {
@@ -270,10 +270,18 @@ impl<'a> ser::Serializer for Serializer<'a> {
     fn serialize_unit_struct(self, _: &'static str) -> Result {
         self.serialize_unit()
     }
+    /// Inlined so that the variant name, a constant, folds to a few stores.
+    #[inline(always)]
     fn serialize_unit_variant(self, _: &'static str, _: u32, variant: &'static str) -> Result {
-        self.serialize_str(variant)
+        write_str(self.out, variant);
+        Ok(())
     }
-    fn serialize_newtype_struct<T: Serialize + ?Sized>(self, _: &'static str, v: &T) -> Result {
+    /// [`Base64`]'s text is copied without the escape scan; any other newtype is its content.
+    #[inline(always)]
+    fn serialize_newtype_struct<T: Serialize + ?Sized>(self, name: &'static str, v: &T) -> Result {
+        if name == VERBATIM {
+            return v.serialize(VerbatimSerializer { out: self.out });
+        }
         v.serialize(self)
     }
     fn serialize_newtype_variant<T: Serialize + ?Sized>(
@@ -489,14 +497,15 @@ impl ser::Serializer for KeySerializer<'_> {
 
     #[inline(always)]
     fn serialize_str(self, v: &str) -> Result {
-        write_str(self.out, v);
+        write_str_dyn(self.out, v);
         Ok(())
     }
     fn serialize_char(self, v: char) -> Result {
         self.serialize_str(v.encode_utf8(&mut [0; 4]))
     }
     fn serialize_unit_variant(self, _: &'static str, _: u32, variant: &'static str) -> Result {
-        self.serialize_str(variant)
+        write_str(self.out, variant);
+        Ok(())
     }
     fn serialize_newtype_struct<T: Serialize + ?Sized>(self, _: &'static str, v: &T) -> Result {
         v.serialize(self)
@@ -549,6 +558,244 @@ impl ser::Serializer for KeySerializer<'_> {
     }
 }
 
+// ---- base64 --------------------------------------------------------------------------------
+
+/// The newtype-struct name by which [`Base64`] and [`Verbatim`] mark text that needs no
+/// escape. Private: only they write it, so what this backend copies unchecked is always
+/// base64 digits or text the crate made itself.
+const VERBATIM: &str = "$msntap::json::Verbatim";
+
+/// Bytes written as a standard base64 string (RFC 4648 alphabet, `=` padding), what
+/// `base64::engine::general_purpose::STANDARD` writes. Any serializer gets a newtype struct
+/// around a `collect_str`, so serde_json writes the same string through its escaper; this
+/// backend encodes it straight into its buffer in stack-sized chunks, never through a
+/// `String` and without scanning digits that cannot need an escape.
+pub struct Base64<'a>(pub &'a [u8]);
+
+impl Serialize for Base64<'_> {
+    #[inline]
+    fn serialize<S: ser::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_newtype_struct(VERBATIM, &Base64Text(self.0))
+    }
+}
+
+/// Text that needs no JSON escape by the construction of whoever makes it (timestamps:
+/// digits and date punctuation), written as a string like any other by every serializer and
+/// copied without the escape scan by this one.
+pub(crate) struct Verbatim<'a>(pub(crate) &'a str);
+
+impl Serialize for Verbatim<'_> {
+    #[inline(always)]
+    fn serialize<S: ser::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        debug_assert!(
+            !self.0.bytes().any(needs_escape),
+            "verbatim text needs an escape"
+        );
+        s.serialize_newtype_struct(VERBATIM, self.0)
+    }
+}
+
+struct Base64Text<'a>(&'a [u8]);
+
+impl Serialize for Base64Text<'_> {
+    fn serialize<S: ser::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// Input bytes per chunk: a multiple of 3 (so only the last chunk pads) and of 6 (the
+/// word-at-a-time loop).
+const B64_CHUNK_IN: usize = 768;
+const B64_CHUNK_OUT: usize = B64_CHUNK_IN / 3 * 4;
+
+impl Display for Base64Text<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut buf = [0u8; B64_CHUNK_OUT];
+        for chunk in self.0.chunks(B64_CHUNK_IN) {
+            let n = base64_encode(chunk, &mut buf);
+            let text = buf.get(..n).ok_or(fmt::Error)?;
+            // Always ASCII; the check runs a word at a time and is the price of no `unsafe`.
+            f.write_str(std::str::from_utf8(text).map_err(|_| fmt::Error)?)?;
+        }
+        Ok(())
+    }
+}
+
+const B64_ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/// The two digits of every 12-bit value, first digit in the low byte: half the lookups and
+/// stores of a digit table.
+static B64_PAIRS: [u16; 4096] = {
+    let mut t = [0u16; 4096];
+    let mut i = 0;
+    while i < 4096 {
+        t[i] = B64_ALPHABET[i >> 6] as u16 | (B64_ALPHABET[i & 63] as u16) << 8;
+        i += 1;
+    }
+    t
+};
+
+#[inline(always)]
+fn b64_pair(v: u64) -> u64 {
+    u64::from(B64_PAIRS[(v & 0xfff) as usize])
+}
+
+/// Eight digits of the six bytes in the high 48 bits of `w`, first digit in the low byte.
+#[inline(always)]
+fn b64_eight(w: u64) -> [u8; 8] {
+    (b64_pair(w >> 52)
+        | b64_pair(w >> 40) << 16
+        | b64_pair(w >> 28) << 32
+        | b64_pair(w >> 16) << 48)
+        .to_le_bytes()
+}
+
+/// Encodes `src` (at most [`B64_CHUNK_IN`] bytes) into `dst`, padded; returns the length.
+/// Measured against the base64 crate's encoder in docs/performance.md.
+fn base64_encode(src: &[u8], dst: &mut [u8; B64_CHUNK_OUT]) -> usize {
+    let (mut i, mut o) = (0, 0);
+    // Twelve bytes to sixteen digits from two 8-byte big-endian loads while 14 bytes remain.
+    while let (Some(w), Some(d)) = (src.get(i..i + 14), dst.get_mut(o..o + 16)) {
+        let (x, y) = (
+            u64::from_be_bytes(array(w, 0)),
+            u64::from_be_bytes(array(w, 6)),
+        );
+        let (lo, hi) = d.split_at_mut(8);
+        lo.copy_from_slice(&b64_eight(x));
+        hi.copy_from_slice(&b64_eight(y));
+        i += 12;
+        o += 16;
+    }
+    // The last bytes three at a time, then the padded group.
+    while let (Some(&[x, y, z]), Some(d)) = (src.get(i..i + 3), dst.get_mut(o..o + 4)) {
+        let w = u64::from(x) << 16 | u64::from(y) << 8 | u64::from(z);
+        d.copy_from_slice(&((b64_pair(w >> 12) | b64_pair(w) << 16) as u32).to_le_bytes());
+        i += 3;
+        o += 4;
+    }
+    let digit = |v: u64| B64_ALPHABET[(v & 63) as usize];
+    let tail = match src.get(i..) {
+        Some(&[x]) => {
+            let w = u64::from(x) << 16;
+            Some([digit(w >> 18), digit(w >> 12), b'=', b'='])
+        }
+        Some(&[x, y]) => {
+            let w = u64::from(x) << 16 | u64::from(y) << 8;
+            Some([digit(w >> 18), digit(w >> 12), digit(w >> 6), b'='])
+        }
+        _ => None,
+    };
+    if let (Some(t), Some(d)) = (tail, dst.get_mut(o..o + 4)) {
+        d.copy_from_slice(&t);
+        o += 4;
+    }
+    o
+}
+
+/// Writes [`Base64`]'s and [`Verbatim`]'s text: `collect_str` and `serialize_str` without the
+/// escape scan. Nothing else reaches it (the token is private), so every other method refuses.
+struct VerbatimSerializer<'a> {
+    out: &'a mut Vec<u8>,
+}
+
+struct Raw<'a>(&'a mut Vec<u8>);
+
+impl fmt::Write for Raw<'_> {
+    #[inline]
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        debug_assert!(
+            !s.bytes().any(needs_escape),
+            "verbatim text needs an escape"
+        );
+        self.0.extend_from_slice(s.as_bytes());
+        Ok(())
+    }
+}
+
+macro_rules! not_verbatim {
+    ($($f:ident($($a:ty),*) -> $r:ty;)*) => {$(
+        fn $f(self, $(_: $a),*) -> Result<$r> {
+            Err(Error::Custom("verbatim text must come from collect_str".into()))
+        }
+    )*};
+}
+
+impl ser::Serializer for VerbatimSerializer<'_> {
+    type Ok = ();
+    type Error = Error;
+    type SerializeSeq = Impossible<(), Error>;
+    type SerializeTuple = Impossible<(), Error>;
+    type SerializeTupleStruct = Impossible<(), Error>;
+    type SerializeTupleVariant = Impossible<(), Error>;
+    type SerializeMap = Impossible<(), Error>;
+    type SerializeStruct = Impossible<(), Error>;
+    type SerializeStructVariant = Impossible<(), Error>;
+
+    fn collect_str<T: Display + ?Sized>(self, v: &T) -> Result {
+        self.out.push(b'"');
+        fmt::write(&mut Raw(self.out), format_args!("{v}")).map_err(|_| Error::Display)?;
+        self.out.push(b'"');
+        Ok(())
+    }
+    #[inline(always)]
+    fn serialize_str(self, v: &str) -> Result {
+        let v = v.as_bytes();
+        if v.len() > SHORT || !write_short_as::<false>(self.out, v) {
+            self.out.push(b'"');
+            self.out.extend_from_slice(v);
+            self.out.push(b'"');
+        }
+        Ok(())
+    }
+    not_verbatim! {
+        serialize_bool(bool) -> ();
+        serialize_i8(i8) -> ();
+        serialize_i16(i16) -> ();
+        serialize_i32(i32) -> ();
+        serialize_i64(i64) -> ();
+        serialize_u8(u8) -> ();
+        serialize_u16(u16) -> ();
+        serialize_u32(u32) -> ();
+        serialize_u64(u64) -> ();
+        serialize_f32(f32) -> ();
+        serialize_f64(f64) -> ();
+        serialize_char(char) -> ();
+        serialize_bytes(&[u8]) -> ();
+        serialize_none() -> ();
+        serialize_unit() -> ();
+        serialize_unit_struct(&'static str) -> ();
+        serialize_unit_variant(&'static str, u32, &'static str) -> ();
+        serialize_seq(Option<usize>) -> Impossible<(), Error>;
+        serialize_tuple(usize) -> Impossible<(), Error>;
+        serialize_tuple_struct(&'static str, usize) -> Impossible<(), Error>;
+        serialize_tuple_variant(&'static str, u32, &'static str, usize) -> Impossible<(), Error>;
+        serialize_map(Option<usize>) -> Impossible<(), Error>;
+        serialize_struct(&'static str, usize) -> Impossible<(), Error>;
+        serialize_struct_variant(&'static str, u32, &'static str, usize) -> Impossible<(), Error>;
+    }
+    fn serialize_some<T: Serialize + ?Sized>(self, _: &T) -> Result {
+        Err(Error::Custom(
+            "verbatim text must come from collect_str".into(),
+        ))
+    }
+    fn serialize_newtype_struct<T: Serialize + ?Sized>(self, _: &'static str, _: &T) -> Result {
+        Err(Error::Custom(
+            "verbatim text must come from collect_str".into(),
+        ))
+    }
+    fn serialize_newtype_variant<T: Serialize + ?Sized>(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: &T,
+    ) -> Result {
+        Err(Error::Custom(
+            "verbatim text must come from collect_str".into(),
+        ))
+    }
+}
+
 // ---- strings -------------------------------------------------------------------------------
 
 /// `,"key":` (or `"key":` for the first field) of a struct field. A constant key, the usual
@@ -595,18 +842,176 @@ fn short_is_clean(k: &[u8]) -> bool {
     !(bad(0) | bad(1) | bad(2))
 }
 
-/// A JSON string. Inlined at every call site: on the short strings of an event the call
-/// would cost as much as the copy, and a constant string (a variant name) folds.
+/// A JSON string. The short and clean case (nearly every string of an event) is inlined at
+/// every call site, where a constant string (a variant name) folds to a few stores; the
+/// rest is one call.
 #[inline(always)]
 fn write_str(out: &mut Vec<u8>, s: &str) {
-    out.push(b'"');
     let s = s.as_bytes();
+    if s.len() <= SHORT && write_short(out, s) {
+        return;
+    }
+    write_str_slow(out, s);
+}
+
+/// [`write_str`] for strings known only at run time: one call to a leaf that saves no
+/// registers, so that `str::serialize` and its wrappers inline into their callers instead of
+/// each carrying every size class.
+#[inline(always)]
+fn write_str_dyn(out: &mut Vec<u8>, s: &str) {
+    if !write_short_leaf(out, s.as_bytes()) {
+        write_str_slow(out, s.as_bytes());
+    }
+}
+
+/// Dispatches on the size class and jumps to that class's own leaf, which uses only the
+/// registers it needs (one function for all classes saved five on every call); out of line so
+/// that `str::serialize` and its wrappers stay small enough to inline into their callers.
+#[inline(never)]
+fn write_short_leaf(out: &mut Vec<u8>, s: &[u8]) -> bool {
+    match s.len() {
+        16..=SHORT => leaf::<16>(out, s),
+        8..=15 => leaf::<8>(out, s),
+        4..=7 => leaf::<4>(out, s),
+        1..=3 => leaf::<1>(out, s),
+        0 => {
+            out.extend_from_slice(b"\"\"");
+            true
+        }
+        _ => false,
+    }
+}
+
+#[inline(never)]
+fn leaf<const MIN: usize>(out: &mut Vec<u8>, s: &[u8]) -> bool {
+    short_class::<true, MIN>(out, s)
+}
+
+/// Longest string [`write_short`] takes: its quoted text fits one 32-byte window.
+const SHORT: usize = 30;
+
+/// Appends 32 zero bytes and returns them, to be overwritten and then cut to length: one
+/// capacity check and two stores for a whole short string, instead of one check per piece.
+/// None when the buffer would have to grow: the caller takes its slow path, which grows it,
+/// so that the short paths never call out and need no saved registers.
+#[inline(always)]
+fn window(out: &mut Vec<u8>) -> Option<&mut [u8; 32]> {
+    let len = out.len();
+    if out.capacity() - len < 32 {
+        return None;
+    }
+    out.extend_from_slice(&[0; 32]);
+    out.get_mut(len..)
+        .and_then(|w| <&mut [u8; 32]>::try_from(w).ok())
+}
+
+/// Writes `"s"` when `s` (at most [`SHORT`] bytes) needs no escape, checked in words
+/// overlapping at the ends; false, with nothing written, when it needs one.
+#[inline(always)]
+fn write_short(out: &mut Vec<u8>, s: &[u8]) -> bool {
+    write_short_as::<true>(out, s)
+}
+
+/// [`write_short`], with the escape check only when `CHECK` (verbatim text skips it).
+#[inline(always)]
+fn write_short_as<const CHECK: bool>(out: &mut Vec<u8>, s: &[u8]) -> bool {
+    match s.len() {
+        16..=SHORT => short_class::<CHECK, 16>(out, s),
+        8..=15 => short_class::<CHECK, 8>(out, s),
+        4..=7 => short_class::<CHECK, 4>(out, s),
+        1..=3 => short_class::<CHECK, 1>(out, s),
+        0 => {
+            out.extend_from_slice(b"\"\"");
+            true
+        }
+        _ => false,
+    }
+}
+
+/// One size class of [`write_short_as`]: strings of `MIN` bytes up to the next class (16 to
+/// [`SHORT`], 8-15, 4-7, 1-3), read as two words overlapping in the middle.
+#[inline(always)]
+fn short_class<const CHECK: bool, const MIN: usize>(out: &mut Vec<u8>, s: &[u8]) -> bool {
+    let n = s.len();
+    let len = out.len();
+    if MIN == 16 {
+        let (h, t) = (array::<16>(s, 0), array::<16>(s, n - 16));
+        if CHECK && any_escape(&h) | any_escape(&t) {
+            return false;
+        }
+        let Some(w) = window(out) else { return false };
+        w[0] = b'"';
+        put(w, 1, &h);
+        put(w, n - 15, &t);
+        put(w, n + 1, b"\"");
+    } else if MIN == 8 {
+        let (h, t) = (array::<8>(s, 0), array::<8>(s, n - 8));
+        if CHECK && swar(u64::from_le_bytes(h)) | swar(u64::from_le_bytes(t)) != 0 {
+            return false;
+        }
+        let Some(w) = window(out) else { return false };
+        w[0] = b'"';
+        put(w, 1, &h);
+        put(w, n - 7, &t);
+        put(w, n + 1, b"\"");
+    } else if MIN == 4 {
+        let (h, t) = (array::<4>(s, 0), array::<4>(s, n - 4));
+        let both = u64::from(u32::from_le_bytes(h)) | u64::from(u32::from_le_bytes(t)) << 32;
+        if CHECK && swar(both) != 0 {
+            return false;
+        }
+        let Some(w) = window(out) else { return false };
+        w[0] = b'"';
+        put(w, 1, &h);
+        put(w, n - 3, &t);
+        put(w, n + 1, b"\"");
+    } else {
+        // First, middle and last byte: all of a string of one to three.
+        let (Some(&a), Some(&b), Some(&c)) = (s.first(), s.get(n / 2), s.last()) else {
+            return false;
+        };
+        if CHECK && ESCAPE[usize::from(a)] | ESCAPE[usize::from(b)] | ESCAPE[usize::from(c)] {
+            return false;
+        }
+        let Some(w) = window(out) else { return false };
+        w[0] = b'"';
+        w[1] = a;
+        put(w, 1 + n / 2, &[b]);
+        put(w, n, &[c, b'"']);
+    }
+    out.truncate(len + n + 2);
+    true
+}
+
+/// Copies `v` into the window at `at` (callers keep it inside).
+#[inline(always)]
+fn put<const N: usize>(w: &mut [u8; 32], at: usize, v: &[u8; N]) {
+    if let Some(d) = w.get_mut(at..at + N) {
+        d.copy_from_slice(v);
+    }
+}
+
+/// Strings too long for [`write_short`], or with something to escape.
+#[inline(never)]
+fn write_str_slow(out: &mut Vec<u8>, s: &[u8]) {
+    out.push(b'"');
     let clean = copy_clean(out, s);
     if clean < s.len() {
         write_str_contents(out, s.get(clean..).unwrap_or_default());
     }
     out.push(b'"');
 }
+
+/// Bytes JSON escapes, for strings too short for a word.
+static ESCAPE: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = i < 0x20 || i == b'"' as usize || i == b'\\' as usize;
+        i += 1;
+    }
+    t
+};
 
 /// Only `"`, `\\` and bytes below 0x20 are escaped (serde_json leaves `/`, DEL and non-ASCII
 /// alone), so splitting at them keeps UTF-8 whole.
@@ -865,6 +1270,22 @@ mod tests {
     }
 
     #[test]
+    fn strings_of_every_short_length_with_an_escape_anywhere_are_serde_jsons() {
+        for n in 0..40 {
+            let clean: String = (0..n).map(|i| (b'a' + (i % 26) as u8) as char).collect();
+            same(&clean);
+            same(&[clean.as_str(), "x", clean.as_str()]);
+            for at in 0..n {
+                for bad in ['\0', '\u{1f}', '"', '\\', '\n', 'é', '\u{7f}', '😀'] {
+                    let mut s = clean.clone();
+                    s.replace_range(at..at + 1, bad.encode_utf8(&mut [0; 4]));
+                    same(&s);
+                }
+            }
+        }
+    }
+
+    #[test]
     fn every_byte_value_escapes_as_serde_json() {
         for b in 0u8..0x80 {
             let s = format!("ab{}cd", b as char);
@@ -990,6 +1411,32 @@ mod tests {
             a: Option<u8>,
         }
         assert_eq!(same(&AllSkipped { a: None }), b"{}");
+    }
+
+    #[test]
+    fn base64_is_the_base64_crates_at_every_length_and_serde_json_agrees() {
+        use base64::Engine as _;
+        // Past two chunks, so that chunk edges and every tail length are crossed.
+        let data: Vec<u8> = (0..2 * B64_CHUNK_IN as u32 + 40)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
+            .collect();
+        for n in (0..70)
+            .chain(B64_CHUNK_IN - 8..B64_CHUNK_IN + 8)
+            .chain([data.len()])
+        {
+            let b = &data[..n];
+            let expect = format!(
+                "\"{}\"",
+                base64::engine::general_purpose::STANDARD.encode(b)
+            );
+            assert_eq!(String::from_utf8(same(&Base64(b))).unwrap(), expect, "{n}");
+        }
+        assert_eq!(
+            same(&[Base64(&[0xff; 4]), Base64(b"")]),
+            br#"["/////w==",""]"#
+        );
+        // Inside a map, through serde_json's escaper.
+        same(&BTreeMap::from([("k", Base64(b"\x00\x01"))]));
     }
 
     #[test]

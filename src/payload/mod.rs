@@ -76,7 +76,7 @@ impl Bytes<'_> {
 
 impl Serialize for Bytes<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&b64(&self.0))
+        crate::json::Base64(&self.0).serialize(s)
     }
 }
 
