@@ -109,9 +109,68 @@ fn main() {
     if !out.status.success() {
         println!("msntap exited with {}", out.status);
     }
+    // Stage 3: tshark's MSNMS dissector on the same capture, in the same run, when tshark
+    // is installed (the issue's "200x tshark" target). tshark decodes only the first
+    // MSNMS_TSHARK_MB of it (default 20 MB; it is slow) and the rate is scaled from that
+    // cut, which favours tshark (its start-up is spread over fewer bytes).
+    let tshark_ok = Command::new("tshark")
+        .arg("--version")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if tshark_ok {
+        let cut_mb: u64 = std::env::var("MSNTAP_TSHARK_MB")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(20);
+        let cut = dir.join("tshark-cut.pcap");
+        let cut_size = cut_capture(&cap, &cut, cut_mb << 20);
+        let t2 = Instant::now();
+        let ts = Command::new("tshark")
+            .args(["-n", "-r"])
+            .arg(&cut)
+            .args(["-d", "tcp.port==1863,msnms", "-Y", "msnms", "-V"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+        let tsecs = t2.elapsed().as_secs_f64();
+        match ts {
+            Ok(st) if st.success() => {
+                let t_rate = cut_size as f64 / 1e6 / tsecs;
+                let m_rate = size as f64 / 1e6 / secs;
+                println!(
+                    "tshark -Y msnms -V on the first {:.1} MB: {:.2} s, {:.2} MB/s; msntap read --json is {:.0}x tshark",
+                    cut_size as f64 / 1e6,
+                    tsecs,
+                    t_rate,
+                    m_rate / t_rate
+                );
+            }
+            other => println!("tshark failed on the cut capture: {other:?}"),
+        }
+    } else {
+        println!("tshark not installed: no comparison (apt-get install tshark)");
+    }
     if std::env::var_os("MSNTAP_BENCH_KEEP").is_some() {
         println!("kept {}", cap.display());
     } else {
         std::fs::remove_dir_all(&dir).ok();
     }
+}
+
+/// The first packets of a classic pcap, up to `max` bytes: the global header copied, then
+/// whole records (16-byte record header plus captured length). Returns the bytes written.
+fn cut_capture(src: &std::path::Path, dst: &std::path::Path, max: u64) -> u64 {
+    let data = std::fs::read(src).expect("read the bench capture");
+    let mut end = 24usize;
+    while end + 16 <= data.len() && (end as u64) < max {
+        let incl =
+            u32::from_le_bytes(data[end + 8..end + 12].try_into().expect("4 bytes")) as usize;
+        if end + 16 + incl > data.len() {
+            break;
+        }
+        end += 16 + incl;
+    }
+    std::fs::write(dst, &data[..end]).expect("write the cut capture");
+    end as u64
 }

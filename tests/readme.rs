@@ -133,6 +133,17 @@ fn every_readme_example_runs_and_prints_what_it_shows() {
             eprintln!("SKIP: README line {}: `{c}` needs a live server", ex.line);
             continue;
         }
+        if c.starts_with("msntap view") {
+            // The view serves until Ctrl-C: it is started on a free port (so parallel runs
+            // do not collide on 8863), must announce its URL and read the whole input,
+            // then is stopped.
+            let line = c.split('#').next().unwrap_or("").trim().to_string();
+            match serve_view(&format!("{line} --listen 127.0.0.1:0"), &dir, &home, &path) {
+                Ok(()) => ran += 1,
+                Err(e) => failures.push(format!("line {}: `{c}`: {e}", ex.line)),
+            }
+            continue;
+        }
         let progs: Vec<&str> = c
             .split('|')
             .filter_map(|p| p.split_whitespace().next())
@@ -200,4 +211,52 @@ fn the_matcher_fails_on_what_is_not_there() {
     );
     assert_eq!(missing(&shown(&["x 3"]), out), Some("x 3".into()));
     assert_eq!(missing(&shown(&["2 x ..."]), out), Some("2 x ...".into()));
+}
+
+/// Runs a `msntap view` command until it has said where it listens and that it read its
+/// input (at most 60 s), then kills it.
+fn serve_view(cmd: &str, dir: &Path, home: &Path, path: &std::ffi::OsStr) -> Result<(), String> {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(format!("exec {cmd} 2>&1"))
+        .current_dir(dir)
+        .env("HOME", home)
+        .env("PATH", path)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot start: {e}"))?;
+    let stdout = child.stdout.take().ok_or("no stdout")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let (mut url, mut read) = (false, false);
+    let mut seen = Vec::new();
+    while !(url && read) {
+        let left = end.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(l) => {
+                url |= l.contains("view of ") && l.contains("http://127.0.0.1:");
+                read |= l.contains("read ") && l.contains(" events in ");
+                seen.push(l);
+            }
+            Err(_) => break,
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    if url && read {
+        Ok(())
+    } else {
+        Err(format!(
+            "did not announce its URL and read its input within 60 s; it printed:\n{}",
+            seen.join("\n")
+        ))
+    }
 }
