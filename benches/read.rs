@@ -129,7 +129,7 @@ fn main() {
         let ts = Command::new("tshark")
             .args(["-n", "-r"])
             .arg(&cut)
-            .args(["-d", "tcp.port==1863,msnms", "-Y", "msnms", "-V"])
+            .args(["-d", "tcp.port==1863,msnms", "-Y", "msnms", "-T", "json"])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .status();
@@ -139,7 +139,7 @@ fn main() {
                 let t_rate = cut_size as f64 / 1e6 / tsecs;
                 let m_rate = size as f64 / 1e6 / secs;
                 println!(
-                    "tshark -Y msnms -V on the first {:.1} MB: {:.2} s, {:.2} MB/s; msntap read --json is {:.0}x tshark",
+                    "tshark -Y msnms -T json on the first {:.1} MB: {:.2} s, {:.2} MB/s; msntap read --json is {:.0}x tshark",
                     cut_size as f64 / 1e6,
                     tsecs,
                     t_rate,
