@@ -4,6 +4,7 @@
 //! Files are streamed through a bounded buffer, never read whole.
 
 pub mod decode;
+pub mod httpconn;
 pub mod packet;
 pub mod reasm;
 pub mod synth;
@@ -284,7 +285,7 @@ fn read_core<R: Read>(
 ) -> (ReadStats, Result<(), CaptureError>) {
     let watch = observer.is_some();
     let mut flows = Tracker::new(tables.clone(), opts.flows.clone(), opts.first_conn.max(1));
-    let mut dec = decode::Decoder::new(tables);
+    let mut dec = decode::Decoder::new(tables, flows.ids());
     let mut stats = ReadStats::default();
     let result = frames_core(
         name,
@@ -304,6 +305,7 @@ fn read_core<R: Read>(
     );
     // Whatever happened, decode what is buffered and close every connection.
     flows.finish(&mut |e| dec.on(e, sink));
+    dec.finish(sink);
     let closed = match dec.take_error() {
         Some(e) => Err(CaptureError::Output(e)),
         None => Ok(()),
@@ -1000,7 +1002,7 @@ mod tests {
     fn closed_connections_are_released() {
         let tables = tables();
         let mut ft = Tracker::new(tables.clone(), FlowOptions::default(), 1);
-        let mut dec = decode::Decoder::new(tables);
+        let mut dec = decode::Decoder::new(tables, ft.ids());
         let mut n = 0u64;
         for i in 0..2000u16 {
             let mut w = Vec::new();

@@ -15,9 +15,11 @@ use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::event::{Dir, Service, Ts};
+use crate::http::detect::{self, Detection, MsnHttp};
 use crate::protocol::Tables;
 
 use super::packet::{self, Defrag, Tcp};
@@ -26,6 +28,25 @@ use super::reasm::{Delivery, Early, HalfStream};
 /// Id of a connection the tracker opened as MSNP: numbered from
 /// [`FlowOptions::first_id`](FlowOptions) in the order they were opened.
 pub type FlowId = u64;
+
+/// The run's connection numbers, shared by the tracker (TCP connections) and the decoder
+/// (HTTP gateway sessions, which are connections of their own): one sequence, no clashes.
+#[derive(Debug, Clone)]
+pub struct ConnIds(Arc<AtomicU64>);
+
+impl ConnIds {
+    pub fn new(first: FlowId) -> ConnIds {
+        ConnIds(Arc::new(AtomicU64::new(first)))
+    }
+    /// Hands out the next id.
+    pub fn next(&self) -> FlowId {
+        self.0.fetch_add(1, Ordering::Relaxed)
+    }
+    /// The id the next call to [`ConnIds::next`] returns.
+    pub fn peek(&self) -> FlowId {
+        self.0.load(Ordering::Relaxed)
+    }
+}
 
 /// Limits and choices of the tracker.
 #[derive(Debug, Clone)]
@@ -83,6 +104,8 @@ impl Default for FlowOptions {
 pub struct FlowStats {
     pub tcp_segments: u64,
     pub msnp_connections: u64,
+    /// Connections opened as MSN HTTP ([`OpenReason::Http`]).
+    pub http_connections: u64,
     pub other_connections: u64,
     pub evicted: u64,
     /// Times a connection gave up waiting for missing bytes because of the budget.
@@ -103,6 +126,9 @@ pub enum OpenReason {
     },
     /// An MSNP command line was found in its first bytes.
     Content,
+    /// Its first bytes are MSN's HTTP side (gateway, Passport, SSO, SOAP), on any port:
+    /// its stream events carry HTTP, not MSNP.
+    Http(MsnHttp),
 }
 
 /// How a connection ended.
@@ -339,7 +365,7 @@ fn cost(half: &[HalfStream; 2], st: &State) -> usize {
 struct Ctx<'t> {
     tables: &'t Tables,
     detect_window: usize,
-    next_id: &'t mut FlowId,
+    ids: &'t ConnIds,
     stats: &'t mut FlowStats,
     out: &'t mut dyn FnMut(StreamEvent<'_>),
 }
@@ -363,7 +389,7 @@ pub struct Tracker {
     /// Server addresses handed out by referrals.
     learned: HashMap<SocketAddr, (Service, Option<u8>), Hasher_>,
     defrag: Defrag,
-    next_id: FlowId,
+    ids: ConnIds,
     /// Packets seen (the reorder window's clock).
     packets: u64,
     last_ts: Ts,
@@ -392,7 +418,7 @@ impl Tracker {
             dead_order: VecDeque::new(),
             learned: HashMap::default(),
             defrag: Defrag::default(),
-            next_id: first_id,
+            ids: ConnIds::new(first_id),
             packets: 0,
             last_ts: Ts(0),
             held: 0,
@@ -409,7 +435,7 @@ impl Tracker {
     }
     /// The id the next MSNP connection will get.
     pub fn next_id(&self) -> FlowId {
-        self.next_id
+        self.ids.peek()
     }
     /// Connections currently tracked.
     pub fn tracked(&self) -> usize {
@@ -418,6 +444,11 @@ impl Tracker {
     /// Bytes held by all connections (what the budget limits).
     pub fn held(&self) -> usize {
         self.held
+    }
+    /// The connection numbering, to hand out ids for connections that are not TCP
+    /// connections (gateway sessions) from the same sequence.
+    pub fn ids(&self) -> ConnIds {
+        self.ids.clone()
     }
     /// IP datagrams given up or still incomplete.
     pub fn fragments_dropped(&self) -> u64 {
@@ -567,7 +598,7 @@ impl Tracker {
         let mut cx = Ctx {
             tables: &self.tables,
             detect_window: self.opts.detect_window,
-            next_id: &mut self.next_id,
+            ids: &self.ids,
             stats: &mut self.stats,
             out: &mut *out,
         };
@@ -652,7 +683,7 @@ impl Tracker {
         let mut cx = Ctx {
             tables: &self.tables,
             detect_window: self.opts.detect_window,
-            next_id: &mut self.next_id,
+            ids: &self.ids,
             stats: &mut self.stats,
             out: &mut *out,
         };
@@ -825,7 +856,7 @@ impl Tracker {
         let mut cx = Ctx {
             tables: &self.tables,
             detect_window: usize::MAX,
-            next_id: &mut self.next_id,
+            ids: &self.ids,
             stats: &mut self.stats,
             out: &mut *out,
         };
@@ -887,7 +918,7 @@ impl Tracker {
             let mut cx = Ctx {
                 tables: &self.tables,
                 detect_window: self.opts.detect_window,
-                next_id: &mut self.next_id,
+                ids: &self.ids,
                 stats: &mut self.stats,
                 out: &mut *out,
             };
@@ -1054,6 +1085,50 @@ fn plausible_line(b: &[u8], tables: &Tables) -> Option<bool> {
     }
 }
 
+enum Probe {
+    Http(MsnHttp),
+    /// It may be HTTP: hold the bytes (bounded by the detection window).
+    Wait,
+    No,
+}
+
+/// Is a connection MSN's HTTP side, from the first bytes of both directions?
+fn http_probe(st: &State, window: usize) -> Probe {
+    let (
+        Start::Seeking {
+            pre: c,
+            skipped: 0,
+        },
+        Start::Seeking {
+            pre: s,
+            skipped: 0,
+        },
+    ) = (&st.start[0], &st.start[1])
+    else {
+        return Probe::No;
+    };
+    if st.anywhere[0] || st.anywhere[1] {
+        return Probe::No;
+    }
+    if c.is_empty() {
+        // HTTP's client speaks first; an answer seen before its request (reordering)
+        // waits for it, anything else is for the MSNP search to judge as before.
+        return if s.starts_with(b"HTTP/") && s.len() <= window {
+            Probe::Wait
+        } else {
+            Probe::No
+        };
+    }
+    match detect::detect(c, s) {
+        Detection::Http(Some(kind)) => Probe::Http(kind),
+        Detection::NotHttp => Probe::No,
+        // A request head not complete yet, or one that says little with no answer yet.
+        Detection::NeedMore if c.len() <= window => Probe::Wait,
+        Detection::Http(None) if s.is_empty() && c.len() <= window => Probe::Wait,
+        Detection::NeedMore | Detection::Http(None) => Probe::No,
+    }
+}
+
 enum Found {
     At(usize),
     /// Not yet; bytes before this index can be dropped.
@@ -1084,8 +1159,7 @@ impl Ctx<'_> {
         if st.id.is_some() {
             return;
         }
-        let id = *self.next_id;
-        *self.next_id += 1;
+        let id = self.ids.next();
         self.stats.msnp_connections += 1;
         st.id = Some(id);
         (self.out)(StreamEvent::Open {
@@ -1142,10 +1216,47 @@ impl Ctx<'_> {
         }
     }
 
+    /// The connection is MSN HTTP: number it, say so, and hand over what both directions
+    /// held from their first byte.
+    fn open_http(&mut self, st: &mut State, ts: Ts, kind: MsnHttp) {
+        let id = self.ids.next();
+        self.stats.http_connections += 1;
+        st.id = Some(id);
+        (self.out)(StreamEvent::Open {
+            flow: id,
+            client: st.client,
+            server: st.server,
+            ts: st.first_ts,
+            why: OpenReason::Http(kind),
+        });
+        for dir in [Dir::C2s, Dir::S2c] {
+            let held = std::mem::replace(&mut st.start[dir.index()], Start::Live);
+            if let Start::Seeking { pre, .. } = held {
+                if !pre.is_empty() {
+                    (self.out)(StreamEvent::Data {
+                        flow: id,
+                        dir,
+                        ts,
+                        bytes: &pre,
+                    });
+                }
+            }
+        }
+    }
+
     /// Looks for the first command line in the held bytes of a seeking direction.
     /// `replay`: called right after the connection was opened, for bytes held before.
     fn seek(&mut self, st: &mut State, dir: Dir, ts: Ts, replay: bool) {
         let d = dir.index();
+        // Only a connection nothing is known about yet, seen from its start, may be HTTP:
+        // connections on MSNP ports or learned addresses never pay for this.
+        if st.id.is_none() && st.expected.is_none() && !replay {
+            match http_probe(st, self.detect_window) {
+                Probe::Http(kind) => return self.open_http(st, ts, kind),
+                Probe::Wait => return,
+                Probe::No => {}
+            }
+        }
         loop {
             let Start::Seeking { pre, skipped } = &mut st.start[d] else {
                 return;

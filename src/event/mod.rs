@@ -6,6 +6,7 @@
 
 pub mod annotations;
 pub mod filter;
+pub mod http;
 pub mod jsonl;
 pub mod pretty;
 pub mod ts;
@@ -775,6 +776,10 @@ pub enum EventKind<'a> {
     Note(Message<'a>),
     Error(Message<'a>),
     Dropped(Dropped),
+    /// An HTTP request, response or problem (MSN's HTTP side).
+    Http(Box<http::Http>),
+    /// A step of an HTTP gateway session.
+    Gateway(Box<http::Gateway>),
 }
 
 impl EventKind<'_> {
@@ -789,6 +794,8 @@ impl EventKind<'_> {
             EventKind::Note(_) => "note",
             EventKind::Error(_) => "error",
             EventKind::Dropped(_) => "dropped",
+            EventKind::Http(_) => "http",
+            EventKind::Gateway(_) => "gateway",
         }
     }
 
@@ -827,6 +834,8 @@ impl EventKind<'_> {
                 message: owned(m.message),
             }),
             EventKind::Dropped(d) => EventKind::Dropped(d),
+            EventKind::Http(h) => EventKind::Http(h),
+            EventKind::Gateway(g) => EventKind::Gateway(g),
         }
     }
 }
@@ -836,6 +845,7 @@ impl Redact for EventKind<'_> {
         match self {
             EventKind::Command(c) => c.redact(),
             EventKind::Desync(d) => d.redact(),
+            EventKind::Http(h) => h.redact(),
             _ => false,
         }
     }
@@ -877,6 +887,9 @@ pub struct Event<'a> {
     pub version: Option<Version>,
     #[serde(flatten)]
     pub kind: EventKind<'a>,
+    /// The HTTP gateway session an MSNP event's bytes came through (None over TCP).
+    #[serde(default)]
+    pub via: Option<Box<http::Via>>,
 }
 
 impl Serialize for Event<'_> {
@@ -903,6 +916,11 @@ impl Serialize for Event<'_> {
             EventKind::Redirect(x) => x.serialize(Inline(&mut st))?,
             EventKind::Note(x) | EventKind::Error(x) => x.serialize(Inline(&mut st))?,
             EventKind::Dropped(x) => x.serialize(Inline(&mut st))?,
+            EventKind::Http(x) => x.serialize(Inline(&mut st))?,
+            EventKind::Gateway(x) => x.serialize(Inline(&mut st))?,
+        }
+        if let Some(v) = &self.via {
+            st.serialize_field("via", v)?;
         }
         st.end()
     }
@@ -925,6 +943,7 @@ impl<'a> Event<'a> {
             service,
             version: version.map(Version),
             kind,
+            via: None,
         }
     }
     pub fn type_name(&self) -> &'static str {
@@ -951,6 +970,7 @@ impl<'a> Event<'a> {
             service: self.service,
             version: self.version,
             kind: self.kind.into_owned(),
+            via: self.via,
         }
     }
 

@@ -122,6 +122,8 @@ pub fn describe_other(kind: &EventKind<'_>) -> Option<String> {
             "dropped {} events ({} bytes) between {} and {}: the output fell behind",
             d.events, d.bytes, d.since, d.until
         ),
+        EventKind::Http(h) => one_line(&h.describe(), 400),
+        EventKind::Gateway(g) => one_line(&g.describe(), 300),
     })
 }
 
