@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use md5::{Digest, Md5};
 
-use crate::event::annotations::{Auth, Challenge, PasswordCheck, SsoResponse};
+use crate::event::annotations::{Auth, Challenge, Check, PasswordCheck, SsoResponse};
 use crate::event::{Command, Dir, Event, EventKind};
 use crate::payload::{unb64, KvMap};
 use crate::protocol::tables::{ChallengeKey, Tables};
@@ -139,6 +139,17 @@ pub fn check_challenge(
 struct ConnAuth {
     salt: Option<String>,
     challenge: Option<String>,
+    /// The nonce of the server's `USR t SSO S <policy> <nonce>`.
+    nonce: Option<String>,
+}
+
+/// Most BinarySecrets remembered (the oldest go first): one per login of the run.
+const MAX_PROOF_KEYS: usize = 256;
+
+/// A `messengerclear.live.com` token of an RST response: its ticket and proof key.
+struct ProofKey {
+    ticket: Option<String>,
+    binary_secret: String,
 }
 
 /// Annotates login and challenge events of every connection it sees.
@@ -146,6 +157,8 @@ pub struct AuthAnnotator {
     keys: Vec<ChallengeKey>,
     passwords: Vec<String>,
     conns: HashMap<u64, ConnAuth>,
+    /// BinarySecrets seen in RST responses over HTTP, for the SSO check.
+    proof_keys: std::collections::VecDeque<ProofKey>,
 }
 
 /// `ct=1,rver=1,...` or `t=...&p=...` into its pairs.
@@ -167,6 +180,31 @@ impl AuthAnnotator {
             keys: tables.challenge_keys.clone(),
             passwords,
             conns: HashMap::new(),
+            proof_keys: Default::default(),
+        }
+    }
+
+    /// Remembers the proof keys of an RST response (before redaction hides them).
+    fn learn_proof_keys(&mut self, h: &crate::event::http::Http) {
+        let Some(crate::http::soap::SoapBody::RstResponse(r)) = h.soap.as_ref().map(|m| &m.body)
+        else {
+            return;
+        };
+        for t in &r.tokens {
+            let Some(b) = t.binary_secret.as_ref().filter(|b| !b.is_redacted()) else {
+                continue;
+            };
+            if self.proof_keys.len() >= MAX_PROOF_KEYS {
+                self.proof_keys.pop_front();
+            }
+            self.proof_keys.push_back(ProofKey {
+                ticket: t
+                    .ticket
+                    .as_ref()
+                    .filter(|x| !x.is_redacted())
+                    .map(|x| x.expose().to_string()),
+                binary_secret: b.expose().to_string(),
+            });
         }
     }
 
@@ -179,6 +217,10 @@ impl AuthAnnotator {
         let (conn, dir, version) = (ev.conn, ev.dir, ev.version.map(|v| v.0));
         if matches!(ev.kind, EventKind::Close(_)) {
             self.close(conn);
+            return;
+        }
+        if let EventKind::Http(h) = &ev.kind {
+            self.learn_proof_keys(h);
             return;
         }
         let EventKind::Command(c) = &mut ev.kind else {
@@ -212,7 +254,10 @@ impl AuthAnnotator {
             }
             (Some(d), "USR") => {
                 let st = self.conns.entry(conn).or_default();
-                if let Some(v) = usr_annotation(d, c, st, &self.passwords) {
+                if let Some(mut v) = usr_annotation(d, c, st, &self.passwords) {
+                    if v.stage == "ticket and response" {
+                        v.sso_check = Some(sso_check(c, st, &self.proof_keys));
+                    }
                     c.annotations.auth = Some(Box::new(v));
                 }
             }
@@ -293,6 +338,7 @@ fn usr_annotation(
         (Dir::S2c, "SSO", "S") => {
             let mut v = auth("SSO", "nonce");
             v.policy = owned(c.arg(3));
+            st.nonce = c.arg(4).map(str::to_string);
             Some(v)
         }
         (Dir::C2s, "SSO", "S") => {
@@ -314,6 +360,82 @@ fn usr_annotation(
             ..Auth::default()
         }),
         _ => None,
+    }
+}
+
+/// The part of a ticket that names it (`t=...`, without `&p=...`).
+fn ticket_id(t: &str) -> &str {
+    t.split('&').next().unwrap_or(t).trim()
+}
+
+/// The client's `USR t SSO S <ticket> <response>` checked against the BinarySecret the
+/// run saw issued with that ticket (or, failing a ticket match, any it saw).
+fn sso_check(
+    c: &Command<'_>,
+    st: &ConnAuth,
+    keys: &std::collections::VecDeque<ProofKey>,
+) -> Check<'static> {
+    let note = |n: &'static str| Check {
+        valid: None,
+        note: Some(Cow::Borrowed(n)),
+    };
+    let Some(response) = c.arg(4).filter(|r| !r.starts_with('{')) else {
+        return note("no response blob sent (a client without the SSO computation)");
+    };
+    let Some(nonce) = &st.nonce else {
+        return note("the nonce (USR SSO S from the server) was not seen on this connection");
+    };
+    if keys.is_empty() {
+        return note(
+            "no BinarySecret seen in this run (the RST/RST2 answer must be in the input)",
+        );
+    }
+    let ticket = c.arg(3).map(ticket_id);
+    let matching: Vec<&ProofKey> = keys
+        .iter()
+        .rev()
+        .filter(|k| {
+            ticket.is_some_and(|t| k.ticket.as_deref().map(ticket_id) == Some(t))
+        })
+        .collect();
+    if let Some(k) = matching.first() {
+        return match crate::http::sso::verify(&k.binary_secret, nonce, response) {
+            crate::http::sso::Verdict::Valid => Check {
+                valid: Some(true),
+                note: Some(Cow::Borrowed(
+                    "matches the BinarySecret issued with this ticket",
+                )),
+            },
+            crate::http::sso::Verdict::Invalid(why) => Check {
+                valid: Some(false),
+                note: Some(Cow::Owned(format!(
+                    "{why} (BinarySecret issued with this ticket)"
+                ))),
+            },
+        };
+    }
+    // No token with this ticket: the answer is valid if any proof key seen produces it.
+    let mut last = None;
+    for k in keys.iter().rev() {
+        match crate::http::sso::verify(&k.binary_secret, nonce, response) {
+            crate::http::sso::Verdict::Valid => {
+                return Check {
+                    valid: Some(true),
+                    note: Some(Cow::Borrowed(
+                        "matches a BinarySecret seen in this run (its ticket was not)",
+                    )),
+                }
+            }
+            crate::http::sso::Verdict::Invalid(why) => last = Some(why),
+        }
+    }
+    Check {
+        valid: Some(false),
+        note: Some(Cow::Owned(format!(
+            "no BinarySecret seen in this run produces it ({} checked; last: {})",
+            keys.len(),
+            last.map_or_else(String::new, |w| w.to_string())
+        ))),
     }
 }
 

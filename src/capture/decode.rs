@@ -252,6 +252,9 @@ impl Decoder {
     /// Tells the tracker about server addresses the events just decoded handed out.
     pub fn learn(&mut self, tracker: &mut Tracker) {
         for (a, svc, v) in self.learned.drain(..) {
+            if svc == Service::Sb {
+                self.http.referral(&a.to_string(), v);
+            }
             tracker.expect(a, svc, v);
         }
     }

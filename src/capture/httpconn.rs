@@ -51,7 +51,13 @@ pub struct HttpSide {
     sessions: HashMap<u64, GwSession>,
     items: Vec<HttpItem>,
     gitems: Vec<GatewayItem>,
+    /// Switchboard addresses handed out by XFR/RNG, with the referrer's version: a
+    /// switchboard opened through the gateway speaks it from its first line (as over TCP).
+    referrals: HashMap<String, Option<u8>>,
 }
+
+/// Most referrals remembered.
+const MAX_REFERRALS: usize = 4096;
 
 impl HttpSide {
     pub fn new(tables: Arc<Tables>, ids: ConnIds) -> HttpSide {
@@ -63,7 +69,16 @@ impl HttpSide {
             sessions: HashMap::new(),
             items: Vec::new(),
             gitems: Vec::new(),
+            referrals: HashMap::new(),
         }
+    }
+
+    /// A switchboard address (`host:port`) was handed out by a connection of `version`.
+    pub fn referral(&mut self, addr: &str, version: Option<u8>) {
+        if self.referrals.len() >= MAX_REFERRALS && !self.referrals.contains_key(addr) {
+            self.referrals.clear();
+        }
+        self.referrals.insert(addr.to_string(), version);
     }
 
     pub fn set_ids(&mut self, ids: ConnIds) {
@@ -241,14 +256,15 @@ impl HttpSide {
                     GatewayService::Sb => Some(Service::Sb),
                     GatewayService::Other(_) => None,
                 };
-                let session = Session::new(
-                    self.tables.clone(),
-                    conn,
-                    SessionHint {
-                        service,
-                        version: None,
-                    },
-                );
+                let version = match service {
+                    Some(Service::Sb) => o
+                        .server
+                        .as_deref()
+                        .and_then(|a| self.referrals.get(a).copied())
+                        .flatten(),
+                    _ => None,
+                };
+                let session = Session::new(self.tables.clone(), conn, SessionHint { service, version });
                 let via = Via {
                     gateway_session: o.session,
                     gateway_id: o.gateway_id.clone(),
@@ -520,6 +536,13 @@ fn request_event(r: &Request) -> Http {
         Some(Err(e)) => h.soap_error = Some(e.to_string()),
         None => {}
     }
+    // A login found by its Passport headers, or SOAP of a known service, is MSN's on
+    // whatever path the server chose (DALogin names it).
+    h.known_endpoint |= h.passport.is_some()
+        || h
+            .soap
+            .as_ref()
+            .is_some_and(|m| m.service != soap::SoapService::Other);
     h
 }
 

@@ -438,7 +438,11 @@ impl<W: Write> Sink for PrettySink<W> {
                         | EventKind::Error(_)
                         | EventKind::Gap(_)
                         | EventKind::Dropped(_)
-                ) || matches!(other, EventKind::Redirect(r) if r.rewritten.is_none());
+                ) || matches!(other, EventKind::Redirect(r) if r.rewritten.is_none())
+                    || matches!(other, EventKind::Http(h) if h.problem.is_some()
+                        || h.soap.as_ref().is_some_and(|m| m.fault().is_some()))
+                    || matches!(other, EventKind::Gateway(g)
+                        if g.step == crate::event::http::GatewayStep::Error);
                 let d = ev
                     .dir
                     .map(|d| format!("{} ", d.as_str()))
