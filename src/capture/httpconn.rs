@@ -308,6 +308,7 @@ impl HttpSide {
                 let mut ev = s
                     .session
                     .event(o.ts, None, EventKind::Gateway(Box::new(step)));
+                ev.via = Some(Box::new(s.via.clone()));
                 out(&mut ev);
                 self.sessions.insert(o.session, s);
             }
