@@ -185,7 +185,9 @@ fn gateway_sessions_decode_to_the_same_commands_as_tcp() {
     }
     // And the gateway NS session is that of alice, over the gateway only.
     let ns = &g[&opened[0].0].1;
-    assert!(ns[0].iter().any(|(c, a)| c == "USR" && a.contains(&"alice@example.com".to_string())));
+    assert!(ns[0]
+        .iter()
+        .any(|(c, a)| c == "USR" && a.contains(&"alice@example.com".to_string())));
 }
 
 fn sso_checks(json: &str) -> Vec<Option<bool>> {
@@ -217,7 +219,10 @@ fn real_client_sso_response_is_valid_and_a_changed_byte_invalid() {
     let line_end = at + bytes[at..].iter().position(|&b| b == b'\r').expect("CRLF");
     let line = String::from_utf8_lossy(&bytes[at..line_end]).into_owned();
     let blob = line.split(' ').nth(5).expect("blob");
-    assert!(blob.starts_with("HAAAAAEAAAADZgAABIAAAAgAAAAUAAAASAAAA"), "{blob}");
+    assert!(
+        blob.starts_with("HAAAAAEAAAADZgAABIAAAAgAAAAUAAAASAAAA"),
+        "{blob}"
+    );
     // A character in the hash part, well past the 28-byte header.
     let off = at + line.find(blob).unwrap() + 60;
     bytes[off] = if bytes[off] == b'A' { b'B' } else { b'A' };
@@ -268,7 +273,9 @@ fn report_lists_endpoints_soap_actions_and_faults() {
     let dir = tmpdir("report");
     let j = dir.join("e.jsonl");
     let (json, _, _) = msntap(&["read", cap.to_str().unwrap(), "--json", "-"]);
-    let odd = json.replace("\"/RST2.srf\"", "\"/etc/debug\"").replace("/RST2.srf", "/etc/debug");
+    let odd = json
+        .replace("\"/RST2.srf\"", "\"/etc/debug\"")
+        .replace("/RST2.srf", "/etc/debug");
     let odd: String = odd
         .lines()
         .map(|l| l.replace("\"known_endpoint\":true,", ""))
@@ -299,7 +306,8 @@ fn http_events_read_back_from_json_lines() {
                 let mut line = Vec::new();
                 msntap::event::jsonl::render(&mut line, &e);
                 let text = String::from_utf8(line).expect("utf-8");
-                let back = Event::from_json(text.trim_end()).unwrap_or_else(|x| panic!("{x}: {text}"));
+                let back =
+                    Event::from_json(text.trim_end()).unwrap_or_else(|x| panic!("{x}: {text}"));
                 let http_side =
                     matches!(e.kind, EventKind::Http(_) | EventKind::Gateway(_)) || e.via.is_some();
                 if http_side {
@@ -364,7 +372,11 @@ fn passport_capture_shows_logins_with_password_and_ticket_redacted() {
     let (clear_json, err, ok) = msntap(&["read", c, "--json", "-", "--no-redact"]);
     assert!(ok, "{err}");
     let (tickets, nexus, logins) = passport_secrets(&clear_json);
-    assert_eq!((nexus, logins), (2, 2), "nexus and login exchanges as events");
+    assert_eq!(
+        (nexus, logins),
+        (2, 2),
+        "nexus and login exchanges as events"
+    );
     assert!(tickets.iter().all(|t| t.len() >= 8), "{tickets:?}");
     let mut secrets: Vec<String> = tickets.clone();
     secrets.push("password1".into());
@@ -389,10 +401,19 @@ fn passport_capture_shows_logins_with_password_and_ticket_redacted() {
             assert!(!text.contains(s.as_str()), "{what} shows the secret {s}");
         }
     }
-    assert!(log.contains("passport: nexus, DALogin=http://127.0.0.1:8081/login"), "{log}");
-    assert!(log.contains("Passport1.4 login sign-in=alice@example.com pwd=<redacted>"), "{log}");
+    assert!(
+        log.contains("passport: nexus, DALogin=http://127.0.0.1:8081/login"),
+        "{log}"
+    );
+    assert!(
+        log.contains("Passport1.4 login sign-in=alice@example.com pwd=<redacted>"),
+        "{log}"
+    );
     assert!(log.contains("-> success, ticket <redacted>"), "{log}");
-    assert!(report.contains("GET /rdr/pprdr.asp: 2 times, passport"), "{report}");
+    assert!(
+        report.contains("GET /rdr/pprdr.asp: 2 times, passport"),
+        "{report}"
+    );
 
     // With --no-redact the log and the JSON show them. (The report lists endpoints and
     // counts, and example lines only of oddities: this capture gives it none that holds a
@@ -400,7 +421,10 @@ fn passport_capture_shows_logins_with_password_and_ticket_redacted() {
     let (log, _, _) = msntap(&["read", c, "--no-redact"]);
     for s in &secrets {
         assert!(log.contains(s.as_str()), "log hides {s} with --no-redact");
-        assert!(clear_json.contains(s.as_str()), "JSON hides {s} with --no-redact");
+        assert!(
+            clear_json.contains(s.as_str()),
+            "JSON hides {s} with --no-redact"
+        );
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

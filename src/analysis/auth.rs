@@ -386,17 +386,13 @@ fn sso_check(
         return note("the nonce (USR SSO S from the server) was not seen on this connection");
     };
     if keys.is_empty() {
-        return note(
-            "no BinarySecret seen in this run (the RST/RST2 answer must be in the input)",
-        );
+        return note("no BinarySecret seen in this run (the RST/RST2 answer must be in the input)");
     }
     let ticket = c.arg(3).map(ticket_id);
     let matching: Vec<&ProofKey> = keys
         .iter()
         .rev()
-        .filter(|k| {
-            ticket.is_some_and(|t| k.ticket.as_deref().map(ticket_id) == Some(t))
-        })
+        .filter(|k| ticket.is_some_and(|t| k.ticket.as_deref().map(ticket_id) == Some(t)))
         .collect();
     if let Some(k) = matching.first() {
         return match crate::http::sso::verify(&k.binary_secret, nonce, response) {

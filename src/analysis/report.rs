@@ -501,7 +501,11 @@ impl Report {
             }
         );
         for (k, e) in &self.http_endpoints {
-            let st: Vec<String> = e.statuses.iter().map(|(c, n)| format!("{c} x{n}")).collect();
+            let st: Vec<String> = e
+                .statuses
+                .iter()
+                .map(|(c, n)| format!("{c} x{n}"))
+                .collect();
             let _ = writeln!(
                 s,
                 "  {k}: {} times, {}{}{}",
@@ -536,7 +540,11 @@ impl Report {
                 s,
                 "  {k}: {} times{}",
                 a.count,
-                if a.typed { "" } else { "  [unknown action: fields not read]" }
+                if a.typed {
+                    ""
+                } else {
+                    "  [unknown action: fields not read]"
+                }
             );
         }
         vocab(&mut s, "SOAP faults", &self.soap_faults);

@@ -157,10 +157,16 @@ impl HttpSide {
         c.stream.finish(ts, &mut self.items);
         self.drain(flow, out);
         self.conns.remove(&flow);
-        self.gateway
-            .connection_closed(flow, ts, &mut self.gitems);
+        self.gateway.connection_closed(flow, ts, &mut self.gitems);
         self.gateway_items(out);
-        let mut ev = Event::new(ts, flow, None, Service::Unknown, None, EventKind::Close(close));
+        let mut ev = Event::new(
+            ts,
+            flow,
+            None,
+            Service::Unknown,
+            None,
+            EventKind::Close(close),
+        );
         out(&mut ev);
     }
 
@@ -187,10 +193,7 @@ impl HttpSide {
                 }
                 HttpItem::Response(r) => {
                     let req = self.conns.get_mut(&flow).and_then(|c| {
-                        let i = c
-                            .heads
-                            .iter()
-                            .position(|q| Some(q.seq) == r.request_seq)?;
+                        let i = c.heads.iter().position(|q| Some(q.seq) == r.request_seq)?;
                         if r.interim {
                             c.heads.get(i).cloned()
                         } else {
@@ -264,7 +267,8 @@ impl HttpSide {
                         .flatten(),
                     _ => None,
                 };
-                let session = Session::new(self.tables.clone(), conn, SessionHint { service, version });
+                let session =
+                    Session::new(self.tables.clone(), conn, SessionHint { service, version });
                 let via = Via {
                     gateway_session: o.session,
                     gateway_id: o.gateway_id.clone(),
@@ -442,9 +446,7 @@ impl HttpSide {
                 step.tcp_conn = Some(http.conn);
                 step.request_seq = Some(http.request_seq);
                 match session {
-                    Some(sid) if self.sessions.contains_key(&sid) => {
-                        self.step(sid, ts, step, out)
-                    }
+                    Some(sid) if self.sessions.contains_key(&sid) => self.step(sid, ts, step, out),
                     _ => {
                         let mut ev = Event::new(
                             ts,
@@ -467,7 +469,8 @@ impl HttpSide {
             return;
         };
         step.session = Some(session);
-        step.gateway_id.get_or_insert_with(|| s.via.gateway_id.clone());
+        step.gateway_id
+            .get_or_insert_with(|| s.via.gateway_id.clone());
         let mut ev = s
             .session
             .event(ts, None, EventKind::Gateway(Box::new(step)));
@@ -540,8 +543,7 @@ fn request_event(r: &Request) -> Http {
     // A login found by its Passport headers, or SOAP of a known service, is MSN's on
     // whatever path the server chose (DALogin names it).
     h.known_endpoint |= h.passport.is_some()
-        || h
-            .soap
+        || h.soap
             .as_ref()
             .is_some_and(|m| m.service != soap::SoapService::Other);
     h
@@ -553,7 +555,10 @@ fn response_event(r: &Response, req: Option<&Request>) -> Http {
         request_seq: r.request_seq,
         method: r.request_method.clone(),
         target: r.request_target.clone(),
-        endpoint: r.request_target.as_deref().map(|t| target_path(t).to_string()),
+        endpoint: r
+            .request_target
+            .as_deref()
+            .map(|t| target_path(t).to_string()),
         status: Some(r.head.status),
         reason: Some(r.head.reason.clone()).filter(|s| !s.is_empty()),
         interim: r.interim,

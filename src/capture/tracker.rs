@@ -1094,16 +1094,8 @@ enum Probe {
 
 /// Is a connection MSN's HTTP side, from the first bytes of both directions?
 fn http_probe(st: &State, window: usize) -> Probe {
-    let (
-        Start::Seeking {
-            pre: c,
-            skipped: 0,
-        },
-        Start::Seeking {
-            pre: s,
-            skipped: 0,
-        },
-    ) = (&st.start[0], &st.start[1])
+    let (Start::Seeking { pre: c, skipped: 0 }, Start::Seeking { pre: s, skipped: 0 }) =
+        (&st.start[0], &st.start[1])
     else {
         return Probe::No;
     };
@@ -1334,6 +1326,91 @@ mod tests {
 
     /// LINKTYPE_RAW: frames are IP packets.
     const RAW: u16 = 101;
+
+    /// Runs one connection (handshake, the given exchanges, close) through a tracker and
+    /// returns its open reason (if it was opened) and the bytes delivered per direction.
+    fn one_flow(
+        server: &str,
+        exchanges: &[(Dir, &[u8])],
+    ) -> (Option<OpenReason>, [Vec<u8>; 2], FlowStats) {
+        let tables = Arc::new(Tables::builtin().expect("tables"));
+        let mut t = Tracker::new(tables, FlowOptions::default(), 1);
+        let mut f = TcpFlowWriter::new(
+            "10.0.0.1:40000".parse().expect("addr"),
+            server.parse().expect("addr"),
+        );
+        let mut why = None;
+        let mut got: [Vec<u8>; 2] = Default::default();
+        let mut on = |e: StreamEvent<'_>| match e {
+            StreamEvent::Open { why: w, .. } => why = Some(w),
+            StreamEvent::Data { dir, bytes, .. } => got[dir.index()].extend_from_slice(bytes),
+            _ => {}
+        };
+        let mut n = 0;
+        let mut pk: Vec<Vec<u8>> = f
+            .handshake()
+            .expect("hs")
+            .into_iter()
+            .map(|p| p.1)
+            .collect();
+        for (d, b) in exchanges {
+            pk.extend(f.data(*d, b, 7).expect("data"));
+        }
+        pk.extend(f.close(Dir::C2s).expect("close").into_iter().map(|p| p.1));
+        for p in pk {
+            n += 1;
+            t.packet(RAW, Ts(n), &p, &mut on);
+        }
+        t.finish(&mut on);
+        let stats = t.stats().clone();
+        (why, got, stats)
+    }
+
+    #[test]
+    fn msn_http_is_found_by_content_on_any_port_and_other_http_is_not() {
+        let req: &[u8] = b"POST http://gateway.messenger.hotmail.com/gateway/gateway.dll?Action=open&Server=NS&IP=messenger.hotmail.com HTTP/1.1\r\nContent-Type: application/x-msn-messenger\r\nContent-Length: 19\r\n\r\nVER 1 MSNP15 CVR0\r\n";
+        let resp: &[u8] = b"HTTP/1.1 200 OK\r\nX-MSN-Messenger: SessionID=1.2; GW-IP=10.9.9.9\r\nContent-Length: 14\r\n\r\nVER 1 MSNP15\r\n";
+        let (why, got, st) = one_flow("10.9.9.9:5555", &[(Dir::C2s, req), (Dir::S2c, resp)]);
+        assert_eq!(why, Some(OpenReason::Http(MsnHttp::Gateway)));
+        // Every byte from the first, segmented at 7 bytes: nothing skipped or held back.
+        assert_eq!(got, [req.to_vec(), resp.to_vec()]);
+        assert_eq!((st.http_connections, st.msnp_connections), (1, 0));
+
+        // A web page is HTTP, but not MSN's: ignored as before.
+        let (why, _, st) = one_flow(
+            "10.9.9.9:80",
+            &[
+                (
+                    Dir::C2s,
+                    b"GET /index.html HTTP/1.1\r\nHost: example.com\r\n\r\n",
+                ),
+                (Dir::S2c, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi"),
+            ],
+        );
+        assert_eq!(why, None);
+        assert_eq!((st.http_connections, st.other_connections), (0, 1));
+
+        // A generic first request, then the answer says gateway (X-MSN-Messenger).
+        let (why, _, _) = one_flow(
+            "10.9.9.9:8080",
+            &[
+                (Dir::C2s, b"POST /x HTTP/1.1\r\nContent-Length: 0\r\n\r\n"),
+                (Dir::S2c, resp),
+            ],
+        );
+        assert_eq!(why, Some(OpenReason::Http(MsnHttp::Gateway)));
+
+        // MSNP on an unwatched port is still found by its first command line.
+        let (why, got, _) = one_flow(
+            "10.9.9.9:7777",
+            &[
+                (Dir::C2s, b"VER 1 MSNP8 CVR0\r\n"),
+                (Dir::S2c, b"VER 1 MSNP8\r\n"),
+            ],
+        );
+        assert_eq!(why, Some(OpenReason::Content));
+        assert_eq!(got[0], b"VER 1 MSNP8 CVR0\r\n");
+    }
 
     #[test]
     fn over_budget_each_connection_gives_up_once_with_one_gap() {

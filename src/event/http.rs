@@ -211,10 +211,12 @@ fn part_name(p: MsnHttp) -> &'static str {
 
 fn passport_summary(p: &PassportExchange) -> String {
     match p {
-        PassportExchange::Nexus { urls, .. } => match urls.as_ref().and_then(|u| u.da_login.as_ref()) {
-            Some(d) => format!(": nexus, DALogin={d}"),
-            None => ": nexus".to_string(),
-        },
+        PassportExchange::Nexus { urls, .. } => {
+            match urls.as_ref().and_then(|u| u.da_login.as_ref()) {
+                Some(d) => format!(": nexus, DALogin={d}"),
+                None => ": nexus".to_string(),
+            }
+        }
         PassportExchange::Login {
             credentials,
             outcome,

@@ -14,8 +14,8 @@ pub mod stream;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
 
-pub use crate::secret::REDACTED;
 use crate::secret::Redact;
+pub use crate::secret::REDACTED;
 
 /// A secret from the wire (password, ticket, cookie, BinarySecret): the crate's one secret
 /// type, owned. Its `Debug` never shows the value; redaction goes through the crate's
