@@ -185,6 +185,8 @@ impl AuthAnnotator {
     }
 
     /// Remembers the proof keys of an RST response (before redaction hides them).
+    #[cold]
+    #[inline(never)]
     fn learn_proof_keys(&mut self, h: &crate::event::http::Http) {
         let Some(crate::http::soap::SoapBody::RstResponse(r)) = h.soap.as_ref().map(|m| &m.body)
         else {
@@ -219,12 +221,10 @@ impl AuthAnnotator {
             self.close(conn);
             return;
         }
-        if let EventKind::Http(h) = &ev.kind {
-            self.learn_proof_keys(h);
-            return;
-        }
-        let EventKind::Command(c) = &mut ev.kind else {
-            return;
+        let c = match &mut ev.kind {
+            EventKind::Command(c) => c,
+            EventKind::Http(h) => return self.learn_proof_keys(h),
+            _ => return,
         };
         match (dir, c.cmd.as_ref()) {
             (Some(Dir::S2c), "CHL") => {
@@ -461,6 +461,101 @@ fn sso_response(b: &[u8]) -> SsoResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The reference's SSO test vector (msnpiki's first test value, recomputed there
+    /// independently), fed as events: an RST answer over HTTP, then the NS exchange.
+    #[test]
+    fn sso_response_checked_against_the_binary_secret_of_the_run() {
+        use crate::event::http::{Http, HttpMessage};
+        use crate::http::soap::{IssuedToken, RstResponse, SoapBody, SoapMessage, SoapService};
+        use crate::secret::Secret;
+        const SECRET: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+        const NONCE: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+        const BLOB: &str = "HAAAAAEAAAADZgAABIAAAAgAAAAUAAAASAAAAAAAAAAAAAAA7XgT5ohvaZdoXdrWUUcMF2G8OK2JohyYcK5l5MJSitab33scxJeK/RQXcUr0L+R2ZA9CEAzn0izmUzSMp2LZdxSbHtnuxCmptgtoScHp9E26HjQVkA9YJxgK/HM=";
+        let tables = std::sync::Arc::new(Tables::builtin().expect("tables"));
+        let rst = |ticket: &str| {
+            Event::new(
+                crate::event::Ts(0),
+                9,
+                Some(Dir::S2c),
+                crate::event::Service::Unknown,
+                None,
+                EventKind::Http(Box::new(Http {
+                    message: Some(HttpMessage::Response),
+                    soap: Some(SoapMessage {
+                        service: SoapService::SecurityToken,
+                        action: None,
+                        operation: "RequestSecurityTokenResponseCollection".into(),
+                        namespace: None,
+                        auth: Default::default(),
+                        body: SoapBody::RstResponse(RstResponse {
+                            tokens: vec![IssuedToken {
+                                address: "messengerclear.live.com".into(),
+                                token_id: None,
+                                ticket: Some(Secret::new(ticket.to_string())),
+                                binary_secret: Some(Secret::new(SECRET.to_string())),
+                                created: None,
+                                expires: None,
+                            }],
+                            puid: None,
+                        }),
+                    }),
+                    ..Http::default()
+                })),
+            )
+        };
+        let run = |events_before: Vec<Event<'static>>, answer: &str| -> Option<Check<'static>> {
+            let login = format!("USR 4 SSO S t=abc {answer}\r\n");
+            let evs = crate::protocol::session::decode_all(
+                tables.clone(),
+                &[
+                    (Dir::C2s, b"VER 1 MSNP15 CVR0\r\n"),
+                    (Dir::S2c, b"VER 1 MSNP15\r\n"),
+                    (Dir::C2s, b"USR 3 SSO I a@b.c\r\n"),
+                    (
+                        Dir::S2c,
+                        format!("USR 3 SSO S MBI_KEY_OLD {NONCE}\r\n").as_bytes(),
+                    ),
+                    (Dir::C2s, login.as_bytes()),
+                ],
+            );
+            let mut a = AuthAnnotator::new(&tables, Vec::new());
+            let mut last = None;
+            for mut e in events_before.into_iter().chain(evs) {
+                a.annotate(&mut e);
+                if let Some(au) = e.command().and_then(|c| c.annotations.auth.clone()) {
+                    if au.stage == "ticket and response" {
+                        last = au.sso_check;
+                    }
+                }
+            }
+            last
+        };
+        let ok = run(vec![rst("t=abc&p=")], BLOB).expect("checked");
+        assert_eq!(ok.valid, Some(true), "{ok:?}");
+        assert!(ok.note.as_deref().unwrap_or("").contains("this ticket"));
+        // Another ticket: still found among the run's proof keys.
+        let ok = run(vec![rst("t=zzz&p=")], BLOB).expect("checked");
+        assert_eq!(ok.valid, Some(true), "{ok:?}");
+        // One character of the hash changed: invalid.
+        let mut bad = BLOB.to_string();
+        bad.replace_range(60..61, if &BLOB[60..61] == "A" { "B" } else { "A" });
+        let no = run(vec![rst("t=abc&p=")], &bad).expect("checked");
+        assert_eq!(no.valid, Some(false), "{no:?}");
+        // No RST answer seen, or one already redacted: not checked, and said why.
+        for before in [vec![], {
+            let mut e = rst("t=abc&p=");
+            crate::secret::Redact::redact(&mut e);
+            vec![e]
+        }] {
+            let n = run(before, BLOB).expect("annotated");
+            assert_eq!(n.valid, None);
+            assert!(
+                n.note.as_deref().unwrap_or("").contains("no BinarySecret"),
+                "{n:?}"
+            );
+        }
+    }
 
     #[test]
     fn msnp6_vectors_from_the_wiki() {

@@ -916,14 +916,28 @@ impl Serialize for Event<'_> {
             EventKind::Redirect(x) => x.serialize(Inline(&mut st))?,
             EventKind::Note(x) | EventKind::Error(x) => x.serialize(Inline(&mut st))?,
             EventKind::Dropped(x) => x.serialize(Inline(&mut st))?,
-            EventKind::Http(x) => x.serialize(Inline(&mut st))?,
-            EventKind::Gateway(x) => x.serialize(Inline(&mut st))?,
+            EventKind::Http(x) => inline_cold(&**x, &mut st)?,
+            EventKind::Gateway(x) => inline_cold(&**x, &mut st)?,
         }
         if let Some(v) = &self.via {
-            st.serialize_field("via", v)?;
+            via_cold(v, &mut st)?;
         }
         st.end()
     }
+}
+
+/// The HTTP side's kinds, out of line: the MSNP events that make up nearly every stream
+/// do not pay for their code in `Event::serialize`.
+#[cold]
+#[inline(never)]
+fn inline_cold<S: SerializeStruct, T: Serialize>(x: &T, st: &mut S) -> Result<(), S::Error> {
+    x.serialize(Inline(st))
+}
+
+#[cold]
+#[inline(never)]
+fn via_cold<S: SerializeStruct>(v: &http::Via, st: &mut S) -> Result<(), S::Error> {
+    st.serialize_field("via", v)
 }
 
 impl<'a> Event<'a> {
