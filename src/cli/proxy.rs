@@ -24,7 +24,7 @@ Examples:
   # Also JSON Lines, a pcapng recording and the pictures/files sent over P2P.
   msntap proxy --upstream messenger.example.org:1863 --json s.jsonl --pcap s.pcapng --extract objects/
   # An HTTP proxy for clients configured with one; the gateway goes to a local server.
-  msntap proxy --http-proxy 127.0.0.1:3128 --map '*.hotmail.com=127.0.0.1:8080' --record h.pcapng
+  msntap proxy --http-proxy 127.0.0.1:3128 --map gateway.messenger.hotmail.com=127.0.0.1:8080 --record h.pcapng
   # Transparent mode behind an iptables/nftables REDIRECT rule (see docs/proxy.md).
   msntap proxy --transparent --listen 127.0.0.1:1863
 ";

@@ -315,8 +315,8 @@ async fn handle(sh: &Arc<Shared>, sock: TcpStream, peer: SocketAddr) {
         };
         // An upstream kept from the previous request serves this one if it goes to the same
         // place and the server has not closed it meanwhile.
-        if let Some(u) = up.take() {
-            if u.key == addr && !u.eof && !closed_meanwhile(&u) {
+        if let Some(mut u) = up.take() {
+            if u.key == addr && !u.eof && !stale(sh, &mut u).await {
                 up = Some(u);
             } else {
                 retire(sh, u);
@@ -408,13 +408,31 @@ async fn handle(sh: &Arc<Shared>, sock: TcpStream, peer: SocketAddr) {
     let _ = c.wr.shutdown().await;
 }
 
-/// Has the server closed a kept connection since its last response (a stale keep-alive)?
-fn closed_meanwhile(u: &Up) -> bool {
-    let mut b = [0u8; 1];
+/// Has the server closed a kept connection since its last response (a stale keep-alive),
+/// or sent bytes nobody asked for? What it sent is recorded all the same.
+async fn stale(sh: &Shared, u: &mut Up) -> bool {
+    let mut b = [0u8; 4096];
     match u.rd.try_read(&mut b) {
-        Ok(0) => true,
-        // Bytes nobody asked for, or an error: not a connection to reuse.
-        Ok(_) => true,
+        Ok(0) => {
+            u.eof = true;
+            let fin = Rec::Fin {
+                conn: u.id,
+                dir: Dir::S2c,
+                ts: Ts::now(),
+            };
+            record(sh, fin).await;
+            true
+        }
+        Ok(n) => {
+            let data = Rec::Data {
+                conn: u.id,
+                dir: Dir::S2c,
+                ts: Ts::now(),
+                bytes: Bytes::copy_from_slice(&b[..n]),
+            };
+            record(sh, data).await;
+            true
+        }
         Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
     }
 }
@@ -820,7 +838,7 @@ async fn tunnel(sh: &Arc<Shared>, mut c: Client, authority: &str, addr: &str, vi
     sh.emit(note(
         id,
         format!(
-            "CONNECT {} via {via} closed: {sent} bytes client to server, {recv} bytes server to client, {:.3} s (client {how_c}, server {how_s})",
+            "CONNECT {} via {via} closed: {sent} bytes client to server, {recv} bytes server to client, {:.3} s (client side: {how_c}; server side: {how_s})",
             hf::short(authority),
             t0.elapsed().as_secs_f64()
         ),
@@ -857,7 +875,7 @@ async fn copy(
             total += buf.len() as u64;
             if wr.write_all(&buf).await.is_err() {
                 let _ = stop_tx.send(true);
-                return (total, "reset");
+                return (total, "stopped (the other side failed)");
             }
             buf.clear();
         }
