@@ -600,7 +600,8 @@ mod tests {
         );
         assert!(target_of(&req("GET https://x/ HTTP/1.1\r\n\r\n")).is_err());
         assert!(target_of(&req("GET / HTTP/1.1\r\n\r\n")).is_err());
-        assert!(target_of(&req("GET http://a b/ HTTP/1.1\r\n\r\n")).is_err());
+        assert!(parse_request(b"GET http://a b/ HTTP/1.1\r\n\r\n").is_err());
+        assert!(target_of(&req("GET http://a%62/ HTTP/1.1\r\n\r\n")).is_err());
         assert!(target_of(&req("CONNECT [::1]:x HTTP/1.1\r\n\r\n")).is_err());
         let t = target_of(&req("CONNECT [::1]:99 HTTP/1.1\r\n\r\n")).expect("v6");
         assert_eq!((t.host.as_str(), t.port), ("[::1]", 99));
