@@ -459,6 +459,31 @@ fn connect_tunnels_wildcard_maps_unreachable_upstreams_and_bad_requests() {
                 let (got, ()) = tokio::join!(reader, writer);
                 assert!(got == u2, "the server got {} bytes, not the client's", got.len());
             });
+            // An origin whose answers have no body although some name a length: HEAD, 204,
+            // 304; then one with a body. A proxy waiting for a body there would hang.
+            let pl = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            let paddr = pl.local_addr().expect("addr");
+            let plain_got = Arc::new(Mutex::new(Vec::new()));
+            let pg = plain_got.clone();
+            tokio::spawn(async move {
+                let Ok(Ok((mut s, _))) = tokio::time::timeout(STEP, pl.accept()).await else {
+                    return;
+                };
+                let mut w = Wire::default();
+                while let Some(head) = read_head(&mut s, &mut w).await {
+                    let r: &[u8] = if head.starts_with("HEAD /h ") {
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n"
+                    } else if head.starts_with("GET /204 ") {
+                        b"HTTP/1.1 204 No Content\r\n\r\n"
+                    } else if head.starts_with("GET /304 ") {
+                        b"HTTP/1.1 304 Not Modified\r\nContent-Length: 50\r\n\r\n"
+                    } else {
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+                    };
+                    send(&mut s, &mut w, r).await;
+                }
+                *pg.lock().expect("got") = w.got;
+            });
             let dead = TcpListener::bind("127.0.0.1:0").await.expect("bind");
             let daddr = dead.local_addr().expect("addr");
             drop(dead);
@@ -471,6 +496,8 @@ fn connect_tunnels_wildcard_maps_unreachable_upstreams_and_bad_requests() {
                 format!("*.hotmail.com={taddr}"),
                 "--map".into(),
                 format!("dead.hotmail.com={daddr}"),
+                "--map".into(),
+                format!("plain.example={paddr}"),
                 "--json".into(),
                 json.display().to_string(),
             ]
@@ -505,6 +532,27 @@ fn connect_tunnels_wildcard_maps_unreachable_upstreams_and_bad_requests() {
                 .expect("in time");
             assert!(got == down, "the client got {} bytes, not the server's", got.len());
             tokio::time::timeout(STEP, server).await.expect("in time").expect("server");
+
+            // HEAD, 204 and 304 on one keep-alive connection, the last two pipelined in one
+            // write: every answer arrives whole and nothing waits for a body.
+            let mut k = Peer::connect(&proxy).await;
+            let q = |m: &str, path: &str| format!("{m} http://plain.example{path} HTTP/1.1\r\nHost: plain.example\r\n\r\n");
+            k.send(q("HEAD", "/h").as_bytes()).await;
+            k.expect(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n").await;
+            k.send(format!("{}{}", q("GET", "/204"), q("GET", "/304")).as_bytes()).await;
+            k.expect(b"HTTP/1.1 204 No Content\r\n\r\nHTTP/1.1 304 Not Modified\r\nContent-Length: 50\r\n\r\n").await;
+            k.send(q("GET", "/after").as_bytes()).await;
+            k.expect(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").await;
+            drop(k.s);
+            let deadline = std::time::Instant::now() + STEP;
+            while plain_got.lock().expect("got").is_empty() && std::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            assert_eq!(
+                String::from_utf8_lossy(&plain_got.lock().expect("got")),
+                String::from_utf8_lossy(&k.w.sent).replace(" http://plain.example/", " /"),
+                "one upstream connection got the four requests, targets in origin form"
+            );
 
             // An exact mapping beats the wildcard: this one leads nowhere, so 502.
             let mut d = TcpStream::connect(&proxy).await.expect("proxy");

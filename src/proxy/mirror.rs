@@ -4,7 +4,7 @@
 //! connections into the proxy's sequence; it must not decode anything itself.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -17,8 +17,8 @@ use crate::protocol::Tables;
 pub(crate) struct Mirror {
     tracker: Tracker,
     dec: Decoder,
-    /// Tracker connection id -> proxy connection id.
-    ids: HashMap<u64, u64>,
+    /// Tracker connection id -> proxy connection id, for open connections.
+    ids: Ids,
     next_conn: Arc<AtomicU64>,
 }
 
@@ -29,7 +29,7 @@ impl Mirror {
         Mirror {
             dec: Decoder::new(tables),
             tracker,
-            ids: HashMap::new(),
+            ids: Ids::default(),
             next_conn,
         }
     }
@@ -81,17 +81,50 @@ impl Mirror {
 /// Gives a connection of the decoder (a TCP connection or, once HTTP decoding is wired,
 /// a gateway session) an id of the proxy's sequence on first sight, so that ids never clash
 /// with the MSNP listener's connections.
-fn renumber(ids: &mut HashMap<u64, u64>, next: &AtomicU64, e: &mut Event<'_>) {
+fn renumber(ids: &mut Ids, next: &AtomicU64, e: &mut Event<'_>) {
     if e.conn == 0 {
         return;
     }
     let own = e.conn;
     let id = *ids
+        .open
         .entry(own)
         .or_insert_with(|| next.fetch_add(1, Ordering::Relaxed));
     e.conn = id;
     if matches!(e.kind, EventKind::Close(_)) {
-        // Nothing follows a close: the table holds open connections only.
-        ids.remove(&own);
+        // Nothing follows a close: the table holds open connections only, and a few
+        // closed ones that later events may still name.
+        ids.open.remove(&own);
+        if ids.closed.len() >= CLOSED_KEPT {
+            ids.closed.pop_front();
+        }
+        ids.closed.push_back((own, id));
+    }
+}
+
+/// Closed connections whose ids are still translated.
+const CLOSED_KEPT: usize = 1024;
+
+#[derive(Default)]
+struct Ids {
+    open: HashMap<u64, u64>,
+    closed: VecDeque<(u64, u64)>,
+}
+
+impl Ids {
+    fn insert(&mut self, own: u64, proxy: u64) {
+        self.open.insert(own, proxy);
+    }
+
+    /// The proxy's id of a connection the decoder named (open or recently closed).
+    #[allow(dead_code)]
+    fn get(&self, own: u64) -> Option<u64> {
+        self.open.get(&own).copied().or_else(|| {
+            self.closed
+                .iter()
+                .rev()
+                .find(|(o, _)| *o == own)
+                .map(|(_, p)| *p)
+        })
     }
 }
