@@ -196,7 +196,11 @@ pub fn run(a: &ProxyArgs, tables: Arc<Tables>) -> Result<ExitCode> {
             eprintln!("msntap: HTTP proxy on {h} (point the client's HTTP proxy setting here); Ctrl-C or SIGTERM stops");
         }
         if let Some((server, hub)) = &web {
-            hub.store().title = format!("proxy on {addr} -> {upstream}");
+            hub.store().title = match http {
+                Some(h) if !msnp => format!("HTTP proxy on {h}"),
+                Some(h) => format!("proxy on {addr} -> {upstream}, HTTP proxy on {h}"),
+                None => format!("proxy on {addr} -> {upstream}"),
+            };
             eprintln!("msntap: live view at {}", server.url);
         }
         let abandon = events.abandon_handle();
