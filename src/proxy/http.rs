@@ -581,18 +581,22 @@ async fn exchange(
     let resp = responses(sh, up_id, urd, ubuf, cwr, &req.method, ueof);
     tokio::pin!(body);
     tokio::pin!(resp);
-    let (b, r) = tokio::select! {
-        b = &mut body => (Some(b), None),
-        r = &mut resp => (None, Some(r)),
+    enum First<B, R> {
+        Body(B),
+        Resp(R),
+    }
+    let first = tokio::select! {
+        b = &mut body => First::Body(b),
+        r = &mut resp => First::Resp(r),
     };
-    let (b, r, body_pending) = match (b, r) {
-        (Some(b), None) => {
+    let (b, r, body_pending) = match first {
+        First::Body(b) => {
             if let Err(e) = &b {
                 return Err(ExErr::Client(e.clone()));
             }
             (b, resp.await, false)
         }
-        (None, Some(r)) => {
+        First::Resp(r) => {
             // The answer came before the body ended: the client may still send it (then it is
             // forwarded), or, after `Expect: 100-continue` without a 100, may never.
             let waits = r.as_ref().is_ok_and(|x| x.interim == 0) && expect;
@@ -602,7 +606,6 @@ async fn exchange(
                 (body.await, r, false)
             }
         }
-        _ => unreachable!("select returns one branch"),
     };
     let mut x = r?;
     x.req_body = match b {
