@@ -13,7 +13,7 @@ pub const REDACTED: &str = "<redacted>";
 /// A credential or session secret: a cookie, password hash, ticket, password, BinarySecret.
 /// It serializes as its plain text (so `--no-redact` output is what was on the wire); a
 /// redacted secret serializes as [`REDACTED`].
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Secret<'a>(pub Cow<'a, str>);
 
@@ -27,6 +27,12 @@ impl<'a> Secret<'a> {
     }
     pub fn is_redacted(&self) -> bool {
         self.0 == REDACTED
+    }
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
     pub fn into_owned(self) -> Secret<'static> {
         Secret(Cow::Owned(self.0.into_owned()))

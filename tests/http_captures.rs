@@ -14,6 +14,7 @@ use msntap::http::passport::{self, Outcome, PassportExchange};
 use msntap::http::soap::{self, SoapBody, SoapMessage};
 use msntap::http::stream::{Framing, HttpItem, HttpStream, Request, Response};
 use msntap::http::{sso, REDACTED};
+use msntap::secret::Redact;
 use msntap::{Dir, EventKind, Service, Session, SessionHint, Tables, Ts};
 
 fn root() -> PathBuf {
@@ -774,9 +775,15 @@ fn scenario_redaction_leaves_no_password_ticket_or_binary_secret() {
             "{n} not in the unredacted output"
         );
     }
-    http.iter_mut().for_each(HttpItem::redact);
-    soap.iter_mut().for_each(SoapMessage::redact);
-    gw.iter_mut().for_each(GatewayItem::redact);
+    http.iter_mut().for_each(|x| {
+        x.redact();
+    });
+    soap.iter_mut().for_each(|x| {
+        x.redact();
+    });
+    gw.iter_mut().for_each(|x| {
+        x.redact();
+    });
     let after = serde_json::to_string(&(&http, &soap, &gw)).unwrap();
     for n in &needles {
         if let Some(i) = after.find(n.as_str()) {
@@ -913,8 +920,12 @@ fn real_client_soap_calls_are_typed_and_redacted() {
     ];
     let before = serde_json::to_string(&(&all, &http)).unwrap();
     assert!(needles.iter().all(|n| before.contains(n.as_str())));
-    all.iter_mut().for_each(SoapMessage::redact);
-    http.iter_mut().for_each(HttpItem::redact);
+    all.iter_mut().for_each(|x| {
+        x.redact();
+    });
+    http.iter_mut().for_each(|x| {
+        x.redact();
+    });
     let after = serde_json::to_string(&(&all, &http)).unwrap();
     for n in &needles {
         assert!(!after.contains(n.as_str()), "{n} left after redact()");

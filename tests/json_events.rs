@@ -30,7 +30,12 @@ fn every_event_renders_as_serde_json_would() {
     let tables = Arc::new(Tables::builtin().expect("tables"));
     let mut n = 0;
     let mut inputs: Vec<PathBuf> = Vec::new();
-    for d in ["captures", "captures/synth", "captures/logs"] {
+    for d in [
+        "captures",
+        "captures/synth",
+        "captures/logs",
+        "captures/http",
+    ] {
         for e in std::fs::read_dir(root().join(d)).expect("dir").flatten() {
             inputs.push(e.path());
         }

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use md5::{Digest, Md5};
 
-use crate::event::annotations::{Auth, Challenge, PasswordCheck, SsoResponse};
+use crate::event::annotations::{Auth, Challenge, Check, PasswordCheck, SsoResponse};
 use crate::event::{Command, Dir, Event, EventKind};
 use crate::payload::{unb64, KvMap};
 use crate::protocol::tables::{ChallengeKey, Tables};
@@ -139,6 +139,17 @@ pub fn check_challenge(
 struct ConnAuth {
     salt: Option<String>,
     challenge: Option<String>,
+    /// The nonce of the server's `USR t SSO S <policy> <nonce>`.
+    nonce: Option<String>,
+}
+
+/// Most BinarySecrets remembered (the oldest go first): one per login of the run.
+const MAX_PROOF_KEYS: usize = 256;
+
+/// A `messengerclear.live.com` token of an RST response: its ticket and proof key.
+struct ProofKey {
+    ticket: Option<String>,
+    binary_secret: String,
 }
 
 /// Annotates login and challenge events of every connection it sees.
@@ -146,6 +157,8 @@ pub struct AuthAnnotator {
     keys: Vec<ChallengeKey>,
     passwords: Vec<String>,
     conns: HashMap<u64, ConnAuth>,
+    /// BinarySecrets seen in RST responses over HTTP, for the SSO check.
+    proof_keys: std::collections::VecDeque<ProofKey>,
 }
 
 /// `ct=1,rver=1,...` or `t=...&p=...` into its pairs.
@@ -167,6 +180,33 @@ impl AuthAnnotator {
             keys: tables.challenge_keys.clone(),
             passwords,
             conns: HashMap::new(),
+            proof_keys: Default::default(),
+        }
+    }
+
+    /// Remembers the proof keys of an RST response (before redaction hides them).
+    #[cold]
+    #[inline(never)]
+    fn learn_proof_keys(&mut self, h: &crate::event::http::Http) {
+        let Some(crate::http::soap::SoapBody::RstResponse(r)) = h.soap.as_ref().map(|m| &m.body)
+        else {
+            return;
+        };
+        for t in &r.tokens {
+            let Some(b) = t.binary_secret.as_ref().filter(|b| !b.is_redacted()) else {
+                continue;
+            };
+            if self.proof_keys.len() >= MAX_PROOF_KEYS {
+                self.proof_keys.pop_front();
+            }
+            self.proof_keys.push_back(ProofKey {
+                ticket: t
+                    .ticket
+                    .as_ref()
+                    .filter(|x| !x.is_redacted())
+                    .map(|x| x.expose().to_string()),
+                binary_secret: b.expose().to_string(),
+            });
         }
     }
 
@@ -181,8 +221,10 @@ impl AuthAnnotator {
             self.close(conn);
             return;
         }
-        let EventKind::Command(c) = &mut ev.kind else {
-            return;
+        let c = match &mut ev.kind {
+            EventKind::Command(c) => c,
+            EventKind::Http(h) => return self.learn_proof_keys(h),
+            _ => return,
         };
         match (dir, c.cmd.as_ref()) {
             (Some(Dir::S2c), "CHL") => {
@@ -212,7 +254,10 @@ impl AuthAnnotator {
             }
             (Some(d), "USR") => {
                 let st = self.conns.entry(conn).or_default();
-                if let Some(v) = usr_annotation(d, c, st, &self.passwords) {
+                if let Some(mut v) = usr_annotation(d, c, st, &self.passwords) {
+                    if v.stage == "ticket and response" {
+                        v.sso_check = Some(sso_check(c, st, &self.proof_keys));
+                    }
                     c.annotations.auth = Some(Box::new(v));
                 }
             }
@@ -293,6 +338,7 @@ fn usr_annotation(
         (Dir::S2c, "SSO", "S") => {
             let mut v = auth("SSO", "nonce");
             v.policy = owned(c.arg(3));
+            st.nonce = c.arg(4).map(str::to_string);
             Some(v)
         }
         (Dir::C2s, "SSO", "S") => {
@@ -314,6 +360,78 @@ fn usr_annotation(
             ..Auth::default()
         }),
         _ => None,
+    }
+}
+
+/// The part of a ticket that names it (`t=...`, without `&p=...`).
+fn ticket_id(t: &str) -> &str {
+    t.split('&').next().unwrap_or(t).trim()
+}
+
+/// The client's `USR t SSO S <ticket> <response>` checked against the BinarySecret the
+/// run saw issued with that ticket (or, failing a ticket match, any it saw).
+fn sso_check(
+    c: &Command<'_>,
+    st: &ConnAuth,
+    keys: &std::collections::VecDeque<ProofKey>,
+) -> Check<'static> {
+    let note = |n: &'static str| Check {
+        valid: None,
+        note: Some(Cow::Borrowed(n)),
+    };
+    let Some(response) = c.arg(4).filter(|r| !r.starts_with('{')) else {
+        return note("no response blob sent (a client without the SSO computation)");
+    };
+    let Some(nonce) = &st.nonce else {
+        return note("the nonce (USR SSO S from the server) was not seen on this connection");
+    };
+    if keys.is_empty() {
+        return note("no BinarySecret seen in this run (the RST/RST2 answer must be in the input)");
+    }
+    let ticket = c.arg(3).map(ticket_id);
+    let matching: Vec<&ProofKey> = keys
+        .iter()
+        .rev()
+        .filter(|k| ticket.is_some_and(|t| k.ticket.as_deref().map(ticket_id) == Some(t)))
+        .collect();
+    if let Some(k) = matching.first() {
+        return match crate::http::sso::verify(&k.binary_secret, nonce, response) {
+            crate::http::sso::Verdict::Valid => Check {
+                valid: Some(true),
+                note: Some(Cow::Borrowed(
+                    "matches the BinarySecret issued with this ticket",
+                )),
+            },
+            crate::http::sso::Verdict::Invalid(why) => Check {
+                valid: Some(false),
+                note: Some(Cow::Owned(format!(
+                    "{why} (BinarySecret issued with this ticket)"
+                ))),
+            },
+        };
+    }
+    // No token with this ticket: the answer is valid if any proof key seen produces it.
+    let mut last = None;
+    for k in keys.iter().rev() {
+        match crate::http::sso::verify(&k.binary_secret, nonce, response) {
+            crate::http::sso::Verdict::Valid => {
+                return Check {
+                    valid: Some(true),
+                    note: Some(Cow::Borrowed(
+                        "matches a BinarySecret seen in this run (its ticket was not)",
+                    )),
+                }
+            }
+            crate::http::sso::Verdict::Invalid(why) => last = Some(why),
+        }
+    }
+    Check {
+        valid: Some(false),
+        note: Some(Cow::Owned(format!(
+            "no BinarySecret seen in this run produces it ({} checked; last: {})",
+            keys.len(),
+            last.map_or_else(String::new, |w| w.to_string())
+        ))),
     }
 }
 
@@ -343,6 +461,101 @@ fn sso_response(b: &[u8]) -> SsoResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The reference's SSO test vector (msnpiki's first test value, recomputed there
+    /// independently), fed as events: an RST answer over HTTP, then the NS exchange.
+    #[test]
+    fn sso_response_checked_against_the_binary_secret_of_the_run() {
+        use crate::event::http::{Http, HttpMessage};
+        use crate::http::soap::{IssuedToken, RstResponse, SoapBody, SoapMessage, SoapService};
+        use crate::secret::Secret;
+        const SECRET: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+        const NONCE: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+        const BLOB: &str = "HAAAAAEAAAADZgAABIAAAAgAAAAUAAAASAAAAAAAAAAAAAAA7XgT5ohvaZdoXdrWUUcMF2G8OK2JohyYcK5l5MJSitab33scxJeK/RQXcUr0L+R2ZA9CEAzn0izmUzSMp2LZdxSbHtnuxCmptgtoScHp9E26HjQVkA9YJxgK/HM=";
+        let tables = std::sync::Arc::new(Tables::builtin().expect("tables"));
+        let rst = |ticket: &str| {
+            Event::new(
+                crate::event::Ts(0),
+                9,
+                Some(Dir::S2c),
+                crate::event::Service::Unknown,
+                None,
+                EventKind::Http(Box::new(Http {
+                    message: Some(HttpMessage::Response),
+                    soap: Some(SoapMessage {
+                        service: SoapService::SecurityToken,
+                        action: None,
+                        operation: "RequestSecurityTokenResponseCollection".into(),
+                        namespace: None,
+                        auth: Default::default(),
+                        body: SoapBody::RstResponse(RstResponse {
+                            tokens: vec![IssuedToken {
+                                address: "messengerclear.live.com".into(),
+                                token_id: None,
+                                ticket: Some(Secret::new(ticket.to_string())),
+                                binary_secret: Some(Secret::new(SECRET.to_string())),
+                                created: None,
+                                expires: None,
+                            }],
+                            puid: None,
+                        }),
+                    }),
+                    ..Http::default()
+                })),
+            )
+        };
+        let run = |events_before: Vec<Event<'static>>, answer: &str| -> Option<Check<'static>> {
+            let login = format!("USR 4 SSO S t=abc {answer}\r\n");
+            let evs = crate::protocol::session::decode_all(
+                tables.clone(),
+                &[
+                    (Dir::C2s, b"VER 1 MSNP15 CVR0\r\n"),
+                    (Dir::S2c, b"VER 1 MSNP15\r\n"),
+                    (Dir::C2s, b"USR 3 SSO I a@b.c\r\n"),
+                    (
+                        Dir::S2c,
+                        format!("USR 3 SSO S MBI_KEY_OLD {NONCE}\r\n").as_bytes(),
+                    ),
+                    (Dir::C2s, login.as_bytes()),
+                ],
+            );
+            let mut a = AuthAnnotator::new(&tables, Vec::new());
+            let mut last = None;
+            for mut e in events_before.into_iter().chain(evs) {
+                a.annotate(&mut e);
+                if let Some(au) = e.command().and_then(|c| c.annotations.auth.clone()) {
+                    if au.stage == "ticket and response" {
+                        last = au.sso_check;
+                    }
+                }
+            }
+            last
+        };
+        let ok = run(vec![rst("t=abc&p=")], BLOB).expect("checked");
+        assert_eq!(ok.valid, Some(true), "{ok:?}");
+        assert!(ok.note.as_deref().unwrap_or("").contains("this ticket"));
+        // Another ticket: still found among the run's proof keys.
+        let ok = run(vec![rst("t=zzz&p=")], BLOB).expect("checked");
+        assert_eq!(ok.valid, Some(true), "{ok:?}");
+        // One character of the hash changed: invalid.
+        let mut bad = BLOB.to_string();
+        bad.replace_range(60..61, if &BLOB[60..61] == "A" { "B" } else { "A" });
+        let no = run(vec![rst("t=abc&p=")], &bad).expect("checked");
+        assert_eq!(no.valid, Some(false), "{no:?}");
+        // No RST answer seen, or one already redacted: not checked, and said why.
+        for before in [vec![], {
+            let mut e = rst("t=abc&p=");
+            crate::secret::Redact::redact(&mut e);
+            vec![e]
+        }] {
+            let n = run(before, BLOB).expect("annotated");
+            assert_eq!(n.valid, None);
+            assert!(
+                n.note.as_deref().unwrap_or("").contains("no BinarySecret"),
+                "{n:?}"
+            );
+        }
+    }
 
     #[test]
     fn msnp6_vectors_from_the_wiki() {

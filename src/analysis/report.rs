@@ -117,6 +117,37 @@ pub struct Report {
     pub desyncs: Vec<DesyncSeen>,
     pub desync_count: u64,
     pub gaps: u64,
+    /// HTTP requests by `METHOD path` (MSN's HTTP side).
+    pub http_endpoints: BTreeMap<String, Endpoint>,
+    /// SOAP operations by `Service Operation`.
+    pub soap_actions: BTreeMap<String, SoapSeen>,
+    /// SOAP faults by `code[/subcode] [error code]`.
+    pub soap_faults: BTreeMap<String, Seen>,
+    /// HTTP gateway sessions opened.
+    pub gateway_sessions: u64,
+    /// HTTP messages msntap could not read, and gateway exchanges that failed.
+    pub http_problems: u64,
+}
+
+/// An HTTP endpoint, as the report lists it.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Endpoint {
+    pub count: u64,
+    /// gateway, passport, security_token, soap, config; None when not MSN's.
+    pub part: Option<String>,
+    /// One of the endpoints msntap knows (docs/http.md).
+    pub known: bool,
+    /// Status codes of the answers.
+    pub statuses: BTreeMap<u16, u64>,
+}
+
+/// A SOAP operation, as the report lists it.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SoapSeen {
+    pub count: u64,
+    /// msntap reads its fields (else only the operation name is known).
+    pub typed: bool,
+    pub action: Option<String>,
 }
 
 /// Known P2P v1 flag bits (protocol-facts F.2).
@@ -238,7 +269,84 @@ impl Report {
                 }
             }
             EventKind::Gap(_) => self.gaps += 1,
+            EventKind::Http(h) => self.http(ev, h),
+            EventKind::Gateway(g) => match g.step {
+                crate::event::http::GatewayStep::Opened => self.gateway_sessions += 1,
+                crate::event::http::GatewayStep::Error => self.http_problems += 1,
+                _ => {}
+            },
             _ => {}
+        }
+    }
+
+    fn http(&mut self, ev: &Event<'_>, h: &crate::event::http::Http) {
+        use crate::event::http::HttpMessage;
+        if h.problem.is_some() {
+            self.http_problems += 1;
+        }
+        if let (Some(m), Some(path)) = (&h.method, &h.endpoint) {
+            let key = format!("{m} {path}");
+            let request = h.message == Some(HttpMessage::Request);
+            if request && !self.http_endpoints.contains_key(&key) {
+                if self.http_endpoints.len() >= MAX_KEYS {
+                    self.vocabulary_overflow += 1;
+                } else {
+                    self.http_endpoints.insert(key.clone(), Endpoint::default());
+                }
+            }
+            if let Some(e) = self.http_endpoints.get_mut(&key) {
+                if request {
+                    e.count += 1;
+                    e.known |= h.known_endpoint;
+                    if e.part.is_none() {
+                        e.part = h.part.and_then(|p| {
+                            serde_json::to_value(p)
+                                .ok()
+                                .and_then(|v| v.as_str().map(str::to_string))
+                        });
+                    }
+                } else if let Some(st) = h.status.filter(|_| !h.interim) {
+                    *e.statuses.entry(st).or_default() += 1;
+                }
+            }
+        }
+        let Some(m) = &h.soap else {
+            return;
+        };
+        if let Some(f) = m.fault() {
+            let mut key = f.code.clone();
+            if let Some(sc) = &f.subcode {
+                let _ = write!(key, "/{sc}");
+            }
+            if let Some(c) = &f.error_code {
+                let _ = write!(key, " {c}");
+            }
+            let line = format!("{key}: {}", f.reason);
+            seen(
+                &mut self.soap_faults,
+                &mut self.vocabulary_overflow,
+                &key,
+                &|| Example::of(ev, &line),
+            );
+            return;
+        }
+        if h.message != Some(HttpMessage::Request) {
+            return;
+        }
+        let key = format!("{:?} {}", m.service, m.operation);
+        if !self.soap_actions.contains_key(&key) {
+            if self.soap_actions.len() >= MAX_KEYS {
+                self.vocabulary_overflow += 1;
+                return;
+            }
+            self.soap_actions.insert(key.clone(), SoapSeen::default());
+        }
+        if let Some(a) = self.soap_actions.get_mut(&key) {
+            a.count += 1;
+            a.typed |= !matches!(m.body, crate::http::soap::SoapBody::Other);
+            if a.action.is_none() {
+                a.action = m.action.clone();
+            }
         }
     }
 
@@ -383,6 +491,63 @@ impl Report {
                 e.count
             );
         }
+        let _ = writeln!(
+            s,
+            "\nHTTP endpoints: {}",
+            if self.http_endpoints.is_empty() {
+                "none"
+            } else {
+                ""
+            }
+        );
+        for (k, e) in &self.http_endpoints {
+            let st: Vec<String> = e
+                .statuses
+                .iter()
+                .map(|(c, n)| format!("{c} x{n}"))
+                .collect();
+            let _ = writeln!(
+                s,
+                "  {k}: {} times, {}{}{}",
+                e.count,
+                e.part.as_deref().unwrap_or("not MSN"),
+                if st.is_empty() {
+                    String::new()
+                } else {
+                    format!(", answered {}", st.join(", "))
+                },
+                if e.known { "" } else { "  [unknown endpoint]" }
+            );
+        }
+        if self.gateway_sessions > 0 || self.http_problems > 0 {
+            let _ = writeln!(
+                s,
+                "  {} gateway sessions, {} HTTP problems",
+                self.gateway_sessions, self.http_problems
+            );
+        }
+        let _ = writeln!(
+            s,
+            "\nSOAP actions: {}",
+            if self.soap_actions.is_empty() {
+                "none"
+            } else {
+                ""
+            }
+        );
+        for (k, a) in &self.soap_actions {
+            let _ = writeln!(
+                s,
+                "  {k}: {} times{}",
+                a.count,
+                if a.typed {
+                    ""
+                } else {
+                    "  [unknown action: fields not read]"
+                }
+            );
+        }
+        vocab(&mut s, "SOAP faults", &self.soap_faults);
         let _ = writeln!(s, "\nPayload guesses: {}", self.payload_guess_count);
         for e in &self.payload_guesses {
             let _ = writeln!(s, "  {e}");

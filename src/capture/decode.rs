@@ -12,7 +12,8 @@ use crate::event::{Close, Connect, Dir, Ending, Event, EventKind, Message, Servi
 use crate::protocol::session::Pending;
 use crate::protocol::{redirect, Session, SessionHint, Tables};
 
-use super::tracker::{CloseReason, FlowId, OpenReason, StreamEvent, Tracker};
+use super::httpconn::HttpSide;
+use super::tracker::{CloseReason, ConnIds, FlowId, OpenReason, StreamEvent, Tracker};
 
 /// What a connection holds that has not yet become events, per direction (c2s, s2c).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,6 +55,10 @@ pub type Sink<'s> = dyn FnMut(&mut Event<'_>) -> std::io::Result<()> + 's;
 pub struct Decoder {
     tables: Arc<Tables>,
     sessions: HashMap<FlowId, Session, BuildHasherDefault<IdHasher>>,
+    /// Connections opened as MSN HTTP, and the gateway sessions they carry.
+    http: HttpSide,
+    /// Time of the last stream event (for closing gateway sessions at the end).
+    last_ts: Ts,
     /// Server addresses handed out by the events of the packet being handled.
     learned: Vec<(SocketAddr, Service, Option<u8>)>,
     /// The first error the sink returned.
@@ -61,8 +66,12 @@ pub struct Decoder {
 }
 
 impl Decoder {
-    pub fn new(tables: Arc<Tables>) -> Decoder {
+    /// A decoder for the connections of `ids`' tracker ([`Tracker::ids`]): gateway
+    /// sessions are numbered from the same sequence.
+    pub fn new(tables: Arc<Tables>, ids: ConnIds) -> Decoder {
         Decoder {
+            http: HttpSide::new(tables.clone(), ids),
+            last_ts: Ts(0),
             tables,
             sessions: HashMap::default(),
             learned: Vec::new(),
@@ -75,6 +84,8 @@ impl Decoder {
         let Decoder {
             tables,
             sessions,
+            http,
+            last_ts,
             learned,
             failed,
         } = self;
@@ -98,6 +109,16 @@ impl Decoder {
                 client,
                 server,
                 ts,
+                why: OpenReason::Http(kind),
+            } => {
+                *last_ts = ts;
+                http.open(flow, client, server, ts, kind, &mut out);
+            }
+            StreamEvent::Open {
+                flow,
+                client,
+                server,
+                ts,
                 why,
             } => {
                 let (hint, detail) = match why {
@@ -114,7 +135,7 @@ impl Decoder {
                         format!("{service} address learned from a referral earlier in the capture"),
                     ),
                     OpenReason::Port(p) => (SessionHint::default(), format!("MSNP port {p}")),
-                    OpenReason::Content => (
+                    OpenReason::Content | OpenReason::Http(_) => (
                         SessionHint::default(),
                         "MSNP command line seen on a port not otherwise watched".to_string(),
                     ),
@@ -139,11 +160,16 @@ impl Decoder {
             } => {
                 if let Some(s) = sessions.get_mut(&flow) {
                     s.feed(dir, bytes, ts, &mut out);
+                } else {
+                    *last_ts = ts;
+                    http.data(flow, dir, ts, bytes, &mut out);
                 }
             }
             StreamEvent::Gap { flow, dir, ts, len } => {
                 if let Some(s) = sessions.get_mut(&flow) {
                     s.gap(dir, len, ts, &mut out);
+                } else {
+                    http.gap(flow, dir, ts, len, &mut out);
                 }
             }
             StreamEvent::Note {
@@ -152,19 +178,27 @@ impl Decoder {
                 ts,
                 note,
             } => {
+                let kind = EventKind::Note(Message {
+                    message: note.to_string().into(),
+                });
                 if let Some(s) = sessions.get(&flow) {
-                    out(&mut s.event(
+                    out(&mut s.event(ts, Some(dir), kind));
+                } else if http.has(flow) {
+                    out(&mut Event::new(
                         ts,
+                        flow,
                         Some(dir),
-                        EventKind::Note(Message {
-                            message: note.to_string().into(),
-                        }),
+                        Service::Unknown,
+                        None,
+                        kind,
                     ));
                 }
             }
             StreamEvent::End { flow, dir, ts } => {
                 if let Some(s) = sessions.get_mut(&flow) {
                     s.finish_dir(dir, ts, &mut out);
+                } else {
+                    http.end(flow, dir, ts, &mut out);
                 }
             }
             StreamEvent::Close {
@@ -174,31 +208,53 @@ impl Decoder {
                 how,
                 bytes,
             } => {
+                let name = by.map(|d| if d == Dir::C2s { "client" } else { "server" });
+                let (client_end, server_end) = ends(by, how);
+                let close = Close {
+                    by: name.map(Into::into),
+                    reason: Some(how.as_str().into()),
+                    bytes_c2s: bytes[0],
+                    bytes_s2c: bytes[1],
+                    client_end,
+                    server_end,
+                    ..Close::default()
+                };
                 if let Some(mut s) = sessions.remove(&flow) {
                     s.finish(ts, &mut out);
-                    let name = by.map(|d| if d == Dir::C2s { "client" } else { "server" });
-                    let (client_end, server_end) = ends(by, how);
-                    out(&mut s.event(
-                        ts,
-                        None,
-                        EventKind::Close(Close {
-                            by: name.map(Into::into),
-                            reason: Some(how.as_str().into()),
-                            bytes_c2s: bytes[0],
-                            bytes_s2c: bytes[1],
-                            client_end,
-                            server_end,
-                            ..Close::default()
-                        }),
-                    ));
+                    out(&mut s.event(ts, None, EventKind::Close(close)));
+                } else {
+                    *last_ts = (*last_ts).max(ts);
+                    http.close(flow, ts, close, &mut out);
                 }
             }
         }
     }
 
+    /// The input ended (after the tracker's `finish`): gateway sessions still open are
+    /// decoded to their end and closed.
+    pub fn finish(&mut self, sink: &mut Sink<'_>) {
+        let Decoder {
+            http,
+            last_ts,
+            failed,
+            ..
+        } = self;
+        let mut out = |e: &mut Event<'_>| {
+            if failed.is_none() {
+                if let Err(x) = sink(e) {
+                    *failed = Some(x);
+                }
+            }
+        };
+        http.finish(*last_ts, &mut out);
+    }
+
     /// Tells the tracker about server addresses the events just decoded handed out.
     pub fn learn(&mut self, tracker: &mut Tracker) {
         for (a, svc, v) in self.learned.drain(..) {
+            if svc == Service::Sb {
+                self.http.referral(&a.to_string(), v);
+            }
             tracker.expect(a, svc, v);
         }
     }

@@ -4,6 +4,7 @@
 //! Files are streamed through a bounded buffer, never read whole.
 
 pub mod decode;
+pub mod httpconn;
 pub mod packet;
 pub mod reasm;
 pub mod synth;
@@ -284,7 +285,7 @@ fn read_core<R: Read>(
 ) -> (ReadStats, Result<(), CaptureError>) {
     let watch = observer.is_some();
     let mut flows = Tracker::new(tables.clone(), opts.flows.clone(), opts.first_conn.max(1));
-    let mut dec = decode::Decoder::new(tables);
+    let mut dec = decode::Decoder::new(tables, flows.ids());
     let mut stats = ReadStats::default();
     let result = frames_core(
         name,
@@ -304,6 +305,7 @@ fn read_core<R: Read>(
     );
     // Whatever happened, decode what is buffered and close every connection.
     flows.finish(&mut |e| dec.on(e, sink));
+    dec.finish(sink);
     let closed = match dec.take_error() {
         Some(e) => Err(CaptureError::Output(e)),
         None => Ok(()),
@@ -767,6 +769,136 @@ mod tests {
         TcpFlowWriter::new(c.parse().expect("addr"), s.parse().expect("addr"))
     }
 
+    /// One gateway session over two TCP connections on an unwatched port: a chunked open
+    /// answered gzip'd, an empty poll, then a request answered HTTP/1.0 without a length
+    /// (the body runs to the close) with `Session=close`.
+    #[test]
+    fn gateway_session_over_two_connections_is_one_msnp_connection() {
+        use std::io::Write as _;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(b"VER 1 MSNP8\r\n").expect("gzip");
+        let gz = gz.finish().expect("gzip");
+        let mut open_resp = format!(
+            "HTTP/1.1 200 OK\r\nX-MSN-Messenger: SessionID=77.1; GW-IP=10.2.2.2\r\nContent-Type: application/x-msn-messenger\r\nContent-Encoding: gzip\r\nContent-Length: {}\r\n\r\n",
+            gz.len()
+        )
+        .into_bytes();
+        open_resp.extend_from_slice(&gz);
+        let a: Vec<(Dir, Vec<u8>)> = vec![
+            (Dir::C2s, b"POST http://gateway.messenger.hotmail.com/gateway/gateway.dll?Action=open&Server=NS&IP=messenger.hotmail.com HTTP/1.1\r\nContent-Type: application/x-msn-messenger\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nVER 1\r\nd\r\n MSNP8 CVR0\r\n\r\n0\r\n\r\n".to_vec()),
+            (Dir::S2c, open_resp),
+            (Dir::C2s, b"POST /gateway/gateway.dll?Action=poll&SessionID=77.1 HTTP/1.1\r\nContent-Length: 0\r\n\r\n".to_vec()),
+            (Dir::S2c, b"HTTP/1.1 200 OK\r\nX-MSN-Messenger: SessionID=77.1; GW-IP=10.2.2.2\r\nContent-Length: 0\r\n\r\n".to_vec()),
+        ];
+        let b: Vec<(Dir, Vec<u8>)> = vec![
+            (Dir::C2s, {
+                let body = "CVR 2 0x0409 win 4.10 i386 MSNMSGR 5.0 MSMSGS\r\n";
+                format!("POST /gateway/gateway.dll?SessionID=77.1 HTTP/1.0\r\nContent-Type: application/x-msn-messenger\r\nContent-Length: {}\r\n\r\n{body}", body.len()).into_bytes()
+            }),
+            (Dir::S2c, b"HTTP/1.0 200 OK\r\nX-MSN-Messenger: SessionID=77.1; GW-IP=10.2.2.2; Session=close\r\nContent-Type: application/x-msn-messenger\r\n\r\nCVR 2 6.0.0602 6.0.0602 1.0.0000 http://x http://y\r\n".to_vec()),
+        ];
+        let mut w = CaptureWriter::new(Vec::new(), Format::Pcap, Link::Ethernet).expect("w");
+        let mut t = 1_117_627_200_000_000i64;
+        for (conn, steps) in [("10.1.1.1:40000", &a), ("10.1.1.1:40001", &b)] {
+            let mut f = flow(conn, "10.2.2.2:8000");
+            let mut pk: Vec<Vec<u8>> = f
+                .handshake()
+                .expect("hs")
+                .into_iter()
+                .map(|p| p.1)
+                .collect();
+            for (d, data) in steps.iter() {
+                pk.extend(f.data(*d, data, 40).expect("data"));
+            }
+            pk.extend(f.close(Dir::S2c).expect("close").into_iter().map(|p| p.1));
+            for p in pk {
+                t += 1000;
+                w.write_ip(0, Ts(t), &p, None).expect("write");
+            }
+        }
+        let (evs, r) = read_bytes(&w.into_inner().expect("bytes"));
+        let st = r.expect("read");
+        assert_eq!(
+            (st.flows.http_connections, st.flows.msnp_connections),
+            (2, 0)
+        );
+        let gw: Vec<&Event> = evs.iter().filter(|e| e.via.is_some()).collect();
+        let conns: std::collections::BTreeSet<u64> = gw.iter().map(|e| e.conn).collect();
+        assert_eq!(conns.len(), 1, "one MSNP connection for the session");
+        let http_conns: std::collections::BTreeSet<u64> = evs
+            .iter()
+            .filter(|e| matches!(e.kind, EventKind::Http(_)))
+            .map(|e| e.conn)
+            .collect();
+        assert_eq!(http_conns.len(), 2);
+        assert!(
+            conns.is_disjoint(&http_conns),
+            "its own id: {conns:?} {http_conns:?}"
+        );
+        assert_eq!(
+            lines(&evs),
+            [
+                "VER 1 MSNP8 CVR0",
+                "VER 1 MSNP8",
+                "CVR 2 0x0409 win 4.10 i386 MSNMSGR 5.0 MSMSGS",
+                "CVR 2 6.0.0602 6.0.0602 1.0.0000 http://x http://y"
+            ]
+        );
+        assert!(gw.iter().all(|e| e.service == crate::event::Service::Ns));
+        let tcp: std::collections::BTreeSet<u64> = gw
+            .iter()
+            .filter(|e| e.command().is_some())
+            .filter_map(|e| e.via.as_ref().and_then(|v| v.tcp_conn))
+            .collect();
+        assert_eq!(tcp.len(), 2, "{tcp:?}");
+        use crate::event::http::GatewayStep;
+        let steps: Vec<(GatewayStep, Option<bool>)> = evs
+            .iter()
+            .filter_map(|e| match &e.kind {
+                EventKind::Gateway(g) => Some((g.step, g.empty)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            steps,
+            [
+                (GatewayStep::Opened, None),
+                (GatewayStep::Poll, Some(true)),
+                (GatewayStep::Closed, None)
+            ]
+        );
+        let close = gw
+            .iter()
+            .find_map(|e| match &e.kind {
+                EventKind::Close(c) => Some(c.clone()),
+                _ => None,
+            })
+            .expect("the session's close");
+        assert_eq!(close.reason.as_deref(), Some("Session=close"));
+        // The HTTP view: the gzip'd answer decoded, the close-delimited one framed so.
+        let https: Vec<&crate::event::http::Http> = evs
+            .iter()
+            .filter_map(|e| match &e.kind {
+                EventKind::Http(h) => Some(&**h),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(https.len(), 6);
+        assert!(https
+            .iter()
+            .any(|h| h.content_encoding.as_deref() == Some("gzip")));
+        assert!(https
+            .iter()
+            .any(|h| h.framing == Some(crate::http::stream::Framing::Close) && !h.incomplete));
+        assert!(https
+            .iter()
+            .any(|h| h.framing == Some(crate::http::stream::Framing::Chunked)));
+        assert!(evs.iter().all(|e| !matches!(
+            &e.kind,
+            EventKind::Desync(_) | EventKind::Gap(_) | EventKind::Error(_)
+        )));
+    }
+
     #[test]
     fn pcap_both_byte_orders_and_resolutions() {
         for (nanos, endian) in [
@@ -1000,7 +1132,7 @@ mod tests {
     fn closed_connections_are_released() {
         let tables = tables();
         let mut ft = Tracker::new(tables.clone(), FlowOptions::default(), 1);
-        let mut dec = decode::Decoder::new(tables);
+        let mut dec = decode::Decoder::new(tables, ft.ids());
         let mut n = 0u64;
         for i in 0..2000u16 {
             let mut w = Vec::new();

@@ -15,9 +15,11 @@ use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::event::{Dir, Service, Ts};
+use crate::http::detect::{self, Detection, MsnHttp};
 use crate::protocol::Tables;
 
 use super::packet::{self, Defrag, Tcp};
@@ -26,6 +28,25 @@ use super::reasm::{Delivery, Early, HalfStream};
 /// Id of a connection the tracker opened as MSNP: numbered from
 /// [`FlowOptions::first_id`](FlowOptions) in the order they were opened.
 pub type FlowId = u64;
+
+/// The run's connection numbers, shared by the tracker (TCP connections) and the decoder
+/// (HTTP gateway sessions, which are connections of their own): one sequence, no clashes.
+#[derive(Debug, Clone)]
+pub struct ConnIds(Arc<AtomicU64>);
+
+impl ConnIds {
+    pub fn new(first: FlowId) -> ConnIds {
+        ConnIds(Arc::new(AtomicU64::new(first)))
+    }
+    /// Hands out the next id.
+    pub fn next(&self) -> FlowId {
+        self.0.fetch_add(1, Ordering::Relaxed)
+    }
+    /// The id the next call to [`ConnIds::next`] returns.
+    pub fn peek(&self) -> FlowId {
+        self.0.load(Ordering::Relaxed)
+    }
+}
 
 /// Limits and choices of the tracker.
 #[derive(Debug, Clone)]
@@ -83,6 +104,8 @@ impl Default for FlowOptions {
 pub struct FlowStats {
     pub tcp_segments: u64,
     pub msnp_connections: u64,
+    /// Connections opened as MSN HTTP ([`OpenReason::Http`]).
+    pub http_connections: u64,
     pub other_connections: u64,
     pub evicted: u64,
     /// Times a connection gave up waiting for missing bytes because of the budget.
@@ -103,6 +126,9 @@ pub enum OpenReason {
     },
     /// An MSNP command line was found in its first bytes.
     Content,
+    /// Its first bytes are MSN's HTTP side (gateway, Passport, SSO, SOAP), on any port:
+    /// its stream events carry HTTP, not MSNP.
+    Http(MsnHttp),
 }
 
 /// How a connection ended.
@@ -339,7 +365,7 @@ fn cost(half: &[HalfStream; 2], st: &State) -> usize {
 struct Ctx<'t> {
     tables: &'t Tables,
     detect_window: usize,
-    next_id: &'t mut FlowId,
+    ids: &'t ConnIds,
     stats: &'t mut FlowStats,
     out: &'t mut dyn FnMut(StreamEvent<'_>),
 }
@@ -363,7 +389,7 @@ pub struct Tracker {
     /// Server addresses handed out by referrals.
     learned: HashMap<SocketAddr, (Service, Option<u8>), Hasher_>,
     defrag: Defrag,
-    next_id: FlowId,
+    ids: ConnIds,
     /// Packets seen (the reorder window's clock).
     packets: u64,
     last_ts: Ts,
@@ -392,7 +418,7 @@ impl Tracker {
             dead_order: VecDeque::new(),
             learned: HashMap::default(),
             defrag: Defrag::default(),
-            next_id: first_id,
+            ids: ConnIds::new(first_id),
             packets: 0,
             last_ts: Ts(0),
             held: 0,
@@ -409,7 +435,7 @@ impl Tracker {
     }
     /// The id the next MSNP connection will get.
     pub fn next_id(&self) -> FlowId {
-        self.next_id
+        self.ids.peek()
     }
     /// Connections currently tracked.
     pub fn tracked(&self) -> usize {
@@ -418,6 +444,11 @@ impl Tracker {
     /// Bytes held by all connections (what the budget limits).
     pub fn held(&self) -> usize {
         self.held
+    }
+    /// The connection numbering, to hand out ids for connections that are not TCP
+    /// connections (gateway sessions) from the same sequence.
+    pub fn ids(&self) -> ConnIds {
+        self.ids.clone()
     }
     /// IP datagrams given up or still incomplete.
     pub fn fragments_dropped(&self) -> u64 {
@@ -567,7 +598,7 @@ impl Tracker {
         let mut cx = Ctx {
             tables: &self.tables,
             detect_window: self.opts.detect_window,
-            next_id: &mut self.next_id,
+            ids: &self.ids,
             stats: &mut self.stats,
             out: &mut *out,
         };
@@ -652,7 +683,7 @@ impl Tracker {
         let mut cx = Ctx {
             tables: &self.tables,
             detect_window: self.opts.detect_window,
-            next_id: &mut self.next_id,
+            ids: &self.ids,
             stats: &mut self.stats,
             out: &mut *out,
         };
@@ -825,7 +856,7 @@ impl Tracker {
         let mut cx = Ctx {
             tables: &self.tables,
             detect_window: usize::MAX,
-            next_id: &mut self.next_id,
+            ids: &self.ids,
             stats: &mut self.stats,
             out: &mut *out,
         };
@@ -887,7 +918,7 @@ impl Tracker {
             let mut cx = Ctx {
                 tables: &self.tables,
                 detect_window: self.opts.detect_window,
-                next_id: &mut self.next_id,
+                ids: &self.ids,
                 stats: &mut self.stats,
                 out: &mut *out,
             };
@@ -1054,6 +1085,42 @@ fn plausible_line(b: &[u8], tables: &Tables) -> Option<bool> {
     }
 }
 
+enum Probe {
+    Http(MsnHttp),
+    /// It may be HTTP: hold the bytes (bounded by the detection window).
+    Wait,
+    No,
+}
+
+/// Is a connection MSN's HTTP side, from the first bytes of both directions?
+fn http_probe(st: &State, window: usize) -> Probe {
+    let (Start::Seeking { pre: c, skipped: 0 }, Start::Seeking { pre: s, skipped: 0 }) =
+        (&st.start[0], &st.start[1])
+    else {
+        return Probe::No;
+    };
+    if st.anywhere[0] || st.anywhere[1] {
+        return Probe::No;
+    }
+    if c.is_empty() {
+        // HTTP's client speaks first; an answer seen before its request (reordering)
+        // waits for it, anything else is for the MSNP search to judge as before.
+        return if s.starts_with(b"HTTP/") && s.len() <= window {
+            Probe::Wait
+        } else {
+            Probe::No
+        };
+    }
+    match detect::detect(c, s) {
+        Detection::Http(Some(kind)) => Probe::Http(kind),
+        Detection::NotHttp => Probe::No,
+        // A request head not complete yet, or one that says little with no answer yet.
+        Detection::NeedMore if c.len() <= window => Probe::Wait,
+        Detection::Http(None) if s.is_empty() && c.len() <= window => Probe::Wait,
+        Detection::NeedMore | Detection::Http(None) => Probe::No,
+    }
+}
+
 enum Found {
     At(usize),
     /// Not yet; bytes before this index can be dropped.
@@ -1084,8 +1151,7 @@ impl Ctx<'_> {
         if st.id.is_some() {
             return;
         }
-        let id = *self.next_id;
-        *self.next_id += 1;
+        let id = self.ids.next();
         self.stats.msnp_connections += 1;
         st.id = Some(id);
         (self.out)(StreamEvent::Open {
@@ -1142,10 +1208,47 @@ impl Ctx<'_> {
         }
     }
 
+    /// The connection is MSN HTTP: number it, say so, and hand over what both directions
+    /// held from their first byte.
+    fn open_http(&mut self, st: &mut State, ts: Ts, kind: MsnHttp) {
+        let id = self.ids.next();
+        self.stats.http_connections += 1;
+        st.id = Some(id);
+        (self.out)(StreamEvent::Open {
+            flow: id,
+            client: st.client,
+            server: st.server,
+            ts: st.first_ts,
+            why: OpenReason::Http(kind),
+        });
+        for dir in [Dir::C2s, Dir::S2c] {
+            let held = std::mem::replace(&mut st.start[dir.index()], Start::Live);
+            if let Start::Seeking { pre, .. } = held {
+                if !pre.is_empty() {
+                    (self.out)(StreamEvent::Data {
+                        flow: id,
+                        dir,
+                        ts,
+                        bytes: &pre,
+                    });
+                }
+            }
+        }
+    }
+
     /// Looks for the first command line in the held bytes of a seeking direction.
     /// `replay`: called right after the connection was opened, for bytes held before.
     fn seek(&mut self, st: &mut State, dir: Dir, ts: Ts, replay: bool) {
         let d = dir.index();
+        // Only a connection nothing is known about yet, seen from its start, may be HTTP:
+        // connections on MSNP ports or learned addresses never pay for this.
+        if st.id.is_none() && st.expected.is_none() && !replay {
+            match http_probe(st, self.detect_window) {
+                Probe::Http(kind) => return self.open_http(st, ts, kind),
+                Probe::Wait => return,
+                Probe::No => {}
+            }
+        }
         loop {
             let Start::Seeking { pre, skipped } = &mut st.start[d] else {
                 return;
@@ -1223,6 +1326,91 @@ mod tests {
 
     /// LINKTYPE_RAW: frames are IP packets.
     const RAW: u16 = 101;
+
+    /// Runs one connection (handshake, the given exchanges, close) through a tracker and
+    /// returns its open reason (if it was opened) and the bytes delivered per direction.
+    fn one_flow(
+        server: &str,
+        exchanges: &[(Dir, &[u8])],
+    ) -> (Option<OpenReason>, [Vec<u8>; 2], FlowStats) {
+        let tables = Arc::new(Tables::builtin().expect("tables"));
+        let mut t = Tracker::new(tables, FlowOptions::default(), 1);
+        let mut f = TcpFlowWriter::new(
+            "10.0.0.1:40000".parse().expect("addr"),
+            server.parse().expect("addr"),
+        );
+        let mut why = None;
+        let mut got: [Vec<u8>; 2] = Default::default();
+        let mut on = |e: StreamEvent<'_>| match e {
+            StreamEvent::Open { why: w, .. } => why = Some(w),
+            StreamEvent::Data { dir, bytes, .. } => got[dir.index()].extend_from_slice(bytes),
+            _ => {}
+        };
+        let mut n = 0;
+        let mut pk: Vec<Vec<u8>> = f
+            .handshake()
+            .expect("hs")
+            .into_iter()
+            .map(|p| p.1)
+            .collect();
+        for (d, b) in exchanges {
+            pk.extend(f.data(*d, b, 7).expect("data"));
+        }
+        pk.extend(f.close(Dir::C2s).expect("close").into_iter().map(|p| p.1));
+        for p in pk {
+            n += 1;
+            t.packet(RAW, Ts(n), &p, &mut on);
+        }
+        t.finish(&mut on);
+        let stats = t.stats().clone();
+        (why, got, stats)
+    }
+
+    #[test]
+    fn msn_http_is_found_by_content_on_any_port_and_other_http_is_not() {
+        let req: &[u8] = b"POST http://gateway.messenger.hotmail.com/gateway/gateway.dll?Action=open&Server=NS&IP=messenger.hotmail.com HTTP/1.1\r\nContent-Type: application/x-msn-messenger\r\nContent-Length: 19\r\n\r\nVER 1 MSNP15 CVR0\r\n";
+        let resp: &[u8] = b"HTTP/1.1 200 OK\r\nX-MSN-Messenger: SessionID=1.2; GW-IP=10.9.9.9\r\nContent-Length: 14\r\n\r\nVER 1 MSNP15\r\n";
+        let (why, got, st) = one_flow("10.9.9.9:5555", &[(Dir::C2s, req), (Dir::S2c, resp)]);
+        assert_eq!(why, Some(OpenReason::Http(MsnHttp::Gateway)));
+        // Every byte from the first, segmented at 7 bytes: nothing skipped or held back.
+        assert_eq!(got, [req.to_vec(), resp.to_vec()]);
+        assert_eq!((st.http_connections, st.msnp_connections), (1, 0));
+
+        // A web page is HTTP, but not MSN's: ignored as before.
+        let (why, _, st) = one_flow(
+            "10.9.9.9:80",
+            &[
+                (
+                    Dir::C2s,
+                    b"GET /index.html HTTP/1.1\r\nHost: example.com\r\n\r\n",
+                ),
+                (Dir::S2c, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi"),
+            ],
+        );
+        assert_eq!(why, None);
+        assert_eq!((st.http_connections, st.other_connections), (0, 1));
+
+        // A generic first request, then the answer says gateway (X-MSN-Messenger).
+        let (why, _, _) = one_flow(
+            "10.9.9.9:8080",
+            &[
+                (Dir::C2s, b"POST /x HTTP/1.1\r\nContent-Length: 0\r\n\r\n"),
+                (Dir::S2c, resp),
+            ],
+        );
+        assert_eq!(why, Some(OpenReason::Http(MsnHttp::Gateway)));
+
+        // MSNP on an unwatched port is still found by its first command line.
+        let (why, got, _) = one_flow(
+            "10.9.9.9:7777",
+            &[
+                (Dir::C2s, b"VER 1 MSNP8 CVR0\r\n"),
+                (Dir::S2c, b"VER 1 MSNP8\r\n"),
+            ],
+        );
+        assert_eq!(why, Some(OpenReason::Content));
+        assert_eq!(got[0], b"VER 1 MSNP8 CVR0\r\n");
+    }
 
     #[test]
     fn over_budget_each_connection_gives_up_once_with_one_gap() {

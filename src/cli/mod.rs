@@ -280,7 +280,7 @@ impl Inputs {
     /// other TCP connections ignored)`, `312 log lines`, `90 JSON lines`, as they apply.
     /// Inputs cut short count with what was read of them.
     pub fn totals(&self) -> String {
-        let (mut caps, mut packets, mut msnp, mut other) = (0, 0, 0, 0);
+        let (mut caps, mut packets, mut msnp, mut other, mut http) = (0, 0, 0, 0, 0);
         let (mut logs, mut log_lines, mut jsonl, mut json_lines) = (0, 0, 0, 0);
         for r in &self.reports {
             if let Some(c) = &r.stats.capture {
@@ -288,6 +288,7 @@ impl Inputs {
                 packets += c.packets;
                 msnp += c.flows.msnp_connections;
                 other += c.flows.other_connections;
+                http += c.flows.http_connections;
             }
             match r.stats.kind {
                 Some(msntap::source::Kind::SessionLog) => {
@@ -303,8 +304,13 @@ impl Inputs {
         }
         let mut parts = Vec::new();
         if caps > 0 {
+            let http = if http > 0 {
+                format!(", {http} MSN HTTP connections")
+            } else {
+                String::new()
+            };
             parts.push(format!(
-                "{packets} packets, {msnp} MSNP connections ({other} other TCP connections ignored)"
+                "{packets} packets, {msnp} MSNP connections{http} ({other} other TCP connections ignored)"
             ));
         }
         if logs > 0 {

@@ -6,6 +6,7 @@
 
 pub mod annotations;
 pub mod filter;
+pub mod http;
 pub mod jsonl;
 pub mod pretty;
 pub mod ts;
@@ -784,6 +785,10 @@ pub enum EventKind<'a> {
     Note(Message<'a>),
     Error(Message<'a>),
     Dropped(Dropped),
+    /// An HTTP request, response or problem (MSN's HTTP side).
+    Http(Box<http::Http>),
+    /// A step of an HTTP gateway session.
+    Gateway(Box<http::Gateway>),
 }
 
 impl EventKind<'_> {
@@ -798,6 +803,8 @@ impl EventKind<'_> {
             EventKind::Note(_) => "note",
             EventKind::Error(_) => "error",
             EventKind::Dropped(_) => "dropped",
+            EventKind::Http(_) => "http",
+            EventKind::Gateway(_) => "gateway",
         }
     }
 
@@ -836,6 +843,8 @@ impl EventKind<'_> {
                 message: owned(m.message),
             }),
             EventKind::Dropped(d) => EventKind::Dropped(d),
+            EventKind::Http(h) => EventKind::Http(h),
+            EventKind::Gateway(g) => EventKind::Gateway(g),
         }
     }
 }
@@ -845,6 +854,7 @@ impl Redact for EventKind<'_> {
         match self {
             EventKind::Command(c) => c.redact(),
             EventKind::Desync(d) => d.redact(),
+            EventKind::Http(h) => h.redact(),
             _ => false,
         }
     }
@@ -886,6 +896,9 @@ pub struct Event<'a> {
     pub version: Option<Version>,
     #[serde(flatten)]
     pub kind: EventKind<'a>,
+    /// The HTTP gateway session an MSNP event's bytes came through (None over TCP).
+    #[serde(default)]
+    pub via: Option<Box<http::Via>>,
 }
 
 impl Serialize for Event<'_> {
@@ -912,9 +925,28 @@ impl Serialize for Event<'_> {
             EventKind::Redirect(x) => x.serialize(Inline(&mut st))?,
             EventKind::Note(x) | EventKind::Error(x) => x.serialize(Inline(&mut st))?,
             EventKind::Dropped(x) => x.serialize(Inline(&mut st))?,
+            EventKind::Http(x) => inline_cold(&**x, &mut st)?,
+            EventKind::Gateway(x) => inline_cold(&**x, &mut st)?,
+        }
+        if let Some(v) = &self.via {
+            via_cold(v, &mut st)?;
         }
         st.end()
     }
+}
+
+/// The HTTP side's kinds, out of line: the MSNP events that make up nearly every stream
+/// do not pay for their code in `Event::serialize`.
+#[cold]
+#[inline(never)]
+fn inline_cold<S: SerializeStruct, T: Serialize>(x: &T, st: &mut S) -> Result<(), S::Error> {
+    x.serialize(Inline(st))
+}
+
+#[cold]
+#[inline(never)]
+fn via_cold<S: SerializeStruct>(v: &http::Via, st: &mut S) -> Result<(), S::Error> {
+    st.serialize_field("via", v)
 }
 
 impl<'a> Event<'a> {
@@ -934,6 +966,7 @@ impl<'a> Event<'a> {
             service,
             version: version.map(Version),
             kind,
+            via: None,
         }
     }
     pub fn type_name(&self) -> &'static str {
@@ -960,6 +993,7 @@ impl<'a> Event<'a> {
             service: self.service,
             version: self.version,
             kind: self.kind.into_owned(),
+            via: self.via,
         }
     }
 

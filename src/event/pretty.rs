@@ -122,6 +122,8 @@ pub fn describe_other(kind: &EventKind<'_>) -> Option<String> {
             "dropped {} events ({} bytes) between {} and {}: the output fell behind",
             d.events, d.bytes, d.since, d.until
         ),
+        EventKind::Http(h) => one_line(&h.describe(), 400),
+        EventKind::Gateway(g) => one_line(&g.describe(), 300),
     })
 }
 
@@ -436,7 +438,11 @@ impl<W: Write> Sink for PrettySink<W> {
                         | EventKind::Error(_)
                         | EventKind::Gap(_)
                         | EventKind::Dropped(_)
-                ) || matches!(other, EventKind::Redirect(r) if r.rewritten.is_none());
+                ) || matches!(other, EventKind::Redirect(r) if r.rewritten.is_none())
+                    || matches!(other, EventKind::Http(h) if h.problem.is_some()
+                        || h.soap.as_ref().is_some_and(|m| m.fault().is_some()))
+                    || matches!(other, EventKind::Gateway(g)
+                        if g.step == crate::event::http::GatewayStep::Error);
                 let d = ev
                     .dir
                     .map(|d| format!("{} ", d.as_str()))

@@ -66,6 +66,16 @@ const SOAP_NAMESPACES: &[&str] = &[
     "hotmail.msn.com/ws/",
 ];
 
+/// Which part of MSN a request path is, when it is one of the endpoints this module
+/// knows (case-insensitive; origin or absolute form, query cut off).
+pub fn endpoint(target: &str) -> Option<MsnHttp> {
+    let path = target_path(target).to_ascii_lowercase();
+    PATHS
+        .iter()
+        .find(|(p, _)| path.ends_with(p))
+        .map(|(_, k)| *k)
+}
+
 /// Classifies a request head.
 pub fn classify_request(h: &RequestHead) -> Option<MsnHttp> {
     let path = target_path(&h.target).to_ascii_lowercase();

@@ -152,13 +152,14 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
-impl GatewayItem {
+impl crate::secret::Redact for GatewayItem {
     /// Replaces secrets inside MSNP bytes (tickets of `USR ... TWN S`, see
     /// [`super::redact_text`]). The MSNP decoder redacts its own events; this is for
     /// writing these items out directly.
-    pub fn redact(&mut self) {
-        if let GatewayItem::Bytes { data, .. } = self {
-            super::redact_text(&mut data.0);
+    fn redact(&mut self) -> bool {
+        match self {
+            GatewayItem::Bytes { data, .. } => super::redact_text(&mut data.0) > 0,
+            _ => false,
         }
     }
 }

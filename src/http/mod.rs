@@ -14,55 +14,17 @@ pub mod stream;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
 
-/// What a redacted secret reads as.
-pub const REDACTED: &str = "<redacted>";
+use crate::secret::Redact;
+pub use crate::secret::REDACTED;
 
-/// A secret from the wire (password, ticket, cookie, BinarySecret). Its `Debug` never
-/// shows the value; serialization does, so callers run `redact()` on the containing value
-/// before writing it out unless told not to.
-#[derive(Clone, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(s: impl Into<String>) -> Secret {
-        Secret(s.into())
-    }
-    /// The secret's value (what the wire carried, or [`REDACTED`]).
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-    pub fn redact(&mut self) {
-        if self.0 != REDACTED {
-            self.0 = REDACTED.to_string();
-        }
-    }
-    pub fn is_redacted(&self) -> bool {
-        self.0 == REDACTED
-    }
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.is_redacted() {
-            f.write_str("Secret(<redacted>)")
-        } else {
-            write!(f, "Secret({} bytes)", self.0.len())
-        }
-    }
-}
+/// A secret from the wire (password, ticket, cookie, BinarySecret): the crate's one secret
+/// type, owned. Its `Debug` never shows the value; redaction goes through the crate's
+/// [`Redact`] rule like every other event part.
+pub type Secret = crate::secret::Secret<'static>;
 
 /// Redacts every secret of an optional field.
-pub(crate) fn redact_opt(s: &mut Option<Secret>) {
-    if let Some(s) = s {
-        s.redact();
-    }
+pub(crate) fn redact_opt(s: &mut Option<Secret>) -> bool {
+    s.as_mut().is_some_and(Redact::redact)
 }
 
 /// Bytes off the wire: serialized as `{"text": ...}` when UTF-8, else `{"base64": ...}`.
@@ -155,7 +117,7 @@ impl Header {
             name: name.to_string(),
             value: if secret {
                 HeaderValue::Secret {
-                    secret: Secret::new(value),
+                    secret: Secret::new(value.to_string()),
                 }
             } else {
                 HeaderValue::Text(value.to_string())
@@ -165,9 +127,13 @@ impl Header {
     pub fn value(&self) -> &str {
         self.value.as_str()
     }
-    pub fn redact(&mut self) {
-        if let HeaderValue::Secret { secret } = &mut self.value {
-            secret.redact();
+}
+
+impl Redact for Header {
+    fn redact(&mut self) -> bool {
+        match &mut self.value {
+            HeaderValue::Secret { secret } => secret.redact(),
+            HeaderValue::Text(_) => false,
         }
     }
 }
@@ -459,7 +425,7 @@ mod tests {
 
     #[test]
     fn secret_debug_hides_value() {
-        let s = Secret::new("password1");
+        let s = Secret::new("password1".to_string());
         assert!(!format!("{s:?}").contains("password1"));
         let mut s = s;
         s.redact();

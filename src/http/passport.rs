@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::stream::{Request, Response};
 use super::{percent_decode, target_path, Secret};
 use crate::event::Ts;
+use crate::secret::Redact;
 
 /// One `key=value` of a Passport header, in order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -109,9 +110,10 @@ pub enum PassportExchange {
     },
 }
 
-impl PassportExchange {
+impl Redact for PassportExchange {
     /// Replaces the password and the ticket by `<redacted>`.
-    pub fn redact(&mut self) {
+    fn redact(&mut self) -> bool {
+        let mut changed = false;
         if let PassportExchange::Login {
             credentials,
             outcome,
@@ -119,12 +121,13 @@ impl PassportExchange {
         } = self
         {
             if let Some(c) = credentials {
-                super::redact_opt(&mut c.password);
+                changed |= super::redact_opt(&mut c.password);
             }
             if let Some(Outcome::Success(s)) = outcome {
-                super::redact_opt(&mut s.ticket);
+                changed |= super::redact_opt(&mut s.ticket);
             }
         }
+        changed
     }
 }
 

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::stream::{Request, Response};
 use super::{redact_opt, target_path, Secret};
+use crate::secret::Redact;
 
 /// Which service a SOAP message belongs to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -324,27 +325,31 @@ pub struct SoapMessage {
     pub body: SoapBody,
 }
 
-impl SoapMessage {
+impl Redact for SoapMessage {
     /// Replaces every password, ticket, proof key and cookie by `<redacted>`.
-    pub fn redact(&mut self) {
-        redact_opt(&mut self.auth.ticket_token);
-        redact_opt(&mut self.auth.cookie_t);
-        redact_opt(&mut self.auth.cookie_p);
+    fn redact(&mut self) -> bool {
+        let mut c = redact_opt(&mut self.auth.ticket_token);
+        c |= redact_opt(&mut self.auth.cookie_t);
+        c |= redact_opt(&mut self.auth.cookie_p);
         match &mut self.body {
-            SoapBody::RstRequest(r) => redact_opt(&mut r.password),
+            SoapBody::RstRequest(r) => c |= redact_opt(&mut r.password),
             SoapBody::RstResponse(r) => {
                 for t in &mut r.tokens {
-                    redact_opt(&mut t.ticket);
-                    redact_opt(&mut t.binary_secret);
+                    c |= redact_opt(&mut t.ticket);
+                    c |= redact_opt(&mut t.binary_secret);
                 }
             }
             SoapBody::OimStore(o) => {
-                redact_opt(&mut o.ticket);
-                redact_opt(&mut o.lock_key);
+                c |= redact_opt(&mut o.ticket);
+                c |= redact_opt(&mut o.lock_key);
             }
             _ => {}
         }
+        c
     }
+}
+
+impl SoapMessage {
     pub fn fault(&self) -> Option<&SoapFault> {
         match &self.body {
             SoapBody::Fault(f) => Some(f),
@@ -769,14 +774,14 @@ fn read_oim_store(op: Node<'_, '_>, header: Option<Node<'_, '_>>) -> OimStore {
             .map(str::to_string),
         ticket: ticket
             .and_then(|t| t.attribute("passport"))
-            .map(Secret::new),
+            .map(|t| Secret::new(t.to_string())),
         app_id: ticket
             .and_then(|t| t.attribute("appid"))
             .map(str::to_string),
         lock_key: ticket
             .and_then(|t| t.attribute("lockkey"))
             .filter(|k| !k.is_empty())
-            .map(Secret::new),
+            .map(|k| Secret::new(k.to_string())),
         message_number: header
             .and_then(|h| desc_text(h, "MessageNumber"))
             .and_then(|n| n.parse().ok()),

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{header, Bytes, Header};
 use crate::event::{Dir, Ts};
+use crate::secret::Redact;
 
 /// Bounds on what one connection may make this decoder hold.
 #[derive(Debug, Clone, Copy)]
@@ -128,12 +129,13 @@ impl Body {
             trailers: Vec::new(),
         }
     }
+}
+
+impl Redact for Body {
     /// Replaces secrets inside the body text (see [`super::redact_text`]) and in trailers.
-    pub fn redact(&mut self) {
-        super::redact_text(&mut self.data.0);
-        for t in &mut self.trailers {
-            t.redact();
-        }
+    fn redact(&mut self) -> bool {
+        let n = super::redact_text(&mut self.data.0);
+        self.trailers.redact() | (n > 0)
     }
 }
 
@@ -156,11 +158,11 @@ impl Request {
     pub fn header(&self, name: &str) -> Option<&str> {
         header(&self.head.headers, name)
     }
-    pub fn redact(&mut self) {
-        for h in &mut self.head.headers {
-            h.redact();
-        }
-        self.body.redact();
+}
+
+impl Redact for Request {
+    fn redact(&mut self) -> bool {
+        self.head.headers.redact() | self.body.redact()
     }
 }
 
@@ -188,11 +190,11 @@ impl Response {
     pub fn header(&self, name: &str) -> Option<&str> {
         header(&self.head.headers, name)
     }
-    pub fn redact(&mut self) {
-        for h in &mut self.head.headers {
-            h.redact();
-        }
-        self.body.redact();
+}
+
+impl Redact for Response {
+    fn redact(&mut self) -> bool {
+        self.head.headers.redact() | self.body.redact()
     }
 }
 
@@ -248,13 +250,13 @@ pub enum HttpItem {
     },
 }
 
-impl HttpItem {
+impl Redact for HttpItem {
     /// Replaces every secret (credential headers, secrets inside bodies) by `<redacted>`.
-    pub fn redact(&mut self) {
+    fn redact(&mut self) -> bool {
         match self {
             HttpItem::Request(r) => r.redact(),
             HttpItem::Response(r) => r.redact(),
-            HttpItem::Problem(_) | HttpItem::Tunnel { .. } => {}
+            HttpItem::Problem(_) | HttpItem::Tunnel { .. } => false,
         }
     }
 }

@@ -516,7 +516,10 @@ impl Chains {
                     });
                 }
             }
-            EventKind::Note(_) | EventKind::Dropped(_) => {}
+            EventKind::Note(_)
+            | EventKind::Dropped(_)
+            | EventKind::Http(_)
+            | EventKind::Gateway(_) => {}
         }
     }
 

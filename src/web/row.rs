@@ -31,7 +31,8 @@ impl Kind {
             EventKind::Desync(_) => Kind::Desync,
             EventKind::Gap(_) => Kind::Gap,
             EventKind::Redirect(_) => Kind::Redirect,
-            EventKind::Note(_) => Kind::Note,
+            // The web view shows the HTTP side as remarks beside the MSNP it carries.
+            EventKind::Note(_) | EventKind::Http(_) | EventKind::Gateway(_) => Kind::Note,
             EventKind::Error(_) => Kind::Error,
             EventKind::Dropped(_) => Kind::Dropped,
         }
