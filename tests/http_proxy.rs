@@ -409,6 +409,74 @@ fn a_gateway_session_is_relayed_byte_exact_and_live_events_equal_the_recording()
                 ("s2c".into(), "CVR 6 6.0.0602 6.0.0602 1.0.0000 http://x http://y".into()),
             ];
             assert!(l.contains(&tunnel_cmds), "{l:#?}");
+            // The gateway session, over two TCP connections, is one MSNP connection whose
+            // streams are the bodies (decoded by the capture path, live and offline alike).
+            let gw_cmds: Vec<(String, String)> = [
+                ("c2s", "VER 1 MSNP8 CVR0"),
+                ("s2c", "VER 1 MSNP8 CVR0"),
+                ("c2s", "CVR 2 0x0409 win 4.10 i386 MSNMSGR 5.0 MSMSGS a"),
+                ("s2c", "CVR 2 6.0.0602 6.0.0602 1.0.0000 http://x http://y"),
+                ("c2s", "USR 3 TWN I alice@example.com"),
+                ("s2c", "USR 3 TWN S lc=1033,id=507,tw=40"),
+                ("s2c", "OUT"),
+            ]
+            .iter()
+            .map(|(d, l)| (d.to_string(), l.to_string()))
+            .collect();
+            assert!(l.contains(&gw_cmds), "{l:#?}");
+            assert_eq!(l.len(), 2, "{l:#?}");
+            let gw_conn = live
+                .iter()
+                .find(|e| e.command().is_some_and(|c| c.line == "OUT"))
+                .map(|e| e.conn)
+                .expect("the gateway session's connection");
+            assert!(live
+                .iter()
+                .filter(|e| e.conn == gw_conn && e.command().is_some())
+                .all(|e| e.via.is_some()));
+            // The HTTP and gateway events are the same too, timestamps included (the same
+            // frames); only the connection numbering differs.
+            let http_events = |evs: &[Event<'static>]| {
+                let mut v: Vec<serde_json::Value> = evs
+                    .iter()
+                    .filter(|e| matches!(e.kind, EventKind::Http(_) | EventKind::Gateway(_)))
+                    .map(|e| {
+                        let mut j = serde_json::to_value(e).expect("json");
+                        if let Some(o) = j.as_object_mut() {
+                            o.remove("conn");
+                            o.remove("tcp_conn");
+                            if let Some(v) = o.get_mut("via").and_then(|v| v.as_object_mut()) {
+                                v.remove("tcp_conn");
+                            }
+                        }
+                        j
+                    })
+                    .collect();
+                v.sort_by_key(|j| j.to_string());
+                v
+            };
+            assert_eq!(http_events(&live), http_events(&read));
+            // Live, `via.tcp_conn` names the proxy's id of the TCP connection.
+            let http_conns: std::collections::BTreeSet<u64> = live
+                .iter()
+                .filter(|e| matches!(e.kind, EventKind::Http(_)))
+                .map(|e| e.conn)
+                .collect();
+            let via: std::collections::BTreeSet<u64> = live
+                .iter()
+                .filter_map(|e| e.via.as_ref()?.tcp_conn)
+                .collect();
+            assert_eq!(via, http_conns);
+            let kinds = |evs: &[Event<'static>]| {
+                evs.iter()
+                    .filter(|e| matches!(e.kind, EventKind::Http(_) | EventKind::Gateway(_)))
+                    .map(|e| e.type_name().to_string())
+                    .collect::<Vec<_>>()
+            };
+            let lk = kinds(&live);
+            // Five requests, five final responses and one 100 Continue; open, poll, poll, close.
+            assert_eq!(lk.iter().filter(|k| *k == "http").count(), 11, "{lk:?}");
+            assert!(lk.iter().filter(|k| *k == "gateway").count() >= 3, "{lk:?}");
             for f in [&json, &pcap, &offline] {
                 let _ = std::fs::remove_file(f);
             }

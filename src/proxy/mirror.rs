@@ -27,7 +27,7 @@ impl Mirror {
         // The options `msntap read` uses by default: the same frames give the same events.
         let tracker = Tracker::new(tables.clone(), FlowOptions::default(), 1);
         Mirror {
-            dec: Decoder::new(tables),
+            dec: Decoder::new(tables, tracker.ids()),
             tracker,
             ids: Ids::default(),
             next_conn,
@@ -74,12 +74,13 @@ impl Mirror {
             Ok(())
         };
         tracker.finish(&mut |e: StreamEvent<'_>| dec.on(e, &mut sink));
+        // Gateway sessions still open end with the input, as in `msntap read`.
+        dec.finish(&mut sink);
         let _ = dec.take_error();
     }
 }
 
-/// Gives a connection of the decoder (a TCP connection or, once HTTP decoding is wired,
-/// a gateway session) an id of the proxy's sequence on first sight, so that ids never clash
+/// Gives a connection of the decoder (a TCP connection or a gateway session) an id of the proxy's sequence on first sight, so that ids never clash
 /// with the MSNP listener's connections.
 fn renumber(ids: &mut Ids, next: &AtomicU64, e: &mut Event<'_>) {
     if e.conn == 0 {
@@ -91,6 +92,18 @@ fn renumber(ids: &mut Ids, next: &AtomicU64, e: &mut Event<'_>) {
         .entry(own)
         .or_insert_with(|| next.fetch_add(1, Ordering::Relaxed));
     e.conn = id;
+    // Events of gateway sessions name the TCP connection their bytes came over.
+    let tcp = |t: &mut Option<u64>| {
+        if let Some(p) = t.and_then(|t| ids.get(t)) {
+            *t = Some(p);
+        }
+    };
+    if let Some(v) = &mut e.via {
+        tcp(&mut v.tcp_conn);
+    }
+    if let EventKind::Gateway(g) = &mut e.kind {
+        tcp(&mut g.tcp_conn);
+    }
     if matches!(e.kind, EventKind::Close(_)) {
         // Nothing follows a close: the table holds open connections only, and a few
         // closed ones that later events may still name.
@@ -117,7 +130,6 @@ impl Ids {
     }
 
     /// The proxy's id of a connection the decoder named (open or recently closed).
-    #[allow(dead_code)]
     fn get(&self, own: u64) -> Option<u64> {
         self.open.get(&own).copied().or_else(|| {
             self.closed
