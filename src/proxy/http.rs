@@ -108,7 +108,6 @@ struct Up {
     id: u64,
     /// `host:port` it was opened for.
     key: String,
-    addr: SocketAddr,
     local: SocketAddr,
     rd: OwnedReadHalf,
     wr: OwnedWriteHalf,
@@ -459,7 +458,6 @@ async fn open(sh: &Shared, addr: &str) -> std::io::Result<Up> {
     Ok(Up {
         id,
         key: addr.to_string(),
-        addr: peer,
         local,
         rd,
         wr,
@@ -497,7 +495,6 @@ fn retire(sh: &Arc<Shared>, mut u: Up) {
         let _ = tokio::time::timeout(Duration::from_secs(1), wait).await;
         record(&sh, Rec::End { conn: u.id }).await;
         sh.remove_outbound(u.local.port());
-        let _ = u.addr;
     });
 }
 
