@@ -79,8 +79,9 @@ pub enum Command {
     Read(read::ReadArgs),
     /// Relay a client to its server and decode the session live; XFR and RNG redirects are
     /// rewritten so notification and switchboard connections pass through msntap too.
+    /// `--http-proxy` adds an HTTP forward proxy (gateway.dll, CONNECT).
     #[command(after_help = proxy::EXAMPLES)]
-    Proxy(proxy::ProxyArgs),
+    Proxy(Box<proxy::ProxyArgs>),
     /// Discovery report: commands per version and service, unknown commands and forms,
     /// unfamiliar payload vocabulary, error codes, payload guesses and desyncs.
     #[command(after_help = report::EXAMPLES)]

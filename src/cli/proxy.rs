@@ -23,6 +23,8 @@ Examples:
   msntap proxy --upstream messenger.example.org:1863 --hide PNG,QNG
   # Also JSON Lines, a pcapng recording and the pictures/files sent over P2P.
   msntap proxy --upstream messenger.example.org:1863 --json s.jsonl --pcap s.pcapng --extract objects/
+  # An HTTP proxy for clients configured with one; the gateway goes to a local server.
+  msntap proxy --http-proxy 127.0.0.1:3128 --map gateway.messenger.hotmail.com=127.0.0.1:8080 --record h.pcapng
   # Transparent mode behind an iptables/nftables REDIRECT rule (see docs/proxy.md).
   msntap proxy --transparent --listen 127.0.0.1:1863
 ";
@@ -33,9 +35,19 @@ pub struct ProxyArgs {
     #[arg(
         long,
         value_name = "HOST:PORT",
-        required_unless_present = "transparent"
+        required_unless_present_any = ["transparent", "http_proxy"]
     )]
     pub upstream: Option<String>,
+    /// Also (or, without --upstream, only) run an explicit HTTP forward proxy on ADDR that a
+    /// client's proxy settings point at: gateway.dll polling, HTTP SOAP and CONNECT tunnels
+    /// (opaque) are relayed and decoded. See docs/proxy.md.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub http_proxy: Option<std::net::SocketAddr>,
+    /// With --http-proxy: send requests (and CONNECTs) for HOST to ADDR instead, e.g.
+    /// `gateway.messenger.hotmail.com=127.0.0.1:8080` or `'*.hotmail.com=127.0.0.1'`
+    /// (without a port the request's port is kept). Repeatable; exact names win over `*.`.
+    #[arg(long = "map", value_name = "HOST=ADDR", value_parser = parse_map, requires = "http_proxy")]
+    pub maps: Vec<msntap::proxy::http::HostMap>,
     /// Where clients connect. Anything but a loopback address exposes the proxy to the network.
     #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:1863")]
     pub listen: std::net::SocketAddr,
@@ -49,7 +61,7 @@ pub struct ProxyArgs {
     pub transparent: bool,
     /// Record the proxied connections into FILE as pcapng (readable by Wireshark and
     /// `msntap read`). The file holds everything, secrets included: it is made owner-only.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", visible_alias = "record")]
     pub pcap: Option<PathBuf>,
     /// Seconds to wait for the upstream server to accept a connection.
     #[arg(long, value_name = "SECS", default_value_t = 10)]
@@ -88,6 +100,10 @@ pub struct ProxyArgs {
     pub out: OutputArgs,
 }
 
+fn parse_map(s: &str) -> Result<msntap::proxy::http::HostMap, String> {
+    msntap::proxy::http::HostMap::parse(s)
+}
+
 /// A backlog size: a byte count (`64M`, `1G`, ...) of at least 64 KiB.
 pub fn parse_bytes(s: &str) -> Result<usize, String> {
     let n = super::args::parse_size(s)?;
@@ -111,6 +127,8 @@ pub fn run(a: &ProxyArgs, tables: Arc<Tables>) -> Result<ExitCode> {
         route_timeout: secs(a.route_timeout.max(1)),
         max_connections: a.max_connections.max(1),
         backlog: a.backlog,
+        http_proxy: a.http_proxy,
+        http_maps: a.maps.clone(),
         ..Config::default()
     };
     let mut ocfg = a.out.config()?;
@@ -150,22 +168,39 @@ pub fn run(a: &ProxyArgs, tables: Arc<Tables>) -> Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let upstream = a.upstream.as_deref().unwrap_or("the original destinations");
+    let upstream = match (&a.upstream, a.transparent) {
+        (Some(u), _) => u.clone(),
+        (None, true) => "the original destinations".to_string(),
+        (None, false) => String::new(),
+    };
     let res = rt.block_on(async move {
         // Installed before the startup line, so a signal right after it is not lost.
         let mut term = signal(SignalKind::terminate()).context("installing SIGTERM")?;
         let mut int = signal(SignalKind::interrupt()).context("installing SIGINT")?;
         let (p, mut events) = Proxy::bind(cfg, tables).await?;
         let addr = p.local_addr();
-        if !addr.ip().is_loopback() {
-            eprintln!(
-                "msntap: WARNING: listening on {addr}, NOT a loopback address: other machines can \
-                 connect, relay through this proxy and have their sessions logged"
-            );
+        let msnp = !upstream.is_empty();
+        let http = p.http_addr();
+        for l in msnp.then_some(addr).into_iter().chain(http) {
+            if !l.ip().is_loopback() {
+                eprintln!(
+                    "msntap: WARNING: listening on {l}, NOT a loopback address: other machines can \
+                     connect, relay through this proxy and have their sessions logged"
+                );
+            }
         }
-        eprintln!("msntap: proxying {addr} -> {upstream}; Ctrl-C or SIGTERM stops");
+        if msnp {
+            eprintln!("msntap: proxying {addr} -> {upstream}; Ctrl-C or SIGTERM stops");
+        }
+        if let Some(h) = http {
+            eprintln!("msntap: HTTP proxy on {h} (point the client's HTTP proxy setting here); Ctrl-C or SIGTERM stops");
+        }
         if let Some((server, hub)) = &web {
-            hub.store().title = format!("proxy on {addr} -> {upstream}");
+            hub.store().title = match http {
+                Some(h) if !msnp => format!("HTTP proxy on {h}"),
+                Some(h) => format!("proxy on {addr} -> {upstream}, HTTP proxy on {h}"),
+                None => format!("proxy on {addr} -> {upstream}"),
+            };
             eprintln!("msntap: live view at {}", server.url);
         }
         let abandon = events.abandon_handle();

@@ -25,6 +25,15 @@ pub(crate) enum Item {
     Event(Box<Event<'static>>),
     /// Work dropped before this point.
     Dropped(Dropped),
+    /// Synthesized frames of a connection the HTTP proxy relayed (the packets the
+    /// recording holds), for the event side's capture decoder.
+    Packets {
+        /// The proxy's id of the connection.
+        conn: u64,
+        ts: Ts,
+        /// Link-layer frames ([`crate::capture::writer::Link::Ethernet`]).
+        frames: Vec<Vec<u8>>,
+    },
 }
 
 #[derive(Debug, Default)]
@@ -126,6 +135,17 @@ impl Backlog {
         );
     }
 
+    /// Frames for the event side's capture decoder. `control`: frames without payload
+    /// (handshake, FIN, RST), which may use the reserve like connection events, so that a
+    /// connection's boundaries survive a flood of data that is dropped.
+    pub fn push_packets(&self, conn: u64, ts: Ts, frames: Vec<Vec<u8>>, control: bool) {
+        if frames.is_empty() {
+            return;
+        }
+        let cost = frames.iter().map(|f| f.len() + 32).sum::<usize>() + 64;
+        self.push(Item::Packets { conn, ts, frames }, cost, 1, control, ts);
+    }
+
     pub fn push_event(&self, ev: Event<'static>) {
         let ts = ev.ts;
         self.push(Item::Event(Box::new(ev)), 512, 1, true, ts);
@@ -218,6 +238,10 @@ impl Backlog {
                 Item::Event(e) => {
                     events += 1;
                     Some(e.ts)
+                }
+                Item::Packets { ts, .. } => {
+                    events += 1;
+                    Some(*ts)
                 }
                 Item::Dropped(d) => {
                     events += d.events;

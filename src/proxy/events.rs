@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use super::backlog::{Backlog, BacklogStats, Item};
 use super::forward::{Batch, Entry};
+use super::mirror::Mirror;
 use super::pool::Pool;
 use crate::event::{Desync, Dir, Event, EventKind, Message, Preview, Service, Ts};
 use crate::protocol::decode;
@@ -26,6 +27,9 @@ pub struct Events {
     limits: Limits,
     work: VecDeque<(Item, usize)>,
     pool: Arc<Pool>,
+    /// The capture decoder of the HTTP proxy's connections, and whether it has been
+    /// finished (at the end of the run).
+    mirror: Option<(Mirror, bool)>,
 }
 
 /// See [`Events::abandon_handle`].
@@ -53,6 +57,7 @@ impl Events {
         tables: Arc<Tables>,
         limits: Limits,
         pool: Arc<Pool>,
+        mirror: Option<Mirror>,
     ) -> Events {
         Events {
             backlog,
@@ -60,6 +65,7 @@ impl Events {
             limits,
             work: VecDeque::new(),
             pool,
+            mirror: mirror.map(|m| (m, false)),
         }
     }
 
@@ -73,6 +79,16 @@ impl Events {
         f: &mut dyn FnMut(&mut Event<'_>),
     ) -> Option<Delivered> {
         if self.work.is_empty() && !self.backlog.take(&mut self.work, wait) {
+            // The connections the capture decoder still holds end with the run.
+            if let Some((m, done @ false)) = &mut self.mirror {
+                *done = true;
+                let mut events = 0;
+                m.finish(&mut |e| {
+                    events += 1;
+                    f(e)
+                });
+                return Some(Delivered { events, idle: true });
+            }
             return None;
         }
         let start = Instant::now();
@@ -124,7 +140,7 @@ impl Events {
         self.backlog.stats()
     }
 
-    fn deliver(&self, item: Item, f: &mut dyn FnMut(&mut Event<'_>)) -> usize {
+    fn deliver(&mut self, item: Item, f: &mut dyn FnMut(&mut Event<'_>)) -> usize {
         match item {
             Item::Batch {
                 conn,
@@ -135,6 +151,37 @@ impl Events {
             Item::Event(mut ev) => {
                 f(&mut ev);
                 1
+            }
+            Item::Packets { conn, ts, frames } => {
+                let Some((m, _)) = &mut self.mirror else {
+                    return 0;
+                };
+                let mut n = 0;
+                for fr in &frames {
+                    // A decoder bug must not cost the other events (or the thread).
+                    let r = catch_unwind(AssertUnwindSafe(|| {
+                        m.frame(conn, ts, fr, &mut |e| {
+                            n += 1;
+                            f(e)
+                        })
+                    }));
+                    if r.is_err() {
+                        let mut ev = Event::new(
+                            ts,
+                            conn,
+                            None,
+                            Service::Unknown,
+                            None,
+                            EventKind::Error(Message {
+                                message: Cow::Borrowed(
+                                    "the capture decoder failed on a frame of this connection; it was forwarded unchanged",
+                                ),
+                            }),
+                        );
+                        f(&mut ev);
+                    }
+                }
+                n
             }
             Item::Dropped(d) => {
                 let mut ev = Event::new(

@@ -6,6 +6,9 @@
 mod backlog;
 pub mod events;
 pub mod forward;
+pub mod http;
+mod httpframe;
+mod mirror;
 pub mod output;
 mod pool;
 mod record;
@@ -66,6 +69,10 @@ pub struct Config {
     pub limits: Limits,
     /// Record the proxied connections into this pcapng file.
     pub pcap: Option<std::path::PathBuf>,
+    /// Where the explicit HTTP forward proxy listens (`--http-proxy`), if it runs.
+    pub http_proxy: Option<SocketAddr>,
+    /// `--map HOST=ADDR`: where the HTTP proxy sends requests for these hosts.
+    pub http_maps: Vec<http::HostMap>,
 }
 
 impl Default for Config {
@@ -85,6 +92,8 @@ impl Default for Config {
             framing_budget: 32 << 20,
             limits: Limits::default(),
             pcap: None,
+            http_proxy: None,
+            http_maps: Vec::new(),
         }
     }
 }
@@ -92,7 +101,9 @@ impl Default for Config {
 /// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
-    #[error("no upstream server: give --upstream HOST:PORT (or --transparent)")]
+    #[error(
+        "no upstream server: give --upstream HOST:PORT (or --transparent, or --http-proxy ADDR)"
+    )]
     NoUpstream,
     #[error("upstream {0:?} is not HOST:PORT")]
     BadUpstream(String),
@@ -183,7 +194,7 @@ pub(crate) struct Shared {
     /// The `--pcap` recorder.
     pub(crate) rec: Option<record::Recorder>,
     started: Instant,
-    next_conn: AtomicU64,
+    next_conn: Arc<AtomicU64>,
     routes: Mutex<HashMap<RouteKey, Arc<RouteState>>>,
     routes_opened: AtomicU64,
     routes_expired: AtomicU64,
@@ -191,8 +202,8 @@ pub(crate) struct Shared {
     listeners: Mutex<HashSet<SocketAddr>>,
     /// Local ports of this proxy's upstream sockets (loop detection at accept).
     outbound: Mutex<HashSet<u16>>,
-    active: AtomicUsize,
-    idle: Notify,
+    pub(crate) active: AtomicUsize,
+    pub(crate) idle: Notify,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -339,7 +350,9 @@ impl Drop for CloseOnDrop {
 /// A bound proxy, ready to run.
 pub struct Proxy {
     shared: Arc<Shared>,
-    listener: TcpListener,
+    /// The MSNP listener (absent when only the HTTP proxy runs).
+    listener: Option<TcpListener>,
+    http_listener: Option<TcpListener>,
     shutdown_tx: watch::Sender<bool>,
     closer: CloseOnDrop,
 }
@@ -351,8 +364,9 @@ impl Proxy {
         if cfg.transparent && !cfg!(target_os = "linux") {
             return Err(ProxyError::TransparentUnsupported);
         }
+        let msnp = cfg.upstream.is_some() || cfg.transparent;
         let resolved = match &cfg.upstream {
-            None if cfg.transparent => Vec::new(),
+            None if cfg.transparent || cfg.http_proxy.is_some() => Vec::new(),
             None => return Err(ProxyError::NoUpstream),
             Some(u) => {
                 if !u
@@ -370,51 +384,90 @@ impl Proxy {
                     .collect()
             }
         };
-        let listener = TcpListener::bind(cfg.listen)
-            .await
-            .map_err(|source| ProxyError::Bind {
-                addr: cfg.listen,
-                source,
-            })?;
-        let listen = listener.local_addr().map_err(|source| ProxyError::Bind {
-            addr: cfg.listen,
-            source,
-        })?;
-        if let Some(addr) = resolved.iter().find(|a| same_endpoint(listen, **a)) {
+        let bind = |addr: SocketAddr| async move {
+            let l = TcpListener::bind(addr)
+                .await
+                .map_err(|source| ProxyError::Bind { addr, source })?;
+            let a = l
+                .local_addr()
+                .map_err(|source| ProxyError::Bind { addr, source })?;
+            Ok::<_, ProxyError>((l, a))
+        };
+        let (listener, listen) = if msnp {
+            let (l, a) = bind(cfg.listen).await?;
+            (Some(l), a)
+        } else {
+            (None, cfg.listen)
+        };
+        let (http_listener, http_addr) = match cfg.http_proxy {
+            Some(a) => {
+                let (l, a) = bind(a).await?;
+                (Some(l), Some(a))
+            }
+            None => (None, None),
+        };
+        if let Some(addr) = resolved.iter().find(|a| {
+            (msnp && same_endpoint(listen, **a)) || http_addr.is_some_and(|h| same_endpoint(h, **a))
+        }) {
             return Err(ProxyError::Loop {
                 target: cfg.upstream.clone().unwrap_or_default(),
                 addr: *addr,
                 listen,
             });
         }
-        let rec = match &cfg.pcap {
-            Some(p) => Some(
-                record::Recorder::start(p).map_err(|source| ProxyError::Pcap {
-                    path: p.display().to_string(),
-                    source,
-                })?,
-            ),
-            None => None,
-        };
         let backlog = Arc::new(backlog::Backlog::new(cfg.backlog));
+        let rec = if cfg.pcap.is_some() || http_addr.is_some() {
+            let mirror = http_addr.map(|_| backlog.clone());
+            Some(
+                record::Recorder::start(cfg.pcap.as_deref(), mirror).map_err(|source| {
+                    ProxyError::Pcap {
+                        path: cfg
+                            .pcap
+                            .as_ref()
+                            .map_or_else(|| "the frame thread".into(), |p| p.display().to_string()),
+                        source,
+                    }
+                })?,
+            )
+        } else {
+            None
+        };
+        let next_conn = Arc::new(AtomicU64::new(1));
         let pool = Arc::new(pool::Pool::default());
-        let events = Events::new(backlog.clone(), tables.clone(), cfg.limits, pool.clone());
+        let mirror = http_addr.map(|_| mirror::Mirror::new(tables.clone(), next_conn.clone()));
+        let events = Events::new(
+            backlog.clone(),
+            tables.clone(),
+            cfg.limits,
+            pool.clone(),
+            mirror,
+        );
         let (shutdown_tx, shutdown) = watch::channel(false);
         let shared = Arc::new(Shared {
             budget: Budget::new(cfg.framing_budget),
             names: DialectNames::new(&tables),
             pool,
-            cfg: Config { listen, ..cfg },
+            cfg: Config {
+                listen,
+                http_proxy: http_addr,
+                ..cfg
+            },
             tables,
             backlog: backlog.clone(),
             shutdown,
             rec,
             started: Instant::now(),
-            next_conn: AtomicU64::new(1),
+            next_conn,
             routes: Mutex::new(HashMap::new()),
             routes_opened: AtomicU64::new(0),
             routes_expired: AtomicU64::new(0),
-            listeners: Mutex::new(HashSet::from([listen])),
+            listeners: Mutex::new(
+                listener
+                    .iter()
+                    .map(|_| listen)
+                    .chain(http_addr)
+                    .collect::<HashSet<_>>(),
+            ),
             outbound: Mutex::new(HashSet::new()),
             active: AtomicUsize::new(0),
             idle: Notify::new(),
@@ -423,6 +476,7 @@ impl Proxy {
             Proxy {
                 shared,
                 listener,
+                http_listener,
                 shutdown_tx,
                 closer: CloseOnDrop(backlog),
             },
@@ -430,9 +484,15 @@ impl Proxy {
         ))
     }
 
-    /// The address the main listener is bound to.
+    /// The address the main (MSNP) listener is bound to (the configured one when only the
+    /// HTTP proxy runs).
     pub fn local_addr(&self) -> SocketAddr {
         self.shared.cfg.listen
+    }
+
+    /// The address the HTTP proxy listens on, when it runs.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.shared.cfg.http_proxy
     }
 
     /// Relays until `shutdown` resolves; then closes the listeners, ends every connection
@@ -441,13 +501,19 @@ impl Proxy {
         let Proxy {
             shared,
             listener,
+            http_listener,
             shutdown_tx,
             closer,
         } = self;
         let listen = shared.cfg.listen;
-        if !is_loopback(listen.ip()) {
+        for l in listener
+            .iter()
+            .map(|_| listen)
+            .chain(shared.cfg.http_proxy)
+            .filter(|a| !is_loopback(a.ip()))
+        {
             let msg = format!(
-                "listening on {listen}, which is reachable from other machines: anyone who can connect \
+                "listening on {l}, which is reachable from other machines: anyone who can connect \
                  relays through this proxy and every session is logged"
             );
             tracing::warn!("{msg}");
@@ -455,10 +521,14 @@ impl Proxy {
                 message: msg.into(),
             })));
         }
-        let main = tokio::spawn(accept_loop(shared.clone(), listener, Upstream::Main, None));
+        let main =
+            listener.map(|l| tokio::spawn(accept_loop(shared.clone(), l, Upstream::Main, None)));
+        let http = http_listener.map(|l| tokio::spawn(http::accept_loop(shared.clone(), l)));
         shutdown.await;
         let _ = shutdown_tx.send(true);
-        let _ = main.await;
+        for t in [main, http].into_iter().flatten() {
+            let _ = t.await;
+        }
         // Every connection sees the shutdown flag and reports its close; give them a moment.
         let wait = async {
             loop {

@@ -1,5 +1,8 @@
-//! `--pcap`: records proxied connections as pcapng with synthetic Ethernet/IP/TCP framing,
-//! on a thread of its own. Each proxied connection appears as one TCP connection between
+//! `--pcap`/`--record`: records proxied connections as pcapng with synthetic
+//! Ethernet/IP/TCP framing, on a thread of its own. The same thread hands the very frames it
+//! writes for the HTTP proxy's connections to the event side (the backlog), whose capture
+//! decoder turns them into the live events: live and offline decoding see the same packets
+//! in the same order. Each proxied connection appears as one TCP connection between
 //! the client and the real server carrying the bytes each side sent (server bytes as the
 //! server sent them, before address rewriting), so reading the file back gives the live
 //! events. It keeps every byte: when the disk falls behind, forwarding waits for it (the
@@ -15,6 +18,7 @@ use std::sync::{mpsc, Arc};
 use bytes::Bytes;
 use tokio::sync::{oneshot, Semaphore};
 
+use super::backlog::Backlog;
 use crate::capture::writer::{CaptureWriter, Format, Link, TcpFlowWriter};
 use crate::event::{Dir, Ts};
 use crate::output::create_private;
@@ -31,6 +35,8 @@ pub(crate) enum Rec {
         client: SocketAddr,
         server: SocketAddr,
         ts: Ts,
+        /// Decode this connection from its frames on the event side (HTTP proxy).
+        mirror: bool,
     },
     Data {
         conn: u64,
@@ -56,21 +62,34 @@ pub(crate) struct Recorder {
 }
 
 impl Recorder {
-    /// Opens `path` (owner-only: recordings hold secrets) and starts the recorder thread.
-    pub fn start(path: &Path) -> io::Result<Recorder> {
-        let f = create_private(path, true)?;
-        let w = CaptureWriter::new(
-            BufWriter::with_capacity(256 << 10, f),
-            Format::PcapNg,
-            Link::Ethernet,
-        )?;
+    /// Opens `path`, if any (owner-only: recordings hold secrets), and starts the recorder
+    /// thread. `mirror`: where the frames of connections opened with `mirror` go.
+    pub fn start(path: Option<&Path>, mirror: Option<Arc<Backlog>>) -> io::Result<Recorder> {
+        let w = match path {
+            Some(path) => {
+                let f = create_private(path, true)?;
+                Some(CaptureWriter::new(
+                    BufWriter::with_capacity(256 << 10, f),
+                    Format::PcapNg,
+                    Link::Ethernet,
+                )?)
+            }
+            None => None,
+        };
         let (tx, rx) = mpsc::channel();
         let room = Arc::new(Semaphore::new(QUEUE_BYTES));
-        let name = path.display().to_string();
+        let name = path.map_or_else(|| "frames".to_string(), |p| p.display().to_string());
         let r2 = room.clone();
         std::thread::Builder::new()
             .name("msntap-pcap".into())
-            .spawn(move || run(w, rx, &name, &r2))?;
+            .spawn(move || {
+                let mut out = Out {
+                    w,
+                    mirror,
+                    frames: Vec::new(),
+                };
+                run(&mut out, rx, &name, &r2)
+            })?;
         Ok(Recorder { tx, room })
     }
 
@@ -98,13 +117,44 @@ impl Recorder {
     }
 }
 
-fn run(
-    mut w: CaptureWriter<BufWriter<std::fs::File>>,
-    rx: mpsc::Receiver<Rec>,
-    name: &str,
-    room: &Semaphore,
-) {
-    let mut flows: HashMap<u64, TcpFlowWriter> = HashMap::new();
+/// Where synthesized packets go: the file, and the event side for mirrored connections.
+struct Out {
+    w: Option<CaptureWriter<BufWriter<std::fs::File>>>,
+    mirror: Option<Arc<Backlog>>,
+    /// Frames of the message being handled, for the event side.
+    frames: Vec<Vec<u8>>,
+}
+
+impl Out {
+    fn ip(&mut self, mirror: bool, ts: Ts, p: &[u8]) -> io::Result<()> {
+        if let Some(w) = &mut self.w {
+            w.write_ip(0, ts, p, None)?;
+        }
+        if mirror && self.mirror.is_some() {
+            let mut f = Vec::with_capacity(p.len() + 14);
+            Link::Ethernet.frame(p, &mut f);
+            self.frames.push(f);
+        }
+        Ok(())
+    }
+
+    /// Hands the frames of one message to the event side (never waits).
+    fn flush_frames(&mut self, conn: u64, ts: Ts, control: bool) {
+        if let Some(b) = &self.mirror {
+            if !self.frames.is_empty() {
+                b.push_packets(conn, ts, std::mem::take(&mut self.frames), control);
+            }
+        }
+    }
+}
+
+struct Flow {
+    w: TcpFlowWriter,
+    mirror: bool,
+}
+
+fn run(out: &mut Out, rx: mpsc::Receiver<Rec>, name: &str, room: &Semaphore) {
+    let mut flows: HashMap<u64, Flow> = HashMap::new();
     let mut failed: Option<String> = None;
     while let Ok(m) = rx.recv() {
         let n = match &m {
@@ -112,37 +162,50 @@ fn run(
             _ => 0,
         };
         if let Rec::Close(ack) = m {
-            let r = match &failed {
-                Some(e) => Err(io::Error::other(e.clone())),
-                None => w.flush(),
+            let r = match (&failed, &mut out.w) {
+                (Some(e), _) => Err(io::Error::other(e.clone())),
+                (None, Some(w)) => w.flush(),
+                (None, None) => Ok(()),
             };
             let _ = ack.send(r);
             return;
         }
+        let (conn, ts, control) = match &m {
+            Rec::Open { conn, ts, .. } | Rec::Fin { conn, ts, .. } | Rec::Rst { conn, ts, .. } => {
+                (*conn, *ts, true)
+            }
+            Rec::Data { conn, ts, .. } => (*conn, *ts, false),
+            Rec::End { conn } => (*conn, Ts(0), true),
+            Rec::Close(_) => (0, Ts(0), true),
+        };
         if failed.is_none() {
-            if let Err(e) = write(&mut w, &mut flows, m) {
+            if let Err(e) = write(out, &mut flows, m) {
                 tracing::error!("{name}: recording stopped: {e}");
                 failed = Some(format!("{name}: {e}"));
+                // The event side still gets its frames; only the file stops.
+                out.w = None;
             }
+        } else if let Err(e) = write(out, &mut flows, m) {
+            tracing::debug!("{name}: {e}");
         }
+        out.flush_frames(conn, ts, control);
         if n > 0 {
             room.add_permits(n);
         }
     }
-    let _ = w.flush();
+    if let Some(w) = &mut out.w {
+        let _ = w.flush();
+    }
 }
 
-fn write(
-    w: &mut CaptureWriter<BufWriter<std::fs::File>>,
-    flows: &mut HashMap<u64, TcpFlowWriter>,
-    m: Rec,
-) -> io::Result<()> {
+fn write(out: &mut Out, flows: &mut HashMap<u64, Flow>, m: Rec) -> io::Result<()> {
     match m {
         Rec::Open {
             conn,
             client,
             server,
             ts,
+            mirror,
         } => {
             if client.is_ipv4() != server.is_ipv4() {
                 // A TCP connection cannot mix families; such a connection is left out.
@@ -151,11 +214,15 @@ fn write(
                 );
                 return Ok(());
             }
-            let mut f = TcpFlowWriter::new(client, server);
-            for (_, p) in f.handshake()? {
-                w.write_ip(0, ts, &p, None)?;
+            if out.w.is_none() && !(mirror && out.mirror.is_some()) {
+                return Ok(());
             }
-            flows.insert(conn, f);
+            let mut f = TcpFlowWriter::new(client, server);
+            let hs = f.handshake()?;
+            flows.insert(conn, Flow { w: f, mirror });
+            for (_, p) in hs {
+                out.ip(mirror, ts, &p)?;
+            }
         }
         Rec::Data {
             conn,
@@ -164,25 +231,27 @@ fn write(
             bytes,
         } => {
             if let Some(f) = flows.get_mut(&conn) {
-                for p in f.data(dir, &bytes, MSS)? {
-                    w.write_ip(0, ts, &p, None)?;
+                let m = f.mirror;
+                for p in f.w.data(dir, &bytes, MSS)? {
+                    out.ip(m, ts, &p)?;
                 }
-                let ack = f.ack(dir.flip())?;
-                w.write_ip(0, ts, &ack, None)?;
+                let ack = f.w.ack(dir.flip())?;
+                out.ip(m, ts, &ack)?;
             }
         }
         Rec::Fin { conn, dir, ts } => {
             if let Some(f) = flows.get_mut(&conn) {
-                let p = f.fin(dir)?;
-                w.write_ip(0, ts, &p, None)?;
-                let ack = f.ack(dir.flip())?;
-                w.write_ip(0, ts, &ack, None)?;
+                let m = f.mirror;
+                let p = f.w.fin(dir)?;
+                out.ip(m, ts, &p)?;
+                let ack = f.w.ack(dir.flip())?;
+                out.ip(m, ts, &ack)?;
             }
         }
         Rec::Rst { conn, dir, ts } => {
             if let Some(mut f) = flows.remove(&conn) {
-                let p = f.rst(dir)?;
-                w.write_ip(0, ts, &p, None)?;
+                let p = f.w.rst(dir)?;
+                out.ip(f.mirror, ts, &p)?;
             }
         }
         Rec::End { conn } => {

@@ -257,6 +257,7 @@ pub(crate) async fn handle(shared: Arc<Shared>, client: TcpStream, peer: SocketA
             client: peer,
             server: server_addr,
             ts: Ts::now(),
+            mirror: false,
         })
         .await;
     }
@@ -473,7 +474,7 @@ fn original_dst(s: &TcpStream, local: SocketAddr) -> Option<SocketAddr> {
 }
 
 /// Resolves and connects, refusing any address that is one of our own listeners.
-async fn connect(shared: &Shared, target: &str) -> std::io::Result<TcpStream> {
+pub(crate) async fn connect(shared: &Shared, target: &str) -> std::io::Result<TcpStream> {
     use std::io::{Error, ErrorKind};
     let addrs: Vec<SocketAddr> =
         tokio::time::timeout(shared.cfg.connect_timeout, tokio::net::lookup_host(target))
