@@ -44,14 +44,17 @@ fn payload_command(name: &str, dir: Dir, args: &[&str], msnp13: bool) -> bool {
         // NNN trid len, from MSNP13.
         return msnp13 && args.len() == 2;
     }
-    match (name, dir) {
-        ("MSG", _) => true,
-        ("NOT" | "IPG" | "UBX" | "UBN" | "UBM" | "NFY", Dir::S2c) => true,
-        ("GCF", Dir::S2c) => true,
-        ("SDC" | "PAG" | "PGD" | "QRY" | "UUN" | "UUM" | "VAS", Dir::C2s) => true,
-        ("UUX" | "ADL" | "RML" | "FQY" | "PUT" | "DEL" | "SDG", _) => true,
-        _ => false,
-    }
+    matches!(
+        (name, dir),
+        ("MSG", _)
+            | ("NOT" | "IPG" | "UBX" | "UBN" | "UBM" | "NFY", Dir::S2c)
+            | ("GCF", Dir::S2c)
+            | (
+                "SDC" | "PAG" | "PGD" | "QRY" | "UUN" | "UUM" | "VAS",
+                Dir::C2s
+            )
+            | ("UUX" | "ADL" | "RML" | "FQY" | "PUT" | "DEL" | "SDG", _)
+    )
 }
 
 /// The command lines of one direction of a stream, cut by the rule above.
