@@ -665,7 +665,12 @@ impl Direction {
             Err(format!(
                 "the line is longer than {MAX_HOLD} bytes, which is as much as is held back to rewrite it"
             ))
-        } else if r.port().is_none() || r.host().is_empty() {
+        } else if r.port().is_none()
+            || r.host().is_empty()
+            || !r.address.iter().all(u8::is_ascii_graphic)
+        {
+            // Bytes outside printable ASCII are no host name: the router would be handed
+            // a lossy text of them, and the rewrite would no longer be the only change.
             Err(format!("{original} is not a HOST:PORT address"))
         } else {
             ctx.router.route(r.target, &original, ctx.dialect.version)

@@ -306,7 +306,7 @@ impl Source {
         progress: &mut dyn FnMut(u64),
     ) -> (Stats, Result<(), SourceError>) {
         let name = input.name();
-        let mut stats = Stats::default();
+        let stats = Stats::default();
         let reader: Box<dyn Read> = match input {
             Input::Stdin => {
                 if self.stdin_used {
@@ -327,6 +327,22 @@ impl Source {
                 .then_some(true),
             Input::Stdin => None,
         };
+        self.read_reader(name, reader, markdown, f, progress)
+    }
+
+    /// Reads an already opened input named `name` (any kind, sniffed from its first
+    /// bytes) to its end or its first problem. `markdown`: Some(true) when the name says
+    /// the log is Markdown, None to sniff it. This is what [`Source::read`] does after
+    /// opening; the fuzz targets feed it memory.
+    pub fn read_reader(
+        &mut self,
+        name: String,
+        reader: Box<dyn Read + '_>,
+        markdown: Option<bool>,
+        f: &mut EventFn<'_>,
+        progress: &mut dyn FnMut(u64),
+    ) -> (Stats, Result<(), SourceError>) {
+        let mut stats = Stats::default();
         let pos = Cell::new(0u64);
         let mut counted = Counted {
             inner: reader,
@@ -382,7 +398,7 @@ impl Source {
         &mut self,
         name: &str,
         head: Vec<u8>,
-        rest: Counted<'_, Box<dyn Read>>,
+        rest: Counted<'_, Box<dyn Read + '_>>,
         f: &mut EventFn<'_>,
         stats: &mut Stats,
     ) -> Result<(), SourceError> {
