@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::event::http::{Gateway as GatewayEv, GatewayStep, Http, HttpMessage, HttpProblem, Via};
-use crate::event::{Close, Connect, Dir, Event, EventKind, Service, Ts};
+use crate::event::{Close, Connect, Dir, Event, EventKind, Message, Service, Ts};
 use crate::http::detect::{self, MsnHttp};
 use crate::http::gateway::{
     self, CloseReason, Gateway, GatewayItem, GatewayLimits, GatewayQuery, GatewayService,
@@ -30,10 +30,21 @@ pub type Out<'o> = dyn FnMut(&mut Event<'_>) + 'o;
 /// one outstanding; the stream itself keeps at most `Limits::max_pending`).
 const MAX_HEADS: usize = 64;
 
+/// Bytes all HTTP connections of a read may hold in unfinished messages together. Each
+/// stream is bounded by its `Limits` (a head, a body and the pending requests), but a
+/// capture with thousands of connections each holding a large unfinished body would add
+/// up: past this, the connection holding most is decoded as far as it got and given up,
+/// with a note, as the tracker does with its own budget.
+pub const MAX_HTTP_HELD: usize = 64 << 20;
+
 struct Conn {
     stream: HttpStream,
     /// Requests not answered yet, without their bodies: what a response is read against.
     heads: VecDeque<Request>,
+    /// What `stream` held after the last feed (counted in `HttpSide::held`).
+    held: usize,
+    /// Given up over the budget: its bytes are ignored until it closes.
+    given_up: bool,
 }
 
 struct GwSession {
@@ -54,6 +65,9 @@ pub struct HttpSide {
     /// Switchboard addresses handed out by XFR/RNG, with the referrer's version: a
     /// switchboard opened through the gateway speaks it from its first line (as over TCP).
     referrals: HashMap<String, Option<u8>>,
+    /// Bytes held by all connections' streams, and the most they may hold.
+    held: usize,
+    budget: usize,
 }
 
 /// Most referrals remembered.
@@ -70,6 +84,65 @@ impl HttpSide {
             items: Vec::new(),
             gitems: Vec::new(),
             referrals: HashMap::new(),
+            held: 0,
+            budget: MAX_HTTP_HELD,
+        }
+    }
+
+    /// The same with another budget for unfinished messages (tests).
+    pub fn with_budget(mut self, bytes: usize) -> HttpSide {
+        self.budget = bytes;
+        self
+    }
+
+    /// Bytes held in unfinished messages by all HTTP connections.
+    pub fn held(&self) -> usize {
+        self.held
+    }
+
+    /// After a connection's stream moved: its share of the budget updated, and the
+    /// connection holding most given up while the total is over.
+    fn account(&mut self, flow: FlowId, ts: Ts, out: &mut Out<'_>) {
+        if let Some(c) = self.conns.get_mut(&flow) {
+            let now = c.stream.buffered();
+            self.held = self.held - c.held + now;
+            c.held = now;
+        }
+        while self.held > self.budget {
+            let Some((&big, _)) = self
+                .conns
+                .iter()
+                .filter(|(_, c)| !c.given_up && c.held > 0)
+                .max_by_key(|(_, c)| c.held)
+            else {
+                return;
+            };
+            let Some(c) = self.conns.get_mut(&big) else {
+                return;
+            };
+            let held = c.held;
+            // What it has is decoded (truncated messages say so), then its buffers go.
+            c.stream.finish(ts, &mut self.items);
+            c.stream = HttpStream::new(Limits::default());
+            c.given_up = true;
+            c.held = 0;
+            self.held -= held;
+            self.drain(big, out);
+            let mut ev = Event::new(
+                ts,
+                big,
+                None,
+                Service::Unknown,
+                None,
+                EventKind::Note(Message {
+                    message: format!(
+                        "HTTP memory budget ({} MiB for all connections) exhausted: stopped decoding this connection with {held} bytes held in unfinished messages",
+                        self.budget >> 20
+                    )
+                    .into(),
+                }),
+            );
+            out(&mut ev);
         }
     }
 
@@ -103,6 +176,8 @@ impl HttpSide {
             Conn {
                 stream: HttpStream::new(Limits::default()),
                 heads: VecDeque::new(),
+                held: 0,
+                given_up: false,
             },
         );
         let what = match kind {
@@ -129,22 +204,34 @@ impl HttpSide {
 
     pub fn data(&mut self, flow: FlowId, dir: Dir, ts: Ts, bytes: &[u8], out: &mut Out<'_>) {
         if let Some(c) = self.conns.get_mut(&flow) {
+            if c.given_up {
+                return;
+            }
             c.stream.feed(dir, bytes, ts, &mut self.items);
             self.drain(flow, out);
+            self.account(flow, ts, out);
         }
     }
 
     pub fn gap(&mut self, flow: FlowId, dir: Dir, ts: Ts, len: u64, out: &mut Out<'_>) {
         if let Some(c) = self.conns.get_mut(&flow) {
+            if c.given_up {
+                return;
+            }
             c.stream.gap(dir, len, ts, &mut self.items);
             self.drain(flow, out);
+            self.account(flow, ts, out);
         }
     }
 
     pub fn end(&mut self, flow: FlowId, dir: Dir, ts: Ts, out: &mut Out<'_>) {
         if let Some(c) = self.conns.get_mut(&flow) {
+            if c.given_up {
+                return;
+            }
             c.stream.finish_dir(dir, ts, &mut self.items);
             self.drain(flow, out);
+            self.account(flow, ts, out);
         }
     }
 
@@ -156,7 +243,9 @@ impl HttpSide {
         };
         c.stream.finish(ts, &mut self.items);
         self.drain(flow, out);
-        self.conns.remove(&flow);
+        if let Some(c) = self.conns.remove(&flow) {
+            self.held -= c.held;
+        }
         self.gateway.connection_closed(flow, ts, &mut self.gitems);
         self.gateway_items(out);
         let mut ev = Event::new(
@@ -589,4 +678,51 @@ fn response_event(r: &Response, req: Option<&Request>) -> Http {
         None => {}
     }
     h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unfinished_bodies_of_many_connections_stay_within_the_budget() {
+        let tables = Arc::new(Tables::builtin().expect("tables"));
+        let budget = 1 << 20;
+        let mut side = HttpSide::new(tables, ConnIds::new(1)).with_budget(budget);
+        let notes = std::cell::RefCell::new(Vec::new());
+        let mut out = |e: &mut Event<'_>| {
+            if let EventKind::Note(m) = &e.kind {
+                notes.borrow_mut().push((e.conn, m.message.to_string()));
+            }
+        };
+        let c: SocketAddr = "10.0.0.1:5000".parse().expect("addr");
+        let s: SocketAddr = "10.0.0.2:80".parse().expect("addr");
+        let head = b"POST /gateway/gateway.dll?Action=open&Server=NS&IP=1.2.3.4 HTTP/1.1\r\n\
+            Content-Type: application/x-msn-messenger\r\nContent-Length: 4000000\r\n\r\n";
+        let chunk = vec![b'x'; 64 << 10];
+        // 40 connections, each 256 KiB into a 4 MB body it never finishes: 10 MiB in all
+        // without the budget.
+        for flow in 1..=40u64 {
+            side.open(flow, c, s, Ts(0), MsnHttp::Gateway, &mut out);
+            side.data(flow, Dir::C2s, Ts(0), head, &mut out);
+            for _ in 0..4 {
+                side.data(flow, Dir::C2s, Ts(0), &chunk, &mut out);
+                assert!(
+                    side.held() <= budget,
+                    "{} bytes held over a {budget}-byte budget",
+                    side.held()
+                );
+            }
+        }
+        let (n, first, text) = {
+            let v = notes.borrow();
+            (v.len(), v[0].0, v[0].1.clone())
+        };
+        assert!(n >= 30, "{n} connections given up");
+        assert!(text.contains("HTTP memory budget"), "{text}");
+        // A connection given up ignores what follows, and its close still comes.
+        side.data(first, Dir::C2s, Ts(1), &chunk, &mut out);
+        side.close(first, Ts(2), Close::default(), &mut out);
+        assert!(side.held() <= budget);
+    }
 }
