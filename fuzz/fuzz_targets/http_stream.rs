@@ -5,6 +5,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use msntap::http::stream::{HttpItem, HttpStream, Limits};
+use msntap::secret::Redact;
 use msntap::Ts;
 use msntap_fuzz::{records, Op};
 
