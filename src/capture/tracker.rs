@@ -370,6 +370,24 @@ struct Ctx<'t> {
     out: &'t mut dyn FnMut(StreamEvent<'_>),
 }
 
+/// The context of one call into a connection, borrowed field by field from the tracker
+/// (so the connection's own slot can be borrowed beside it), with the detection window
+/// of the options or the one given.
+macro_rules! ctx {
+    ($t:ident, $out:ident) => {
+        ctx!($t, $out, $t.opts.detect_window)
+    };
+    ($t:ident, $out:ident, $window:expr) => {
+        Ctx {
+            tables: &$t.tables,
+            detect_window: $window,
+            ids: &$t.ids,
+            stats: &mut $t.stats,
+            out: &mut *$out,
+        }
+    };
+}
+
 const MAX_DEAD: usize = 8192;
 const MAX_LEARNED: usize = 4096;
 /// Longest line searched for a command before it is skipped whole.
@@ -595,13 +613,7 @@ impl Tracker {
         let Some(Flow { half, st }) = self.slots.get_mut(i).and_then(Option::as_mut) else {
             return;
         };
-        let mut cx = Ctx {
-            tables: &self.tables,
-            detect_window: self.opts.detect_window,
-            ids: &self.ids,
-            stats: &mut self.stats,
-            out: &mut *out,
-        };
+        let mut cx = ctx!(self, out);
         st.last_seen = pkt;
         if tcp.syn && st.id.is_none() && !st.oriented {
             // The handshake tells who the client is, whatever came before it.
@@ -680,13 +692,7 @@ impl Tracker {
             self.check_budget(ts, out);
             return;
         }
-        let mut cx = Ctx {
-            tables: &self.tables,
-            detect_window: self.opts.detect_window,
-            ids: &self.ids,
-            stats: &mut self.stats,
-            out: &mut *out,
-        };
+        let mut cx = ctx!(self, out);
         for dd in [Dir::C2s, Dir::S2c] {
             let h = &mut half[dd.index()];
             if h.waiting_since().is_some_and(|t| pkt - t >= window) {
@@ -853,13 +859,7 @@ impl Tracker {
             .or(flow.half[0].base().map(|b| b.wrapping_sub(1)));
         self.kill(flow.st.key, isn);
         let pkt = self.packets;
-        let mut cx = Ctx {
-            tables: &self.tables,
-            detect_window: usize::MAX,
-            ids: &self.ids,
-            stats: &mut self.stats,
-            out: &mut *out,
-        };
+        let mut cx = ctx!(self, out, usize::MAX);
         let Flow { half, st } = &mut flow;
         if st.id.is_none() && st.expected.is_some() {
             cx.open(st, ts);
@@ -915,13 +915,7 @@ impl Tracker {
             let Some(Flow { half, st }) = self.slots.get_mut(i).and_then(Option::as_mut) else {
                 return;
             };
-            let mut cx = Ctx {
-                tables: &self.tables,
-                detect_window: self.opts.detect_window,
-                ids: &self.ids,
-                stats: &mut self.stats,
-                out: &mut *out,
-            };
+            let mut cx = ctx!(self, out);
             cx.stats.over_budget += 1;
             if st.id.is_none() && st.expected.is_some() {
                 cx.open(st, ts);
