@@ -340,6 +340,7 @@ impl HttpSide {
     }
 
     fn gateway_item(&mut self, g: GatewayItem, out: &mut Out<'_>) {
+        let id_change = matches!(g, GatewayItem::IdChanged { .. });
         match g {
             GatewayItem::Opened(o) => {
                 let conn = self.ids.next();
@@ -459,22 +460,22 @@ impl HttpSide {
                 ts,
                 old,
                 new,
-            } => {
-                if let Some(s) = self.sessions.get_mut(&session) {
-                    s.via.gateway_id = new.clone();
-                }
-                let mut step = GatewayEv::new(GatewayStep::IdChanged);
-                step.old = Some(old);
-                step.new = Some(new);
-                self.step(session, ts, step, out);
             }
-            GatewayItem::HostChanged {
+            | GatewayItem::HostChanged {
                 session,
                 ts,
                 old,
                 new,
             } => {
-                let mut step = GatewayEv::new(GatewayStep::HostChanged);
+                let kind = if id_change {
+                    if let Some(s) = self.sessions.get_mut(&session) {
+                        s.via.gateway_id = new.clone();
+                    }
+                    GatewayStep::IdChanged
+                } else {
+                    GatewayStep::HostChanged
+                };
+                let mut step = GatewayEv::new(kind);
                 step.old = Some(old);
                 step.new = Some(new);
                 self.step(session, ts, step, out);
