@@ -66,21 +66,30 @@ fn split_headers(b: &[u8]) -> Result<(Headers<'_>, &[u8]), String> {
 /// The `Name: value` lines of a header block (its blank line included or not).
 fn headers_of(t: &str) -> Result<Headers<'_>, String> {
     let mut headers: Headers<'_> = Vec::with_capacity(4);
+    let b = t.as_bytes();
     let mut pos = 0;
-    while pos < t.len() {
-        let end = memchr::memchr(b'\n', &t.as_bytes()[pos..]).map_or(t.len(), |i| pos + i);
+    while pos < b.len() {
+        let end = memchr::memchr(b'\n', &b[pos..]).map_or(b.len(), |i| pos + i);
+        // Cut at ASCII bytes (LF, CR, the colon), so every slice is on a char boundary.
         let line = t.get(pos..end).unwrap_or_default();
         pos = end + 1;
         let line = line.strip_suffix('\r').unwrap_or(line);
         if line.is_empty() {
             break;
         }
-        let split = memchr::memchr(b':', line.as_bytes())
-            .filter(|&k| k > 0 && memchr::memchr(b' ', &line.as_bytes()[..k]).is_none());
+        // A name is what comes before the first colon, if it has no space in it.
+        let lb = line.as_bytes();
+        let split = lb
+            .iter()
+            .position(|&c| c == b':' || c == b' ')
+            .filter(|&k| k > 0 && lb[k] == b':');
         match split {
             Some(k) => {
-                let v = line[k + 1..].trim_start();
-                headers.push((Cow::Borrowed(&line[..k]), Cow::Borrowed(v)));
+                let v = line.get(k + 1..).unwrap_or_default();
+                headers.push((
+                    Cow::Borrowed(line.get(..k).unwrap_or_default()),
+                    Cow::Borrowed(trim_start_ws(v)),
+                ));
             }
             None => {
                 let Some(last) = headers.last_mut() else {
@@ -97,6 +106,18 @@ fn headers_of(t: &str) -> Result<Headers<'_>, String> {
         }
     }
     Ok(headers)
+}
+
+/// `str::trim_start`, with ASCII whitespace skipped as bytes first.
+fn trim_start_ws(v: &str) -> &str {
+    let b = v.as_bytes();
+    let ws = |c: &u8| matches!(c, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r');
+    let s = b.iter().position(|c| !ws(c)).unwrap_or(b.len());
+    match b.get(s) {
+        // Unicode whitespace starts with a byte of 0x80 or more: `trim_start` decides.
+        Some(c) if *c >= 0x80 => v.get(s..).unwrap_or_default().trim_start(),
+        _ => v.get(s..).unwrap_or_default(),
+    }
 }
 
 /// The first bytes of a line for a problem message, with possible credentials hidden.
@@ -170,7 +191,7 @@ pub fn im_format(f: &str) -> ImFormat<'_> {
             Some(i) => (rest.get(..i).unwrap_or_default(), rest.get(i + 1..)),
             None => (rest, None),
         };
-        if let Some((k, v)) = trim(part).split_once('=') {
+        if let Some((k, v)) = split_eq(trim(part)) {
             match trim(k) {
                 "FN" => o.font = Some(urldecode(v)),
                 "EF" => {
@@ -199,6 +220,12 @@ pub fn im_format(f: &str) -> ImFormat<'_> {
         }
     }
     o
+}
+
+/// `split_once('=')` without a char searcher.
+fn split_eq(t: &str) -> Option<(&str, &str)> {
+    let i = memchr::memchr(b'=', t.as_bytes())?;
+    Some((t.get(..i)?, t.get(i + 1..)?))
 }
 
 /// `str::trim` (on ASCII text its whitespace is these six bytes).
@@ -604,17 +631,33 @@ pub fn decode(b: &[u8], version: Option<u8>) -> Result<Mime<'_>, String> {
 /// (borrowed unless the type had to be lower-cased).
 fn split_ct(ct: Option<Cow<'_, str>>) -> (Cow<'_, str>, Option<Cow<'_, str>>) {
     fn parts(s: &str) -> (Cow<'_, str>, Option<Cow<'_, str>>) {
-        let mut it = s.split(';');
-        let main = it.next().unwrap_or("").trim();
+        let ascii = s.is_ascii();
+        let trim = |t| trim_ws(t, ascii);
+        let (main, mut rest) = match memchr::memchr(b';', s.as_bytes()) {
+            Some(i) => (s.get(..i).unwrap_or_default(), s.get(i + 1..)),
+            None => (s, None),
+        };
+        let main = trim(main);
         let main = if main.bytes().any(|c| c.is_ascii_uppercase()) {
             Cow::Owned(main.to_ascii_lowercase())
         } else {
             Cow::Borrowed(main)
         };
-        let charset = it
-            .filter_map(|p| p.split_once('='))
-            .find(|(k, _)| k.trim().eq_ignore_ascii_case("charset"))
-            .map(|(_, v)| Cow::Borrowed(v.trim().trim_matches('"')));
+        // The first `charset=` parameter, as `split(';')` then `split_once('=')` read it.
+        let mut charset = None;
+        while let Some(r) = rest {
+            let (p, next) = match memchr::memchr(b';', r.as_bytes()) {
+                Some(i) => (r.get(..i).unwrap_or_default(), r.get(i + 1..)),
+                None => (r, None),
+            };
+            if let Some((k, v)) = split_eq(p) {
+                if trim(k).eq_ignore_ascii_case("charset") {
+                    charset = Some(Cow::Borrowed(trim(v).trim_matches('"')));
+                    break;
+                }
+            }
+            rest = next;
+        }
         (main, charset)
     }
     match ct {
@@ -868,6 +911,66 @@ mod tests {
             "FN=%E6%97%A5%E6%9C%AC; EF=U",
         ] {
             assert_eq!(im_format(f), plain(f), "{f:?}");
+        }
+    }
+
+    /// Header lines and Content-Type parameters read as bytes, against the `str` methods
+    /// they replaced (`trim_start`, `split(';')`, `split_once`, `trim`), written out here.
+    #[test]
+    fn header_bytes_match_the_str_reading() {
+        fn plain_headers(t: &str) -> Vec<(String, String)> {
+            let mut v: Vec<(String, String)> = Vec::new();
+            for line in t.split('\n') {
+                let line = line.strip_suffix('\r').unwrap_or(line);
+                if line.is_empty() {
+                    break;
+                }
+                match line
+                    .find(':')
+                    .filter(|&k| k > 0 && !line[..k].contains(' '))
+                {
+                    Some(k) => v.push((line[..k].into(), line[k + 1..].trim_start().into())),
+                    None => {
+                        let last = v.last_mut().unwrap();
+                        last.1.push('\n');
+                        last.1.push_str(line);
+                    }
+                }
+            }
+            v
+        }
+        let block = "A: 1\r\nB:\t two\r\nC:\u{a0}\u{2003} x\r\n D: folded\r\nE:\r\nF: a: b\r\n\
+                     G H: spaced\r\nI:\u{3000}\r\n\r\nbody: no";
+        let got: Vec<(String, String)> = headers_of(block)
+            .unwrap()
+            .into_iter()
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        assert_eq!(got, plain_headers(block));
+        assert!(headers_of(": x\r\n").is_err());
+        for (ct, main, cs) in [
+            ("text/plain; charset=UTF-8", "text/plain", Some("UTF-8")),
+            (
+                " Text/Plain ;CHARSET = \"utf-8\" ; x=y",
+                "text/plain",
+                Some("utf-8"),
+            ),
+            (
+                "text/plain; format=flowed; charset=iso-8859-1; charset=x",
+                "text/plain",
+                Some("iso-8859-1"),
+            ),
+            ("text/plain;", "text/plain", None),
+            (
+                "\u{a0}text/x-msmsgscontrol\u{a0}",
+                "text/x-msmsgscontrol",
+                None,
+            ),
+            ("application/x-msnmsgrp2p", "application/x-msnmsgrp2p", None),
+            ("", "", None),
+        ] {
+            let (m, c) = split_ct(Some(Cow::Borrowed(ct)));
+            assert_eq!((m.as_ref(), c.as_deref()), (main, cs), "{ct:?}");
         }
     }
 

@@ -51,7 +51,11 @@ pub fn urldecode(s: &str) -> Cow<'_, str> {
         out.push(b[i]);
         i += 1;
     }
-    Cow::Owned(String::from_utf8_lossy(&out).into_owned())
+    // Valid UTF-8 (the usual case) moves into the String without a second copy.
+    Cow::Owned(
+        String::from_utf8(out)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+    )
 }
 
 pub fn b64(bytes: &[u8]) -> String {
