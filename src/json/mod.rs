@@ -598,8 +598,16 @@ impl Serialize for Verbatim<'_> {
 struct Base64Text<'a>(&'a [u8]);
 
 impl Serialize for Base64Text<'_> {
+    /// Every serializer gets the text through `collect_str`, except this backend's
+    /// [`VerbatimSerializer`], the only one that says it is not human-readable: it takes the
+    /// bytes and encodes them straight into its buffer (no formatter, no UTF-8 check of the
+    /// digits, no copy through the stack).
     fn serialize<S: ser::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
+        if s.is_human_readable() {
+            s.collect_str(self)
+        } else {
+            s.serialize_bytes(self.0)
+        }
     }
 }
 
@@ -731,6 +739,25 @@ impl ser::Serializer for VerbatimSerializer<'_> {
     type SerializeStruct = Impossible<(), Error>;
     type SerializeStructVariant = Impossible<(), Error>;
 
+    /// Not human-readable only so that [`Base64Text`] hands over its bytes (see there);
+    /// nothing else reaches this serializer.
+    fn is_human_readable(&self) -> bool {
+        false
+    }
+    /// [`Base64Text`]'s bytes: encoded into the buffer, `"` and padding included.
+    fn serialize_bytes(self, v: &[u8]) -> Result {
+        let out = self.out;
+        out.reserve(v.len().div_ceil(3) * 4 + 2);
+        out.push(b'"');
+        let mut buf = [0u8; B64_CHUNK_OUT];
+        for chunk in v.chunks(B64_CHUNK_IN) {
+            let n = base64_encode(chunk, &mut buf);
+            out.extend_from_slice(buf.get(..n).unwrap_or_default());
+        }
+        out.push(b'"');
+        Ok(())
+    }
+
     fn collect_str<T: Display + ?Sized>(self, v: &T) -> Result {
         self.out.push(b'"');
         fmt::write(&mut Raw(self.out), format_args!("{v}")).map_err(|_| Error::Display)?;
@@ -760,7 +787,6 @@ impl ser::Serializer for VerbatimSerializer<'_> {
         serialize_f32(f32) -> ();
         serialize_f64(f64) -> ();
         serialize_char(char) -> ();
-        serialize_bytes(&[u8]) -> ();
         serialize_none() -> ();
         serialize_unit() -> ();
         serialize_unit_struct(&'static str) -> ();

@@ -180,11 +180,7 @@ pub fn command<'a>(
         match (def, form.and_then(|f| def.and_then(|d| d.forms.get(f)))) {
             (Some(_), Some(form)) => {
                 kind = form.payload_kind.map(kind_of);
-                let d = fields::decode(tables, form, &args);
-                c.fields = d.fields;
-                c.trid = d.trid;
-                c.address_args = d.address_args;
-                c.secret_args = d.secret_args;
+                fields::decode(tables, form, &args, &mut c);
             }
             (Some(def), None) => {
                 c.unmatched_form = true;
