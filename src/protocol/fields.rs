@@ -17,7 +17,12 @@ pub fn text(tok: &[u8]) -> Cow<'_, str> {
 /// Decodes the arguments of a line by `form` into the command: its fields, the
 /// transaction id, and which arguments hold server addresses and secrets. Written in place:
 /// the fields are a few hundred bytes inline, and returning them moved them twice.
-pub fn decode<'a>(tables: &'a Tables, form: &'a FormDef, args: &Args<'a, '_>, out: &mut Command<'a>) {
+pub fn decode<'a>(
+    tables: &'a Tables,
+    form: &'a FormDef,
+    args: &Args<'a, '_>,
+    out: &mut Command<'a>,
+) {
     let mut repeated: Vec<FieldValue<'a>> = Vec::new();
     let n = args.len();
     for i in 0..n {

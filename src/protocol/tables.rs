@@ -230,6 +230,26 @@ pub struct FormDef {
     /// Parsed `match`: (argument index, accepted literals).
     #[serde(skip)]
     pub matchers: Vec<(usize, Vec<String>)>,
+    /// The services of the form (its own or its command's) as bits of [`service_bit`],
+    /// set when the tables are loaded: `select_form` runs on every line.
+    #[serde(skip)]
+    pub(crate) service_mask: u8,
+}
+
+/// A three-byte command name as a number that sorts like the name.
+fn rule_key(name: &[u8]) -> Option<u32> {
+    let [a, b, c] = <[u8; 3]>::try_from(name).ok()?;
+    Some(u32::from_be_bytes([0, a, b, c]))
+}
+
+/// One bit per service, for [`FormDef::service_mask`].
+fn service_bit(s: Service) -> u8 {
+    match s {
+        Service::Ds => 1,
+        Service::Ns => 2,
+        Service::Sb => 4,
+        Service::Unknown => 8,
+    }
 }
 
 impl FormDef {
@@ -539,7 +559,8 @@ pub struct Tables {
     /// What commands say about a connection's version and service (dialect.toml).
     pub rules: Vec<DialectRule>,
     /// Rule indices by command name, sorted by name (nearly every line has no rule).
-    rule_index: Vec<([u8; 3], Vec<u16>)>,
+    /// Command names as big-endian numbers (a compare per probe, not a `memcmp` call).
+    rule_index: Vec<(u32, Vec<u16>)>,
     /// Every file merged in, in load order (built-in ones first).
     files: Vec<String>,
 }
@@ -639,6 +660,12 @@ impl Tables {
             for (i, f) in c.forms.iter_mut().enumerate() {
                 f.prepare()
                     .map_err(|m| invalid(format!("{} form {}: {m}", c.name, i + 1)))?;
+                f.service_mask = f
+                    .services
+                    .as_ref()
+                    .unwrap_or(&c.services)
+                    .iter()
+                    .fold(0, |m, &s| m | service_bit(s));
             }
             c.origin = file.to_string();
             match self.index[s] {
@@ -699,10 +726,10 @@ impl Tables {
     }
 
     fn index_rules(&mut self) {
-        let mut idx: Vec<([u8; 3], Vec<u16>)> = Vec::new();
+        let mut idx: Vec<(u32, Vec<u16>)> = Vec::new();
         for (i, r) in self.rules.iter().enumerate() {
             for c in &r.cmd {
-                let Ok(k) = <[u8; 3]>::try_from(c.as_bytes()) else {
+                let Some(k) = rule_key(c.as_bytes()) else {
                     continue;
                 };
                 match idx.binary_search_by(|(n, _)| n.cmp(&k)) {
@@ -716,9 +743,8 @@ impl Tables {
 
     /// The dialect rules that name this command, in file order.
     pub fn rules_for(&self, name: &[u8]) -> impl Iterator<Item = &DialectRule> {
-        let hit = <[u8; 3]>::try_from(name)
-            .ok()
-            .and_then(|k| self.rule_index.binary_search_by(|(n, _)| n.cmp(&k)).ok());
+        let hit =
+            rule_key(name).and_then(|k| self.rule_index.binary_search_by(|(n, _)| n.cmp(&k)).ok());
         hit.into_iter()
             .flat_map(move |p| self.rule_index[p].1.iter())
             .filter_map(move |&i| self.rules.get(i as usize))
@@ -784,18 +810,14 @@ impl Tables {
         versions: VersionRange,
         args: &Args<'_, '_>,
     ) -> Option<usize> {
+        // Any form fits an unknown service; a dispatch server speaks the NS forms too.
+        let want = match service {
+            Service::Ds => service_bit(Service::Ds) | service_bit(Service::Ns),
+            s => service_bit(s),
+        };
         def.forms.iter().position(|f| {
             f.dir.fits(dir)
-                && (service == Service::Unknown
-                    || f.services
-                        .as_ref()
-                        .unwrap_or(&def.services)
-                        .contains(&service)
-                    || (service == Service::Ds
-                        && f.services
-                            .as_ref()
-                            .unwrap_or(&def.services)
-                            .contains(&Service::Ns)))
+                && (service == Service::Unknown || f.service_mask & want != 0)
                 && f.versions.unwrap_or(def.versions).intersects(&versions)
                 && f.arity_fits(args.len())
                 && f.matches_args(args)
