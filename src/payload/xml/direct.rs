@@ -333,7 +333,9 @@ impl<'a> Parser<'a> {
         if empty {
             return Some(leaf(name, attrs));
         }
-        let mut stack = vec![frame(name, attrs)];
+        // MSNP documents nest a few levels: one allocation for the open elements.
+        let mut stack = Vec::with_capacity(8);
+        stack.push(frame(name, attrs));
         let mut deep: Vec<&'a str> = Vec::new();
         loop {
             let lt = self.pos + memchr::memchr(b'<', self.rest())?;
