@@ -764,7 +764,10 @@ struct Bin {
 }
 
 fn bin(upstream: &str, extra: &[&str]) -> Bin {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_msntap"))
+    // MSNTAP_BENCH_BIN runs another build of msntap instead (an A/B against an older one).
+    let exe =
+        std::env::var_os("MSNTAP_BENCH_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_msntap").into());
+    let mut child = Command::new(exe)
         .args([
             "proxy",
             "--listen",

@@ -80,9 +80,9 @@ pub struct ProxyArgs {
     /// Connections relayed at once; more are refused.
     #[arg(long, value_name = "N", default_value_t = 4096)]
     pub max_connections: usize,
-    /// Bytes of events waiting for the outputs (e.g. 24M, 1G); beyond it events are dropped,
+    /// Bytes of events waiting for the outputs (e.g. 16M, 1G); beyond it events are dropped,
     /// counted and reported in a `dropped` event. Forwarding never waits for the outputs.
-    #[arg(long, value_name = "BYTES", default_value = "24M", value_parser = parse_bytes)]
+    #[arg(long, value_name = "BYTES", default_value = "16M", value_parser = parse_bytes)]
     pub backlog: usize,
     /// Extract display pictures, emoticons and files sent over P2P into DIR as they
     /// complete, each verified against its MSNObject (as `msntap extract` does).

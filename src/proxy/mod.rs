@@ -88,7 +88,7 @@ impl Default for Config {
             max_connections: 4096,
             max_routes: 256,
             route_timeout: Duration::from_secs(600),
-            backlog: 24 << 20,
+            backlog: 16 << 20,
             framing_budget: 32 << 20,
             limits: Limits::default(),
             pcap: None,
