@@ -187,7 +187,7 @@ pub fn im_format(f: &str) -> ImFormat<'_> {
     let trim = |t| trim_ws(t, ascii);
     let mut rest = f;
     loop {
-        let (part, next) = match memchr::memchr(b';', rest.as_bytes()) {
+        let (part, next) = match find_byte(b';', rest) {
             Some(i) => (rest.get(..i).unwrap_or_default(), rest.get(i + 1..)),
             None => (rest, None),
         };
@@ -222,9 +222,15 @@ pub fn im_format(f: &str) -> ImFormat<'_> {
     o
 }
 
+/// The first `b` in a short header value: a plain loop (`memchr`'s set-up costs more than
+/// the scan on the few bytes between two `;`).
+fn find_byte(b: u8, t: &str) -> Option<usize> {
+    t.bytes().position(|c| c == b)
+}
+
 /// `split_once('=')` without a char searcher.
 fn split_eq(t: &str) -> Option<(&str, &str)> {
-    let i = memchr::memchr(b'=', t.as_bytes())?;
+    let i = find_byte(b'=', t)?;
     Some((t.get(..i)?, t.get(i + 1..)?))
 }
 
@@ -633,7 +639,7 @@ fn split_ct(ct: Option<Cow<'_, str>>) -> (Cow<'_, str>, Option<Cow<'_, str>>) {
     fn parts(s: &str) -> (Cow<'_, str>, Option<Cow<'_, str>>) {
         let ascii = s.is_ascii();
         let trim = |t| trim_ws(t, ascii);
-        let (main, mut rest) = match memchr::memchr(b';', s.as_bytes()) {
+        let (main, mut rest) = match find_byte(b';', s) {
             Some(i) => (s.get(..i).unwrap_or_default(), s.get(i + 1..)),
             None => (s, None),
         };
@@ -646,7 +652,7 @@ fn split_ct(ct: Option<Cow<'_, str>>) -> (Cow<'_, str>, Option<Cow<'_, str>>) {
         // The first `charset=` parameter, as `split(';')` then `split_once('=')` read it.
         let mut charset = None;
         while let Some(r) = rest {
-            let (p, next) = match memchr::memchr(b';', r.as_bytes()) {
+            let (p, next) = match find_byte(b';', r) {
                 Some(i) => (r.get(..i).unwrap_or_default(), r.get(i + 1..)),
                 None => (r, None),
             };
