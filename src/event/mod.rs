@@ -474,6 +474,31 @@ impl Command<'_> {
     }
 }
 
+impl Command<'_> {
+    /// A command with nothing in it yet, for a decoder to fill in place.
+    pub fn blank<'b>() -> Command<'b> {
+        Command {
+            cmd: Cow::Borrowed(""),
+            trid: None,
+            fields: Fields::default(),
+            known: false,
+            unmatched_form: false,
+            error: None,
+            payload: None,
+            line: Cow::Borrowed(""),
+            line_base64: None,
+            offset: 0,
+            frame_len: 0,
+            unterminated: false,
+            secret_args: SmallVec::new(),
+            address_args: SmallVec::new(),
+            redacted: false,
+            rewritten: None,
+            annotations: Annotations::default(),
+        }
+    }
+}
+
 impl<'a> Command<'a> {
     /// The tokens after the command name.
     pub fn args(&self) -> impl Iterator<Item = &str> {
@@ -950,6 +975,7 @@ fn via_cold<S: SerializeStruct>(v: &http::Via, st: &mut S) -> Result<(), S::Erro
 }
 
 impl<'a> Event<'a> {
+    #[inline]
     pub fn new(
         ts: Ts,
         conn: u64,

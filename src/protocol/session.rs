@@ -9,7 +9,7 @@ use std::sync::Arc;
 use super::decode::{self, FrameRules};
 use super::dialect::{Dialect, SessionHint};
 use super::tables::Tables;
-use crate::event::{Desync, Dir, Event, EventKind, Gap, Preview, Service, Ts};
+use crate::event::{Command, Desync, Dir, Event, EventKind, Gap, Preview, Service, Ts, Version};
 use crate::wire::{self, DesyncInfo, DesyncReason, Framer, Item, Limits, Plan, Rules, Toks};
 
 /// Where a session's events go. The event borrows the bytes fed and the tables; consumers
@@ -231,7 +231,18 @@ impl Session {
                 Item::Frame(f) => {
                     let bytes = &rest[..f.len];
                     let version = dialect.version;
-                    let c = decode::command(tables, dir, version, *limits, &f, bytes);
+                    // The event first, the command decoded into it: no copy of either.
+                    let mut ev = Event::new(
+                        ts,
+                        *conn,
+                        Some(dir),
+                        dialect.service,
+                        version,
+                        EventKind::Command(Command::blank()),
+                    );
+                    if let EventKind::Command(c) = &mut ev.kind {
+                        decode::command_into(c, tables, dir, version, *limits, &f, bytes);
+                    }
                     let line = f.line(bytes);
                     dialect.update(
                         tables,
@@ -239,14 +250,9 @@ impl Session {
                         f.name(bytes),
                         &wire::Args::of_line(line, &f.toks),
                     );
-                    let mut ev = Event::new(
-                        ts,
-                        *conn,
-                        Some(dir),
-                        dialect.service,
-                        dialect.version,
-                        EventKind::Command(c),
-                    );
+                    // The event carries the dialect as this line left it.
+                    ev.service = dialect.service;
+                    ev.version = dialect.version.map(Version);
                     out(&mut ev);
                     pos += f.len;
                 }

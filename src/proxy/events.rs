@@ -13,7 +13,7 @@ use super::backlog::{Backlog, BacklogStats, Item};
 use super::forward::{Batch, Entry};
 use super::mirror::Mirror;
 use super::pool::Pool;
-use crate::event::{Desync, Dir, Event, EventKind, Message, Preview, Service, Ts};
+use crate::event::{Command, Desync, Dir, Event, EventKind, Message, Preview, Service, Ts};
 use crate::protocol::decode;
 use crate::protocol::session::desync_reason;
 use crate::protocol::Tables;
@@ -228,23 +228,42 @@ impl Events {
                         continue;
                     };
                     let frame = fr.frame(bytes);
-                    // A decoder bug must not cost the other events (or the thread).
-                    let r = catch_unwind(AssertUnwindSafe(|| {
-                        decode::command(tables, dir, fr.decode_version, self.limits, &frame, bytes)
-                    }));
-                    let kind = match r {
-                        Ok(mut c) => {
+                    // The command is decoded in its event (no copy of either). A decoder bug
+                    // must not cost the other events (or the thread): the event becomes an
+                    // error, whatever the command held when it failed.
+                    let mut ev = Event::new(
+                        ts,
+                        conn,
+                        Some(dir),
+                        fr.service,
+                        fr.version,
+                        EventKind::Command(Command::blank()),
+                    );
+                    let limits = self.limits;
+                    let decoded = match &mut ev.kind {
+                        EventKind::Command(c) => catch_unwind(AssertUnwindSafe(|| {
+                            decode::command_into(
+                                c,
+                                tables,
+                                dir,
+                                fr.decode_version,
+                                limits,
+                                &frame,
+                                bytes,
+                            );
                             c.rewritten = rewritten.take().map(|r| Cow::Owned(r.into()));
-                            EventKind::Command(c)
-                        }
-                        Err(_) => EventKind::Error(Message {
+                        }))
+                        .is_ok(),
+                        _ => false,
+                    };
+                    if !decoded {
+                        ev.kind = EventKind::Error(Message {
                             message: Cow::Owned(format!(
                                 "the decoder failed on the frame at stream offset {} ({} bytes); it was forwarded unchanged",
                                 fr.offset, fr.len
                             )),
-                        }),
-                    };
-                    let mut ev = Event::new(ts, conn, Some(dir), fr.service, fr.version, kind);
+                        });
+                    }
                     f(&mut ev);
                 }
                 Entry::Desync(d) => {
