@@ -6,6 +6,8 @@
 //! its peak RSS, time and gap events. MSNTAP_BENCH_MAX_BUFFER passes `--max-buffer`.
 //! It measures only; it asserts nothing and is never run as a test.
 
+mod timev;
+
 use std::io::{BufWriter, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
@@ -113,20 +115,14 @@ fn main() {
     let out = cmd.output().expect("run /usr/bin/time msntap");
     let secs = t1.elapsed().as_secs_f64();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let peak_kb = stderr
-        .lines()
-        .find_map(|l| {
-            l.trim()
-                .strip_prefix("Maximum resident set size (kbytes): ")
-        })
-        .and_then(|v| v.trim().parse::<u64>().ok());
+    let peak_kb = timev::peak_rss_kib(&stderr);
     let text = std::fs::read_to_string(&json).unwrap_or_default();
     let gaps = text
         .lines()
         .filter(|l| l.contains(r#""type":"gap""#))
         .count();
     let notes = text.lines().filter(|l| l.contains("memory budget")).count();
-    if let Some(s) = stderr.lines().find(|l| l.starts_with("msntap: ")) {
+    if let Some(s) = timev::summary(&stderr) {
         println!("{s}");
     }
     println!(

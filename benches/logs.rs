@@ -5,6 +5,8 @@
 //! peak stays flat as the log grows. MSNTAP_BENCH_LOG_MB sets the smaller size. It
 //! measures only; it asserts nothing and is never run as a test.
 
+mod timev;
+
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -53,18 +55,8 @@ fn run(args: &[&str], stdin: Option<&Path>) -> (f64, Option<u64>, String) {
     let out = cmd.output().expect("run msntap");
     let secs = t.elapsed().as_secs_f64();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let peak = stderr
-        .lines()
-        .find_map(|l| {
-            l.trim()
-                .strip_prefix("Maximum resident set size (kbytes): ")
-        })
-        .and_then(|v| v.trim().parse::<u64>().ok());
-    let summary = stderr
-        .lines()
-        .find(|l| l.starts_with("msntap: "))
-        .unwrap_or("")
-        .to_string();
+    let peak = timev::peak_rss_kib(&stderr);
+    let summary = timev::summary(&stderr).unwrap_or("").to_string();
     if !out.status.success() {
         println!("msntap {args:?} exited with {}", out.status);
     }

@@ -12,6 +12,7 @@ use std::time::Instant;
 use msntap::Tables;
 
 mod common;
+mod timev;
 use common::build;
 
 /// The allocator of the msntap binary (src/main.rs), so the figures are the binary's.
@@ -97,19 +98,8 @@ fn main() {
         let out = cmd.output().expect("run msntap");
         times.push(t1.elapsed().as_secs_f64());
         let stderr = String::from_utf8_lossy(&out.stderr);
-        let kb = stderr
-            .lines()
-            .find_map(|l| {
-                l.trim()
-                    .strip_prefix("Maximum resident set size (kbytes): ")
-            })
-            .and_then(|v| v.trim().parse::<u64>().ok());
-        peak_kb = peak_kb.max(kb);
-        summary = stderr
-            .lines()
-            .find(|l| l.starts_with("msntap: "))
-            .unwrap_or("")
-            .to_string();
+        peak_kb = peak_kb.max(timev::peak_rss_kib(&stderr));
+        summary = timev::summary(&stderr).unwrap_or("").to_string();
         if !out.status.success() {
             failed = Some(out.status);
         }
