@@ -122,6 +122,20 @@ async fn record(sh: &Shared, m: Rec) {
     }
 }
 
+/// Records bytes of one direction of a proxied connection, stamped now.
+async fn record_data(sh: &Shared, conn: u64, dir: Dir, bytes: Bytes) {
+    record(
+        sh,
+        Rec::Data {
+            conn,
+            dir,
+            ts: Ts::now(),
+            bytes,
+        },
+    )
+    .await;
+}
+
 /// Reads more of `rd` into `buf`; 0 at the end of the stream. When `rec` names an upstream
 /// connection, the bytes are recorded as the server's.
 async fn read_more(
@@ -135,16 +149,7 @@ async fn read_more(
     let n = rd.read_buf(buf).await?;
     if let Some(conn) = rec {
         if n > 0 {
-            record(
-                sh,
-                Rec::Data {
-                    conn,
-                    dir: Dir::S2c,
-                    ts: Ts::now(),
-                    bytes: Bytes::copy_from_slice(&buf[at..]),
-                },
-            )
-            .await;
+            record_data(sh, conn, Dir::S2c, Bytes::copy_from_slice(&buf[at..])).await;
         } else {
             record(
                 sh,
@@ -207,6 +212,15 @@ async fn refuse(c: &mut Client, status: &str, msg: &str) {
     let _ = c.wr.shutdown().await;
 }
 
+/// A request msntap cannot relay: an error event, and a 400 to the client.
+async fn bad_request(sh: &Arc<Shared>, c: &mut Client, peer: SocketAddr, e: &str) {
+    sh.emit(error(
+        c.id,
+        format!("HTTP proxy: {e} from {peer}; answered 400"),
+    ));
+    refuse(c, "400 Bad Request", e).await;
+}
+
 async fn handle(sh: &Arc<Shared>, sock: TcpStream, peer: SocketAddr) {
     let id = sh.next_conn();
     let local = sock.local_addr().unwrap_or(sh.cfg.listen);
@@ -265,25 +279,11 @@ async fn handle(sh: &Arc<Shared>, sock: TcpStream, peer: SocketAddr) {
                 break;
             }
         };
-        let req = match hf::parse_request(&c.buf[..n]) {
-            Ok(r) => r,
+        let parsed = hf::parse_request(&c.buf[..n]).and_then(|r| Ok((hf::target_of(&r)?, r)));
+        let (target, req) = match parsed {
+            Ok(p) => p,
             Err(e) => {
-                sh.emit(error(
-                    c.id,
-                    format!("HTTP proxy: {e} from {peer}; answered 400"),
-                ));
-                refuse(&mut c, "400 Bad Request", &e).await;
-                break;
-            }
-        };
-        let target = match hf::target_of(&req) {
-            Ok(t) => t,
-            Err(e) => {
-                sh.emit(error(
-                    c.id,
-                    format!("HTTP proxy: {e} from {peer}; answered 400"),
-                ));
-                refuse(&mut c, "400 Bad Request", &e).await;
+                bad_request(sh, &mut c, peer, &e).await;
                 break;
             }
         };
@@ -304,11 +304,7 @@ async fn handle(sh: &Arc<Shared>, sock: TcpStream, peer: SocketAddr) {
         let framing = match hf::request_framing(&req) {
             Ok(f) => f,
             Err(e) => {
-                sh.emit(error(
-                    c.id,
-                    format!("HTTP proxy: {e} from {peer}; answered 400"),
-                ));
-                refuse(&mut c, "400 Bad Request", &e).await;
+                bad_request(sh, &mut c, peer, &e).await;
                 break;
             }
         };
@@ -423,13 +419,7 @@ async fn stale(sh: &Shared, u: &mut Up) -> bool {
             true
         }
         Ok(n) => {
-            let data = Rec::Data {
-                conn: u.id,
-                dir: Dir::S2c,
-                ts: Ts::now(),
-                bytes: Bytes::copy_from_slice(&b[..n]),
-            };
-            record(sh, data).await;
+            record_data(sh, u.id, Dir::S2c, Bytes::copy_from_slice(&b[..n])).await;
             true
         }
         Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
@@ -544,16 +534,7 @@ async fn exchange(
     client_eof: &mut bool,
 ) -> Result<Exchanged, ExErr> {
     let up_id = u.id;
-    record(
-        sh,
-        Rec::Data {
-            conn: up_id,
-            dir: Dir::C2s,
-            ts: Ts::now(),
-            bytes: Bytes::from(head.clone()),
-        },
-    )
-    .await;
+    record_data(sh, up_id, Dir::C2s, Bytes::from(head.clone())).await;
     if let Err(e) = u.wr.write_all(&head).await {
         return Err(ExErr::Upstream {
             msg: format!("writing the request failed: {e}"),
@@ -645,16 +626,7 @@ async fn request_body(
         }
         let n = fr.take(buf)?;
         let piece: Vec<u8> = buf.drain(..n).collect();
-        record(
-            sh,
-            Rec::Data {
-                conn: up_id,
-                dir: Dir::C2s,
-                ts: Ts::now(),
-                bytes: Bytes::from(piece.clone()),
-            },
-        )
-        .await;
+        record_data(sh, up_id, Dir::C2s, Bytes::from(piece.clone())).await;
         wr.write_all(&piece)
             .await
             .map_err(|e| format!("writing the request body upstream: {e}"))?;
@@ -862,16 +834,7 @@ async fn copy(
     let mut buf = first;
     loop {
         if !buf.is_empty() {
-            record(
-                sh,
-                Rec::Data {
-                    conn,
-                    dir,
-                    ts: Ts::now(),
-                    bytes: Bytes::copy_from_slice(&buf),
-                },
-            )
-            .await;
+            record_data(sh, conn, dir, Bytes::copy_from_slice(&buf)).await;
             total += buf.len() as u64;
             if wr.write_all(&buf).await.is_err() {
                 let _ = stop_tx.send(true);
