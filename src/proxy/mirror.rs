@@ -8,7 +8,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use crate::capture::decode::Decoder;
+use crate::capture::decode::{Decoder, Sink};
 use crate::capture::tracker::{FlowOptions, StreamEvent, Tracker};
 use crate::capture::writer::Link;
 use crate::event::{Event, EventKind, Ts};
@@ -36,31 +36,35 @@ impl Mirror {
 
     /// Decodes one synthesized frame of the proxy's connection `conn`; its events go to `f`.
     pub fn frame(&mut self, conn: u64, ts: Ts, frame: &[u8], f: &mut dyn FnMut(&mut Event<'_>)) {
-        let Mirror {
-            tracker,
-            dec,
-            ids,
-            next_conn,
-        } = self;
-        let ids = RefCell::new(ids);
-        let mut sink = |e: &mut Event<'_>| {
-            renumber(&mut ids.borrow_mut(), next_conn, e);
-            f(e);
-            Ok(())
-        };
-        tracker.packet(Link::Ethernet.linktype(), ts, frame, &mut |e| {
-            // A connection is opened by one of its own frames: it keeps the proxy's id.
-            if let StreamEvent::Open { flow, .. } = &e {
-                ids.borrow_mut().insert(*flow, conn);
-            }
-            dec.on(e, &mut sink)
+        self.with_sink(f, |tracker, dec, ids, sink| {
+            tracker.packet(Link::Ethernet.linktype(), ts, frame, &mut |e| {
+                // A connection is opened by one of its own frames: it keeps the proxy's id.
+                if let StreamEvent::Open { flow, .. } = &e {
+                    ids.borrow_mut().insert(*flow, conn);
+                }
+                dec.on(e, sink)
+            });
+            dec.learn(tracker);
         });
-        dec.learn(tracker);
-        let _ = dec.take_error();
     }
 
     /// The run is over: what is still open is decoded to its end and closed.
     pub fn finish(&mut self, f: &mut dyn FnMut(&mut Event<'_>)) {
+        self.with_sink(f, |tracker, dec, _, sink| {
+            tracker.finish(&mut |e: StreamEvent<'_>| dec.on(e, sink));
+            // Gateway sessions still open end with the input, as in `msntap read`.
+            dec.finish(sink);
+        });
+    }
+
+    /// Runs `body` on the tracker and the decoder with a sink that gives each event the
+    /// proxy's connection id before `f` sees it (the sink never fails, so the decoder's
+    /// error slot stays empty and is cleared).
+    fn with_sink(
+        &mut self,
+        f: &mut dyn FnMut(&mut Event<'_>),
+        body: impl FnOnce(&mut Tracker, &mut Decoder, &RefCell<&mut Ids>, &mut Sink<'_>),
+    ) {
         let Mirror {
             tracker,
             dec,
@@ -73,9 +77,7 @@ impl Mirror {
             f(e);
             Ok(())
         };
-        tracker.finish(&mut |e: StreamEvent<'_>| dec.on(e, &mut sink));
-        // Gateway sessions still open end with the input, as in `msntap read`.
-        dec.finish(&mut sink);
+        body(tracker, dec, &ids, &mut sink);
         let _ = dec.take_error();
     }
 }
