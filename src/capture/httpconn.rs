@@ -203,33 +203,31 @@ impl HttpSide {
     }
 
     pub fn data(&mut self, flow: FlowId, dir: Dir, ts: Ts, bytes: &[u8], out: &mut Out<'_>) {
-        if let Some(c) = self.conns.get_mut(&flow) {
-            if c.given_up {
-                return;
-            }
-            c.stream.feed(dir, bytes, ts, &mut self.items);
-            self.drain(flow, out);
-            self.account(flow, ts, out);
-        }
+        self.stream_step(flow, ts, out, |st, items| st.feed(dir, bytes, ts, items));
     }
 
     pub fn gap(&mut self, flow: FlowId, dir: Dir, ts: Ts, len: u64, out: &mut Out<'_>) {
-        if let Some(c) = self.conns.get_mut(&flow) {
-            if c.given_up {
-                return;
-            }
-            c.stream.gap(dir, len, ts, &mut self.items);
-            self.drain(flow, out);
-            self.account(flow, ts, out);
-        }
+        self.stream_step(flow, ts, out, |st, items| st.gap(dir, len, ts, items));
     }
 
     pub fn end(&mut self, flow: FlowId, dir: Dir, ts: Ts, out: &mut Out<'_>) {
+        self.stream_step(flow, ts, out, |st, items| st.finish_dir(dir, ts, items));
+    }
+
+    /// One step of a connection's HTTP stream (unless it was given up), then what it made
+    /// decoded and the byte budget checked.
+    fn stream_step(
+        &mut self,
+        flow: FlowId,
+        ts: Ts,
+        out: &mut Out<'_>,
+        f: impl FnOnce(&mut HttpStream, &mut Vec<HttpItem>),
+    ) {
         if let Some(c) = self.conns.get_mut(&flow) {
             if c.given_up {
                 return;
             }
-            c.stream.finish_dir(dir, ts, &mut self.items);
+            f(&mut c.stream, &mut self.items);
             self.drain(flow, out);
             self.account(flow, ts, out);
         }
