@@ -1140,21 +1140,27 @@ fn find_start(buf: &[u8], anywhere: bool, tables: &Tables) -> Found {
 }
 
 impl Ctx<'_> {
-    /// The connection is MSNP: number it and say so.
-    fn open(&mut self, st: &mut State, ts: Ts) {
-        if st.id.is_some() {
-            return;
-        }
+    /// Numbers a connection and says that it opened, and why.
+    fn announce(&mut self, st: &mut State, why: OpenReason) -> FlowId {
         let id = self.ids.next();
-        self.stats.msnp_connections += 1;
         st.id = Some(id);
         (self.out)(StreamEvent::Open {
             flow: id,
             client: st.client,
             server: st.server,
             ts: st.first_ts,
-            why: st.expected.unwrap_or(OpenReason::Content),
+            why,
         });
+        id
+    }
+
+    /// The connection is MSNP: number it and say so.
+    fn open(&mut self, st: &mut State, ts: Ts) {
+        if st.id.is_some() {
+            return;
+        }
+        self.stats.msnp_connections += 1;
+        self.announce(st, st.expected.unwrap_or(OpenReason::Content));
         // Bytes held while deciding now have somewhere to go.
         for dd in [Dir::C2s, Dir::S2c] {
             self.seek(st, dd, ts, true);
@@ -1205,16 +1211,8 @@ impl Ctx<'_> {
     /// The connection is MSN HTTP: number it, say so, and hand over what both directions
     /// held from their first byte.
     fn open_http(&mut self, st: &mut State, ts: Ts, kind: MsnHttp) {
-        let id = self.ids.next();
         self.stats.http_connections += 1;
-        st.id = Some(id);
-        (self.out)(StreamEvent::Open {
-            flow: id,
-            client: st.client,
-            server: st.server,
-            ts: st.first_ts,
-            why: OpenReason::Http(kind),
-        });
+        let id = self.announce(st, OpenReason::Http(kind));
         for dir in [Dir::C2s, Dir::S2c] {
             let held = std::mem::replace(&mut st.start[dir.index()], Start::Live);
             if let Start::Seeking { pre, .. } = held {
