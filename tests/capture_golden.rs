@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use msntap::capture::synth::{synthesize, SynthOptions};
 use msntap::capture::writer::Format;
-use msntap::capture::{read_path, ReadOptions};
+use msntap::capture::{read_events, ReadOptions};
 use msntap::event::jsonl::JsonlSink;
 use msntap::event::Sink;
 use msntap::{Event, EventKind, Tables};
@@ -27,13 +27,7 @@ fn bless() -> bool {
 }
 
 fn read(path: &Path) -> Vec<Event<'static>> {
-    let mut evs = Vec::new();
-    read_path(path, tables(), &ReadOptions::default(), &mut |e| {
-        evs.push(e.clone().into_owned());
-        Ok(())
-    })
-    .unwrap_or_else(|e| panic!("{e}"));
-    evs
+    read_events(path, tables(), &ReadOptions::default()).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Synthetic fixtures: (capture, log, options as given to `msntap synth`).

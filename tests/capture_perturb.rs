@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
-use msntap::capture::{read_path, ReadOptions};
+use msntap::capture::{read_events, ReadOptions};
 use msntap::{EventKind, Tables};
 
 const SEEDS: u64 = 10;
@@ -25,12 +25,7 @@ type Decoded = (BTreeMap<(String, String, &'static str), Vec<String>>, usize);
 
 fn decode(path: &Path) -> Decoded {
     let tables = Arc::new(Tables::builtin().expect("tables"));
-    let mut evs = Vec::new();
-    read_path(path, tables, &ReadOptions::default(), &mut |e| {
-        evs.push(e.clone().into_owned());
-        Ok(())
-    })
-    .unwrap_or_else(|e| panic!("{e}"));
+    let evs = read_events(path, tables, &ReadOptions::default()).unwrap_or_else(|e| panic!("{e}"));
     let mut addrs = BTreeMap::new();
     let mut lines: BTreeMap<(String, String, &'static str), Vec<String>> = BTreeMap::new();
     let mut bad = 0;

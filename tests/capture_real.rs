@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use msntap::capture::{read_path, ReadOptions};
+use msntap::capture::{read_events, ReadOptions};
 use msntap::{Dir, Event, EventKind, Service, Tables};
 
 fn root() -> PathBuf {
@@ -15,13 +15,7 @@ fn root() -> PathBuf {
 
 fn read(path: &Path) -> Vec<Event<'static>> {
     let tables = Arc::new(Tables::builtin().expect("tables"));
-    let mut evs = Vec::new();
-    read_path(path, tables, &ReadOptions::default(), &mut |e| {
-        evs.push(e.clone().into_owned());
-        Ok(())
-    })
-    .unwrap_or_else(|e| panic!("{e}"));
-    evs
+    read_events(path, tables, &ReadOptions::default()).unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn assert_clean(evs: &[Event<'static>]) {

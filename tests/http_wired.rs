@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command as Proc;
 use std::sync::Arc;
 
-use msntap::capture::{read_path, ReadOptions};
+use msntap::capture::{read_events, ReadOptions};
 use msntap::event::http::{GatewayStep, HttpMessage};
 use msntap::http::gateway::GatewayService;
 use msntap::http::passport::{Outcome, PassportExchange};
@@ -30,13 +30,7 @@ fn tables() -> Arc<Tables> {
 }
 
 fn read(path: &Path) -> Vec<Event<'static>> {
-    let mut evs = Vec::new();
-    read_path(path, tables(), &ReadOptions::default(), &mut |e| {
-        evs.push(e.clone().into_owned());
-        Ok(())
-    })
-    .unwrap_or_else(|e| panic!("{e}"));
-    evs
+    read_events(path, tables(), &ReadOptions::default()).unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn msntap(args: &[&str]) -> (String, String, bool) {

@@ -17,7 +17,7 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use msntap::capture::{read_path, FlowOptions, ReadOptions};
+use msntap::capture::{read_events, FlowOptions, ReadOptions};
 use msntap::{Event, EventKind, Tables};
 use proxy_support::binary::spawn_proxy_with;
 use proxy_support::*;
@@ -305,12 +305,7 @@ fn sigterm_leaves_the_log_the_json_lines_and_the_recording_complete() {
                 },
                 first_conn: 1,
             };
-            let mut read = Vec::new();
-            read_path(&pcap, tables, &opts, &mut |e| {
-                read.push(e.clone().into_owned());
-                Ok(())
-            })
-            .expect("the recording reads back");
+            let read = read_events(&pcap, tables, &opts).expect("the recording reads back");
             assert_eq!(commands_by_conn(&read), commands_by_conn(&evs));
             for f in [&json, &pcap] {
                 let _ = std::fs::remove_file(f);

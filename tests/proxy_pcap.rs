@@ -7,7 +7,7 @@ mod proxy_support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use msntap::capture::{read_path, FlowOptions, ReadOptions};
+use msntap::capture::{read_events, FlowOptions, ReadOptions};
 use msntap::proxy::Config;
 use msntap::{Event, Tables};
 use proxy_support::*;
@@ -120,12 +120,7 @@ async fn scenario() {
         },
         first_conn: 1,
     };
-    let mut read = Vec::new();
-    read_path(&path, tables, &opts, &mut |e| {
-        read.push(e.clone().into_owned());
-        Ok(())
-    })
-    .expect("the recording reads back");
+    let read = read_events(&path, tables, &opts).expect("the recording reads back");
     let _ = std::fs::remove_file(&path);
 
     let (l, r) = (commands(&live), commands(&read));

@@ -105,6 +105,21 @@ pub fn read_path(
     read_path_with_progress(path, tables, opts, sink, &mut |_| {})
 }
 
+/// Every event of a capture file, owned (for tests and small captures: it holds them all;
+/// [`read_path`] streams).
+pub fn read_events(
+    path: &Path,
+    tables: Arc<Tables>,
+    opts: &ReadOptions,
+) -> Result<Vec<Event<'static>>, CaptureError> {
+    let mut evs = Vec::new();
+    read_path(path, tables, opts, &mut |e| {
+        evs.push(e.clone().into_owned());
+        Ok(())
+    })?;
+    Ok(evs)
+}
+
 /// As [`read_path`], calling `progress` with the bytes consumed so far now and then.
 pub fn read_path_with_progress(
     path: &Path,
