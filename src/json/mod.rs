@@ -618,15 +618,21 @@ const B64_CHUNK_OUT: usize = B64_CHUNK_IN / 3 * 4;
 
 impl Display for Base64Text<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut buf = [0u8; B64_CHUNK_OUT];
-        for chunk in self.0.chunks(B64_CHUNK_IN) {
-            let n = base64_encode(chunk, &mut buf);
-            let text = buf.get(..n).ok_or(fmt::Error)?;
+        base64_chunks(self.0, |digits| {
             // Always ASCII; the check runs a word at a time and is the price of no `unsafe`.
-            f.write_str(std::str::from_utf8(text).map_err(|_| fmt::Error)?)?;
-        }
-        Ok(())
+            f.write_str(std::str::from_utf8(digits).map_err(|_| fmt::Error)?)
+        })
     }
+}
+
+/// The base64 digits of `src`, handed to `put` a stack-sized chunk at a time.
+fn base64_chunks<E>(src: &[u8], mut put: impl FnMut(&[u8]) -> Result<(), E>) -> Result<(), E> {
+    let mut buf = [0u8; B64_CHUNK_OUT];
+    for chunk in src.chunks(B64_CHUNK_IN) {
+        let n = base64_encode(chunk, &mut buf);
+        put(buf.get(..n).unwrap_or_default())?;
+    }
+    Ok(())
 }
 
 const B64_ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -749,11 +755,10 @@ impl ser::Serializer for VerbatimSerializer<'_> {
         let out = self.out;
         out.reserve(v.len().div_ceil(3) * 4 + 2);
         out.push(b'"');
-        let mut buf = [0u8; B64_CHUNK_OUT];
-        for chunk in v.chunks(B64_CHUNK_IN) {
-            let n = base64_encode(chunk, &mut buf);
-            out.extend_from_slice(buf.get(..n).unwrap_or_default());
-        }
+        base64_chunks(v, |digits| {
+            out.extend_from_slice(digits);
+            Ok::<(), Error>(())
+        })?;
         out.push(b'"');
         Ok(())
     }
