@@ -1080,19 +1080,9 @@ mod tests {
                 .collect(),
             ),
             known: true,
-            unmatched_form: false,
-            error: None,
-            payload: None,
             line: "USR 7 TWN S t=abc&p=def".into(),
-            line_base64: None,
-            offset: 0,
-            frame_len: 0,
-            unterminated: false,
             secret_args: [3u8].into_iter().collect(),
-            address_args: ArgIndices::new(),
-            redacted: false,
-            rewritten: None,
-            annotations: Annotations::default(),
+            ..Command::blank()
         };
         let ev = Event::new(
             Ts(0),
