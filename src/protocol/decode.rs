@@ -117,23 +117,10 @@ fn kind_of(k: PayloadKind) -> Kind {
     }
 }
 
-/// The command event of one frame. `version` is the dialect's version when the frame was
-/// cut (payload decoders use it), `limits` only for the problem text of skipped payloads.
-pub fn command<'a>(
-    tables: &'a Tables,
-    dir: Dir,
-    version: Option<u8>,
-    limits: Limits,
-    frame: &Frame,
-    bytes: &'a [u8],
-) -> Command<'a> {
-    let mut c = Command::blank();
-    command_into(&mut c, tables, dir, version, limits, frame, bytes);
-    c
-}
-
-/// [`command`] into a blank command already in its event: the command is some 800 bytes,
-/// and returning it and wrapping it in an event moved it three or four times per line.
+/// The command event of one frame, decoded into `c`, a blank command already in its event
+/// (the command is some 800 bytes; returning it and wrapping it in an event moved it three or
+/// four times per line). `version` is the dialect's version when the frame was cut (payload
+/// decoders use it), `limits` only for the problem text of skipped payloads.
 pub fn command_into<'a>(
     c: &mut Command<'a>,
     tables: &'a Tables,

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use bytes::Bytes;
 use smallvec::SmallVec;
 
-use crate::event::{Dir, Event, EventKind, Redirect, Service, Ts};
+use crate::event::{Command, Dir, Event, EventKind, Redirect, Service, Ts};
 use crate::protocol::decode::{self, FrameRules};
 use crate::protocol::redirect;
 use crate::protocol::{Dialect, Tables};
@@ -651,7 +651,16 @@ impl Direction {
         ctx: &mut Ctx<'_>,
     ) -> Option<(Option<Box<str>>, Event<'static>)> {
         // The tables say which argument is the address (the same decoding as the event's).
-        let c = decode::command(ctx.tables, self.dir, decode_version, self.limits, f, bytes);
+        let mut c = Command::blank();
+        decode::command_into(
+            &mut c,
+            ctx.tables,
+            self.dir,
+            decode_version,
+            self.limits,
+            f,
+            bytes,
+        );
         let line = f.line(bytes);
         let name = f.name(bytes);
         let args = Args::of_line(line, &f.toks);
