@@ -611,100 +611,28 @@ impl Serialize for Base64Text<'_> {
     }
 }
 
-/// Input bytes per chunk: a multiple of 3 (so only the last chunk pads) and of 6 (the
-/// word-at-a-time loop).
+/// Input bytes per chunk of [`Base64Text`]'s `Display`: a multiple of 3, so only the last
+/// chunk pads.
 const B64_CHUNK_IN: usize = 768;
 const B64_CHUNK_OUT: usize = B64_CHUNK_IN / 3 * 4;
 
 impl Display for Base64Text<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        base64_chunks(self.0, |digits| {
+        let mut buf = [0u8; B64_CHUNK_OUT];
+        for chunk in self.0.chunks(B64_CHUNK_IN) {
+            let digits = BASE64.encode(chunk, base64_simd::Out::from_slice(&mut buf));
             // Always ASCII; the check runs a word at a time and is the price of no `unsafe`.
-            f.write_str(std::str::from_utf8(digits).map_err(|_| fmt::Error)?)
-        })
-    }
-}
-
-/// The base64 digits of `src`, handed to `put` a stack-sized chunk at a time.
-fn base64_chunks<E>(src: &[u8], mut put: impl FnMut(&[u8]) -> Result<(), E>) -> Result<(), E> {
-    let mut buf = [0u8; B64_CHUNK_OUT];
-    for chunk in src.chunks(B64_CHUNK_IN) {
-        let n = base64_encode(chunk, &mut buf);
-        put(buf.get(..n).unwrap_or_default())?;
-    }
-    Ok(())
-}
-
-const B64_ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-/// The two digits of every 12-bit value, first digit in the low byte: half the lookups and
-/// stores of a digit table.
-static B64_PAIRS: [u16; 4096] = {
-    let mut t = [0u16; 4096];
-    let mut i = 0;
-    while i < 4096 {
-        t[i] = B64_ALPHABET[i >> 6] as u16 | (B64_ALPHABET[i & 63] as u16) << 8;
-        i += 1;
-    }
-    t
-};
-
-#[inline(always)]
-fn b64_pair(v: u64) -> u64 {
-    u64::from(B64_PAIRS[(v & 0xfff) as usize])
-}
-
-/// Eight digits of the six bytes in the high 48 bits of `w`, first digit in the low byte.
-#[inline(always)]
-fn b64_eight(w: u64) -> [u8; 8] {
-    (b64_pair(w >> 52)
-        | b64_pair(w >> 40) << 16
-        | b64_pair(w >> 28) << 32
-        | b64_pair(w >> 16) << 48)
-        .to_le_bytes()
-}
-
-/// Encodes `src` (at most [`B64_CHUNK_IN`] bytes) into `dst`, padded; returns the length.
-/// Measured against the base64 crate's encoder in docs/performance.md.
-fn base64_encode(src: &[u8], dst: &mut [u8; B64_CHUNK_OUT]) -> usize {
-    let (mut i, mut o) = (0, 0);
-    // Twelve bytes to sixteen digits from two 8-byte big-endian loads while 14 bytes remain.
-    while let (Some(w), Some(d)) = (src.get(i..i + 14), dst.get_mut(o..o + 16)) {
-        let (x, y) = (
-            u64::from_be_bytes(array(w, 0)),
-            u64::from_be_bytes(array(w, 6)),
-        );
-        let (lo, hi) = d.split_at_mut(8);
-        lo.copy_from_slice(&b64_eight(x));
-        hi.copy_from_slice(&b64_eight(y));
-        i += 12;
-        o += 16;
-    }
-    // The last bytes three at a time, then the padded group.
-    while let (Some(&[x, y, z]), Some(d)) = (src.get(i..i + 3), dst.get_mut(o..o + 4)) {
-        let w = u64::from(x) << 16 | u64::from(y) << 8 | u64::from(z);
-        d.copy_from_slice(&((b64_pair(w >> 12) | b64_pair(w) << 16) as u32).to_le_bytes());
-        i += 3;
-        o += 4;
-    }
-    let digit = |v: u64| B64_ALPHABET[(v & 63) as usize];
-    let tail = match src.get(i..) {
-        Some(&[x]) => {
-            let w = u64::from(x) << 16;
-            Some([digit(w >> 18), digit(w >> 12), b'=', b'='])
+            f.write_str(std::str::from_utf8(digits).map_err(|_| fmt::Error)?)?;
         }
-        Some(&[x, y]) => {
-            let w = u64::from(x) << 16 | u64::from(y) << 8;
-            Some([digit(w >> 18), digit(w >> 12), digit(w >> 6), b'='])
-        }
-        _ => None,
-    };
-    if let (Some(t), Some(d)) = (tail, dst.get_mut(o..o + 4)) {
-        d.copy_from_slice(&t);
-        o += 4;
+        Ok(())
     }
-    o
 }
+
+/// The encoder: base64-simd's standard alphabet with `=` padding (what
+/// `base64::engine::general_purpose::STANDARD` writes), with SIMD chosen at run time. About a
+/// quarter of the instructions of the word-at-a-time table encoder this crate had (measured in
+/// docs/performance.md); binary P2P bodies are a third of the JSON of a switchboard capture.
+const BASE64: base64_simd::Base64 = base64_simd::STANDARD;
 
 /// Writes [`Base64`]'s and [`Verbatim`]'s text: `collect_str` and `serialize_str` without the
 /// escape scan. Nothing else reaches it (the token is private), so every other method refuses.
@@ -753,12 +681,9 @@ impl ser::Serializer for VerbatimSerializer<'_> {
     /// [`Base64Text`]'s bytes: encoded into the buffer, `"` and padding included.
     fn serialize_bytes(self, v: &[u8]) -> Result {
         let out = self.out;
-        out.reserve(v.len().div_ceil(3) * 4 + 2);
+        out.reserve(BASE64.encoded_length(v.len()) + 2);
         out.push(b'"');
-        base64_chunks(v, |digits| {
-            out.extend_from_slice(digits);
-            Ok::<(), Error>(())
-        })?;
+        BASE64.encode_append(v, out);
         out.push(b'"');
         Ok(())
     }
