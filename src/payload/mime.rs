@@ -53,9 +53,9 @@ fn header_end(b: &[u8]) -> usize {
 fn split_headers(b: &[u8]) -> Result<(Headers<'_>, &[u8]), String> {
     let end = header_end(b);
     let (head, rest) = b.split_at(end);
-    match std::str::from_utf8(head) {
-        Ok(t) => Ok((headers_of(t)?, rest)),
-        Err(_) => {
+    match super::utf8(head) {
+        Some(t) => Ok((headers_of(t)?, rest)),
+        None => {
             // Invalid bytes in the headers (rare): owned, replaced text.
             let t = String::from_utf8_lossy(head);
             Ok((super::owned_pairs(headers_of(&t)?), rest))
@@ -781,8 +781,8 @@ fn typed<'a>(
         _ => {}
     }
     if ct.ends_with("xml") && body.trim_ascii_start().starts_with(b"<") {
-        if let Ok(x) = std::str::from_utf8(body)
-            .map_err(|e| e.to_string())
+        if let Ok(x) = super::utf8(body)
+            .ok_or_else(String::new)
             .and_then(xml::parse)
         {
             o.xml = Some(Box::new(x));
