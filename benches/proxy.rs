@@ -667,26 +667,50 @@ fn sched_times() -> std::collections::BTreeMap<String, (String, f64, f64)> {
 }
 
 /// Round trips of a keep-alive (PNG -> QNG) through `addr`; returns sorted RTTs in µs.
-async fn ping(addr: &str) -> Vec<f64> {
-    let mut c = TcpStream::connect(addr).await.expect("connect");
-    let _ = c.set_nodelay(true);
-    let mut b = [0u8; 64];
-    let mut v = Vec::with_capacity(ROUND_TRIPS);
-    for i in 0..ROUND_TRIPS + 200 {
-        let t = Instant::now();
-        c.write_all(b"PNG\r\n").await.expect("write");
-        let mut got = 0;
-        while got < 8 {
-            let n = c.read(&mut b[got..]).await.expect("read");
-            assert!(n > 0, "server closed");
-            got += n;
-        }
-        if i >= 200 {
-            v.push(t.elapsed().as_secs_f64() * 1e6);
+/// Rounds of [`ROUND_TRIPS`] / `ROUNDS` round trips: the paths take turns, so that a change in
+/// the machine's load (it is shared) falls on all of them alike instead of on whichever ran
+/// then.
+const ROUNDS: usize = 20;
+
+/// One client connection sending `PNG` and timing each `QNG` (µs).
+struct Pinger {
+    c: TcpStream,
+    v: Vec<f64>,
+}
+
+impl Pinger {
+    /// Connected and warmed up by 200 untimed exchanges.
+    async fn connect(addr: &str) -> Pinger {
+        let c = TcpStream::connect(addr).await.expect("connect");
+        let _ = c.set_nodelay(true);
+        let mut p = Pinger {
+            c,
+            v: Vec::with_capacity(ROUND_TRIPS),
+        };
+        p.exchange(200).await;
+        p.v.clear();
+        p
+    }
+
+    async fn exchange(&mut self, n: usize) {
+        let mut b = [0u8; 64];
+        for _ in 0..n {
+            let t = Instant::now();
+            self.c.write_all(b"PNG\r\n").await.expect("write");
+            let mut got = 0;
+            while got < 8 {
+                let n = self.c.read(&mut b[got..]).await.expect("read");
+                assert!(n > 0, "server closed");
+                got += n;
+            }
+            self.v.push(t.elapsed().as_secs_f64() * 1e6);
         }
     }
-    v.sort_by(|a, b| a.total_cmp(b));
-    v
+
+    fn sorted(mut self) -> Vec<f64> {
+        self.v.sort_by(|a, b| a.total_cmp(b));
+        self.v
+    }
 }
 
 fn pong_server(rt: &Runtime) -> String {
@@ -728,16 +752,32 @@ fn latency(bench: &Runtime, tables: &Arc<Tables>) {
     let s = socat(&server, 8192);
     let m = mitmproxy(&server);
     let t = tap(tables, server.clone());
-    let mut rows = vec![("direct", bench.block_on(ping(&server)))];
+    let mut paths = vec![("direct", server.clone())];
     if let Some(s) = &s {
-        rows.push(("socat", bench.block_on(ping(&s.1))));
+        paths.push(("socat", s.1.clone()));
     }
     if let Some(m) = &m {
-        rows.push(("mitmproxy", bench.block_on(ping(&m.1))));
+        paths.push(("mitmproxy", m.1.clone()));
     }
-    rows.push(("msntap", bench.block_on(ping(&t.addr))));
+    paths.push(("msntap", t.addr.clone()));
+    let mut pingers: Vec<Pinger> = paths
+        .iter()
+        .map(|(_, a)| bench.block_on(Pinger::connect(a)))
+        .collect();
+    for round in 0..ROUNDS {
+        // Each round starts with another path.
+        for k in 0..pingers.len() {
+            let i = (round + k) % pingers.len();
+            bench.block_on(pingers[i].exchange(ROUND_TRIPS / ROUNDS));
+        }
+    }
+    let rows: Vec<(&str, Vec<f64>)> = paths
+        .iter()
+        .map(|(name, _)| *name)
+        .zip(pingers.into_iter().map(Pinger::sorted))
+        .collect();
     drop(t);
-    println!("round-trip latency, {ROUND_TRIPS} PNG/QNG exchanges (µs; msntap decodes and writes JSON Lines to /dev/null):");
+    println!("round-trip latency, {ROUND_TRIPS} PNG/QNG exchanges per path in {ROUNDS} rounds taken in turn (µs; msntap decodes and writes JSON Lines to /dev/null):");
     for (name, v) in &rows {
         println!(
             "  {name:<10} p50 {:7.1}  p99 {:7.1}  p99.9 {:7.1}",
