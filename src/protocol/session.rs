@@ -77,6 +77,9 @@ pub fn desync_event(d: DesyncInfo, limits: Limits) -> EventKind<'static> {
     })
 }
 
+/// New bytes appended at first behind a buffered, unfinished frame (see [`Session::feed`]).
+const FEED_PIECE: usize = 4096;
+
 impl Session {
     pub fn new(tables: Arc<Tables>, conn: u64, hint: SessionHint) -> Session {
         Session::with_limits(tables, conn, hint, Limits::default())
@@ -135,21 +138,40 @@ impl Session {
     }
 
     /// Feeds bytes of one direction; complete frames become events handed to `out`.
+    /// Frames are cut wherever the bytes are; only a frame that the end of `data` cuts is
+    /// copied, to be finished by the next call.
     pub fn feed(&mut self, dir: Dir, data: &[u8], ts: Ts, out: &mut Out<'_>) {
         let i = dir.index();
         if self.dirs[i].finished {
             return;
         }
-        if self.dirs[i].buf.is_empty() {
-            let used = self.run(dir, data, false, ts, out);
-            self.dirs[i].buf.extend_from_slice(&data[used..]);
-        } else {
+        let mut data = data;
+        if !self.dirs[i].buf.is_empty() {
+            // A frame cut by the end of the last call: finished with as few of the new bytes
+            // as it takes (pieces doubling from FEED_PIECE), and the rest read where it lies.
+            // Appending every new byte behind such a frame copied nearly all of a stream
+            // whose segments cut its frames.
             let mut buf = std::mem::take(&mut self.dirs[i].buf);
-            buf.extend_from_slice(data);
-            let used = self.run(dir, &buf, false, ts, out);
-            buf.drain(..used);
+            let mut piece = FEED_PIECE.max(buf.len());
+            loop {
+                let (head, rest) = data.split_at(piece.min(data.len()));
+                buf.extend_from_slice(head);
+                data = rest;
+                let used = self.run(dir, &buf, false, ts, out);
+                buf.drain(..used);
+                if buf.is_empty() || data.is_empty() {
+                    break;
+                }
+                piece = piece.saturating_mul(2);
+            }
+            let done = buf.is_empty();
             self.dirs[i].buf = buf;
+            if !done || data.is_empty() {
+                return;
+            }
         }
+        let used = self.run(dir, data, false, ts, out);
+        self.dirs[i].buf.extend_from_slice(&data[used..]);
     }
 
     /// `len` bytes of `dir` were lost (a capture gap): what was buffered is dropped, and
