@@ -127,6 +127,85 @@ proptest! {
     }
 }
 
+/// One switchboard direction as one long buffer: short commands between messages whose bodies
+/// are several times the session's 4 KiB first piece (so a frame cut by a chunk's end needs
+/// more than one piece of the next chunk), a body over the payload limit and an unframeable
+/// line in the middle.
+fn long_stream(limits: Limits) -> Vec<u8> {
+    let mut b = Vec::new();
+    for (i, size) in [10usize, 5_000, 33, 20_000, 4_096, 1, 70_000, 300]
+        .iter()
+        .enumerate()
+    {
+        let body: String = (0..*size)
+            .map(|j| char::from(b'a' + (j % 26) as u8))
+            .collect();
+        let mime =
+            format!("MIME-Version: 1.0\r\nContent-Type: text/plain; charset=UTF-8\r\n\r\n{body}");
+        b.extend_from_slice(format!("MSG bob@example.com Bob {}\r\n{mime}", mime.len()).as_bytes());
+        b.extend_from_slice(
+            format!("ACK {i}\r\nNLN NLN bob@example.com Bob 1342177280\r\n").as_bytes(),
+        );
+        if i == 3 {
+            b.extend_from_slice(b"\x00\x01 not a command line\r\nPNG\r\n");
+            let over = limits.max_payload + 10;
+            b.extend_from_slice(format!("MSG bob@example.com Bob {over}\r\n").as_bytes());
+            b.extend(std::iter::repeat_n(b'x', over));
+        }
+    }
+    b
+}
+
+fn decode_long(
+    t: &Arc<Tables>,
+    limits: Limits,
+    bytes: &[u8],
+    cuts: &[usize],
+) -> Vec<Event<'static>> {
+    let mut s = Session::with_limits(t.clone(), 1, SessionHint::default(), limits);
+    let mut evs = Vec::new();
+    let mut out = |e: &mut Event<'_>| evs.push(e.clone().into_owned());
+    s.feed(
+        Dir::C2s,
+        b"ANS 1 alice@example.com 1.2.3 99\r\n",
+        Ts(0),
+        &mut out,
+    );
+    let mut points: Vec<usize> = cuts.iter().map(|c| c % (bytes.len() + 1)).collect();
+    points.extend([0, bytes.len()]);
+    points.sort();
+    points.dedup();
+    for w in points.windows(2) {
+        s.feed(Dir::S2c, &bytes[w[0]..w[1]], Ts(0), &mut out);
+    }
+    s.finish(Ts(0), &mut out);
+    evs
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Chunks of any size, tens of kilobytes included, after a frame left unfinished: the
+    /// session finishes that frame from the next chunk's first bytes and frames the rest in
+    /// place, which must give what one whole buffer gives.
+    #[test]
+    fn long_chunks_after_an_unfinished_frame_give_the_same_events(
+        cuts in proptest::collection::vec(0usize..2_000_000, 1..10),
+        small in any::<bool>(),
+    ) {
+        let t = tables();
+        let limits = if small {
+            Limits { max_payload: 8_192, ..Limits::default() }
+        } else {
+            Limits::default()
+        };
+        let bytes = long_stream(limits);
+        let whole = decode_long(&t, limits, &bytes, &[]);
+        prop_assert!(whole.len() > 20);
+        prop_assert_eq!(&whole, &decode_long(&t, limits, &bytes, &cuts));
+    }
+}
+
 /// Frames and skipped bytes of one direction, straight from the framer.
 fn frames_of(t: &Tables, d: Dir, bytes: &[u8]) -> Vec<(bool, Vec<u8>)> {
     let mut f = Framer::new(Limits::default());
