@@ -3,6 +3,7 @@
 //! and one line per connection-level event. Colour only when asked (the caller decides
 //! from --color, NO_COLOR and the terminal).
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::io::{BufWriter, Write};
 
@@ -20,6 +21,8 @@ pub struct PrettySink<W: Write> {
     full: bool,
     /// Flush after every event (a terminal or a live run).
     eager: bool,
+    /// The line head of the event being written, reused from one event to the next.
+    head: String,
 }
 
 impl<W: Write> PrettySink<W> {
@@ -29,6 +32,7 @@ impl<W: Write> PrettySink<W> {
             color,
             full,
             eager: false,
+            head: String::new(),
         }
     }
     /// Writes each event out at once instead of in buffered blocks.
@@ -43,7 +47,9 @@ impl<W: Write> PrettySink<W> {
 
 /// `2005-01-02 03:04:05.000006Z`: the RFC 3339 time with a space, still marked UTC.
 pub fn clock(ev: &Event<'_>) -> String {
-    ev.ts.to_string().replacen('T', " ", 1)
+    let mut s = String::new();
+    ev.ts.push_clock(&mut s);
+    s
 }
 
 /// `s` on one line (line breaks shown as ↵), cut to `max` characters.
@@ -314,11 +320,12 @@ pub fn annotation_summary(a: &Annotations<'_>) -> String {
 }
 
 impl<W: Write> PrettySink<W> {
-    fn paint(&self, s: &str, f: impl Fn(&str) -> String) -> String {
+    /// `s` in colour when colour is on; `s` itself otherwise (no copy).
+    fn paint<'s>(&self, s: &'s str, f: impl Fn(&str) -> String) -> Cow<'s, str> {
         if self.color {
-            f(s)
+            Cow::Owned(f(s))
         } else {
-            s.to_string()
+            Cow::Borrowed(s)
         }
     }
 
@@ -364,35 +371,56 @@ impl<W: Write> PrettySink<W> {
 
 impl<W: Write> Sink for PrettySink<W> {
     fn event(&mut self, ev: &Event<'_>) -> std::io::Result<()> {
-        let ver = ev
-            .version
-            .map_or_else(|| "?".to_string(), |v| v.to_string());
-        let head = format!("{} #{} {}/{}", clock(ev), ev.conn, ev.service, ver);
-        let head = self.paint(&head, |s| s.dimmed().to_string());
+        // `clock(ev) #conn service/version`, written into a buffer kept across events: this
+        // runs for every line of the log.
+        let mut h = std::mem::take(&mut self.head);
+        h.clear();
+        ev.ts.push_clock(&mut h);
+        let _ = write!(h, " #{} {}/", ev.conn, ev.service);
+        match ev.version {
+            Some(v) => {
+                let _ = write!(h, "{v}");
+            }
+            None => h.push('?'),
+        }
+        let r = self.write_event(ev, &h);
+        self.head = h;
+        r
+    }
+
+    fn finish(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
+}
+
+impl<W: Write> PrettySink<W> {
+    fn write_event(&mut self, ev: &Event<'_>, head: &str) -> std::io::Result<()> {
+        let head = self.paint(head, |s| s.dimmed().to_string());
         match &ev.kind {
             EventKind::Command(c) => {
                 let arrow = match ev.dir {
                     Some(Dir::C2s) => self.paint(">>>", |s| s.green().bold().to_string()),
                     _ => self.paint("<<<", |s| s.cyan().bold().to_string()),
                 };
-                let mut line = if c.error.is_some() {
+                let mut line: Cow<'_, str> = if c.error.is_some() {
                     self.paint(&c.line, |s| s.red().to_string())
                 } else if !c.known {
                     self.paint(&c.line, |s| s.yellow().to_string())
                 } else {
-                    c.line.to_string()
+                    Cow::Borrowed(&c.line)
                 };
                 if !c.known {
-                    line.push_str(
+                    line.to_mut().push_str(
                         &self.paint("  [unknown command]", |s| s.yellow().italic().to_string()),
                     );
                 } else if c.unmatched_form {
-                    line.push_str(&self.paint("  [form not in tables]", |s| {
-                        s.yellow().italic().to_string()
-                    }));
+                    line.to_mut()
+                        .push_str(&self.paint("  [form not in tables]", |s| {
+                            s.yellow().italic().to_string()
+                        }));
                 }
                 if c.unterminated {
-                    line.push_str(
+                    line.to_mut().push_str(
                         &self.paint("  [no line ending]", |s| s.yellow().italic().to_string()),
                     );
                 }
@@ -402,17 +430,19 @@ impl<W: Write> Sink for PrettySink<W> {
                         e.name.as_deref().unwrap_or("?"),
                         e.meaning.as_deref().unwrap_or("unknown error")
                     );
-                    line.push_str(&self.paint(&m, |s| s.red().italic().to_string()));
+                    line.to_mut()
+                        .push_str(&self.paint(&m, |s| s.red().italic().to_string()));
                 }
                 if let Some(r) = &c.rewritten {
-                    line.push_str(
+                    line.to_mut().push_str(
                         &self.paint(&format!("  [forwarded as: {r}]"), |s| s.blue().to_string()),
                     );
                 }
                 writeln!(self.out, "{head} {arrow} {line}")?;
                 if let Some(p) = &c.payload {
                     let sum = payload_summary(p);
-                    let l = self.paint(&format!("        | {sum}"), |s| s.dimmed().to_string());
+                    let l = format!("        | {sum}");
+                    let l = self.paint(&l, |s| s.dimmed().to_string());
                     writeln!(self.out, "{l}")?;
                     if self.full {
                         self.write_full(p)?;
@@ -469,10 +499,6 @@ impl<W: Write> Sink for PrettySink<W> {
             self.out.flush()?;
         }
         Ok(())
-    }
-
-    fn finish(&mut self) -> std::io::Result<()> {
-        self.out.flush()
     }
 }
 
