@@ -54,6 +54,11 @@ pub fn clock(ev: &Event<'_>) -> String {
 
 /// `s` on one line (line breaks shown as ↵), cut to `max` characters.
 pub fn one_line(s: &str, max: usize) -> String {
+    // Nearly always: already one line and no longer than `max` bytes, so no longer than
+    // `max` characters either.
+    if s.len() <= max && memchr::memchr2(b'\r', b'\n', s.as_bytes()).is_none() {
+        return s.to_string();
+    }
     let mut out = String::with_capacity(s.len().min(max + 4));
     for (n, c) in s.chars().filter(|&c| c != '\r').enumerate() {
         if n == max {
@@ -550,5 +555,30 @@ mod tests {
     fn one_line_cuts_and_marks_breaks() {
         assert_eq!(one_line("a\r\nb", 10), "a\u{21b5}b");
         assert_eq!(one_line("abcdef", 3), "abc\u{2026}");
+        // The short-line shortcut against the character loop it skips, at the edges.
+        let plain = |s: &str, max: usize| {
+            let mut out = String::new();
+            for (n, c) in s.chars().filter(|&c| c != '\r').enumerate() {
+                if n == max {
+                    out.push('\u{2026}');
+                    break;
+                }
+                out.push(if c == '\n' { '\u{21b5}' } else { c });
+            }
+            out
+        };
+        for s in [
+            "",
+            "abc",
+            "abcd",
+            "ab\rc",
+            "ab\n",
+            "\u{e9}t\u{e9}",
+            "\u{1f600}\u{1f600}x",
+        ] {
+            for max in 0..8 {
+                assert_eq!(one_line(s, max), plain(s, max), "{s:?} {max}");
+            }
+        }
     }
 }

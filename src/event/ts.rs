@@ -233,13 +233,21 @@ impl Ts {
     /// Appends the text with a space for its `T` (`2005-01-02 03:04:05.000006Z`, still
     /// marked UTC): the log's clock, written for every line without a `String` of its own.
     pub fn push_clock(self, out: &mut String) {
-        self.with_text(|t| match t.bytes().position(|c| c == b'T') {
-            Some(i) => {
-                out.push_str(t.get(..i).unwrap_or_default());
-                out.push(' ');
-                out.push_str(t.get(i + 1..).unwrap_or_default());
+        self.with_text(|t| {
+            // The `T` is the eleventh byte for years 0-9999; further out, it is looked for.
+            let i = match t.as_bytes().get(10) {
+                Some(b'T') => Some(10),
+                _ => t.bytes().position(|c| c == b'T'),
+            };
+            out.reserve(t.len());
+            match i {
+                Some(i) => {
+                    out.push_str(t.get(..i).unwrap_or_default());
+                    out.push(' ');
+                    out.push_str(t.get(i + 1..).unwrap_or_default());
+                }
+                None => out.push_str(t),
             }
-            None => out.push_str(t),
         })
     }
 }
