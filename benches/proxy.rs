@@ -666,7 +666,6 @@ fn sched_times() -> std::collections::BTreeMap<String, (String, f64, f64)> {
     m
 }
 
-/// Round trips of a keep-alive (PNG -> QNG) through `addr`; returns sorted RTTs in µs.
 /// Rounds of [`ROUND_TRIPS`] / `ROUNDS` round trips: the paths take turns, so that a change in
 /// the machine's load (it is shared) falls on all of them alike instead of on whichever ran
 /// then.

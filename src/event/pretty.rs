@@ -45,13 +45,6 @@ impl<W: Write> PrettySink<W> {
     }
 }
 
-/// `2005-01-02 03:04:05.000006Z`: the RFC 3339 time with a space, still marked UTC.
-pub fn clock(ev: &Event<'_>) -> String {
-    let mut s = String::new();
-    ev.ts.push_clock(&mut s);
-    s
-}
-
 /// `s` on one line (line breaks shown as ↵), cut to `max` characters.
 pub fn one_line(s: &str, max: usize) -> String {
     // Nearly always: already one line and no longer than `max` bytes, so no longer than
@@ -381,8 +374,8 @@ impl<W: Write> PrettySink<W> {
 
 impl<W: Write> Sink for PrettySink<W> {
     fn event(&mut self, ev: &Event<'_>) -> std::io::Result<()> {
-        // `clock(ev) #conn service/version`, written into a buffer kept across events: this
-        // runs for every line of the log.
+        // `2005-01-02 03:04:05.000006Z #conn service/version`, written into a buffer kept
+        // across events: this runs for every line of the log.
         let mut h = std::mem::take(&mut self.head);
         h.clear();
         ev.ts.push_clock(&mut h);

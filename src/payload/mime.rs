@@ -780,15 +780,16 @@ fn typed<'a>(
         }
         _ => {}
     }
+    // The body is checked for UTF-8 once; an XML body is parsed from that text.
+    let b = Body::of(body);
     if ct.ends_with("xml") && body.trim_ascii_start().starts_with(b"<") {
-        if let Ok(x) = super::utf8(body)
-            .ok_or_else(String::new)
-            .and_then(xml::parse)
-        {
-            o.xml = Some(Box::new(x));
+        if let Body::Text(Cow::Borrowed(t)) = &b {
+            if let Ok(x) = xml::parse(t) {
+                o.xml = Some(Box::new(x));
+            }
         }
     }
-    o.body = Some(Body::of(body));
+    o.body = Some(b);
     o
 }
 

@@ -476,26 +476,28 @@ pub fn decode<'a>(kind: Option<Kind>, body: &'a [u8], version: Option<u8>) -> Pa
                 set_body(&mut p, body);
             }
         },
-        Kind::Xml => {
+        Kind::Xml => match set_body(&mut p, body) {
+            Some(t) => match xml::parse(t) {
+                Ok(e) => p.decoded = Some(Decoded::Xml(Box::new(e))),
+                Err(e) => p.problem = Some(Cow::Owned(format!("XML: {e}"))),
+            },
+            None => p.problem = Some(Cow::Borrowed("XML payload is not UTF-8")),
+        },
+        Kind::Text | Kind::Binary | Kind::Skipped => {
             set_body(&mut p, body);
-            match utf8(body) {
-                Some(t) => match xml::parse(t) {
-                    Ok(e) => p.decoded = Some(Decoded::Xml(Box::new(e))),
-                    Err(e) => p.problem = Some(Cow::Owned(format!("XML: {e}"))),
-                },
-                None => p.problem = Some(Cow::Borrowed("XML payload is not UTF-8")),
-            }
         }
-        Kind::Text | Kind::Binary | Kind::Skipped => set_body(&mut p, body),
     }
     p
 }
 
-fn set_body<'a>(p: &mut Payload<'a>, body: &'a [u8]) {
-    match utf8(body) {
+/// The body as text when it is UTF-8, as base64 otherwise; the text, for a decoder to read.
+fn set_body<'a>(p: &mut Payload<'a>, body: &'a [u8]) -> Option<&'a str> {
+    let t = utf8(body);
+    match t {
         Some(t) => p.text = Some(Cow::Borrowed(t)),
         None => p.base64 = Some(Bytes(Cow::Borrowed(body))),
     }
+    t
 }
 
 use serde::ser::SerializeStruct;
