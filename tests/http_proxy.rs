@@ -668,3 +668,86 @@ fn connect_tunnels_wildcard_maps_unreachable_upstreams_and_bad_requests() {
         .expect("test finishes in time")
     })
 }
+
+/// Peak and current resident memory of a process, in KiB, from /proc.
+fn status_kib(pid: u32, key: &str) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    s.lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn an_idle_tunnel_is_closed_after_the_idle_timeout_and_idle_tunnels_hold_no_read_buffers() {
+    runtime().block_on(async {
+        tokio::time::timeout(Duration::from_secs(90), async {
+            const TUNNELS: usize = 300;
+            let tl = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            let taddr = tl.local_addr().expect("addr");
+            // The origin answers each tunnel's first bytes once, then says nothing.
+            tokio::spawn(async move {
+                let mut held = Vec::new();
+                while let Ok((mut s, _)) = tl.accept().await {
+                    let mut b = [0u8; 4];
+                    if s.read_exact(&mut b).await.is_ok() {
+                        let _ = s.write_all(b"pong").await;
+                    }
+                    held.push(s);
+                }
+            });
+            let json = temp("idle.jsonl");
+            let args: Vec<OsString> = [
+                "--http-proxy",
+                "127.0.0.1:0",
+                "--idle-timeout",
+                "3",
+                "--json",
+                &json.display().to_string(),
+            ]
+            .into_iter()
+            .map(OsString::from)
+            .collect();
+            let p = spawn_proxy_with(args, Stdio::null());
+            let before = status_kib(p.pid(), "VmRSS:");
+            let mut tunnels = Vec::new();
+            for _ in 0..TUNNELS {
+                let mut t = TcpStream::connect(&p.addr).await.expect("proxy");
+                t.write_all(format!("CONNECT {taddr} HTTP/1.1\r\nHost: {taddr}\r\n\r\n").as_bytes())
+                    .await
+                    .expect("write");
+                let mut ok = vec![0u8; 39 + 4];
+                t.write_all(b"ping").await.expect("write");
+                tokio::time::timeout(STEP, t.read_exact(&mut ok)).await.expect("in time").expect("read");
+                assert_eq!(&ok[..], b"HTTP/1.1 200 Connection established\r\n\r\npong");
+                tunnels.push(t);
+            }
+            let t_open = std::time::Instant::now();
+            // Every tunnel has read both ways and now waits: 64 KiB read buffers per side
+            // held while waiting came to 128 KiB a tunnel (about 40 MB here).
+            let open = status_kib(p.pid(), "VmRSS:");
+            let per = open.saturating_sub(before) * 1024 / TUNNELS as u64;
+            assert!(per < 64 * 1024, "{per} bytes per idle tunnel ({before} KiB before, {open} KiB with them)");
+            // Silence closes each one, from the proxy's side, after the timeout.
+            for t in &mut tunnels {
+                let mut b = [0u8; 1];
+                let n = tokio::time::timeout(STEP, t.read(&mut b)).await.expect("closed in time");
+                assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
+            }
+            let waited = t_open.elapsed();
+            assert!(waited >= Duration::from_millis(2000), "closed after {waited:?}, before the timeout");
+            let (status, err) = p.terminate();
+            assert!(status.success(), "{status:?} {err}");
+            let notes = messages(&json_events(&json));
+            let idle = notes
+                .iter()
+                .filter(|n| n.contains("closed by the proxy, no bytes either way for 3 s (idle timeout): 4 bytes client to server, 4 bytes server to client"))
+                .count();
+            assert_eq!(idle, TUNNELS, "{notes:#?}");
+            let _ = std::fs::remove_file(&json);
+        })
+        .await
+        .expect("test finishes in time")
+    })
+}

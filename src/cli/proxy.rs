@@ -70,8 +70,9 @@ pub struct ProxyArgs {
     /// disconnected (0: no limit).
     #[arg(long, value_name = "SECS", default_value_t = 30)]
     pub handshake_timeout: u64,
-    /// Seconds without a byte in either direction after which a connection is closed
-    /// (0: never). Clients ping about once a minute, so 600 closes only dead sessions.
+    /// Seconds without a byte in either direction after which a connection (or an
+    /// --http-proxy keep-alive connection or CONNECT tunnel) is closed (0: never). Clients
+    /// ping about once a minute, so 600 closes only dead sessions.
     #[arg(long, value_name = "SECS", default_value_t = 600)]
     pub idle_timeout: u64,
     /// Seconds an unused redirect route listener stays open.

@@ -8,12 +8,12 @@
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -144,9 +144,8 @@ async fn read_more(
     buf: &mut Vec<u8>,
     rec: Option<u64>,
 ) -> std::io::Result<usize> {
-    let at = buf.len();
-    buf.reserve(READ);
-    let n = rd.read_buf(buf).await?;
+    let n = read_ready(rd, buf).await?;
+    let at = buf.len() - n;
     if let Some(conn) = rec {
         if n > 0 {
             record_data(sh, conn, Dir::S2c, Bytes::copy_from_slice(&buf[at..])).await;
@@ -163,6 +162,24 @@ async fn read_more(
         }
     }
     Ok(n)
+}
+
+/// Appends what `rd` has to `buf` once it has something (0 at the end of the stream). An
+/// empty buffer is given back while the socket is quiet, so that a connection waiting for
+/// its next request, or an idle tunnel, holds no read buffer: a thousand of them would
+/// otherwise keep [`READ`] bytes each.
+async fn read_ready(rd: &mut OwnedReadHalf, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+    loop {
+        if buf.is_empty() && buf.capacity() > 0 {
+            *buf = Vec::new();
+        }
+        rd.readable().await?;
+        buf.reserve(READ);
+        match rd.try_read_buf(buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            r => return r,
+        }
+    }
 }
 
 enum Head {
@@ -772,28 +789,47 @@ async fn tunnel(sh: &Arc<Shared>, mut c: Client, authority: &str, addr: &str, vi
     let early = std::mem::take(&mut c.buf);
     let pending = std::mem::take(&mut u.buf);
     let id = u.id;
-    let ((sent, how_c), (recv, how_s)) = tokio::join!(
-        copy(
-            sh,
-            id,
-            Dir::C2s,
-            &mut c.rd,
-            &mut u.wr,
-            early,
-            &stop_tx,
-            stop_rx.clone()
-        ),
-        copy(
-            sh,
-            id,
-            Dir::S2c,
-            &mut u.rd,
-            &mut c.wr,
-            pending,
-            &stop_tx,
-            stop_rx
+    let act = Activity {
+        t0,
+        last_ms: AtomicU64::new(0),
+    };
+    let copies = async {
+        tokio::join!(
+            copy(
+                sh,
+                id,
+                Dir::C2s,
+                &act,
+                &mut c.rd,
+                &mut u.wr,
+                early,
+                &stop_tx,
+                stop_rx.clone()
+            ),
+            copy(
+                sh,
+                id,
+                Dir::S2c,
+                &act,
+                &mut u.rd,
+                &mut c.wr,
+                pending,
+                &stop_tx,
+                stop_rx
+            )
         )
-    );
+    };
+    tokio::pin!(copies);
+    let idle = sh.cfg.idle_timeout;
+    let mut idled = false;
+    let ((sent, how_c), (recv, how_s)) = tokio::select! {
+        r = &mut copies => r,
+        () = act.quiet_for(idle) => {
+            idled = true;
+            let _ = stop_tx.send(true);
+            copies.await
+        }
+    };
     if how_c == "reset" || how_s == "reset" {
         record(
             sh,
@@ -810,20 +846,58 @@ async fn tunnel(sh: &Arc<Shared>, mut c: Client, authority: &str, addr: &str, vi
     sh.emit(note(
         id,
         format!(
-            "CONNECT {} via {via} closed: {sent} bytes client to server, {recv} bytes server to client, {:.3} s (client side: {how_c}; server side: {how_s})",
+            "CONNECT {} via {via} closed{}: {sent} bytes client to server, {recv} bytes server to client, {:.3} s (client side: {how_c}; server side: {how_s})",
             hf::short(authority),
+            if idled {
+                format!(
+                    " by the proxy, no bytes either way for {} s (idle timeout)",
+                    idle.as_secs()
+                )
+            } else {
+                String::new()
+            },
             t0.elapsed().as_secs_f64()
         ),
     ));
 }
 
-/// One direction of a tunnel: `first` (bytes already read), then `rd` to `wr`, recorded.
-/// Returns the bytes passed and how the reading side ended.
+/// When a tunnel last passed a byte either way, for its idle timeout.
+struct Activity {
+    t0: Instant,
+    /// Milliseconds after `t0` of the latest bytes.
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    fn touch(&self) {
+        let ms = u64::try_from(self.t0.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Returns once no byte has passed either way for `idle`; never when `idle` is zero.
+    async fn quiet_for(&self, idle: Duration) {
+        if idle.is_zero() {
+            return std::future::pending().await;
+        }
+        loop {
+            let due = Duration::from_millis(self.last_ms.load(Ordering::Relaxed)) + idle;
+            let now = self.t0.elapsed();
+            if now >= due {
+                return;
+            }
+            tokio::time::sleep(due - now).await;
+        }
+    }
+}
+
+/// One direction of a tunnel: `first` (bytes already read), then `rd` to `wr`, recorded,
+/// each pass noted in `act`. Returns the bytes passed and how the reading side ended.
 #[allow(clippy::too_many_arguments)]
 async fn copy(
     sh: &Shared,
     conn: u64,
     dir: Dir,
+    act: &Activity,
     rd: &mut OwnedReadHalf,
     wr: &mut OwnedWriteHalf,
     first: Vec<u8>,
@@ -834,6 +908,7 @@ async fn copy(
     let mut buf = first;
     loop {
         if !buf.is_empty() {
+            act.touch();
             record_data(sh, conn, dir, Bytes::copy_from_slice(&buf)).await;
             total += buf.len() as u64;
             if wr.write_all(&buf).await.is_err() {
@@ -842,9 +917,8 @@ async fn copy(
             }
             buf.clear();
         }
-        buf.reserve(READ);
         let r = tokio::select! {
-            r = rd.read_buf(&mut buf) => r,
+            r = read_ready(rd, &mut buf) => r,
             _ = stop.wait_for(|v| *v) => return (total, "aborted"),
         };
         match r {
