@@ -1005,5 +1005,45 @@ fn memory(bench: &Runtime) {
         after as f64 / 1024.0,
         after.saturating_sub(before) as f64 / IDLE as f64
     );
+    // Idle CONNECT tunnels through --http-proxy (to the same server), each past its VER
+    // exchange. The port is found free first: the startup line names the MSNP listener.
+    let hp = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .to_string();
+    let b = bin(&server, &["--http-proxy", &hp]);
+    std::thread::sleep(Duration::from_millis(200));
+    let before = b.status_kib("VmRSS:");
+    let tunnels = bench.block_on(async {
+        let mut v = Vec::with_capacity(IDLE);
+        for _ in 0..IDLE {
+            let mut c = TcpStream::connect(&hp).await.expect("connect");
+            let head = format!("CONNECT {server} HTTP/1.1\r\nHost: {server}\r\n\r\n");
+            c.write_all(head.as_bytes()).await.expect("write");
+            c.write_all(b"VER 1 MSNP11 CVR0\r\n").await.expect("write");
+            // "HTTP/1.1 200 Connection established\r\n\r\n", then the server's VER.
+            let mut r = [0u8; 64];
+            let mut n = 0;
+            while n < 39 + 14 {
+                let k = c.read(&mut r[n..]).await.expect("read");
+                assert!(k > 0);
+                n += k;
+            }
+            v.push(c);
+        }
+        v
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let after = b.status_kib("VmRSS:");
+    let hwm = b.status_kib("VmHWM:");
+    drop(tunnels);
+    let _ = b.stop();
+    println!(
+        "  {IDLE} idle CONNECT tunnels      peak RSS {:6.1} MB (RSS {:5.1} MB before, {:5.1} MB with them open: {:.1} KiB per tunnel)",
+        hwm as f64 / 1024.0,
+        before as f64 / 1024.0,
+        after as f64 / 1024.0,
+        after.saturating_sub(before) as f64 / IDLE as f64
+    );
     println!();
 }
