@@ -402,7 +402,13 @@ async fn handle(sh: &Arc<Shared>, sock: TcpStream, peer: SocketAddr) {
             }
         };
         match keep {
-            Keep::Both => up = Some(u),
+            Keep::Both => {
+                // Kept for the next request: an upstream waiting holds no read buffer.
+                if u.buf.is_empty() {
+                    u.buf = Vec::new();
+                }
+                up = Some(u);
+            }
             Keep::Client => retire(sh, u),
             Keep::Neither => {
                 retire(sh, u);
