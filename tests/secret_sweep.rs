@@ -12,6 +12,7 @@ mod cli_support;
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use cli_support::{cmd, root, scratch};
 use pcap_parser::pcapng::Block;
@@ -447,46 +448,73 @@ fn grid(log: &Path) -> Vec<(Option<u32>, u32)> {
         .collect()
 }
 
+/// Sweeps one log: synthesizes its grid of captures into `dir` and checks the family.
+/// Returns how many drop/segment combinations it swept.
+fn sweep_log(log: &Path, dir: &Path) -> usize {
+    let text = std::fs::read_to_string(log).expect("log");
+    let secrets = secrets_in(&text);
+    if secrets.is_empty() {
+        // A log without a login (none here so far) has nothing to sweep.
+        println!("SKIP {}: no secrets in it", log.display());
+        return 0;
+    }
+    let stem = log.file_stem().unwrap().to_string_lossy().into_owned();
+    let dir = dir.join(&stem);
+    std::fs::create_dir_all(&dir).expect("a log's scratch dir");
+    let mut combos = 0;
+    let mut damaged = Vec::new();
+    let mut whole = vec![log.to_path_buf()];
+    for (drop, segment) in grid(log) {
+        let out = dir.join(format!("{stem}-d{}-s{segment}.pcap", drop.unwrap_or(0)));
+        let mut args = vec![
+            "synth".to_string(),
+            log.display().to_string(),
+            "-o".into(),
+            out.display().to_string(),
+            "--segment".into(),
+            segment.to_string(),
+        ];
+        if let Some(d) = drop {
+            args.extend(["--drop".to_string(), d.to_string()]);
+        }
+        run(&args);
+        combos += 1;
+        if drop.is_none() {
+            whole.push(out.clone());
+        }
+        damaged.push(out);
+    }
+    damaged.push(log.to_path_buf());
+    check(&stem, &secrets, &damaged, &whole, &dir, true);
+    combos
+}
+
 #[test]
 fn no_secret_of_any_log_leaks_under_any_drop_and_segment() {
     let dir = scratch("secret-sweep-logs");
     let logs = files(&root().join("captures/logs"), "log");
     assert!(logs.len() >= 20, "the logs of captures/logs");
-    let mut combos = 0;
-    for log in &logs {
-        let text = std::fs::read_to_string(log).expect("log");
-        let secrets = secrets_in(&text);
-        if secrets.is_empty() {
-            // A log without a login (none here so far) has nothing to sweep.
-            println!("SKIP {}: no secrets in it", log.display());
-            continue;
-        }
-        let stem = log.file_stem().unwrap().to_string_lossy().into_owned();
-        let mut damaged = Vec::new();
-        let mut whole = vec![log.clone()];
-        for (drop, segment) in grid(log) {
-            let out = dir.join(format!("{stem}-d{}-s{segment}.pcap", drop.unwrap_or(0)));
-            let mut args = vec![
-                "synth".to_string(),
-                log.display().to_string(),
-                "-o".into(),
-                out.display().to_string(),
-                "--segment".into(),
-                segment.to_string(),
-            ];
-            if let Some(d) = drop {
-                args.extend(["--drop".to_string(), d.to_string()]);
-            }
-            run(&args);
-            combos += 1;
-            if drop.is_none() {
-                whole.push(out.clone());
-            }
-            damaged.push(out);
-        }
-        damaged.push(log.clone());
-        check(&stem, &secrets, &damaged, &whole, &dir, true);
-    }
+    // The logs are swept by as many threads as there are cores (up to 4), each running
+    // its msntap processes one after another, each log in a directory of its own.
+    let next = AtomicUsize::new(0);
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 4));
+    let combos: usize = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut combos = 0;
+                    while let Some(log) = logs.get(next.fetch_add(1, Ordering::Relaxed)) {
+                        combos += sweep_log(log, &dir);
+                    }
+                    combos
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .sum()
+    });
     assert!(combos >= 200, "{combos} drop/segment combinations swept");
 }
 
