@@ -1,12 +1,13 @@
 //! Secret sweep (issue 12): every session log in captures/ is turned into captures with
 //! segments dropped and cut small (`msntap synth --drop N --segment M`), and those, the
 //! logs themselves and the real captures are put through every output (the log, JSON
-//! Lines, report and its JSON, transcript and its JSON, annotate's packet comments, and
-//! what each prints on stderr). No secret of the input may appear in any of them without
-//! --no-redact, not even a piece of it; with --no-redact each secret must appear somewhere,
-//! so that the check can fail. The secrets are found here by reading the input's text
-//! with patterns of this file (never through msntap's own redaction code). Writes only
-//! under the system temporary directory.
+//! Lines, report and its JSON, transcript and its JSON, ladder, annotate's packet
+//! comments, extract's report lines, JSON reports and written files, and what each prints
+//! on stderr). No secret of the input may appear in any of them without --no-redact, not
+//! even a piece of it; with --no-redact each secret must appear somewhere, so that the
+//! check can fail. The secrets are found here by reading the input's text with patterns
+//! of this file (never through msntap's own redaction code). Writes only under the system
+//! temporary directory.
 
 mod cli_support;
 
@@ -261,6 +262,75 @@ fn outputs(inputs: &[PathBuf], no_redact: bool, dir: &Path) -> String {
             short(&input.display().to_string())
         )));
         all.push_str(&comments(&out));
+    }
+    if !no_redact {
+        // extract has no --no-redact: it always redacts.
+        all.push_str(&extract_outputs(inputs, dir));
+    }
+    all
+}
+
+/// Object contents worth reading as text: valid UTF-8 (a text file, an XML or a log). The
+/// rest (pictures, emoticons, sounds, archives) is checked by its name only.
+fn text_like(bytes: &[u8]) -> bool {
+    std::str::from_utf8(bytes).is_ok()
+}
+
+/// What `msntap extract` prints and writes for `inputs`: run once with its JSON reports on
+/// standard output (`--json -`, which keeps the report lines off it) and once with them in
+/// a file (the report lines on standard output), into fresh directories.
+///
+/// The written files are checked by name (sender, kind and the MSNObject's or file's own
+/// name) and, when text-like, by content. An object's content is the peer's data byte for
+/// byte (its SHA1D is checked against it), never redacted, and a transferred file could
+/// legitimately hold text that looks like a login; but the secrets here come from login
+/// and switchboard command lines, and no input's P2P data carries one, so a secret in an
+/// object would mean the reassembly took in bytes that were not the object's. (An input
+/// that transfers a file holding its own login text would have to be left out of this.)
+/// Binary objects are not read: their bytes are what the peer sent, whatever they hold.
+fn extract_outputs(inputs: &[PathBuf], dir: &Path) -> String {
+    static RUNS: AtomicUsize = AtomicUsize::new(0);
+    let n = RUNS.fetch_add(1, Ordering::Relaxed);
+    let mut all = String::new();
+    for json_to_stdout in [true, false] {
+        let out = dir.join(format!("extract-{n}-{json_to_stdout}"));
+        let report = dir.join(format!("extract-{n}.jsonl"));
+        let _ = std::fs::remove_dir_all(&out);
+        let _ = std::fs::remove_file(&report);
+        let mut args = vec![
+            "extract".to_string(),
+            "-o".into(),
+            out.display().to_string(),
+            "--json".into(),
+        ];
+        args.push(if json_to_stdout {
+            "-".into()
+        } else {
+            report.display().to_string()
+        });
+        args.extend(inputs.iter().map(|p| p.display().to_string()));
+        all.push_str(&run(&args));
+        if !json_to_stdout {
+            all.push_str(&heading("extract's --json file"));
+            all.push_str(&std::fs::read_to_string(&report).expect("extract's --json file"));
+        }
+        let mut written: Vec<PathBuf> = std::fs::read_dir(&out)
+            .expect("extract's output directory")
+            .map(|e| e.expect("directory entry").path())
+            .collect();
+        written.sort();
+        for f in written {
+            // The heading holds the file's name, which is checked as well.
+            all.push_str(&heading(&format!(
+                "extract wrote {}",
+                f.file_name().unwrap().to_string_lossy()
+            )));
+            let bytes = std::fs::read(&f).expect("an extracted object");
+            if text_like(&bytes) {
+                all.push_str(&String::from_utf8_lossy(&bytes));
+                all.push('\n');
+            }
+        }
     }
     all
 }
