@@ -2,22 +2,28 @@
 //! segments dropped and cut small (`msntap synth --drop N --segment M`), and those, the
 //! logs themselves and the real captures are put through every output (the log, JSON
 //! Lines, report and its JSON, transcript and its JSON, ladder, annotate's packet
-//! comments, extract's report lines, JSON reports and written files, and what each prints
-//! on stderr). No secret of the input may appear in any of them without --no-redact, not
-//! even a piece of it; with --no-redact each secret must appear somewhere, so that the
-//! check can fail. The secrets are found here by reading the input's text with patterns
-//! of this file (never through msntap's own redaction code). Writes only under the system
-//! temporary directory.
+//! comments, extract's report lines, JSON reports and written files, the web view's API
+//! and live stream, and what each prints on stderr). No secret of the input may appear in
+//! any of them without --no-redact, not even a piece of it; with --no-redact each secret
+//! must appear somewhere, so that the check can fail. The secrets are found here by
+//! reading the input's text with patterns of this file (never through msntap's own
+//! redaction code). Writes only under the system temporary directory; the view listens
+//! on 127.0.0.1 only.
 
 mod cli_support;
+mod web_support;
 
 use std::collections::{BTreeSet, HashMap};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use cli_support::{cmd, root, scratch};
 use pcap_parser::pcapng::Block;
 use pcap_parser::{create_reader, OptionCode, PcapBlockOwned, PcapError};
+use serde_json::Value;
 
 /// Shorter pieces of a secret than this are not looked for (they could be anything).
 const PIECE: usize = 12;
@@ -205,8 +211,14 @@ fn run(args: &[String]) -> String {
     text
 }
 
-/// Every output of msntap for `inputs`, redacted or not (annotate once per input).
+/// Every output of msntap for `inputs`, redacted or not: the commands' and the view's.
 fn outputs(inputs: &[PathBuf], no_redact: bool, dir: &Path) -> String {
+    cli_outputs(inputs, no_redact, dir) + &view_outputs(inputs, no_redact)
+}
+
+/// What the commands print and write for `inputs`, redacted or not (annotate once per
+/// input).
+fn cli_outputs(inputs: &[PathBuf], no_redact: bool, dir: &Path) -> String {
     let files: Vec<String> = inputs.iter().map(|p| p.display().to_string()).collect();
     let with = |args: &[&str]| -> Vec<String> {
         let mut v: Vec<String> = args.iter().map(|s| s.to_string()).collect();
@@ -335,6 +347,234 @@ fn extract_outputs(inputs: &[PathBuf], dir: &Path) -> String {
     all
 }
 
+/// The most events fetched one by one from a view (`/api/event`); past it, evenly spread.
+const MAX_EVENTS: usize = 4000;
+/// The most chains whose ladder is fetched from a view.
+const MAX_LADDERS: usize = 200;
+/// How long a view may take to read its inputs.
+const VIEW_READ: Duration = Duration::from_secs(60);
+
+/// A view's HTTP API, asked over one kept-alive connection to 127.0.0.1 (every read and
+/// write with a deadline).
+struct Api {
+    port: u16,
+    conn: Option<BufReader<TcpStream>>,
+}
+
+impl Api {
+    fn connect(port: u16) -> std::io::Result<TcpStream> {
+        let s = TcpStream::connect_timeout(
+            &SocketAddr::from(([127, 0, 0, 1], port)),
+            Duration::from_secs(5),
+        )?;
+        s.set_nodelay(true)?;
+        s.set_read_timeout(Some(Duration::from_secs(30)))?;
+        s.set_write_timeout(Some(Duration::from_secs(30)))?;
+        Ok(s)
+    }
+
+    fn exchange(&mut self, path: &str) -> std::io::Result<(u16, Vec<u8>)> {
+        if self.conn.is_none() {
+            self.conn = Some(BufReader::new(Self::connect(self.port)?));
+        }
+        let r = self.conn.as_mut().unwrap();
+        // One write (not write!'s pieces, which Nagle's algorithm would hold back).
+        let req = format!(
+            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\n\r\n",
+            self.port
+        );
+        r.get_mut().write_all(req.as_bytes())?;
+        let bad = |what: &str| std::io::Error::other(format!("{what} from GET {path}"));
+        let mut line = String::new();
+        r.read_line(&mut line)?;
+        let status: u16 = line
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| bad("no status line"))?;
+        let mut length = None;
+        loop {
+            line.clear();
+            if r.read_line(&mut line)? == 0 {
+                return Err(bad("end of stream in the head"));
+            }
+            let h = line.trim_end().to_ascii_lowercase();
+            if h.is_empty() {
+                break;
+            }
+            if let Some(v) = h.strip_prefix("content-length:") {
+                length = v.trim().parse::<usize>().ok();
+            }
+        }
+        let mut body = vec![0; length.ok_or_else(|| bad("no Content-Length"))?];
+        r.read_exact(&mut body)?;
+        Ok((status, body))
+    }
+
+    /// GET `path`: its status and body (once more on a fresh connection if the kept one
+    /// failed).
+    fn get(&mut self, path: &str) -> (u16, Vec<u8>) {
+        match self.exchange(path) {
+            Ok(r) => r,
+            Err(_) => {
+                self.conn = None;
+                self.exchange(path)
+                    .unwrap_or_else(|e| panic!("GET {path} on the view: {e}"))
+            }
+        }
+    }
+
+    /// GET `path`, which must answer 200 with JSON: the body's text and its value.
+    fn json(&mut self, path: &str) -> (String, Value) {
+        let (status, body) = self.get(path);
+        let text = String::from_utf8(body).expect("the view's JSON is UTF-8");
+        assert_eq!(status, 200, "GET {path}: {text}");
+        let v = serde_json::from_str(&text).unwrap_or_else(|e| panic!("GET {path}: {e}: {text}"));
+        (text, v)
+    }
+}
+
+/// Every string in `v` (JSON escapes undone), a line each.
+fn strings(v: &Value, out: &mut String) {
+    match v {
+        Value::String(s) => {
+            out.push_str(s);
+            out.push('\n');
+        }
+        Value::Array(a) => a.iter().for_each(|x| strings(x, out)),
+        Value::Object(o) => o.iter().for_each(|(k, x)| {
+            out.push_str(k);
+            out.push('\n');
+            strings(x, out)
+        }),
+        _ => {}
+    }
+}
+
+/// The first tick of the view's live stream (`/events`, which never ends by itself).
+fn first_tick(port: u16) -> String {
+    let mut s = Api::connect(port).expect("connect to the view's /events");
+    let req =
+        format!("GET /events HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).expect("ask for /events");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    let end = Instant::now() + Duration::from_secs(10);
+    while !String::from_utf8_lossy(&got).contains("event: tick\ndata: ") || !got.ends_with(b"\n\n")
+    {
+        assert!(Instant::now() < end, "no tick on /events: {got:?}");
+        match s.read(&mut buf) {
+            Ok(0) => panic!("/events ended: {}", String::from_utf8_lossy(&got)),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) => panic!("reading /events: {e}"),
+        }
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+/// Everything `msntap view` serves for `inputs` (redacted or not): it is started on a free
+/// port of 127.0.0.1 (no token there), read until it has read its inputs, and asked for its
+/// summary, report, transcripts, objects (and the kept pictures, when text-like: see
+/// [`extract_outputs`]), every page of rows, every event by its sequence number (at most
+/// [`MAX_EVENTS`]), every chain's ladder with nothing hidden, the first tick of its live
+/// stream, and what it printed on stderr. The child is killed when this returns or panics.
+fn view_outputs(inputs: &[PathBuf], no_redact: bool) -> String {
+    let mut args = vec!["view".to_string()];
+    if no_redact {
+        args.push("--no-redact".into());
+    }
+    let mode = args.join(" ");
+    args.extend(inputs.iter().map(|p| p.display().to_string()));
+    let (view, url) =
+        web_support::msntap_view(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let port: u16 = url
+        .strip_prefix("http://127.0.0.1:")
+        .and_then(|r| r.strip_suffix('/'))
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("a loopback view's URL has no token: {url}"));
+    let mut api = Api { port, conn: None };
+    let mut all = String::new();
+    // A JSON body as it came (what a browser gets), then its strings unescaped.
+    let add = |path: &str, text: &str, v: &Value, all: &mut String| {
+        all.push_str(&heading(&format!("{mode}: GET {path}")));
+        all.push_str(text);
+        all.push('\n');
+        strings(v, all);
+    };
+    let end = Instant::now() + VIEW_READ;
+    let summary = loop {
+        let (text, v) = api.json("/api/summary");
+        if v["done"] == true {
+            add("/api/summary", &text, &v, &mut all);
+            break v;
+        }
+        assert!(
+            Instant::now() < end,
+            "the view did not read {inputs:?} within {VIEW_READ:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(summary["redacted"], !no_redact, "{summary}");
+    for path in ["/api/report", "/api/transcript"] {
+        let (text, v) = api.json(path);
+        add(path, &text, &v, &mut all);
+    }
+    let (text, objects) = api.json("/api/objects");
+    add("/api/objects", &text, &objects, &mut all);
+    for o in objects["objects"].as_array().expect("objects") {
+        if o["image"] == true {
+            let path = format!("/api/object?id={}", o["id"]);
+            let (status, body) = api.get(&path);
+            assert_eq!(status, 200, "{path}: {o}");
+            if text_like(&body) {
+                all.push_str(&heading(&format!("{mode}: GET {path}")));
+                all.push_str(&String::from_utf8_lossy(&body));
+            }
+        }
+    }
+    let mut seqs = Vec::new();
+    loop {
+        let path = format!("/api/rows?offset={}&limit=2000", seqs.len());
+        let (text, v) = api.json(&path);
+        add(&path, &text, &v, &mut all);
+        let rows = v["rows"].as_array().expect("rows");
+        seqs.extend(rows.iter().map(|r| r[0].as_u64().expect("a row's seq")));
+        if rows.is_empty() || seqs.len() >= v["total"].as_u64().expect("total") as usize {
+            break;
+        }
+    }
+    assert!(!seqs.is_empty(), "the view of {inputs:?} lists no events");
+    let step = seqs.len().div_ceil(MAX_EVENTS);
+    if step > 1 {
+        println!("{mode}: {} events, every {step}th fetched", seqs.len());
+    }
+    for seq in seqs.iter().step_by(step) {
+        let path = format!("/api/event?seq={seq}");
+        let (text, v) = api.json(&path);
+        add(&path, &text, &v, &mut all);
+    }
+    let chains = summary["chains"].as_array().expect("chains");
+    for c in chains.iter().take(MAX_LADDERS) {
+        let mut skip = 0;
+        loop {
+            let path = format!("/api/ladder?chain={}&hide=&limit=3000&skip={skip}", c["id"]);
+            let (text, v) = api.json(&path);
+            add(&path, &text, &v, &mut all);
+            let steps = v["steps"].as_u64().expect("steps") as usize;
+            if v["truncated"] == 0 || steps == 0 {
+                break;
+            }
+            skip += steps;
+        }
+    }
+    all.push_str(&heading(&format!("{mode}: GET /events (its first tick)")));
+    all.push_str(&first_tick(port));
+    all.push_str(&heading(&format!("{mode}: stderr")));
+    all.push_str(&view.stderr.lock().unwrap());
+    drop(view);
+    all
+}
+
 /// The first piece of `secret` (at least [`PIECE`] characters, or all of it) found in
 /// `text`.
 fn leaked<'s>(secret: &'s str, text: &str) -> Option<&'s str> {
@@ -425,6 +665,7 @@ fn leaks_in<'s>(secrets: &[&'s str], text: &str) -> Vec<(&'s str, &'s str)> {
 /// (real captures: msntap prints no HTTP traffic, so the SOAP secrets of RST calls and
 /// the MSNP of HTTP-gateway sessions are in no output at all) the secrets not shown are
 /// named and still looked for in the redacted outputs, and at least one must be shown.
+/// The view's --no-redact output must on its own show every secret the commands show.
 fn check(
     name: &str,
     secrets: &BTreeSet<String>,
@@ -434,7 +675,18 @@ fn check(
     all_shown: bool,
 ) {
     assert!(!secrets.is_empty(), "{name}: no secrets found in the input");
-    let shown = outputs(clear, true, dir);
+    let shown_view = view_outputs(clear, true);
+    let shown = cli_outputs(clear, true, dir) + &shown_view;
+    // The view on its own shows every secret the commands show, so that its half of the
+    // leak check can fail as well.
+    let not_in_view: Vec<&String> = secrets
+        .iter()
+        .filter(|s| shown.contains(s.as_str()) && !shown_view.contains(s.as_str()))
+        .collect();
+    assert!(
+        not_in_view.is_empty(),
+        "{name}: secrets the commands show with --no-redact and the view does not: {not_in_view:?}"
+    );
     let unseen: Vec<&String> = secrets
         .iter()
         .filter(|s| !shown.contains(s.as_str()))
