@@ -222,6 +222,58 @@ async fn unused_route_listeners_expire() {
     .await
 }
 
+/// `--idle-timeout` and `--route-timeout` take any number of seconds: the largest one a
+/// user can type must mean "never", not an overflow in the deadline arithmetic. (The idle
+/// watchdog added the timeout to the time of the last activity, which overflowed once that
+/// was a second or more into the connection; the route expiry's sum wrapped the same way.)
+/// The handshake timeout makes the watchdog look again after the activity at 1.2 s.
+#[tokio::test]
+async fn the_largest_timeouts_mean_never() {
+    within(async {
+        let (l, up) = server().await;
+        let (sbl, sb) = server().await;
+        let cfg = Config {
+            idle_timeout: Duration::from_secs(u64::MAX),
+            route_timeout: Duration::from_secs(u64::MAX),
+            handshake_timeout: Duration::from_secs(2),
+            ..config(&up)
+        };
+        let proxy = start_with(cfg, |_| true).await;
+        let mut c = connect(&proxy.addr.to_string()).await;
+        c.send_line("VER 1 MSNP8 CVR0").await;
+        let mut s = accept(&l).await;
+        assert_eq!(s.line().await, "VER 1 MSNP8 CVR0");
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        s.send_line(&format!("XFR 1 SB {sb} CKI 1.2")).await;
+        let x = c.line().await;
+        let via = x.split(' ').nth(3).expect("address").to_string();
+        // The route's listener takes a connection to the target, 1.2 s into the run.
+        let mut c2 = connect(&via).await;
+        c2.send_line("USR 1 a@b.c 1.2").await;
+        let mut s2 = accept(&sbl).await;
+        assert_eq!(s2.line().await, "USR 1 a@b.c 1.2");
+        // Past the watchdog's second look (2 s), both connections still relay.
+        tokio::time::sleep(Duration::from_millis(1300)).await;
+        c.send_line("PNG").await;
+        assert_eq!(s.line().await, "PNG");
+        c2.send_line("CAL 2 x@y.z").await;
+        assert_eq!(s2.line().await, "CAL 2 x@y.z");
+        drop((c2, s2));
+        // The route stays open for a second connection.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let mut c3 = connect(&via).await;
+        c3.send_line("USR 1 a@b.c 1.2").await;
+        let mut s3 = accept(&sbl).await;
+        assert_eq!(s3.line().await, "USR 1 a@b.c 1.2");
+        drop((c, s, c3, s3));
+        let evs = proxy.stop().await;
+        let cl = closes(&evs);
+        assert_eq!(cl.len(), 3, "{cl:?}");
+        assert!(cl.iter().all(|c| !c.1.contains("timeout")), "{cl:?}");
+    })
+    .await
+}
+
 #[tokio::test]
 async fn overlong_lines_are_forwarded_exactly() {
     within(async {

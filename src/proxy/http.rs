@@ -886,7 +886,8 @@ impl Activity {
             return std::future::pending().await;
         }
         loop {
-            let due = Duration::from_millis(self.last_ms.load(Ordering::Relaxed)) + idle;
+            let due =
+                Duration::from_millis(self.last_ms.load(Ordering::Relaxed)).saturating_add(idle);
             let now = self.t0.elapsed();
             if now >= due {
                 return;

@@ -577,7 +577,8 @@ async fn accept_loop(
             match &route {
                 Some(r) => loop {
                     let last = r.last_used.load(Ordering::Relaxed);
-                    let due = last + shared.cfg.route_timeout.as_millis() as u64;
+                    let timeout = u64::try_from(shared.cfg.route_timeout.as_millis());
+                    let due = last.saturating_add(timeout.unwrap_or(u64::MAX));
                     let now = shared.now_ms();
                     if now >= due && r.active.load(Ordering::Acquire) == 0 {
                         break;

@@ -320,7 +320,7 @@ async fn watchdog(c: &Conn) -> Stop {
         }
         if !cfg.idle_timeout.is_zero() {
             let last = Duration::from_millis(c.last_activity.load(Ordering::Relaxed));
-            let due = last + cfg.idle_timeout;
+            let due = last.saturating_add(cfg.idle_timeout);
             if now >= due {
                 return Stop::Idle;
             }
