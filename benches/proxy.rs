@@ -975,16 +975,58 @@ fn memory(bench: &Runtime) {
     // Idle clients, each past its VER exchange.
     let server = idle_server(bench);
     let b = bin(&server, &[]);
+    let addr = b.addr.clone();
+    idle_memory(
+        bench,
+        b,
+        &addr,
+        b"VER 1 MSNP11 CVR0\r\n",
+        14,
+        "idle clients",
+        "session",
+    );
+    // Idle CONNECT tunnels through --http-proxy (to the same server), each past its VER
+    // exchange. The port is found free first: the startup line names the MSNP listener.
+    let hp = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .to_string();
+    let b = bin(&server, &["--http-proxy", &hp]);
+    let hello = format!("CONNECT {server} HTTP/1.1\r\nHost: {server}\r\n\r\nVER 1 MSNP11 CVR0\r\n");
+    // "HTTP/1.1 200 Connection established\r\n\r\n", then the server's VER.
+    idle_memory(
+        bench,
+        b,
+        &hp,
+        hello.as_bytes(),
+        39 + 14,
+        "idle CONNECT tunnels",
+        "tunnel",
+    );
+    println!();
+}
+
+/// Opens [`IDLE`] connections to `addr` through the msntap binary `b`, each sending `hello`
+/// and reading `reply` bytes, then prints the binary's memory with them all open and idle.
+fn idle_memory(
+    bench: &Runtime,
+    b: Bin,
+    addr: &str,
+    hello: &[u8],
+    reply: usize,
+    what: &str,
+    unit: &str,
+) {
     std::thread::sleep(Duration::from_millis(200));
     let before = b.status_kib("VmRSS:");
     let conns = bench.block_on(async {
         let mut v = Vec::with_capacity(IDLE);
         for _ in 0..IDLE {
-            let mut c = TcpStream::connect(&b.addr).await.expect("connect");
-            c.write_all(b"VER 1 MSNP11 CVR0\r\n").await.expect("write");
-            let mut r = [0u8; 32];
+            let mut c = TcpStream::connect(addr).await.expect("connect");
+            c.write_all(hello).await.expect("write");
+            let mut r = [0u8; 64];
             let mut n = 0;
-            while n < 14 {
+            while n < reply {
                 let k = c.read(&mut r[n..]).await.expect("read");
                 assert!(k > 0);
                 n += k;
@@ -999,51 +1041,10 @@ fn memory(bench: &Runtime) {
     drop(conns);
     let _ = b.stop();
     println!(
-        "  {IDLE} idle clients              peak RSS {:6.1} MB (RSS {:5.1} MB before, {:5.1} MB with them open: {:.1} KiB per session)",
+        "  {IDLE} {what:<24} peak RSS {:6.1} MB (RSS {:5.1} MB before, {:5.1} MB with them open: {:.1} KiB per {unit})",
         hwm as f64 / 1024.0,
         before as f64 / 1024.0,
         after as f64 / 1024.0,
         after.saturating_sub(before) as f64 / IDLE as f64
     );
-    // Idle CONNECT tunnels through --http-proxy (to the same server), each past its VER
-    // exchange. The port is found free first: the startup line names the MSNP listener.
-    let hp = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .to_string();
-    let b = bin(&server, &["--http-proxy", &hp]);
-    std::thread::sleep(Duration::from_millis(200));
-    let before = b.status_kib("VmRSS:");
-    let tunnels = bench.block_on(async {
-        let mut v = Vec::with_capacity(IDLE);
-        for _ in 0..IDLE {
-            let mut c = TcpStream::connect(&hp).await.expect("connect");
-            let head = format!("CONNECT {server} HTTP/1.1\r\nHost: {server}\r\n\r\n");
-            c.write_all(head.as_bytes()).await.expect("write");
-            c.write_all(b"VER 1 MSNP11 CVR0\r\n").await.expect("write");
-            // "HTTP/1.1 200 Connection established\r\n\r\n", then the server's VER.
-            let mut r = [0u8; 64];
-            let mut n = 0;
-            while n < 39 + 14 {
-                let k = c.read(&mut r[n..]).await.expect("read");
-                assert!(k > 0);
-                n += k;
-            }
-            v.push(c);
-        }
-        v
-    });
-    std::thread::sleep(Duration::from_millis(500));
-    let after = b.status_kib("VmRSS:");
-    let hwm = b.status_kib("VmHWM:");
-    drop(tunnels);
-    let _ = b.stop();
-    println!(
-        "  {IDLE} idle CONNECT tunnels      peak RSS {:6.1} MB (RSS {:5.1} MB before, {:5.1} MB with them open: {:.1} KiB per tunnel)",
-        hwm as f64 / 1024.0,
-        before as f64 / 1024.0,
-        after as f64 / 1024.0,
-        after.saturating_sub(before) as f64 / IDLE as f64
-    );
-    println!();
 }
