@@ -152,16 +152,11 @@ async fn a_silent_client_is_closed_after_the_handshake_timeout() {
 #[tokio::test]
 async fn an_idle_connection_is_closed_after_the_idle_timeout() {
     within(async {
-        let (l, up) = server().await;
-        let cfg = Config {
+        let (proxy, mut c, mut s) = opened_session_with(|cfg| Config {
             idle_timeout: Duration::from_millis(400),
-            ..config(&up)
-        };
-        let proxy = start_with(cfg, |_| true).await;
-        let mut c = connect(&proxy.addr.to_string()).await;
-        c.send_line("VER 1 MSNP8 CVR0").await;
-        let mut s = accept(&l).await;
-        s.line().await;
+            ..cfg
+        })
+        .await;
         // Traffic keeps it open past the timeout...
         for _ in 0..4 {
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -188,17 +183,12 @@ async fn an_idle_connection_is_closed_after_the_idle_timeout() {
 #[tokio::test]
 async fn unused_route_listeners_expire() {
     within(async {
-        let (l, up) = server().await;
         let (_sb, sb) = server().await;
-        let cfg = Config {
+        let (proxy, mut c, mut s) = opened_session_with(|cfg| Config {
             route_timeout: Duration::from_secs(1),
-            ..config(&up)
-        };
-        let proxy = start_with(cfg, |_| true).await;
-        let mut c = connect(&proxy.addr.to_string()).await;
-        c.send_line("VER 1 MSNP8 CVR0").await;
-        let mut s = accept(&l).await;
-        s.line().await;
+            ..cfg
+        })
+        .await;
         s.send_line(&format!("XFR 1 SB {sb} CKI 1.2")).await;
         let x = c.line().await;
         let via = x.split(' ').nth(3).expect("address").to_string();
@@ -230,19 +220,14 @@ async fn unused_route_listeners_expire() {
 #[tokio::test]
 async fn the_largest_timeouts_mean_never() {
     within(async {
-        let (l, up) = server().await;
         let (sbl, sb) = server().await;
-        let cfg = Config {
+        let (proxy, mut c, mut s) = opened_session_with(|cfg| Config {
             idle_timeout: Duration::from_secs(u64::MAX),
             route_timeout: Duration::from_secs(u64::MAX),
             handshake_timeout: Duration::from_secs(2),
-            ..config(&up)
-        };
-        let proxy = start_with(cfg, |_| true).await;
-        let mut c = connect(&proxy.addr.to_string()).await;
-        c.send_line("VER 1 MSNP8 CVR0").await;
-        let mut s = accept(&l).await;
-        assert_eq!(s.line().await, "VER 1 MSNP8 CVR0");
+            ..cfg
+        })
+        .await;
         tokio::time::sleep(Duration::from_millis(1200)).await;
         s.send_line(&format!("XFR 1 SB {sb} CKI 1.2")).await;
         let x = c.line().await;

@@ -277,8 +277,13 @@ pub fn redirects(evs: &[Owned]) -> Vec<(String, Option<String>)> {
 /// A proxy in front of a scripted server, and one client whose `VER 1 MSNP8 CVR0` the
 /// server has already read: (proxy, client, server side).
 pub async fn opened_session() -> (Running, Peer, Peer) {
+    opened_session_with(|c| c).await
+}
+
+/// [`opened_session`] through a proxy whose configuration `tune` adjusts.
+pub async fn opened_session_with(tune: impl FnOnce(Config) -> Config) -> (Running, Peer, Peer) {
     let (l, up) = server().await;
-    let proxy = start(&up).await;
+    let proxy = start_with(tune(config(&up)), |_| true).await;
     let mut c = connect(&proxy.addr.to_string()).await;
     c.send_line("VER 1 MSNP8 CVR0").await;
     let mut s = accept(&l).await;
