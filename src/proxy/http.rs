@@ -164,15 +164,20 @@ async fn read_more(
     Ok(n)
 }
 
+/// Frees an empty read buffer: a connection that waits holds none.
+fn give_back(buf: &mut Vec<u8>) {
+    if buf.is_empty() && buf.capacity() > 0 {
+        *buf = Vec::new();
+    }
+}
+
 /// Appends what `rd` has to `buf` once it has something (0 at the end of the stream). An
 /// empty buffer is given back while the socket is quiet, so that a connection waiting for
 /// its next request, or an idle tunnel, holds no read buffer: a thousand of them would
 /// otherwise keep [`READ`] bytes each.
 async fn read_ready(rd: &mut OwnedReadHalf, buf: &mut Vec<u8>) -> std::io::Result<usize> {
     loop {
-        if buf.is_empty() && buf.capacity() > 0 {
-            *buf = Vec::new();
-        }
+        give_back(buf);
         rd.readable().await?;
         buf.reserve(READ);
         match rd.try_read_buf(buf) {
@@ -403,10 +408,8 @@ async fn handle(sh: &Arc<Shared>, sock: TcpStream, peer: SocketAddr) {
         };
         match keep {
             Keep::Both => {
-                // Kept for the next request: an upstream waiting holds no read buffer.
-                if u.buf.is_empty() {
-                    u.buf = Vec::new();
-                }
+                // Kept for the next request, waiting (not reading) until then.
+                give_back(&mut u.buf);
                 up = Some(u);
             }
             Keep::Client => retire(sh, u),
