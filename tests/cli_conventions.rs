@@ -175,6 +175,16 @@ fn a_json_file_keeps_the_log_off_the_terminal_unless_asked() {
     // --json - replaces the log; -q silences it.
     let r = msntap(&["read", TWISTED, "-q"]);
     assert!(r.stdout.is_empty());
+    // Both on standard output cannot be: said, rather than the log silently left out.
+    let r = msntap(&["read", TWISTED, "--json", "-", "--log"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stdout.is_empty(), "{}", r.stdout);
+    assert!(
+        r.stderr
+            .contains("--log and --json - would both write standard output"),
+        "{}",
+        r.stderr
+    );
 }
 
 #[test]

@@ -204,6 +204,11 @@ pub struct OutputArgs {
 
 impl OutputArgs {
     pub fn config(&self) -> anyhow::Result<OutputConfig> {
+        if self.log && self.json.as_deref() == Some("-") {
+            anyhow::bail!(
+                "--log and --json - would both write standard output: give --json a file to have both"
+            );
+        }
         let json_file = self.json.as_deref().is_some_and(|j| j != "-");
         Ok(OutputConfig {
             json: self.json.clone(),
