@@ -5,7 +5,7 @@
 use crate::event::{Dir, Service};
 use crate::wire::Args;
 
-use super::tables::{RuleAction, Tables, VersionRange};
+use super::tables::{effect, RuleAction, Tables, VersionRange};
 
 /// What the caller knows about a connection before any byte is seen (from redirects).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -62,10 +62,29 @@ impl Dialect {
         }
     }
 
+    /// The [`effect`]s a rule could still have on this dialect; a rule with none of them
+    /// would change nothing, so it is not even matched.
+    fn open_effects(&self) -> u8 {
+        let mut open = effect::NEGOTIATE;
+        if self.version.is_none() {
+            open |= effect::VERSIONS | effect::OFFER;
+        }
+        if self.service == Service::Unknown {
+            open |= effect::SERVICE;
+        }
+        if !self.logged_in {
+            open |= effect::LOGGED_IN;
+            if !self.service_hinted && self.service != Service::Ds {
+                open |= effect::DISPATCH;
+            }
+        }
+        open
+    }
+
     /// Learns from one command line.
     pub fn update(&mut self, tables: &Tables, dir: Dir, name: &[u8], args: &Args<'_, '_>) {
         for r in tables
-            .rules_for(name)
+            .rules_for(name, self.open_effects())
             .filter(|r| r.applies(dir, name, args))
         {
             match r.action {
@@ -105,5 +124,36 @@ impl Dialect {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settled_dialects_match_only_the_rules_that_can_still_change_them() {
+        let fresh = Dialect::new(SessionHint::default());
+        assert_eq!(
+            fresh.open_effects(),
+            effect::NEGOTIATE
+                | effect::VERSIONS
+                | effect::OFFER
+                | effect::SERVICE
+                | effect::LOGGED_IN
+                | effect::DISPATCH
+        );
+        // A switchboard reached through a redirect knows its service and version: only a
+        // server VER could still change it.
+        let sb = Dialect::new(SessionHint {
+            service: Some(Service::Sb),
+            version: Some(11),
+        });
+        assert_eq!(sb.open_effects(), effect::NEGOTIATE | effect::LOGGED_IN);
+        let mut ns = fresh.clone();
+        ns.version = Some(11);
+        ns.service = Service::Ns;
+        ns.logged_in = true;
+        assert_eq!(ns.open_effects(), effect::NEGOTIATE);
     }
 }

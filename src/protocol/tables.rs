@@ -432,6 +432,18 @@ struct FileDoc {
     rule: Vec<DialectRule>,
 }
 
+/// What a dialect rule can change, one bit each: a connection whose dialect can no longer
+/// change in some way skips the rules that could only do that (most switchboard and
+/// presence lines name a rule that only sets the service).
+pub mod effect {
+    pub const VERSIONS: u8 = 1;
+    pub const SERVICE: u8 = 2;
+    pub const OFFER: u8 = 4;
+    pub const NEGOTIATE: u8 = 8;
+    pub const LOGGED_IN: u8 = 16;
+    pub const DISPATCH: u8 = 32;
+}
+
 /// What a rule does to the connection when its command is seen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -516,6 +528,24 @@ impl DialectRule {
         &self.anti
     }
 
+    /// What applying the rule can change, as [`effect`] bits.
+    pub fn effects(&self) -> u8 {
+        let mut e = 0;
+        if self.versions.is_some() {
+            e |= effect::VERSIONS;
+        }
+        if self.service.is_some() {
+            e |= effect::SERVICE;
+        }
+        e | match self.action {
+            Some(RuleAction::Offer) => effect::OFFER,
+            Some(RuleAction::Negotiate) => effect::NEGOTIATE,
+            Some(RuleAction::LoggedIn) => effect::LOGGED_IN,
+            Some(RuleAction::Dispatch) => effect::DISPATCH,
+            None => 0,
+        }
+    }
+
     /// Does the rule apply to this line?
     pub fn applies(&self, dir: Dir, name: &[u8], args: &Args<'_, '_>) -> bool {
         let hit = |m: &[(usize, Vec<String>)]| {
@@ -560,7 +590,8 @@ pub struct Tables {
     pub rules: Vec<DialectRule>,
     /// Rule indices by command name, sorted by name (nearly every line has no rule).
     /// Command names as big-endian numbers (a compare per probe, not a `memcmp` call).
-    rule_index: Vec<(u32, Vec<u16>)>,
+    /// Rules by command: (name key, the effects of all its rules, rule indexes).
+    rule_index: Vec<(u32, u8, Vec<u16>)>,
     /// Every file merged in, in load order (built-in ones first).
     files: Vec<String>,
 }
@@ -726,28 +757,34 @@ impl Tables {
     }
 
     fn index_rules(&mut self) {
-        let mut idx: Vec<(u32, Vec<u16>)> = Vec::new();
+        let mut idx: Vec<(u32, u8, Vec<u16>)> = Vec::new();
         for (i, r) in self.rules.iter().enumerate() {
             for c in &r.cmd {
                 let Some(k) = rule_key(c.as_bytes()) else {
                     continue;
                 };
-                match idx.binary_search_by(|(n, _)| n.cmp(&k)) {
-                    Ok(p) => idx[p].1.push(i as u16),
-                    Err(p) => idx.insert(p, (k, vec![i as u16])),
+                match idx.binary_search_by(|(n, ..)| n.cmp(&k)) {
+                    Ok(p) => {
+                        idx[p].1 |= r.effects();
+                        idx[p].2.push(i as u16);
+                    }
+                    Err(p) => idx.insert(p, (k, r.effects(), vec![i as u16])),
                 }
             }
         }
         self.rule_index = idx;
     }
 
-    /// The dialect rules that name this command, in file order.
-    pub fn rules_for(&self, name: &[u8]) -> impl Iterator<Item = &DialectRule> {
-        let hit =
-            rule_key(name).and_then(|k| self.rule_index.binary_search_by(|(n, _)| n.cmp(&k)).ok());
+    /// The dialect rules that name this command and can still change one of the `open`
+    /// [`effect`]s, in file order.
+    pub fn rules_for(&self, name: &[u8], open: u8) -> impl Iterator<Item = &DialectRule> {
+        let hit = rule_key(name)
+            .and_then(|k| self.rule_index.binary_search_by(|(n, ..)| n.cmp(&k)).ok())
+            .filter(|&p| self.rule_index[p].1 & open != 0);
         hit.into_iter()
-            .flat_map(move |p| self.rule_index[p].1.iter())
+            .flat_map(move |p| self.rule_index[p].2.iter())
             .filter_map(move |&i| self.rules.get(i as usize))
+            .filter(move |r| r.effects() & open != 0)
     }
 
     /// Replaces the dialect rules (tests).
