@@ -432,9 +432,15 @@ async fn handle(sh: &Arc<Shared>, sock: TcpStream, peer: SocketAddr) {
 /// Has the server closed a kept connection since its last response (a stale keep-alive),
 /// or sent bytes nobody asked for? What it sent is recorded all the same.
 async fn stale(sh: &Shared, u: &mut Up) -> bool {
-    let mut b = [0u8; 4096];
-    match u.rd.try_read(&mut b) {
-        Ok(0) => {
+    // The read buffer is gone before the first await: a buffer alive across one is part of
+    // the state of every connection's task, tunnels and idle clients included.
+    let read = {
+        let mut b = [0u8; 4096];
+        u.rd.try_read(&mut b)
+            .map(|n| Bytes::copy_from_slice(b.get(..n).unwrap_or_default()))
+    };
+    match read {
+        Ok(b) if b.is_empty() => {
             u.eof = true;
             let fin = Rec::Fin {
                 conn: u.id,
@@ -444,8 +450,8 @@ async fn stale(sh: &Shared, u: &mut Up) -> bool {
             record(sh, fin).await;
             true
         }
-        Ok(n) => {
-            record_data(sh, u.id, Dir::S2c, Bytes::copy_from_slice(&b[..n])).await;
+        Ok(b) => {
+            record_data(sh, u.id, Dir::S2c, b).await;
             true
         }
         Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
