@@ -4,8 +4,10 @@
 //! out of order, all interleaved so every connection holds at once; then runs the release
 //! binary `msntap read --json FILE --quiet` on it under `/usr/bin/time -v` and reports
 //! its peak RSS, time and gap events. MSNTAP_BENCH_MAX_BUFFER passes `--max-buffer`.
-//! It measures only; it asserts nothing and is never run as a test.
+//! The capture is removed at the end unless MSNTAP_BENCH_KEEP=1, which keeps it and prints
+//! where. It measures only; it asserts nothing and is never run as a test.
 
+mod inputs;
 mod timev;
 
 use std::io::{BufWriter, Write};
@@ -87,8 +89,7 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1000);
-    let dir = std::env::temp_dir().join(format!("msntap-budget-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
+    let dir = inputs::Inputs::dir("budget");
     let cap = dir.join("held.pcap");
     let t0 = Instant::now();
     let packets = build(&cap, flows);
@@ -134,5 +135,4 @@ fn main() {
         )),
         out.status
     );
-    std::fs::remove_dir_all(&dir).ok();
 }

@@ -12,7 +12,8 @@
 //! MB/s counts the capture file's bytes. MSNTAP_BENCH_STAGE=NAME runs one stage
 //! (read, packet, etherparse, tracker and write name the stages, for callgrind);
 //! MSNTAP_BENCH_CAPTURE=FILE reads FILE instead of building one, and
-//! MSNTAP_BENCH_KEEP=1 keeps the capture built. It measures only; it asserts nothing and is never run as a test.
+//! MSNTAP_BENCH_KEEP=1 keeps the capture built and prints where (it is removed at the end
+//! otherwise). It measures only; it asserts nothing and is never run as a test.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -27,6 +28,7 @@ use msntap::{Tables, Ts};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod common;
+mod inputs;
 
 fn best<T>(runs: usize, mut f: impl FnMut() -> T) -> (f64, T) {
     let mut best = f64::MAX;
@@ -59,8 +61,7 @@ fn main() {
     let runs = env("MSNTAP_BENCH_RUNS", 3) as usize;
     let stage = std::env::var("MSNTAP_BENCH_STAGE").ok();
     let want = |name: &str| stage.as_deref().is_none_or(|s| s == name);
-    let dir = std::env::temp_dir().join(format!("msntap-capbench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
+    let dir = inputs::Inputs::dir("capbench");
     let (cap, packets, sessions) = match std::env::var_os("MSNTAP_BENCH_CAPTURE") {
         // A capture built earlier (e.g. by a native run, to run this one under callgrind).
         Some(p) => {
@@ -165,9 +166,6 @@ fn main() {
         );
     }
     if !want("write") {
-        if std::env::var_os("MSNTAP_BENCH_KEEP").is_none() {
-            std::fs::remove_dir_all(&dir).ok();
-        }
         return;
     }
 
@@ -217,9 +215,4 @@ fn main() {
         out.len()
     });
     wreport("4b. write pcap (pcap-parser serialize)", s, len);
-    if std::env::var_os("MSNTAP_BENCH_KEEP").is_some() {
-        println!("kept {}", cap.display());
-    } else {
-        std::fs::remove_dir_all(&dir).ok();
-    }
 }

@@ -14,7 +14,9 @@
 //! decoded, annotated and redacted as `msntap read --json` does, held in memory, so that the
 //! figure is `event::jsonl::render`'s alone. It reads MSNTAP_BENCH_CAPTURE=FILE (a capture
 //! kept by `MSNTAP_BENCH_KEEP=1 cargo bench --bench read`), or builds a 5 MB one; its
-//! msntap::json side is `event::jsonl::render` itself (toggle `json::pass_render*`).
+//! msntap::json side is `event::jsonl::render` itself (toggle `json::pass_render*`). The
+//! capture it builds is removed once read unless MSNTAP_BENCH_KEEP=1, which keeps it and
+//! prints where.
 //!
 //! MSNTAP_BENCH_SHAPE picks one shape; MSNTAP_BENCH_ROUNDS fixes the passes per run. For
 //! instructions per event:
@@ -37,6 +39,7 @@ use msntap::secret::Redact;
 use msntap::Tables;
 
 mod common;
+mod inputs;
 
 /// The allocator of the msntap binary (src/main.rs), so the figures are the binary's.
 #[global_allocator]
@@ -119,11 +122,12 @@ fn flatten<'a>(c: &Command<'a>) -> Event<'a> {
 
 /// The events `msntap read --json` writes for the benchmark capture, owned.
 fn capture_events() -> Vec<msntap::Event<'static>> {
+    // The built capture is removed (or kept and named) when this function returns, read.
+    let mut built = None;
     let cap = match std::env::var_os("MSNTAP_BENCH_CAPTURE") {
         Some(p) => PathBuf::from(p),
         None => {
-            let dir = std::env::temp_dir().join(format!("msntap-jsonbench-{}", std::process::id()));
-            std::fs::create_dir_all(&dir).expect("temp dir");
+            let dir = built.insert(inputs::Inputs::dir("jsonbench"));
             let cap = dir.join("bench.pcap");
             common::build(&cap, 5 << 20);
             cap

@@ -2,9 +2,11 @@
 //! the fixture sessions repeated to 14 MB and 4 times that in a temporary directory, then
 //! times the release binary on each: `read --json /dev/null`, the same from standard input,
 //! and `synth`, reporting MB/s and peak memory (from /usr/bin/time). Streaming means the
-//! peak stays flat as the log grows. MSNTAP_BENCH_LOG_MB sets the smaller size. It
-//! measures only; it asserts nothing and is never run as a test.
+//! peak stays flat as the log grows. MSNTAP_BENCH_LOG_MB sets the smaller size. Each log
+//! is removed once timed unless MSNTAP_BENCH_KEEP=1, which keeps the logs and prints where.
+//! It measures only; it asserts nothing and is never run as a test.
 
+mod inputs;
 mod timev;
 
 use std::io::{BufWriter, Write};
@@ -68,8 +70,7 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(14);
-    let dir = std::env::temp_dir().join(format!("msntap-bench-logs-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
+    let dir = inputs::Inputs::dir("bench-logs");
     for size in [mb, mb * 4] {
         let log = dir.join(format!("sessions-{size}MB.log"));
         let bytes = write_log(&log, size * 1_000_000);
@@ -101,8 +102,10 @@ fn main() {
             );
             println!("    {summary}");
         }
-        std::fs::remove_file(&log).ok();
-        std::fs::remove_file(&pcap).ok();
+        // The next size needs the room.
+        if !inputs::keep() {
+            std::fs::remove_file(&log).ok();
+            std::fs::remove_file(&pcap).ok();
+        }
     }
-    std::fs::remove_dir_all(&dir).ok();
 }

@@ -3,6 +3,8 @@
 //! logs plus binary P2P data) in a temporary directory, then times the release binary
 //! reading it with JSON output to /dev/null and reports MB/s, packets/s and peak memory.
 //! MSNTAP_BENCH_MB sets the capture size (default 100; use 1000 to check memory stays flat).
+//! The capture is removed at the end unless MSNTAP_BENCH_KEEP=1, which keeps it and prints
+//! where (for MSNTAP_BENCH_CAPTURE=FILE of benches/capture.rs and benches/json.rs).
 //! It measures only; it asserts nothing and is never run as a test.
 
 use std::process::Command;
@@ -12,6 +14,7 @@ use std::time::Instant;
 use msntap::Tables;
 
 mod common;
+mod inputs;
 mod timev;
 use common::build;
 
@@ -28,8 +31,7 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(100);
-    let dir = std::env::temp_dir().join(format!("msntap-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
+    let dir = inputs::Inputs::dir("bench");
     let cap = dir.join("bench.pcap");
     let t0 = Instant::now();
     let (packets, sessions) = build(&cap, mb << 20);
@@ -164,11 +166,6 @@ fn main() {
         }
     } else {
         println!("tshark not installed: no comparison (apt-get install tshark)");
-    }
-    if std::env::var_os("MSNTAP_BENCH_KEEP").is_some() {
-        println!("kept {}", cap.display());
-    } else {
-        std::fs::remove_dir_all(&dir).ok();
     }
 }
 

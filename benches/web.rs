@@ -6,8 +6,10 @@
 //! and a search, and scrolling through the whole list (jumps, and a continuous scroll
 //! whose longest frame shows any freeze). MSNTAP_BENCH_MB sets the capture size (default
 //! 50). It measures only; it asserts nothing and is never run as a test. Needs chromium
-//! and chromedriver (it says so and stops without them).
+//! and chromedriver (it says so and stops without them). The log and capture are removed
+//! at the end unless MSNTAP_BENCH_KEEP=1, which keeps them and prints where.
 
+mod inputs;
 #[path = "../tests/web_support/mod.rs"]
 mod web_support;
 
@@ -63,8 +65,8 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(50);
-    let dir = std::env::temp_dir().join(format!("msntap-web-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
+    // Declared before the browser and the view, so that it outlives both.
+    let dir = inputs::Inputs::dir("web-bench");
     let (log, cap) = (dir.join("clients.log"), dir.join("clients.pcap"));
     // The capture is about 2.4 times its log (headers of small packets).
     let clients = write_log(&log, (mb << 20) * 10 / 24);
@@ -223,7 +225,6 @@ fn main() {
     let errors = b.console_errors();
     println!("console errors: {}", errors.len());
     drop(view);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 fn ms(d: Duration) -> f64 {

@@ -1,6 +1,8 @@
 //! Analysis features on the project's own fixtures: report and stubs, transcripts, and
 //! authentication annotations through the binary.
 
+mod scratch_support;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -9,6 +11,7 @@ use msntap::analysis::report::Report;
 use msntap::analysis::transcript::{Detail, EntryKind, Transcripts};
 use msntap::source::{Options, Source};
 use msntap::{Event, Tables};
+use scratch_support::Scratch;
 use serde_json::Value;
 
 fn fixture(name: &str) -> PathBuf {
@@ -44,8 +47,7 @@ fn report_finds_a_removed_command_and_its_stub_restores_it() {
     assert_eq!(joi.examples[0].line, "JOI bob@example.com Bob");
     // The log also holds XYZ, which no table knows.
     assert!(r.unknown_commands.contains_key("XYZ"));
-    let dir = std::env::temp_dir().join(format!("msntap-stubs-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = Scratch::path("stubs");
     let stubs = r.write_stubs(&dir).unwrap();
     assert_eq!(stubs.written.len(), 2);
     assert!(stubs.kept.is_empty());
@@ -135,8 +137,7 @@ fn line_starting<'a>(evs: &'a [Value], prefix: &str) -> &'a Value {
 
 #[test]
 fn md5_login_and_challenge_are_checked() {
-    let dir = std::env::temp_dir().join(format!("msntap-auth-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = Scratch::dir("auth");
     // md5("1013928519.693957190" + "hunter2"), computed with Python's hashlib.
     let hash = "8aca4d4721b726ba9cd5e3a5f601671a";
     let log = format!(
@@ -186,8 +187,7 @@ fn md5_login_and_challenge_are_checked() {
 
 #[test]
 fn json_lines_read_back_give_the_same_report() {
-    let dir = std::env::temp_dir().join(format!("msntap-rt-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = Scratch::dir("rt");
     let jl = dir.join("events.jsonl");
     let log = fixture("sb_chat_msnp8.log");
     let (code, _, err) = run(&[
@@ -213,8 +213,7 @@ fn json_lines_read_back_give_the_same_report() {
 
 #[test]
 fn report_examples_are_redacted_unless_asked() {
-    let dir = std::env::temp_dir().join(format!("msntap-rr-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = Scratch::dir("rr");
     let p = dir.join("r.log");
     // A login line with extra tokens: a form the tables do not describe, so it is quoted as an example.
     std::fs::write(
@@ -248,8 +247,7 @@ fn report_examples_are_redacted_unless_asked() {
 
 #[test]
 fn a_damaged_input_keeps_what_was_decoded_and_fails_clearly() {
-    let dir = std::env::temp_dir().join(format!("msntap-dmg-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = Scratch::dir("dmg");
     // The Twisted capture cut inside a record: the switchboard chat comes before the cut.
     let cap = Path::new(env!("CARGO_MANIFEST_DIR")).join("captures/msnp8_twisted_escargot.pcap");
     let bytes = std::fs::read(&cap).unwrap();
@@ -275,8 +273,7 @@ fn a_damaged_input_keeps_what_was_decoded_and_fails_clearly() {
 
 #[test]
 fn stubs_already_written_are_never_overwritten() {
-    let dir = std::env::temp_dir().join(format!("msntap-stubs-keep-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = Scratch::path("stubs-keep");
     let log = fixture("sb_chat_msnp8.log");
     let stubs = || {
         let (code, _, err) = run(&[
@@ -317,7 +314,6 @@ fn stubs_already_written_are_never_overwritten() {
     assert!(s.written.is_empty());
     assert_eq!(s.kept, std::slice::from_ref(&stub));
     assert_eq!(std::fs::read_to_string(&stub).unwrap(), edited);
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// The secrets of `secrets.log` (written below) and of the msnp11 capture (its tickets,
@@ -376,9 +372,7 @@ fn leaked<'a>(text: &str) -> Vec<&'a str> {
 /// read them back typed, so they hide the secrets again unless --no-redact.
 #[test]
 fn no_redact_json_lines_are_redacted_again_on_reading() {
-    let dir = std::env::temp_dir().join(format!("msntap-jsonl-secrets-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = Scratch::dir("jsonl-secrets");
     let log = dir.join("secrets.log");
     std::fs::write(&log, SECRETS_LOG).unwrap();
     let unredacted = |cmd: &str, input: &Path, name: &str| {
@@ -458,5 +452,4 @@ fn no_redact_json_lines_are_redacted_again_on_reading() {
     let json = std::fs::read_to_string(&report).unwrap();
     assert_eq!(json.lines().count(), 2);
     assert_eq!(leaked(&(out + &err + &json + &names)), [] as [&str; 0]);
-    std::fs::remove_dir_all(&dir).unwrap();
 }

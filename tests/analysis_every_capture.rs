@@ -3,8 +3,12 @@
 //! login/challenge annotations of `read`. Each must succeed, say something, and keep
 //! decoding clean (no desync where the capture has no loss).
 
+mod scratch_support;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+use scratch_support::Scratch;
 
 fn captures() -> Vec<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -45,8 +49,7 @@ fn run(args: &[&str]) -> (bool, String, String) {
 fn every_feature_runs_on_every_capture() {
     let caps = captures();
     assert!(caps.len() >= 10, "{caps:?}");
-    let tmp = std::env::temp_dir().join(format!("msntap-every-{}", std::process::id()));
-    std::fs::create_dir_all(&tmp).unwrap();
+    let tmp = Scratch::dir("every");
     for (i, c) in caps.iter().enumerate() {
         let c = c.to_str().unwrap();
         let lossy = c.contains("_drop");
@@ -99,5 +102,4 @@ fn every_feature_runs_on_every_capture() {
             }
         }
     }
-    let _ = std::fs::remove_dir_all(&tmp);
 }

@@ -4,6 +4,8 @@
 //! Packets are read back here with pcap-parser directly, never with msntap's own reader.
 //! Files are written only under the system temporary directory.
 
+mod scratch_support;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -11,6 +13,7 @@ use msntap::capture::writer::{CaptureWriter, Endian, Format, Link, TcpFlowWriter
 use msntap::{Dir, Ts};
 use pcap_parser::pcapng::Block;
 use pcap_parser::{create_reader, OptionCode, PcapBlockOwned, PcapError};
+use scratch_support::Scratch;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -18,12 +21,6 @@ fn root() -> PathBuf {
 
 fn msntap() -> Command {
     Command::new(env!("CARGO_BIN_EXE_msntap"))
-}
-
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("msntap-annotate-{}", std::process::id()));
-    std::fs::create_dir_all(&d).expect("temp dir");
-    d.join(name)
 }
 
 /// One packet as a capture file stores it.
@@ -138,10 +135,11 @@ fn read_json(path: &Path) -> String {
     String::from_utf8(o.stdout).expect("utf-8")
 }
 
-/// Checks (a) packets unchanged and (b) the same events; returns the output's packets.
-fn check_copy(input: &Path) -> Vec<Pkt> {
+/// Checks (a) packets unchanged and (b) the same events; returns the output's packets. The
+/// output is written in `dir`.
+fn check_copy(input: &Path, dir: &Path) -> Vec<Pkt> {
     let name = input.file_name().expect("name").to_string_lossy();
-    let out = tmp(&format!("{name}.annotated.pcapng"));
+    let out = dir.join(format!("{name}.annotated.pcapng"));
     annotate(input, &out, &[]);
     let before = packets(input);
     let after = packets(&out);
@@ -179,11 +177,12 @@ fn capture_files(dir: &Path) -> Vec<PathBuf> {
 
 #[test]
 fn every_capture_is_copied_unchanged_and_reads_the_same() {
+    let dir = Scratch::dir("annotate-every");
     let mut files = capture_files(&root().join("captures"));
     files.extend(capture_files(&root().join("captures/synth")));
     assert!(files.len() >= 8, "{files:?}");
     for f in &files {
-        let after = check_copy(f);
+        let after = check_copy(f, &dir);
         assert!(
             after.iter().any(|p| !p.comments.is_empty()),
             "{}: no comment at all",
@@ -202,7 +201,8 @@ fn shared_sample_capture_is_copied_unchanged() {
         );
         return;
     }
-    let after = check_copy(&p);
+    let dir = Scratch::dir("annotate-shared");
+    let after = check_copy(&p, &dir);
     assert!(after.iter().any(|p| !p.comments.is_empty()));
 }
 
@@ -217,8 +217,9 @@ fn with<'a>(pk: &'a [Pkt], needle: &str) -> Vec<&'a str> {
 
 #[test]
 fn comments_say_what_each_packet_completes_and_redact_secrets() {
+    let dir = Scratch::dir("annotate-comments");
     let input = root().join("captures/msnp8_twisted_escargot.pcap");
-    let out = tmp("twisted.pcapng");
+    let out = dir.join("twisted.pcapng");
     annotate(&input, &out, &[]);
     let pk = packets(&out);
     // Alice's message to Bob (connection 3, the switchboard she opened) and its relay to
@@ -262,7 +263,7 @@ fn comments_say_what_each_packet_completes_and_redact_secrets() {
     assert_eq!(mode(&out) & 0o077, 0, "mode {:o}", mode(&out));
 
     // --no-redact keeps them, in an owner-only file.
-    let raw = tmp("twisted-secrets.pcapng");
+    let raw = dir.join("twisted-secrets.pcapng");
     annotate(&input, &raw, &["--no-redact"]);
     let pk = packets(&raw);
     assert!(with(&pk, "USR 4 TWN S 4b3d8c3996f8e284f361").len() == 1);
@@ -276,6 +277,7 @@ fn comments_say_what_each_packet_completes_and_redact_secrets() {
 
 #[test]
 fn payload_split_over_segments_is_reported_pending_then_complete() {
+    let dir = Scratch::dir("annotate-split");
     // One MSG whose 300-byte payload arrives in 100-byte segments.
     let body = format!(
         "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=UTF-8\r\n\r\n{}",
@@ -300,9 +302,9 @@ fn payload_split_over_segments_is_reported_pending_then_complete() {
     for p in f.data(Dir::C2s, msg.as_bytes(), 100).expect("data") {
         put(&mut w, &p);
     }
-    let input = tmp("split.pcap");
+    let input = dir.join("split.pcap");
     std::fs::write(&input, w.into_inner().expect("bytes")).expect("write");
-    let pk = check_copy(&input);
+    let pk = check_copy(&input, &dir);
     let data: Vec<&Pkt> = pk.iter().skip(3).collect();
     assert_eq!(data.len(), 4, "313 bytes in 100-byte segments");
     // The first segment holds the line and 87 payload bytes, then 187, then 287.
@@ -325,6 +327,7 @@ fn payload_split_over_segments_is_reported_pending_then_complete() {
 
 #[test]
 fn pcapng_interfaces_byte_order_and_existing_comments_are_kept() {
+    let dir = Scratch::dir("annotate-pcapng");
     // Big-endian pcapng with a microsecond Linux-cooked interface and a nanosecond raw-IP
     // one; one packet already carries a comment.
     let mut w = CaptureWriter::with_options(
@@ -352,9 +355,9 @@ fn pcapng_interfaces_byte_order_and_existing_comments_are_kept() {
         let c = (n == 4).then_some("already here");
         w.write_ip(iface, Ts(t), &p, c).expect("w");
     }
-    let input = tmp("two-ifaces.pcapng");
+    let input = dir.join("two-ifaces.pcapng");
     std::fs::write(&input, w.into_inner().expect("bytes")).expect("write");
-    let pk = check_copy(&input);
+    let pk = check_copy(&input, &dir);
     assert_eq!(pk.len(), 5);
     assert_eq!(pk[0].linktype, 113);
     assert_eq!(pk[1].linktype, 101);
@@ -366,19 +369,20 @@ fn pcapng_interfaces_byte_order_and_existing_comments_are_kept() {
     );
     assert_eq!(pk[4].comments, ["#1 s2c VER 1 MSNP8"]);
     // The output keeps the input's byte order: its section header is big-endian.
-    let out = std::fs::read(tmp("two-ifaces.pcapng.annotated.pcapng")).expect("read");
+    let out = std::fs::read(dir.join("two-ifaces.pcapng.annotated.pcapng")).expect("read");
     assert_eq!(&out[8..12], &0x1A2B_3C4Du32.to_be_bytes());
 }
 
 #[test]
 fn bad_input_is_refused_clearly() {
-    let bad = tmp("not-a-capture.pcap");
+    let dir = Scratch::dir("annotate-bad");
+    let bad = dir.join("not-a-capture.pcap");
     std::fs::write(&bad, b"GIF89a certainly not a capture").expect("write");
     let o = msntap()
         .arg("annotate")
         .arg(&bad)
         .arg("-o")
-        .arg(tmp("never.pcapng"))
+        .arg(dir.join("never.pcapng"))
         .output()
         .expect("run");
     assert_eq!(o.status.code(), Some(1));
@@ -442,15 +446,16 @@ fn capture_without_secrets() -> Vec<u8> {
 #[cfg(unix)]
 #[test]
 fn output_mode_follows_the_secrets_of_the_input() {
+    let dir = Scratch::dir("annotate-mode");
     // What a new file gets here (the umask applies to msntap as to this test).
-    let probe = tmp("mode-probe");
+    let probe = dir.join("mode-probe");
     let _ = std::fs::remove_file(&probe);
     std::fs::File::create(&probe).expect("probe");
     let usual = mode(&probe);
 
     // Tickets and cookies on the wire; the output is already there, world-readable.
     let input = root().join("captures/msnp8_twisted_escargot.pcap");
-    let out = tmp("mode-secrets.pcapng");
+    let out = dir.join("mode-secrets.pcapng");
     std::fs::write(&out, b"an earlier run").expect("write");
     set_mode(&out, 0o644);
     let err = annotate(&input, &out, &[]);
@@ -465,10 +470,10 @@ fn output_mode_follows_the_secrets_of_the_input() {
     assert!(!comments.contains("4b3d8c3996f8e284f361"));
 
     // No secret anywhere: the usual mode.
-    let clean = tmp("no-secrets.pcap");
+    let clean = dir.join("no-secrets.pcap");
     std::fs::write(&clean, capture_without_secrets()).expect("write");
     set_mode(&clean, 0o644);
-    let out = tmp("mode-clean.pcapng");
+    let out = dir.join("mode-clean.pcapng");
     let _ = std::fs::remove_file(&out);
     let err = annotate(&clean, &out, &[]);
     assert_eq!(mode(&out), usual, "{err}");
@@ -481,7 +486,7 @@ fn output_mode_follows_the_secrets_of_the_input() {
     let err = annotate(&clean, &out, &["--no-redact"]);
     assert_eq!(mode(&out) & 0o077, 0, "{err}");
     set_mode(&clean, 0o600);
-    let out2 = tmp("mode-clean-private.pcapng");
+    let out2 = dir.join("mode-clean-private.pcapng");
     let _ = std::fs::remove_file(&out2);
     let err = annotate(&clean, &out2, &[]);
     assert_eq!(mode(&out2) & 0o077, 0, "{err}");

@@ -5,6 +5,8 @@
 //! lines per connection and direction as the original, with no more gaps or mid-stream
 //! notes. The copies are made in a temporary directory and never kept.
 
+mod scratch_support;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -12,6 +14,7 @@ use std::sync::Arc;
 
 use msntap::capture::{read_events, ReadOptions};
 use msntap::{EventKind, Tables};
+use scratch_support::Scratch;
 
 const SEEDS: u64 = 10;
 
@@ -92,8 +95,7 @@ fn perturbed_captures_decode_to_the_same_commands() {
     }
     caps.sort();
     assert!(caps.len() >= 4, "captures missing: {caps:?}");
-    let tmp = std::env::temp_dir().join(format!("msntap-perturb-{}", std::process::id()));
-    std::fs::create_dir_all(&tmp).expect("temp dir");
+    let tmp = Scratch::dir("perturb");
     let mut failures = Vec::new();
     let mut runs = 0;
     for cap in &caps {
@@ -128,7 +130,6 @@ fn perturbed_captures_decode_to_the_same_commands() {
             }
         }
     }
-    std::fs::remove_dir_all(&tmp).ok();
     println!(
         "{} captures x {SEEDS} seeds = {runs} perturbed copies decoded",
         caps.len()

@@ -7,20 +7,24 @@ mod cli_support;
 
 use std::path::Path;
 
-use cli_support::{json_lines as events, msntap, scratch, write};
+use cli_support::{json_lines as events, msntap, scratch, write, Scratch};
 use serde_json::Value;
 
 const LOG: &str = "C: VER 1 MSNP8 CVR0\nS: VER 1 MSNP8\nC: USR 2 TWN I alice@example.com\nS: USR 2 TWN S lc=1033,id=507\nC: USR 3 TWN S t=secret&p=also\nS: USR 3 OK alice@example.com Alice 1 0\nC: PNG\nS: QNG 50\nC: FOO 4 bar\nC: OUT\n";
 
-fn log_file(name: &str) -> String {
-    let p = scratch(&format!("cli-{name}")).join(format!("{name}.log"));
+/// The log written in a scratch directory of its own: the guard (which must outlive every
+/// run reading the log) and the log's path.
+fn log_file(name: &str) -> (Scratch, String) {
+    let dir = scratch(&format!("cli-{name}"));
+    let p = dir.join(format!("{name}.log"));
     write(&p, LOG.as_bytes());
-    p.to_str().expect("utf-8").to_string()
+    let p = p.to_str().expect("utf-8").to_string();
+    (dir, p)
 }
 
 #[test]
 fn decode_writes_json_lines_with_the_schema_fields() {
-    let p = log_file("a");
+    let (_dir, p) = log_file("a");
     for sub in ["read", "decode"] {
         let r = msntap(&[sub, &p, "--json", "-"]);
         assert_eq!(r.code, 0, "{sub}: {}", r.stderr);
@@ -55,7 +59,7 @@ fn decode_writes_json_lines_with_the_schema_fields() {
 
 #[test]
 fn filters_hide_keepalives_and_pick_direction() {
-    let p = log_file("b");
+    let (_dir, p) = log_file("b");
     let cmds = |args: &[&str]| -> Vec<String> {
         let mut a = vec!["read", &p, "--json", "-"];
         a.extend_from_slice(args);
@@ -83,7 +87,7 @@ fn filters_hide_keepalives_and_pick_direction() {
 
 #[test]
 fn pretty_log_uses_arrows_utc_and_no_color_off_a_terminal() {
-    let p = log_file("c");
+    let (_dir, p) = log_file("c");
     let r = msntap(&["read", &p]);
     assert_eq!(r.code, 0);
     assert!(
@@ -172,7 +176,7 @@ fn user_dissectors_add_and_override_entries() {
         "[[command]]\nname = \"FOO\"\nmeaning = \"A command we found\"\nservices = [\"NS\"]\nversions = \"8-\"\n  [[command.form]]\n  dir = \"c2s\"\n  params = [{ name = \"trid\", type = \"trid\" }, { name = \"what\", type = \"string\" }]\n",
     )
     .unwrap();
-    let p = log_file("d");
+    let (_dir, p) = log_file("d");
     let d = dir.to_str().unwrap();
     let r = msntap(&["read", &p, "--json", "-", "--dissectors", d]);
     assert_eq!(r.code, 0, "{}", r.stderr);
@@ -203,7 +207,7 @@ fn missing_input_is_a_clear_error() {
         r.stderr
     );
     // A good file after a missing one is still decoded.
-    let p = log_file("after-missing");
+    let (_dir, p) = log_file("after-missing");
     let r = msntap(&["read", "/nonexistent/file.log", &p, "--json", "-"]);
     assert_eq!(r.code, 1, "{}", r.stderr);
     assert_eq!(events(&r.stdout).len(), 10);

@@ -2,7 +2,8 @@
 //! P2P v1/v2 chunks and MSNSLP) are fed through a Session, and the extractor's objects are
 //! checked against data and hashes computed here, independently of the extractor.
 
-use std::path::PathBuf;
+mod scratch_support;
+
 use std::sync::Arc;
 
 use base64::Engine as _;
@@ -13,6 +14,7 @@ use msntap::event::{Close, Sink};
 use msntap::payload::p2p::{build, Layout, P2p};
 use msntap::payload::Body;
 use msntap::{Dir, Event, EventKind, Service, Session, SessionHint, Tables, Ts};
+use scratch_support::Scratch;
 
 /// The 1x1 PNG bob offers as his display picture in msnp11_msnp11-sdk_escargot.pcap; its
 /// SHA1D (from the client log) is mZPtHSeB/a/YdgOOa+ChFi03e+E=.
@@ -225,13 +227,11 @@ fn both_legs_of_a_relayed_transfer_give_one_file() {
     let p = sink.done[0].path.clone().unwrap();
     assert_eq!(std::fs::read(&p).unwrap(), PNG);
     assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
-fn tempdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("msntap-extract-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
+/// Where a test's objects go; the extractor makes the directory.
+fn tempdir(tag: &str) -> Scratch {
+    Scratch::path(&format!("extract-{tag}"))
 }
 
 /// Data of `n` bytes that is not periodic in the chunk size.
@@ -400,7 +400,6 @@ fn truncated_transfer_is_reported_and_written_as_partial() {
         p.display()
     );
     assert_eq!(std::fs::read(&p).unwrap(), &d[..2400]);
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
@@ -677,7 +676,6 @@ fn cli_extracts_from_json_lines() {
     assert_eq!(r["sha1d_check"], "match");
     assert_eq!(r["sha1"], PNG_SHA1D);
     assert_eq!(r["complete"], true);
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// The real capture: msnp11-sdk against Escargot, where alice fetches bob's display picture.
@@ -746,7 +744,6 @@ fn cli_extracts_from_the_real_capture() {
     let written = dir.join("bob@example.com-display_picture-PIC.png");
     assert_eq!(sha1d(&std::fs::read(&written).unwrap()), PNG_SHA1D);
     assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 mod props {

@@ -12,21 +12,18 @@ mod proxy_support;
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use msntap::{Event, EventKind};
 use proxy_support::binary::spawn_proxy_with;
+use proxy_support::json_scratch;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 const STEP: Duration = Duration::from_secs(10);
-
-fn temp(name: &str) -> PathBuf {
-    std::env::temp_dir().join(format!("msntap-httpproxy-{}-{name}", std::process::id()))
-}
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -278,6 +275,8 @@ async fn msnp_server(l: TcpListener) {
 
 #[test]
 fn a_gateway_session_is_relayed_byte_exact_and_live_events_equal_the_recording() {
+    let (dir, json) = json_scratch("httpproxy-gw");
+    let pcap = dir.join("proxy.pcapng");
     runtime().block_on(async {
         tokio::time::timeout(Duration::from_secs(90), async {
             let gl = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -288,8 +287,6 @@ fn a_gateway_session_is_relayed_byte_exact_and_live_events_equal_the_recording()
             let maddr = ml.local_addr().expect("addr");
             let msnp = tokio::spawn(msnp_server(ml));
 
-            let json = temp("gw.jsonl");
-            let pcap = temp("gw.pcapng");
             let args: Vec<OsString> = [
                 "--http-proxy".to_string(),
                 "127.0.0.1:0".into(),
@@ -387,7 +384,7 @@ fn a_gateway_session_is_relayed_byte_exact_and_live_events_equal_the_recording()
             assert!(tunnel.contains("88 bytes client to server, 65 bytes server to client"), "{tunnel}");
 
             // The recording read back by `msntap read` gives the live commands.
-            let offline = temp("gw-read.jsonl");
+            let offline = dir.join("read.jsonl");
             let st = Command::new(env!("CARGO_BIN_EXE_msntap"))
                 .arg("read")
                 .arg(&pcap)
@@ -477,9 +474,6 @@ fn a_gateway_session_is_relayed_byte_exact_and_live_events_equal_the_recording()
             // Five requests, five final responses and one 100 Continue; open, poll, poll, close.
             assert_eq!(lk.iter().filter(|k| *k == "http").count(), 11, "{lk:?}");
             assert!(lk.iter().filter(|k| *k == "gateway").count() >= 3, "{lk:?}");
-            for f in [&json, &pcap, &offline] {
-                let _ = std::fs::remove_file(f);
-            }
         })
         .await
         .expect("test finishes in time")
@@ -501,6 +495,7 @@ fn random_bytes(seed: u64, n: usize) -> Vec<u8> {
 
 #[test]
 fn connect_tunnels_wildcard_maps_unreachable_upstreams_and_bad_requests() {
+    let (_dir, json) = json_scratch("httpproxy-tun");
     runtime().block_on(async {
         tokio::time::timeout(Duration::from_secs(90), async {
             let up = random_bytes(7, 300_000);
@@ -556,7 +551,6 @@ fn connect_tunnels_wildcard_maps_unreachable_upstreams_and_bad_requests() {
             let daddr = dead.local_addr().expect("addr");
             drop(dead);
 
-            let json = temp("tun.jsonl");
             let args: Vec<OsString> = [
                 "--http-proxy".to_string(),
                 "127.0.0.1:0".into(),
@@ -662,7 +656,6 @@ fn connect_tunnels_wildcard_maps_unreachable_upstreams_and_bad_requests() {
             );
             assert!(notes.iter().any(|n| n.contains("answered 400")), "{notes:#?}");
             assert!(notes.iter().any(|n| n.contains("answered 431")), "{notes:#?}");
-            let _ = std::fs::remove_file(&json);
         })
         .await
         .expect("test finishes in time")
@@ -681,6 +674,7 @@ fn status_kib(pid: u32, key: &str) -> u64 {
 
 #[test]
 fn an_idle_tunnel_is_closed_after_the_idle_timeout_and_idle_tunnels_hold_no_read_buffers() {
+    let (_dir, json) = json_scratch("httpproxy-idle");
     runtime().block_on(async {
         tokio::time::timeout(Duration::from_secs(90), async {
             const TUNNELS: usize = 300;
@@ -697,7 +691,6 @@ fn an_idle_tunnel_is_closed_after_the_idle_timeout_and_idle_tunnels_hold_no_read
                     held.push(s);
                 }
             });
-            let json = temp("idle.jsonl");
             let args: Vec<OsString> = [
                 "--http-proxy",
                 "127.0.0.1:0",
@@ -745,7 +738,6 @@ fn an_idle_tunnel_is_closed_after_the_idle_timeout_and_idle_tunnels_hold_no_read
                 .filter(|n| n.contains("closed by the proxy, no bytes either way for 3 s (idle timeout): 4 bytes client to server, 4 bytes server to client"))
                 .count();
             assert_eq!(idle, TUNNELS, "{notes:#?}");
-            let _ = std::fs::remove_file(&json);
         })
         .await
         .expect("test finishes in time")

@@ -5,6 +5,8 @@
 //! --no-redact, and the events read back from JSON Lines. Runs the real binary where the
 //! output path matters; never touches the network.
 
+mod scratch_support;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command as Proc;
@@ -16,6 +18,7 @@ use msntap::http::gateway::GatewayService;
 use msntap::http::passport::{Outcome, PassportExchange};
 use msntap::secret::Redact;
 use msntap::{Event, EventKind, Service, Tables};
+use scratch_support::Scratch;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -46,11 +49,8 @@ fn msntap(args: &[&str]) -> (String, String, bool) {
     )
 }
 
-fn tmpdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("msntap-httpwired-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).expect("tmp dir");
-    d
+fn tmpdir(tag: &str) -> Scratch {
+    Scratch::dir(&format!("httpwired-{tag}"))
 }
 
 /// A command as compared across transports: its name and its arguments after redaction
@@ -237,7 +237,6 @@ fn real_client_sso_response_is_valid_and_a_changed_byte_invalid() {
     let (out, err, ok) = msntap(&["read", cap.to_str().unwrap(), "--json", "-"]);
     assert!(ok, "{err}");
     assert_eq!(sso_checks(&out), vec![Some(true), Some(true)]);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -280,7 +279,6 @@ fn report_lists_endpoints_soap_actions_and_faults() {
     assert!(ok, "{err}");
     assert!(out.contains("POST /etc/debug: 1 times"), "{out}");
     assert!(out.contains("[unknown endpoint]"), "{out}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -420,5 +418,4 @@ fn passport_capture_shows_logins_with_password_and_ticket_redacted() {
             "JSON hides {s} with --no-redact"
         );
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -11,6 +11,7 @@ use std::net::{TcpListener, TcpStream};
 use std::time::Duration;
 
 use proxy_support::binary::spawn_proxy;
+use proxy_support::json_scratch;
 
 fn read_line(s: &mut TcpStream) -> String {
     let mut v = Vec::new();
@@ -40,7 +41,7 @@ fn ctrl_c_closes_connections_flushes_json_and_exits_zero() {
             .expect("the proxy closes the upstream connection");
         assert_eq!(n, 0);
     });
-    let json = std::env::temp_dir().join(format!("msntap-proxy-cli-{}.jsonl", std::process::id()));
+    let (_dir, json) = json_scratch("proxy-cli");
     let proxy = spawn_proxy([
         OsStr::new("--upstream"),
         OsStr::new(&up),
@@ -63,7 +64,6 @@ fn ctrl_c_closes_connections_flushes_json_and_exits_zero() {
     srv.join().expect("server thread");
 
     let text = std::fs::read_to_string(&json).expect("json written");
-    let _ = std::fs::remove_file(&json);
     let events: Vec<serde_json::Value> = text
         .lines()
         .map(|l| serde_json::from_str(l).expect("every line is JSON"))

@@ -20,6 +20,7 @@ use msntap::event::Dir;
 use msntap::payload::p2p::ChunkKind;
 use msntap::Tables;
 use proxy_support::binary::spawn_proxy;
+use proxy_support::Scratch;
 use sha1::{Digest, Sha1};
 
 /// The bytes, in capture order, of bob's switchboard connection (the picture's sender).
@@ -73,8 +74,8 @@ fn proxy_extracts_the_display_picture_live() {
     };
     let server = TcpListener::bind("127.0.0.1:0").expect("bind");
     let up = server.local_addr().expect("addr").to_string();
-    let dir = std::env::temp_dir().join(format!("msntap-proxy-extract-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    // The proxy makes the directory; the guard, declared first, outlives the proxy.
+    let dir = Scratch::path("proxy-extract");
     let proxy = spawn_proxy([
         OsStr::new("--upstream"),
         OsStr::new(&up),
@@ -121,5 +122,4 @@ fn proxy_extracts_the_display_picture_live() {
     // SHA1D from the client library's own log (captures/msnp11_msnp11-sdk_escargot.client.log).
     let sha = base64::engine::general_purpose::STANDARD.encode(Sha1::digest(&data));
     assert_eq!(sha, "mZPtHSeB/a/YdgOOa+ChFi03e+E=");
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -12,7 +12,7 @@ mod proxy_support;
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -23,10 +23,6 @@ use proxy_support::binary::spawn_proxy_with;
 use proxy_support::*;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
-
-fn temp(name: &str) -> PathBuf {
-    std::env::temp_dir().join(format!("msntap-live-{}-{name}", std::process::id()))
-}
 
 fn args(v: &[&str], json: &Path, extra: &[OsString]) -> Vec<OsString> {
     let mut a: Vec<OsString> = v.iter().map(OsString::from).collect();
@@ -169,10 +165,10 @@ fn runtime() -> tokio::runtime::Runtime {
 
 #[test]
 fn events_reach_the_json_file_and_the_log_pipe_while_the_proxy_runs() {
+    let (_dir, json) = json_scratch("live-running");
     runtime().block_on(async {
         tokio::time::timeout(Duration::from_secs(60), async {
             let (ds, servers) = session_servers().await;
-            let json = temp("running.jsonl");
             let mut p = spawn_proxy_with(
                 args(&["--upstream", &ds, "--color", "never"], &json, &[]),
                 Stdio::piped(),
@@ -216,7 +212,6 @@ fn events_reach_the_json_file_and_the_log_pipe_while_the_proxy_runs() {
             let (status, _) = p.interrupt();
             assert!(status.success(), "{status:?}");
             let _ = tokio::time::timeout(STEP, servers).await;
-            let _ = std::fs::remove_file(&json);
         })
         .await
         .expect("test finishes in time")
@@ -241,11 +236,11 @@ fn commands_by_conn(evs: &[Event<'static>]) -> Vec<Vec<(String, String)>> {
 
 #[test]
 fn sigterm_leaves_the_log_the_json_lines_and_the_recording_complete() {
+    let (dir, json) = json_scratch("live-term");
+    let pcap = dir.join("proxy.pcapng");
     runtime().block_on(async {
         tokio::time::timeout(Duration::from_secs(60), async {
             let (ds, servers) = session_servers().await;
-            let json = temp("term.jsonl");
-            let pcap = temp("term.pcapng");
             let mut p = spawn_proxy_with(
                 args(
                     &["--upstream", &ds, "--color", "never", "--no-redact"],
@@ -307,9 +302,6 @@ fn sigterm_leaves_the_log_the_json_lines_and_the_recording_complete() {
             };
             let read = read_events(&pcap, tables, &opts).expect("the recording reads back");
             assert_eq!(commands_by_conn(&read), commands_by_conn(&evs));
-            for f in [&json, &pcap] {
-                let _ = std::fs::remove_file(f);
-            }
         })
         .await
         .expect("test finishes in time")
@@ -359,12 +351,12 @@ fn drain_pipe(mut out: std::process::ChildStdout) -> String {
 
 #[test]
 fn a_standard_output_nobody_reads_does_not_stall_forwarding_or_the_json_file() {
+    let (_dir, json) = json_scratch("live-unread");
     runtime().block_on(async {
         tokio::time::timeout(Duration::from_secs(120), async {
             let frame = msg_frame();
             let count = 40_000;
             let up = bulk_server(frame.clone(), count).await;
-            let json = temp("unread.jsonl");
             // A backlog that holds the whole transfer, so that what is measured is standard
             // output alone (a debug build decodes slower than it forwards).
             let mut p = spawn_proxy_with(
@@ -436,7 +428,6 @@ fn a_standard_output_nobody_reads_does_not_stall_forwarding_or_the_json_file() {
                 "{shown} shown + {lost} counted < {count}"
             );
             assert!(err.contains("events not shown in the log"), "{err}");
-            let _ = std::fs::remove_file(&json);
         })
         .await
         .expect("test finishes in time")
@@ -445,10 +436,10 @@ fn a_standard_output_nobody_reads_does_not_stall_forwarding_or_the_json_file() {
 
 #[test]
 fn a_closed_standard_output_ends_the_log_quietly_and_json_lines_go_on() {
+    let (_dir, json) = json_scratch("live-closed");
     runtime().block_on(async {
         tokio::time::timeout(Duration::from_secs(60), async {
             let (ds, servers) = session_servers().await;
-            let json = temp("closed.jsonl");
             let mut p = spawn_proxy_with(
                 args(&["--upstream", &ds, "--color", "never"], &json, &[]),
                 Stdio::piped(),
@@ -471,7 +462,6 @@ fn a_closed_standard_output_ends_the_log_quietly_and_json_lines_go_on() {
             let evs = json_events(&json);
             let closes = close_of(&evs).len();
             assert_eq!(closes, 3, "every connection's close is in the file");
-            let _ = std::fs::remove_file(&json);
         })
         .await
         .expect("test finishes in time")

@@ -4,6 +4,7 @@
 
 mod proxy_support;
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,21 +37,21 @@ fn commands(evs: &[Event<'static>]) -> Vec<Vec<Cmd>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recorded_sessions_read_back_as_the_live_events() {
-    tokio::time::timeout(Duration::from_secs(60), scenario())
+    // Outside the timeout, so that a test that runs out of time keeps its recording.
+    let dir = Scratch::dir("proxy-pcap");
+    tokio::time::timeout(Duration::from_secs(60), scenario(&dir.join("proxy.pcapng")))
         .await
         .expect("test finishes in time");
 }
 
-async fn scenario() {
+async fn scenario(path: &Path) {
     let (ns_l, ns) = server().await;
     let (sb_l, sb) = server().await;
-    let path =
-        std::env::temp_dir().join(format!("msntap-proxy-test-{}.pcapng", std::process::id()));
     let proxy = start_with(
         Config {
             listen: "127.0.0.1:0".parse().expect("addr"),
             upstream: Some(ns.clone()),
-            pcap: Some(path.clone()),
+            pcap: Some(path.to_path_buf()),
             ..Config::default()
         },
         |_| true,
@@ -120,8 +121,7 @@ async fn scenario() {
         },
         first_conn: 1,
     };
-    let read = read_events(&path, tables, &opts).expect("the recording reads back");
-    let _ = std::fs::remove_file(&path);
+    let read = read_events(path, tables, &opts).expect("the recording reads back");
 
     let (l, r) = (commands(&live), commands(&read));
     assert_eq!(l.len(), 2, "two connections live: {l:?}");

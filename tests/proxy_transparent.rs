@@ -11,7 +11,7 @@
 
 mod proxy_support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -260,9 +260,8 @@ fn the_readme_nftables_recipe_redirects_a_client_through_the_proxy() {
     real("nft", |ns| ns.run(&["nft", "-f", "-"], Some(&nft_recipe())));
 }
 
-fn temp_dir() -> PathBuf {
-    let d = std::env::temp_dir().join(format!("msntap-transparent-{}", std::process::id()));
-    let _ = std::fs::create_dir_all(&d);
+fn temp_dir() -> Scratch {
+    let d = Scratch::dir("transparent");
     // The proxy runs as another user and writes its JSON Lines here.
     let _ = Command::new("chmod")
         .args(["777", &d.to_string_lossy()])
@@ -303,7 +302,6 @@ fn scenario_inside_the_namespace() {
             .await
             .expect("scenario finishes in time")
     });
-    let _ = std::fs::remove_dir_all(&dir);
     // The proxy connected to the address the client asked for, and routed the referral.
     let servers: Vec<String> = evs
         .iter()

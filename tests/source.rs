@@ -3,12 +3,15 @@
 //! Lines renumbered, one connection numbering across inputs, input problems kept apart
 //! from output failures.
 
+mod scratch_support;
+
 use std::io::{self, BufRead, BufReader, Read};
 use std::sync::Arc;
 
 use msntap::logfile::{self, Item, Reader, MAX_LINE, MAX_OPEN};
 use msntap::source::{kind_of, Input, Kind, Options, Source, SourceError};
 use msntap::{Event, Tables};
+use scratch_support::Scratch;
 
 fn tables() -> Arc<Tables> {
     Arc::new(Tables::builtin().expect("tables"))
@@ -208,8 +211,7 @@ fn one_numbering_across_inputs_and_problems_apart_from_output_failures() {
 fn json_lines_keep_connection_zero_and_move_the_others_up() {
     let t = tables();
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let dir = std::env::temp_dir().join(format!("msntap-source-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = Scratch::dir("source");
     let j = dir.join("e.jsonl");
     let gap = |conn: u64| {
         format!(

@@ -1,6 +1,8 @@
 //! The view model on the repository's real captures: chains joined by referrals and
 //! cookies, the ladder's arrows, the SVG's well-formedness and the Mermaid text's grammar.
 
+mod scratch_support;
+
 use std::path::Path;
 use std::sync::Arc;
 
@@ -8,6 +10,7 @@ use msntap::capture::{read_path, FlowOptions, ReadOptions};
 use msntap::web::ladder::{self, Class, LadderOptions};
 use msntap::web::{prepare, CookieKey, Query, Store, StoreLimits};
 use msntap::{Service, Tables};
+use scratch_support::Scratch;
 
 fn load(capture: &str, redact: bool) -> Store {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -367,8 +370,7 @@ fn mermaid_renders_with_the_mermaid_cli() {
             return;
         }
     };
-    let dir = std::env::temp_dir().join(format!("msntap-mmdc-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = Scratch::dir("mmdc");
     let cfg = dir.join("puppeteer.json");
     std::fs::write(
         &cfg,
@@ -407,7 +409,6 @@ fn mermaid_renders_with_the_mermaid_cli() {
         let arrows = l.steps.iter().filter(|s| s.to.is_some()).count();
         assert_eq!(drawn, arrows, "every message rendered");
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

@@ -10,6 +10,8 @@
 //! system temporary directory; no secret of msntap's output is printed (its lines are shown
 //! redacted, and tshark's lines masked at the same places).
 
+mod scratch_support;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -17,16 +19,11 @@ use std::sync::OnceLock;
 
 use msntap::capture::writer::{CaptureWriter, Format, Link, TcpFlowWriter};
 use msntap::{Dir, Ts};
+use scratch_support::Scratch;
 use serde_json::Value;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn tmp_dir() -> PathBuf {
-    let d = std::env::temp_dir().join(format!("msntap-wireshark-{}", std::process::id()));
-    std::fs::create_dir_all(&d).expect("temp dir");
-    d
 }
 
 fn msntap(args: &[&str]) -> std::process::Output {
@@ -49,9 +46,9 @@ fn tshark_present() -> bool {
     ok
 }
 
-/// Generates a plugin (built-in tables, or merged with a dissector folder).
-fn generate(name: &str, dissectors: Option<&Path>) -> PathBuf {
-    let p = tmp_dir().join(name);
+/// Generates a plugin (built-in tables, or merged with a dissector folder) in `into`.
+fn generate(into: &Path, name: &str, dissectors: Option<&Path>) -> PathBuf {
+    let p = into.join(name);
     let ps = p.to_str().expect("utf-8 path");
     let mut args = Vec::new();
     let d;
@@ -65,10 +62,17 @@ fn generate(name: &str, dissectors: Option<&Path>) -> PathBuf {
     p
 }
 
-/// The plugin of the built-in tables, generated once per test process.
-fn plugin() -> PathBuf {
-    static P: OnceLock<PathBuf> = OnceLock::new();
-    P.get_or_init(|| generate("msnp.lua", None)).clone()
+/// The plugin of the built-in tables, written into a test's `dir` (generated once per test
+/// process).
+fn plugin(dir: &Path) -> PathBuf {
+    static LUA: OnceLock<String> = OnceLock::new();
+    let lua = LUA.get_or_init(|| {
+        let tmp = Scratch::dir("wireshark-plugin");
+        std::fs::read_to_string(generate(&tmp, "msnp.lua", None)).expect("the plugin")
+    });
+    let p = dir.join("msnp.lua");
+    std::fs::write(&p, lua).expect("write the plugin");
+    p
 }
 
 /// One command: its name, its label (service and negotiated version as the command left
@@ -439,9 +443,10 @@ fn every_capture_gives_msntaps_command_lines() {
     if !tshark_present() {
         return;
     }
+    let scratch = Scratch::dir("wireshark-captures");
     let caps = captures();
     assert!(caps.len() >= 10, "{caps:?}");
-    let plugin = plugin();
+    let plugin = plugin(&scratch);
     let mut problems = Vec::new();
     let mut compared = 0;
     for cap in &caps {
@@ -469,7 +474,8 @@ fn commands_split_into_one_byte_segments_give_the_same_lines() {
     if !tshark_present() {
         return;
     }
-    let plugin = plugin();
+    let scratch = Scratch::dir("wireshark-seg1");
+    let plugin = plugin(&scratch);
     let mut problems = Vec::new();
     for log in [
         "msnp2",
@@ -481,7 +487,7 @@ fn commands_split_into_one_byte_segments_give_the_same_lines() {
         "sb_chat_msnp8",
     ] {
         let src = root().join(format!("captures/logs/{log}.log"));
-        let out = tmp_dir().join(format!("{log}-seg1.pcap"));
+        let out = scratch.join(format!("{log}-seg1.pcap"));
         let o = msntap(&[
             "synth",
             src.to_str().expect("utf-8"),
@@ -555,8 +561,8 @@ fn msg(head: &str, body: &str) -> String {
 /// request on an unwatched port, a connection picked up mid-way, and a notification
 /// server referral whose line also holds an `SB` token (its address is an NS, not a
 /// switchboard: protocol/redirect.rs looks only after the transaction id).
-fn edge_capture() -> PathBuf {
-    let p = tmp_dir().join("edge.pcap");
+fn edge_capture(dir: &Path) -> PathBuf {
+    let p = dir.join("edge.pcap");
     let sb_msg = msg(
         "MSG 2 N",
         "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=UTF-8\r\n\r\nhi there",
@@ -677,8 +683,9 @@ fn corner_cases_are_framed_as_msntap_frames_them() {
     if !tshark_present() {
         return;
     }
-    let plugin = plugin();
-    let cap = edge_capture();
+    let scratch = Scratch::dir("wireshark-corners");
+    let plugin = plugin(&scratch);
+    let cap = edge_capture(&scratch);
     let problems = check_capture(&plugin, &cap, &[]);
     assert!(problems.is_empty(), "{}", problems.join("\n"));
     // What the bytes written above hold, as Wireshark shows it.
@@ -753,9 +760,10 @@ fn user_dissector_tables_reach_the_plugin() {
     if !tshark_present() {
         return;
     }
+    let scratch = Scratch::dir("wireshark-user-dissectors");
     // QQQ becomes a known command with a payload: its 7 bytes are then framed as payload
     // ("CHL 0 1" of the next line), by msntap and by the plugin alike.
-    let dir = tmp_dir().join("user-dissectors");
+    let dir = scratch.join("user-dissectors");
     std::fs::create_dir_all(&dir).expect("dir");
     std::fs::write(
         dir.join("qqq.toml"),
@@ -773,25 +781,25 @@ versions = "2-21"
 "#,
     )
     .expect("write toml");
-    let plugin = generate("msnp-user.lua", Some(&dir));
+    let plugin = generate(&scratch, "msnp-user.lua", Some(&dir));
     let text = std::fs::read_to_string(&plugin).expect("plugin");
     assert!(text.contains("qqq.toml"), "the header names the user file");
     assert!(text.contains("Generated by msntap"));
-    let cap = edge_capture();
+    let cap = edge_capture(&scratch);
     let d = dir.to_str().expect("utf-8");
     let problems = check_capture(&plugin, &cap, &["--dissectors", d]);
     assert!(problems.is_empty(), "{}", problems.join("\n"));
     // And the built-in plugin frames the same capture differently: the check has teeth.
-    let builtin = tshark_lines(&self::plugin(), &cap, &[]);
+    let builtin = tshark_lines(&self::plugin(&scratch), &cap, &[]);
     let reference = msntap_lines(&["--dissectors", d, "read", cap.to_str().expect("utf-8")]);
     assert!(compare("built-in plugin vs user tables", &reference, &builtin).is_err());
 }
 
 /// Frames whose TCP payload has a line starting with `prefix` (read from tshark's
 /// tcp.payload bytes, not from the plugin).
-fn frames_with_line(cap: &Path, prefix: &str) -> Vec<String> {
+fn frames_with_line(plugin: &Path, cap: &Path, prefix: &str) -> Vec<String> {
     let t = tshark(
-        &plugin(),
+        plugin,
         cap,
         &[
             "-Y",
@@ -816,9 +824,9 @@ fn frames_with_line(cap: &Path, prefix: &str) -> Vec<String> {
     v
 }
 
-fn frames(cap: &Path, filter: &str, field: &str) -> Vec<(String, Vec<String>)> {
+fn frames(plugin: &Path, cap: &Path, filter: &str, field: &str) -> Vec<(String, Vec<String>)> {
     let t = tshark(
-        &plugin(),
+        plugin,
         cap,
         &[
             "-Y",
@@ -842,6 +850,8 @@ fn fields_can_be_filtered() {
     if !tshark_present() {
         return;
     }
+    let scratch = Scratch::dir("wireshark-fields");
+    let plugin = plugin(&scratch);
     let cap = root().join("captures/msnp8_twisted_escargot.pcap");
     let reference = msntap_lines(&["read", cap.to_str().expect("utf-8")]);
     let xfr_lines: Vec<&String> = reference
@@ -852,8 +862,8 @@ fn fields_can_be_filtered() {
         .collect();
     assert_eq!(xfr_lines.len(), 2, "the capture's XFR SB request and reply");
     // msnp.cmd: exactly the frames that carry an XFR line.
-    let got = frames(&cap, "msnp.cmd == \"XFR\"", "msnp.cmd");
-    let want = frames_with_line(&cap, "XFR ");
+    let got = frames(&plugin, &cap, "msnp.cmd == \"XFR\"", "msnp.cmd");
+    let want = frames_with_line(&plugin, &cap, "XFR ");
     assert_eq!(got.iter().map(|(f, _)| f.clone()).collect::<Vec<_>>(), want);
     // A form's field: the switchboard address of the reply, typed and filterable.
     let reply = xfr_lines
@@ -863,6 +873,7 @@ fn fields_can_be_filtered() {
     let address = reply.split(' ').nth(3).expect("address token");
     assert_eq!(address, "127.0.0.1:1864");
     let got = frames(
+        &plugin,
         &cap,
         &format!("msnp.xfr.address == \"{address}\""),
         "msnp.xfr.address",
@@ -873,18 +884,23 @@ fn fields_can_be_filtered() {
     // Numbers are numbers: the reply's transaction id compares as one.
     let trid = reply.split(' ').nth(1).expect("trid");
     let got = frames(
+        &plugin,
         &cap,
         &format!("msnp.xfr.trid == {trid} && msnp.xfr.trid > 1"),
         "msnp.cmd",
     );
     assert_eq!(got.len(), 2, "request and reply share the trid: {got:?}");
     // The port of every address argument: XFR SB and RNG, as the raw bytes say.
-    let got = frames(&cap, "msnp.server.port == 1864", "msnp.cmd");
-    let mut want: Vec<String> = frames_with_line(&cap, "RNG ");
-    want.extend(frames_with_line(&cap, "XFR ").into_iter().filter(|f| {
-        got.iter()
-            .any(|(g, c)| g == f && c.iter().any(|c| c == "XFR"))
-    }));
+    let got = frames(&plugin, &cap, "msnp.server.port == 1864", "msnp.cmd");
+    let mut want: Vec<String> = frames_with_line(&plugin, &cap, "RNG ");
+    want.extend(
+        frames_with_line(&plugin, &cap, "XFR ")
+            .into_iter()
+            .filter(|f| {
+                got.iter()
+                    .any(|(g, c)| g == f && c.iter().any(|c| c == "XFR"))
+            }),
+    );
     want.sort_by_key(|f| f.parse::<u64>().unwrap_or(0));
     assert_eq!(got.iter().map(|(f, _)| f.clone()).collect::<Vec<_>>(), want);
     assert_eq!(got.len(), 2, "XFR reply and RNG: {got:?}");
@@ -895,6 +911,7 @@ fn gateway_bodies_are_decoded() {
     if !tshark_present() {
         return;
     }
+    let scratch = Scratch::dir("wireshark-gateway");
     let http = |method_line: &str, body: &str| {
         format!(
             "{method_line}\r\nHost: 10.2.0.5\r\nContent-Type: application/x-msn-messenger\r\nContent-Length: {}\r\n\r\n{body}",
@@ -907,7 +924,7 @@ fn gateway_bodies_are_decoded() {
             body.len()
         )
     };
-    let cap = tmp_dir().join("gateway.pcap");
+    let cap = scratch.join("gateway.pcap");
     write_pcap(
         &cap,
         vec![(
@@ -930,7 +947,7 @@ fn gateway_bodies_are_decoded() {
         )],
     );
     let t = tshark(
-        &plugin(),
+        &plugin(&scratch),
         &cap,
         &[
             "-Y",
@@ -999,8 +1016,8 @@ why = "test: a made-up command naming the dialect"
 "#;
 
 /// Two connections whose labels and framing only the rules of [`USER_RULES`] decide.
-fn rules_capture() -> PathBuf {
-    let p = tmp_dir().join("rules.pcap");
+fn rules_capture(dir: &Path) -> PathBuf {
+    let p = dir.join("rules.pcap");
     write_pcap(
         &p,
         vec![
@@ -1055,18 +1072,19 @@ fn user_dialect_rules_change_the_plugins_labels_as_they_change_msntaps() {
     if !tshark_present() {
         return;
     }
-    let dir = tmp_dir().join("user-rules");
+    let scratch = Scratch::dir("wireshark-user-rules");
+    let dir = scratch.join("user-rules");
     std::fs::create_dir_all(&dir).expect("dir");
     std::fs::write(dir.join("rules.toml"), USER_RULES).expect("write rules");
     let d = dir.to_str().expect("utf-8");
-    let cap = rules_capture();
+    let cap = rules_capture(&scratch);
     let c = cap.to_str().expect("utf-8");
-    let user_plugin = generate("msnp-rules.lua", Some(&dir));
+    let user_plugin = generate(&scratch, "msnp-rules.lua", Some(&dir));
     let text = std::fs::read_to_string(&user_plugin).expect("plugin");
     assert!(text.contains("test: a made-up command naming the dialect"));
     // Each plugin labels (and frames) every command as msntap read does with the same
     // tables: the built-in ones, and with the user's rules.
-    let mut problems = check_capture(&plugin(), &cap, &[]);
+    let mut problems = check_capture(&plugin(&scratch), &cap, &[]);
     problems.extend(check_capture(&user_plugin, &cap, &["--dissectors", d]));
     assert!(problems.is_empty(), "{}", problems.join("\n"));
     // What the rules changed, as msntap says it (connections in capture order).
@@ -1141,6 +1159,7 @@ fn stream_ends_and_dialect_numbers_as_the_session_does() {
     if luas.is_empty() {
         return;
     }
+    let scratch = Scratch::dir("wireshark-stream-ends");
     let tables = std::sync::Arc::new(msntap::Tables::builtin().expect("tables"));
     let mut reference = Vec::new();
     let mut input = String::new();
@@ -1185,10 +1204,10 @@ fn stream_ends_and_dialect_numbers_as_the_session_does() {
     }
     assert!(all.iter().any(|(_, l, _)| l == "NS/MSNP11"), "{all:?}");
     assert!(!all.iter().any(|(_, l, _)| l.contains("MSNP25")), "{all:?}");
-    let input_path = tmp_dir().join("lua-made-up.txt");
+    let input_path = scratch.join("lua-made-up.txt");
     std::fs::write(&input_path, input).expect("write");
     let harness = root().join("tests/wireshark/frame.lua");
-    let plugin = plugin();
+    let plugin = plugin(&scratch);
     let mut problems = Vec::new();
     for lua in &luas {
         let got = lua_lines(lua, &harness, &plugin, &input_path);
@@ -1284,7 +1303,8 @@ fn the_plugin_runs_the_same_on_lua_5_2_to_5_4() {
     if luas.is_empty() {
         return;
     }
-    let plugin = plugin();
+    let scratch = Scratch::dir("wireshark-lua-logs");
+    let plugin = plugin(&scratch);
     let tables = msntap::Tables::builtin().expect("tables");
     let mut problems = Vec::new();
     let mut logs: Vec<PathBuf> = std::fs::read_dir(root().join("captures/logs"))
@@ -1310,7 +1330,7 @@ fn the_plugin_runs_the_same_on_lua_5_2_to_5_4() {
                     }
                 }
             }
-            let input_path = tmp_dir().join(format!("lua-input-{piece}.txt"));
+            let input_path = scratch.join(format!("lua-input-{piece}.txt"));
             std::fs::write(&input_path, input).expect("write");
             let harness = root().join("tests/wireshark").join(harness);
             for lua in &luas {
@@ -1334,8 +1354,9 @@ fn extra_ports_preference_and_heuristic_switch() {
     if !tshark_present() {
         return;
     }
-    let plugin = plugin();
-    let cap = edge_capture();
+    let scratch = Scratch::dir("wireshark-ports");
+    let plugin = plugin(&scratch);
+    let cap = edge_capture(&scratch);
     let lines_on = |args: &[&str]| -> usize {
         let mut a: Vec<&str> = vec!["-Y", "tcp.port == 7777 && msnp"];
         a.extend(LINE_FIELDS);
@@ -1425,6 +1446,7 @@ fn tshark_text(s: &str) -> String {
 /// plugin's (tshark), plus msntap's problems and the plugin's P2P expert infos.
 #[allow(clippy::type_complexity)]
 fn p2p_fields(
+    plugin: &Path,
     cap: &Path,
 ) -> (
     BTreeMap<String, Vec<String>>,
@@ -1469,7 +1491,7 @@ fn p2p_fields(
         args.extend(["-e", f]);
     }
     args.extend(["-e", "msnp.p2p.slp", "-e", "_ws.expert.message"]);
-    let t = tshark(&plugin(), cap, &args);
+    let t = tshark(plugin, cap, &args);
     let mut theirs: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut experts = Vec::new();
     for p in &t.packets {
@@ -1488,8 +1510,8 @@ fn p2p_fields(
 
 /// Compares the plugin's P2P fields with msntap's (but `skip`); returns how many chunks
 /// were compared.
-fn check_p2p(cap: &Path, skip: &[&str]) -> usize {
-    let (mut ours, mut theirs, problems, experts) = p2p_fields(cap);
+fn check_p2p(plugin: &Path, cap: &Path, skip: &[&str]) -> usize {
+    let (mut ours, mut theirs, problems, experts) = p2p_fields(plugin, cap);
     for k in skip {
         ours.remove(*k);
         theirs.remove(*k);
@@ -1537,17 +1559,21 @@ fn p2p_v1_headers_of_a_real_session_are_msntaps() {
     if !tshark_present() {
         return;
     }
+    let scratch = Scratch::dir("wireshark-p2p-v1");
+    let plugin = plugin(&scratch);
     let cap = root().join("captures/msnp11_msnp11-sdk_escargot.pcap");
-    let n = check_p2p(&cap, &[]);
+    let n = check_p2p(&plugin, &cap, &[]);
     assert!(n >= 10, "{n} chunks");
     // The filterable fields name what the bytes say: the INVITE and its ACK.
     let got = frames(
+        &plugin,
         &cap,
         "msnp.p2p.kind == \"ack\" && msnp.p2p.flags.ack",
         "msnp.p2p.acked_identifier",
     );
     assert!(!got.is_empty());
     let invite = frames(
+        &plugin,
         &cap,
         "msnp.p2p.slp contains \"INVITE\"",
         "msnp.p2p.identifier",
@@ -1615,8 +1641,8 @@ fn p2p_sb_chunks() -> Vec<(Dir, Vec<u8>)> {
 }
 
 /// [`p2p_sb_chunks`] on an MSNP18 switchboard learned from its XFR.
-fn p2p_v2_capture() -> PathBuf {
-    let p = tmp_dir().join("p2p-v2.pcap");
+fn p2p_v2_capture(dir: &Path) -> PathBuf {
+    let p = dir.join("p2p-v2.pcap");
     write_pcap(
         &p,
         vec![
@@ -1649,12 +1675,14 @@ fn p2p_v2_headers_are_msntaps() {
     if !tshark_present() {
         return;
     }
-    let cap = p2p_v2_capture();
-    let problems = check_capture(&plugin(), &cap, &[]);
+    let scratch = Scratch::dir("wireshark-p2p-v2");
+    let plugin = plugin(&scratch);
+    let cap = p2p_v2_capture(&scratch);
+    let problems = check_capture(&plugin, &cap, &[]);
     assert!(problems.is_empty(), "{}", problems.join("\n"));
-    let n = check_p2p(&cap, &[]);
+    let n = check_p2p(&plugin, &cap, &[]);
     assert_eq!(n, 8);
-    let (ours, _, problems, _) = p2p_fields(&cap);
+    let (ours, _, problems, _) = p2p_fields(&plugin, &cap);
     // The chunks do take the corners they were built for (msntap's word for it).
     let kinds = &ours["kind"];
     for k in ["slp", "ack", "nak", "syn", "data"] {
@@ -1679,7 +1707,8 @@ fn p2p_decoding_runs_on_lua_5_2_to_5_4() {
     if luas.is_empty() {
         return;
     }
-    let cap = p2p_v2_capture();
+    let scratch = Scratch::dir("wireshark-lua-p2p");
+    let cap = p2p_v2_capture(&scratch);
     let reference = msntap_lines(&["read", cap.to_str().expect("utf-8")]);
     let sb = reference
         .iter()
@@ -1708,10 +1737,10 @@ fn p2p_decoding_runs_on_lua_5_2_to_5_4() {
             }
         }
     }
-    let input_path = tmp_dir().join("lua-p2p.txt");
+    let input_path = scratch.join("lua-p2p.txt");
     std::fs::write(&input_path, input).expect("write");
     let harness = root().join("tests/wireshark/mock.lua");
-    let plugin = plugin();
+    let plugin = plugin(&scratch);
     let strip = |l: &Lines| -> Vec<Vec<(String, String)>> {
         l.iter()
             .map(|d| d.iter().map(|(c, _, x)| (c.clone(), x.clone())).collect())
@@ -1838,8 +1867,10 @@ fn random_p2p_bodies_are_decoded_as_msntap_decodes_them() {
     if !tshark_present() {
         return;
     }
+    let scratch = Scratch::dir("wireshark-p2p-random");
+    let plugin = plugin(&scratch);
     let bodies = random_p2p_bodies(RANDOM_BODIES);
-    let p = tmp_dir().join("p2p-random.pcap");
+    let p = scratch.join("p2p-random.pcap");
     let mut flows = Vec::new();
     for (k, (v, port)) in [(18u8, 1999u16), (11, 1998)].into_iter().enumerate() {
         let chunks = random_sb_chunks(&bodies, k);
@@ -1863,12 +1894,12 @@ fn random_p2p_bodies_are_decoded_as_msntap_decodes_them() {
             .map(|(a, b, ch)| (a.as_str(), b.as_str(), true, 1460, ch.clone()))
             .collect(),
     );
-    let problems = check_capture(&plugin(), &p, &[]);
+    let problems = check_capture(&plugin, &p, &[]);
     assert!(problems.is_empty(), "{}", problems.join("\n"));
     // The start line of a random SLP body is msntap's only when its SLP parses: not compared.
-    let n = check_p2p(&p, &["slp"]);
+    let n = check_p2p(&plugin, &p, &["slp"]);
     assert_eq!(n, bodies.len());
-    let (ours, _, problems, _) = p2p_fields(&p);
+    let (ours, _, problems, _) = p2p_fields(&plugin, &p);
     assert!(problems.len() > 20, "{} problems", problems.len());
     for h in ["v1", "v2"] {
         assert!(

@@ -7,6 +7,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+#[path = "../scratch_support/mod.rs"]
+mod scratch_support;
+pub use scratch_support::Scratch;
+
 /// What a run printed and how it ended.
 pub struct Run {
     pub code: i32,
@@ -22,12 +26,10 @@ pub fn exe() -> &'static str {
     env!("CARGO_BIN_EXE_msntap")
 }
 
-/// A scratch directory unique to this test process and `name`, created empty.
-pub fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("msntap-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).expect("scratch dir");
-    d
+/// A scratch directory unique to this test process and `name`, created empty, removed
+/// when the guard drops unless the test failed.
+pub fn scratch(name: &str) -> Scratch {
+    Scratch::dir(name)
 }
 
 pub fn cmd(args: &[&str]) -> Command {

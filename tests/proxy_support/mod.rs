@@ -5,7 +5,11 @@
 
 #[cfg(unix)]
 pub mod binary;
+#[path = "../scratch_support/mod.rs"]
+mod scratch_support;
+pub use scratch_support::Scratch;
 
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -20,6 +24,15 @@ use tokio::task::JoinHandle;
 pub const STEP: Duration = Duration::from_secs(10);
 
 pub type Owned = Event<'static>;
+
+/// A test's scratch directory and the path of the proxy's JSON Lines in it. Made before the
+/// test's timeout starts (and before the proxy), so that it outlives the proxy and a test
+/// that runs out of time keeps its files.
+pub fn json_scratch(name: &str) -> (Scratch, PathBuf) {
+    let dir = Scratch::dir(name);
+    let json = dir.join("events.jsonl");
+    (dir, json)
+}
 
 pub struct Running {
     pub addr: std::net::SocketAddr,
