@@ -66,6 +66,10 @@ fn run(args: &[&str], stdin: Option<&Path>) -> (f64, Option<u64>, String) {
 }
 
 fn main() {
+    // `cargo test --benches` runs benches with --test: do nothing then.
+    if std::env::args().any(|a| a == "--test" || a == "--list") {
+        return;
+    }
     let mb: u64 = std::env::var("MSNTAP_BENCH_LOG_MB")
         .ok()
         .and_then(|v| v.parse().ok())
