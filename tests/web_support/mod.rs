@@ -46,12 +46,17 @@ pub struct Proc {
 
 impl Drop for Proc {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
     }
 }
 
 impl Proc {
+    /// Kills the process and waits for it (again: a no-op).
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     pub fn spawn(cmd: &mut Command) -> Proc {
         let mut child = cmd
             .stdin(Stdio::null())
@@ -185,7 +190,7 @@ fn http(
 
 /// A chromedriver process and one headless chromium session.
 pub struct Browser {
-    _driver: Proc,
+    driver: Proc,
     port: u16,
     session: String,
     _profile: PathBuf,
@@ -199,6 +204,9 @@ impl Drop for Browser {
             &format!("/session/{}", self.session),
             None,
         );
+        // chromedriver (and any browser it still runs) must be gone before its profile is:
+        // the fields would only be dropped after this.
+        self.driver.stop();
         let _ = std::fs::remove_dir_all(&self._profile);
     }
 }
@@ -243,7 +251,7 @@ impl Browser {
             .expect("session id")
             .to_string();
         Browser {
-            _driver: drv,
+            driver: drv,
             port,
             session,
             _profile: profile,
