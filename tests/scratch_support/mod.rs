@@ -1,7 +1,7 @@
 //! A test's own path under the system temporary directory: removed when the test is done
 //! with it, kept (and named on stderr) when the test fails, so a failure leaves its evidence.
-//! Shared by the test support modules and the tests that use none of them; it touches
-//! nothing but its one path.
+//! Shared by the test support modules, the tests that use none of them and the benchmarks'
+//! inputs (benches/inputs); it touches nothing but its one path.
 
 #![allow(dead_code)]
 
@@ -31,6 +31,11 @@ impl Scratch {
             .unwrap_or_else(|e| panic!("scratch directory {}: {e}", s.0.display()));
         s
     }
+
+    /// Gives the path up: it is no longer removed, and the guard is empty from now on.
+    pub fn keep(&mut self) -> PathBuf {
+        std::mem::take(&mut self.0)
+    }
 }
 
 impl Deref for Scratch {
@@ -54,10 +59,13 @@ impl AsRef<OsStr> for Scratch {
 
 impl Drop for Scratch {
     fn drop(&mut self) {
+        if self.0.as_os_str().is_empty() {
+            return;
+        }
         if std::thread::panicking() {
             // The failure's evidence: the panic message may not say where it is.
             if self.0.exists() {
-                eprintln!("kept {} (the test failed)", self.0.display());
+                eprintln!("kept {} (the run failed)", self.0.display());
             }
         } else {
             remove(&self.0);
