@@ -5,7 +5,7 @@
 use bytes::Bytes;
 use msntap::event::{EventKind, Service};
 use msntap::protocol::{Dialect, SessionHint};
-use msntap::proxy::forward::{Budget, Ctx, DialectNames, Direction, Entry, Router};
+use msntap::proxy::forward::{Budget, Ctx, Direction, Entry, Router};
 use msntap::wire::Limits;
 use msntap::{Dir, Tables, Ts};
 
@@ -27,7 +27,6 @@ impl Router for To {
 /// returns the bytes forwarded and the redirect events.
 fn forward(stream: &[u8]) -> (Vec<u8>, Vec<msntap::event::Redirect<'static>>) {
     let tables = tables();
-    let names = DialectNames::new(tables);
     let mut dialect = Dialect::new(SessionHint::default());
     let mut router = To("127.0.0.1:40000");
     let budget = Budget::new(1 << 20);
@@ -37,7 +36,6 @@ fn forward(stream: &[u8]) -> (Vec<u8>, Vec<msntap::event::Redirect<'static>>) {
     for (chunk, eof) in [(stream, false), (&b""[..], true)] {
         let mut ctx = Ctx {
             tables,
-            names: &names,
             dialect: &mut dialect,
             router: &mut router,
             budget: &budget,

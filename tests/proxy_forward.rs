@@ -7,9 +7,7 @@
 use bytes::Bytes;
 use msntap::event::Service;
 use msntap::protocol::{Dialect, SessionHint};
-use msntap::proxy::forward::{
-    Budget, Ctx, DialectNames, Direction, Entry, Router, MAX_ENTRIES, MAX_HOLD,
-};
+use msntap::proxy::forward::{Budget, Ctx, Direction, Entry, Router, MAX_ENTRIES, MAX_HOLD};
 use msntap::wire::Limits;
 use msntap::{Dir, Tables, Ts};
 use proptest::prelude::*;
@@ -49,7 +47,6 @@ fn run(dir: Dir, chunks: &[&[u8]]) -> Run {
     let mut dialect = Dialect::new(SessionHint::default());
     let mut router = Fixed::default();
     let budget = Budget::new(32 << 20);
-    let names = DialectNames::new(tables);
     let mut d = Direction::new(dir, Limits::default());
     let mut r = Run {
         out: Vec::new(),
@@ -63,7 +60,6 @@ fn run(dir: Dir, chunks: &[&[u8]]) -> Run {
     for (i, c) in chunks.iter().chain(std::iter::once(&&b""[..])).enumerate() {
         let mut ctx = Ctx {
             tables,
-            names: &names,
             dialect: &mut dialect,
             router: &mut router,
             budget: &budget,

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use msntap::event::{EventKind, Service};
 use msntap::protocol::{Dialect, SessionHint};
-use msntap::proxy::forward::{Budget, Ctx, DialectNames, Direction, Entry, Router, MAX_HOLD};
+use msntap::proxy::forward::{Budget, Ctx, Direction, Entry, Router, MAX_HOLD};
 use msntap::wire::Limits;
 use msntap::{Dir, Ts};
 use msntap_fuzz::{check_event, records, tables, Op};
@@ -57,7 +57,6 @@ fuzz_target!(|data: &[u8]| {
     };
     let budget = Budget::new(if sel & 8 != 0 { 1024 } else { 32 << 20 });
     let tables = tables();
-    let names = DialectNames::new(&tables);
     let mut dialect = Dialect::new(SessionHint::default());
     let mut router = Map {
         on: sel & 1 != 0,
@@ -82,7 +81,6 @@ fuzz_target!(|data: &[u8]| {
         input.extend_from_slice(chunk);
         let mut ctx = Ctx {
             tables: &tables,
-            names: &names,
             dialect: &mut dialect,
             router: &mut router,
             budget: &budget,

@@ -197,50 +197,9 @@ pub trait Router {
     ) -> Result<String, String>;
 }
 
-/// The command names any dialect rule of the tables names: only their lines can change a
-/// connection's dialect, so the others skip `Dialect::update` (which tries every rule).
-#[derive(Debug, Clone)]
-pub struct DialectNames {
-    /// One bit per three-letter upper-case name.
-    bits: Vec<u64>,
-    /// Some rule names something else: every line is tried.
-    all: bool,
-}
-
-fn slot(name: &[u8]) -> Option<usize> {
-    match name {
-        [a, b, c] if name.iter().all(u8::is_ascii_uppercase) => {
-            Some((usize::from(a - b'A') * 26 + usize::from(b - b'A')) * 26 + usize::from(c - b'A'))
-        }
-        _ => None,
-    }
-}
-
-impl DialectNames {
-    pub fn new(tables: &Tables) -> DialectNames {
-        let mut d = DialectNames {
-            bits: vec![0; 26 * 26 * 26 / 64 + 1],
-            all: false,
-        };
-        for r in &tables.rules {
-            for c in &r.cmd {
-                match slot(c.as_bytes()) {
-                    Some(i) => d.bits[i / 64] |= 1 << (i % 64),
-                    None => d.all = true,
-                }
-            }
-        }
-        d
-    }
-    fn may_change(&self, name: &[u8]) -> bool {
-        self.all || slot(name).is_none_or(|i| self.bits[i / 64] & (1 << (i % 64)) != 0)
-    }
-}
-
 /// What a push needs besides the direction's own state.
 pub struct Ctx<'a> {
     pub tables: &'a Tables,
-    pub names: &'a DialectNames,
     pub dialect: &'a mut Dialect,
     pub router: &'a mut dyn Router,
     pub budget: &'a Budget,
@@ -587,14 +546,12 @@ impl Direction {
                     let bytes = &work[pos..pos + f.len];
                     let decode_version = ctx.dialect.version;
                     let name = f.name(bytes);
-                    if ctx.names.may_change(name) {
-                        ctx.dialect.update(
-                            ctx.tables,
-                            self.dir,
-                            name,
-                            &Args::of_line(f.line(bytes), &f.toks),
-                        );
-                    }
+                    ctx.dialect.update(
+                        ctx.tables,
+                        self.dir,
+                        name,
+                        &Args::of_line(f.line(bytes), &f.toks),
+                    );
                     self.commands += 1;
                     let p = f.payload;
                     let flags = p.map_or(0, |p| {

@@ -30,7 +30,7 @@ use crate::wire::Limits;
 
 pub use backlog::BacklogStats;
 pub use events::{Delivered, Events};
-pub use forward::{Budget, DialectNames};
+pub use forward::Budget;
 
 /// How the proxy runs. `Config::default()` holds the documented defaults.
 #[derive(Debug, Clone)]
@@ -188,7 +188,6 @@ pub(crate) struct Shared {
     pub tables: Arc<Tables>,
     pub backlog: Arc<backlog::Backlog>,
     pub budget: Budget,
-    pub names: DialectNames,
     pub(crate) pool: Arc<pool::Pool>,
     pub shutdown: watch::Receiver<bool>,
     /// The `--pcap` recorder.
@@ -445,7 +444,6 @@ impl Proxy {
         let (shutdown_tx, shutdown) = watch::channel(false);
         let shared = Arc::new(Shared {
             budget: Budget::new(cfg.framing_budget),
-            names: DialectNames::new(&tables),
             pool,
             cfg: Config {
                 listen,

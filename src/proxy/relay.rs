@@ -542,7 +542,6 @@ fn step(
     };
     let mut ctx = Ctx {
         tables: &c.shared.tables,
-        names: &c.shared.names,
         dialect: &mut dialect,
         router: &mut router,
         budget: &c.shared.budget,
