@@ -272,8 +272,17 @@ fn usr_annotation(
     st: &mut ConnAuth,
     passwords: &[String],
 ) -> Option<Auth<'static>> {
-    let scheme = c.arg(1)?;
-    let stage = c.arg(2).unwrap_or("");
+    // One pass over the line: most USR lines (every switchboard login) stop at the stage,
+    // and asking `c.arg(i)` for each would tokenize the line again from its start.
+    let mut args = c.args();
+    let _trid = args.next();
+    let scheme = args.next()?;
+    let stage = args.next();
+    let arg = |i: usize| match i {
+        2 => stage,
+        _ => i.checked_sub(3).and_then(|k| args.clone().nth(k)),
+    };
+    let stage = stage.unwrap_or("");
     let auth = |scheme: &str, stage: &'static str| Auth {
         scheme: Some(Cow::Owned(scheme.to_string())),
         stage: Cow::Borrowed(stage),
@@ -281,11 +290,11 @@ fn usr_annotation(
     };
     match (dir, scheme, stage) {
         (Dir::S2c, "MD5", "S") => {
-            st.salt = c.arg(3).map(str::to_string);
+            st.salt = arg(3).map(str::to_string);
             Some(auth("MD5", "salt"))
         }
         (Dir::C2s, "MD5", "S") => {
-            let hash = c.arg(3).unwrap_or("").to_ascii_lowercase();
+            let hash = arg(3).unwrap_or("").to_ascii_lowercase();
             let mut v = auth("MD5", "response");
             v.salt_seen = Some(st.salt.is_some());
             v.password = Some(match (&st.salt, passwords.is_empty()) {
@@ -321,31 +330,31 @@ fn usr_annotation(
         }
         (_, "MD5" | "TWN" | "SSO" | "CTP" | "SHA", "I") => {
             let mut v = auth(scheme, "initial");
-            v.handle = owned(c.arg(3));
+            v.handle = owned(arg(3));
             Some(v)
         }
         (Dir::S2c, "TWN", "S") => {
             let mut v = auth("TWN", "passport challenge");
-            v.params = Some(passport_params(c.arg(3).unwrap_or("")).into_owned());
+            v.params = Some(passport_params(arg(3).unwrap_or("")).into_owned());
             Some(v)
         }
         (Dir::C2s, "TWN", "S") => {
-            let p = passport_params(c.arg(3).unwrap_or(""));
+            let p = passport_params(arg(3).unwrap_or(""));
             let mut v = auth("TWN", "ticket");
             v.tickets = Some(p.iter().map(|(k, _)| Cow::Owned(k.to_string())).collect());
             Some(v)
         }
         (Dir::S2c, "SSO", "S") => {
             let mut v = auth("SSO", "nonce");
-            v.policy = owned(c.arg(3));
-            st.nonce = c.arg(4).map(str::to_string);
+            v.policy = owned(arg(3));
+            st.nonce = arg(4).map(str::to_string);
             Some(v)
         }
         (Dir::C2s, "SSO", "S") => {
             let mut v = auth("SSO", "ticket and response");
-            v.ticket_present = Some(c.arg(3).is_some());
-            v.machine_guid = owned(c.arg(5));
-            v.response = c.arg(4).and_then(unb64).map(|b| sso_response(&b));
+            v.ticket_present = Some(arg(3).is_some());
+            v.machine_guid = owned(arg(5));
+            v.response = arg(4).and_then(unb64).map(|b| sso_response(&b));
             Some(v)
         }
         (Dir::C2s, "CTP", "S") => {
@@ -356,7 +365,7 @@ fn usr_annotation(
         (Dir::C2s, "SHA", "A") => Some(auth("SHA", "signed ticket")),
         (Dir::S2c, "OK", _) => Some(Auth {
             stage: Cow::Borrowed("success"),
-            handle: owned(c.arg(2)),
+            handle: owned(arg(2)),
             ..Auth::default()
         }),
         _ => None,

@@ -501,7 +501,7 @@ impl Command<'_> {
 
 impl<'a> Command<'a> {
     /// The tokens after the command name.
-    pub fn args(&self) -> impl Iterator<Item = &str> {
+    pub fn args(&self) -> impl Iterator<Item = &str> + Clone {
         crate::wire::tokens(&self.line).skip(1)
     }
     pub fn arg(&self, i: usize) -> Option<&str> {
