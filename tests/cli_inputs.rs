@@ -271,3 +271,88 @@ fn markdown_pages_and_log_lines_kept_as_written() {
         "{iln}"
     );
 }
+
+/// `x.gz` as the gzip tool writes it by default (the original name in the header).
+fn gzipped(bytes: &[u8], name: &str) -> Vec<u8> {
+    use std::io::Write;
+    let mut z = flate2::GzBuilder::new()
+        .filename(name)
+        .write(Vec::new(), flate2::Compression::default());
+    z.write_all(bytes).expect("compress");
+    z.finish().expect("compress")
+}
+
+#[test]
+fn gzip_compressed_inputs_read_as_the_files_inside() {
+    let d = scratch("inputs-gzip");
+    let pcap = std::fs::read(root().join(TWISTED)).expect("fixture");
+    let gz = d.join("twisted.pcap.gz");
+    write(&gz, &gzipped(&pcap, "twisted.pcap"));
+    let gz = gz.to_str().unwrap();
+    let plain = msntap(&["read", TWISTED, "--json", "-"]);
+    assert_eq!(plain.code, 0, "{}", plain.stderr);
+    // The same events, from the file and from a pipe; the summary counts the same packets.
+    for r in [
+        msntap(&["read", gz, "--json", "-"]),
+        msntap_stdin(&["read", "-", "--json", "-"], &gzipped(&pcap, "-")),
+    ] {
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        assert_eq!(r.stdout, plain.stdout);
+        assert_eq!(r.stderr, plain.stderr);
+    }
+    // A session log inside gzip reads as the log does.
+    let log = std::fs::read(root().join("captures/logs/msnp8.log")).expect("fixture");
+    let lgz = d.join("msnp8.log.gz");
+    write(&lgz, &gzipped(&log, "msnp8.log"));
+    let r = msntap(&["read", lgz.to_str().unwrap(), "--json", "-"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        r.stdout,
+        msntap(&["read", "captures/logs/msnp8.log", "--json", "-"]).stdout
+    );
+    // annotate copies the records inside: the same pcapng as from the plain capture.
+    let (a, b) = (d.join("a.pcapng"), d.join("b.pcapng"));
+    for (input, out) in [(TWISTED, &a), (gz, &b)] {
+        let r = msntap(&["annotate", "-o", out.to_str().unwrap(), input]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+    }
+    assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
+}
+
+#[test]
+fn a_cut_or_doubled_gzip_file_says_so_and_keeps_what_came_before() {
+    let d = scratch("inputs-gzip-bad");
+    let pcap = std::fs::read(root().join(TWISTED)).expect("fixture");
+    let whole = gzipped(&pcap, "twisted.pcap");
+    let cut = d.join("cut.pcap.gz");
+    write(&cut, &whole[..whole.len() / 2]);
+    let r = msntap(&["read", cut.to_str().unwrap(), "--json", "-"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("cut.pcap.gz (gunzipped): ") && r.stderr.contains("deflate"),
+        "{}",
+        r.stderr
+    );
+    // What was decoded before the cut is there, as the whole file has it.
+    let all = commands(&msntap(&["read", TWISTED, "--json", "-"]).stdout);
+    let got = commands(&r.stdout);
+    assert!(got.len() > 10 && got.len() < all.len(), "{}", got.len());
+    let mut rest = all.iter();
+    for c in &got {
+        assert!(
+            rest.any(|a| a == c),
+            "{c} is not in the full capture's order"
+        );
+    }
+    // gzip inside gzip: one level is taken off, the second is named.
+    let twice = d.join("twice.gz");
+    write(&twice, &gzipped(&whole, "twisted.pcap.gz"));
+    let r = msntap(&["read", twice.to_str().unwrap()]);
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.contains("twice.gz (gunzipped): not a capture")
+            && r.stderr.contains("gzip-compressed data"),
+        "{}",
+        r.stderr
+    );
+}

@@ -162,9 +162,16 @@ fn main() {
     // Captures: the source target gets the files, the others the TCP streams in them.
     let mut caps = Vec::new();
     files(&captures, &["pcap", "pcapng"], &mut caps);
-    for p in &caps {
+    for (i, p) in caps.iter().enumerate() {
         let bytes = fs::read(p).expect("capture");
         s.put("source", &bytes);
+        if i == 0 {
+            // One compressed copy, so that the gzip input path starts from a real stream.
+            use std::io::Write;
+            let mut z = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            z.write_all(&bytes).expect("compress");
+            s.put("source", &z.finish().expect("compress"));
+        }
         let mut flows: BTreeMap<u64, Vec<(Dir, Vec<u8>)>> = BTreeMap::new();
         let name = p.display().to_string();
         let _ = capture::track(

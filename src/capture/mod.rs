@@ -128,12 +128,57 @@ pub fn read_path_with_progress(
     sink: &mut decode::Sink<'_>,
     progress: &mut dyn FnMut(u64),
 ) -> Result<ReadStats, CaptureError> {
+    let (name, f) = open_file(path)?;
+    read_from(&name, f, tables, opts, sink, progress)
+}
+
+/// Whether the first bytes are a gzip member's (RFC 1952: 1f 8b, then deflate's method 8).
+pub fn is_gzip(head: &[u8]) -> bool {
+    head.starts_with(&[0x1f, 0x8b, 0x08])
+}
+
+/// Bytes looked at before a reader is handed on: pcap-parser takes its file header from
+/// one read, so the first read must hold it whole.
+pub const HEAD: usize = 512;
+
+/// The bytes of one input whose first `head` bytes were read (up to [`HEAD`] of them):
+/// through a streaming gzip decompressor when they start a gzip member (captures and logs
+/// are often kept as `.pcap.gz`). Returns whether it was gzip, the first bytes of what is
+/// to be read (again up to [`HEAD`]) and the rest.
+pub fn decompressed<'a>(
+    head: Vec<u8>,
+    rest: impl Read + 'a,
+) -> io::Result<(bool, Vec<u8>, Box<dyn Read + 'a>)> {
+    if !is_gzip(&head) {
+        return Ok((false, head, Box::new(rest)));
+    }
+    let mut inner = flate2::read::MultiGzDecoder::new(io::Cursor::new(head).chain(rest));
+    let mut first = Vec::with_capacity(HEAD);
+    (&mut inner).take(HEAD as u64).read_to_end(&mut first)?;
+    Ok((true, first, Box::new(inner)))
+}
+
+/// Opens a capture file for the path entry points, decompressed when it is gzip.
+fn open_file(path: &Path) -> Result<(String, Box<dyn Read>), CaptureError> {
     let name = path.display().to_string();
-    let f = File::open(path).map_err(|source| CaptureError::Io {
+    let io_err = |source| CaptureError::Io {
         path: name.clone(),
         source,
-    })?;
-    read_from(&name, f, tables, opts, sink, progress)
+    };
+    let mut f = File::open(path).map_err(io_err)?;
+    let mut head = Vec::with_capacity(HEAD);
+    (&mut f)
+        .take(HEAD as u64)
+        .read_to_end(&mut head)
+        .map_err(io_err)?;
+    let (gz, head, rest) = decompressed(head, f).map_err(io_err)?;
+    // Offsets in later messages count decompressed bytes: the name says so.
+    let name = if gz {
+        format!("{name} (gunzipped)")
+    } else {
+        name
+    };
+    Ok((name, Box::new(io::Cursor::new(head).chain(rest))))
 }
 
 /// Reads a capture from any byte source; `name` is used in error messages.
@@ -172,11 +217,7 @@ pub fn read_with_packets(
     opts: &ReadOptions,
     on_record: &mut dyn FnMut(Record<'_>, &[Event<'static>]) -> io::Result<()>,
 ) -> Result<ReadStats, CaptureError> {
-    let name = path.display().to_string();
-    let f = File::open(path).map_err(|source| CaptureError::Io {
-        path: name.clone(),
-        source,
-    })?;
+    let (name, f) = open_file(path)?;
     read_records_from(&name, f, tables, opts, on_record)
 }
 
@@ -401,6 +442,20 @@ fn frames_core<R: Read>(
         offset,
         message,
     };
+    let failed = std::rc::Rc::new(RefCell::new(None));
+    let input = KeepErr {
+        inner: input,
+        failed: failed.clone(),
+    };
+    // pcap-parser reports a failed read as a bare `ReadError`: the error itself (a disk
+    // error, a corrupt or cut gzip stream) is what the message gives.
+    let read_err = |e: PcapError<&[u8]>| CaptureError::Io {
+        path: name.to_string(),
+        source: failed
+            .borrow_mut()
+            .take()
+            .unwrap_or_else(|| io::Error::other(format!("{e:?}"))),
+    };
     (|| -> Result<(), CaptureError> {
         let mut reader = match create_reader(BUF, input) {
             Ok(r) => r,
@@ -414,12 +469,7 @@ fn frames_core<R: Read>(
             Err(PcapError::Incomplete(_)) | Err(PcapError::UnexpectedEof) => {
                 return Err(fmt_err(0, "file too short for a capture header".into()))
             }
-            Err(PcapError::ReadError) => {
-                return Err(CaptureError::Io {
-                    path: name.to_string(),
-                    source: io::Error::other("read failed"),
-                })
-            }
+            Err(PcapError::ReadError) => return Err(read_err(PcapError::ReadError)),
             Err(e) => return Err(fmt_err(0, format!("bad capture header: {e:?}"))),
         };
         let mut ifaces: Vec<Iface> = Vec::new();
@@ -644,10 +694,7 @@ fn frames_core<R: Read>(
                 }
                 Err(PcapError::Eof) => break,
                 Err(PcapError::Incomplete(_)) => {
-                    reader.refill().map_err(|e| CaptureError::Io {
-                        path: name.to_string(),
-                        source: io::Error::other(format!("{e:?}")),
-                    })?;
+                    reader.refill().map_err(read_err)?;
                 }
                 Err(PcapError::BufferTooSmall) => {
                     if let Some(msg) = absurd_length(reader.data(), layout) {
@@ -663,10 +710,7 @@ fn frames_core<R: Read>(
                         ));
                     }
                     cap *= 2;
-                    reader.refill().map_err(|e| CaptureError::Io {
-                        path: name.to_string(),
-                        source: io::Error::other(format!("{e:?}")),
-                    })?;
+                    reader.refill().map_err(read_err)?;
                 }
                 Err(PcapError::UnexpectedEof) => {
                     let left = reader.data().len();
@@ -688,6 +732,22 @@ fn frames_core<R: Read>(
         stats.bytes = reader.consumed() as u64;
         Ok(())
     })()
+}
+
+/// The reader under pcap-parser's, keeping the last read error for the message.
+struct KeepErr<R> {
+    inner: R,
+    failed: std::rc::Rc<RefCell<Option<io::Error>>>,
+}
+
+impl<R: Read> Read for KeepErr<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.inner.read(buf).map_err(|e| {
+            let kind = e.kind();
+            *self.failed.borrow_mut() = Some(e);
+            io::Error::from(kind)
+        })
+    }
 }
 
 /// Reads the length field of the record at the start of `data`; a message when it is

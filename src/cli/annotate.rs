@@ -32,7 +32,7 @@ Examples:
 
 #[derive(Args, Debug)]
 pub struct AnnotateArgs {
-    /// Capture to annotate (pcap or pcapng).
+    /// Capture to annotate (pcap or pcapng, also gzip-compressed).
     #[arg(value_name = "IN")]
     pub input: PathBuf,
     /// Output pcapng file (owner-only when the input holds secrets: see below).

@@ -21,7 +21,7 @@ use msntap::{Dir, Service};
 #[command(next_help_heading = "Input")]
 pub struct InputArgs {
     /// Captures (pcap/pcapng), session logs or JSON Lines from --json, told apart by their
-    /// first bytes; `-` reads standard input.
+    /// first bytes, each also gzip-compressed (`capture.pcap.gz`); `-` reads standard input.
     #[arg(required = true, value_name = "INPUT")]
     pub inputs: Vec<PathBuf>,
     /// Captures: also treat these server ports as MSNP (comma-separated; 1863 always is).

@@ -164,7 +164,7 @@ pub struct Report {
 }
 
 /// How many bytes are looked at to tell the kind.
-const HEAD: usize = 512;
+const HEAD: usize = capture::HEAD;
 
 /// Tells the kind from the first bytes; `Err` says what the bytes look like instead.
 pub fn kind_of(head: &[u8]) -> Result<Kind, String> {
@@ -175,6 +175,10 @@ pub fn kind_of(head: &[u8]) -> Result<Kind, String> {
         | Some([0x4d, 0x3c, 0xb2, 0xa1])
         | Some([0xa1, 0xb2, 0x3c, 0x4d]) => return Ok(Kind::Pcap),
         _ => {}
+    }
+    if capture::is_gzip(head) {
+        // Inside a decompressed input (Source takes one level off) or from `sniff`.
+        return Err("gzip-compressed data; msntap takes off one level of gzip".into());
     }
     let text = head.strip_prefix(b"\xef\xbb\xbf").unwrap_or(head);
     if text.trim_ascii_start().starts_with(b"{") {
@@ -357,6 +361,22 @@ impl Source {
         if head.is_empty() {
             return (stats, Err(SourceError::Empty { name }));
         }
+        // A gzip-compressed input (`capture.pcap.gz`, as archives and rotated tcpdump runs
+        // keep them) is read through a streaming decompressor and sniffed again inside;
+        // progress and `bytes` still count the file's own bytes. One level only: gzip
+        // inside gzip is refused below.
+        let (head, mut rest, name) = match capture::decompressed(head, counted) {
+            Ok((false, head, rest)) => (head, rest, name),
+            // Offsets in later messages count decompressed bytes: the name says so.
+            Ok((true, head, rest)) => (head, rest, format!("{name} (gunzipped)")),
+            Err(err) => {
+                let name = format!("{name} (gunzipped)");
+                return (stats, Err(SourceError::Io { name, err }));
+            }
+        };
+        if head.is_empty() {
+            return (stats, Err(SourceError::Empty { name }));
+        }
         let kind = match kind_of(&head) {
             Ok(k) => k,
             Err(what) => return (stats, Err(SourceError::Unknown { name, what })),
@@ -365,10 +385,9 @@ impl Source {
         tracing::info!("{name}: reading as {}", kind.as_str());
         let first = self.next_conn;
         let r = match kind {
-            Kind::Pcap | Kind::Pcapng => self.capture(&name, head, counted, f, &mut stats),
+            Kind::Pcap | Kind::Pcapng => self.capture(&name, head, &mut rest, f, &mut stats),
             Kind::SessionLog => {
-                let input =
-                    io::BufReader::with_capacity(64 << 10, Cursor::new(head).chain(counted));
+                let input = io::BufReader::with_capacity(64 << 10, Cursor::new(head).chain(rest));
                 let r = log::read(
                     &name,
                     input,
@@ -383,8 +402,7 @@ impl Source {
                 r
             }
             Kind::JsonLines => {
-                let input =
-                    io::BufReader::with_capacity(64 << 10, Cursor::new(head).chain(counted));
+                let input = io::BufReader::with_capacity(64 << 10, Cursor::new(head).chain(rest));
                 let r = jsonl::read(&name, input, first, f, &mut stats);
                 self.next_conn = first + stats.connections;
                 r
@@ -398,7 +416,7 @@ impl Source {
         &mut self,
         name: &str,
         head: Vec<u8>,
-        rest: Counted<'_, Box<dyn Read + '_>>,
+        rest: &mut dyn Read,
         f: &mut EventFn<'_>,
         stats: &mut Stats,
     ) -> Result<(), SourceError> {
