@@ -356,3 +356,19 @@ fn a_cut_or_doubled_gzip_file_says_so_and_keeps_what_came_before() {
         r.stderr
     );
 }
+
+#[test]
+fn synth_takes_a_gzip_compressed_log() {
+    let d = scratch("inputs-gzip-synth");
+    let log = std::fs::read(root().join("captures/logs/msnp8.log")).expect("fixture");
+    let lgz = d.join("msnp8.log.gz");
+    write(&lgz, &gzipped(&log, "msnp8.log"));
+    let (a, b) = (d.join("a.pcap"), d.join("b.pcap"));
+    for (input, out) in [("captures/logs/msnp8.log", &a), (lgz.to_str().unwrap(), &b)] {
+        let r = msntap(&["synth", input, "-o", out.to_str().unwrap()]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+    }
+    let (a, b) = (std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
+    assert!(a.len() > 1000);
+    assert_eq!(a, b);
+}

@@ -158,27 +158,24 @@ pub fn decompressed<'a>(
     Ok((true, first, Box::new(inner)))
 }
 
-/// Opens a capture file for the path entry points, decompressed when it is gzip.
+/// Opens a file, decompressed when it is gzip (see [`decompressed`]); true when it was.
+pub fn open_decompressed(path: &Path) -> io::Result<(bool, Box<dyn Read>)> {
+    let mut f = File::open(path)?;
+    let mut head = Vec::with_capacity(HEAD);
+    (&mut f).take(HEAD as u64).read_to_end(&mut head)?;
+    let (gz, head, rest) = decompressed(head, f)?;
+    Ok((gz, Box::new(io::Cursor::new(head).chain(rest))))
+}
+
+/// Opens a capture file for the path entry points.
 fn open_file(path: &Path) -> Result<(String, Box<dyn Read>), CaptureError> {
     let name = path.display().to_string();
-    let io_err = |source| CaptureError::Io {
-        path: name.clone(),
-        source,
-    };
-    let mut f = File::open(path).map_err(io_err)?;
-    let mut head = Vec::with_capacity(HEAD);
-    (&mut f)
-        .take(HEAD as u64)
-        .read_to_end(&mut head)
-        .map_err(io_err)?;
-    let (gz, head, rest) = decompressed(head, f).map_err(io_err)?;
-    // Offsets in later messages count decompressed bytes: the name says so.
-    let name = if gz {
-        format!("{name} (gunzipped)")
-    } else {
-        name
-    };
-    Ok((name, Box::new(io::Cursor::new(head).chain(rest))))
+    match open_decompressed(path) {
+        // Offsets in later messages count decompressed bytes: the name says so.
+        Ok((true, r)) => Ok((format!("{name} (gunzipped)"), r)),
+        Ok((false, r)) => Ok((name, r)),
+        Err(source) => Err(CaptureError::Io { path: name, source }),
+    }
 }
 
 /// Reads a capture from any byte source; `name` is used in error messages.

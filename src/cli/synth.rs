@@ -2,7 +2,6 @@
 //! reading the log twice (once to index its connections, once to lay them out), so memory
 //! stays flat in the log's size. No log parsing or packet building lives here.
 
-use std::fs::File;
 use std::io::{BufReader, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -27,7 +26,7 @@ Examples:
 #[derive(Args, Debug)]
 pub struct SynthArgs {
     /// Session log (`C:`/`S:` transcript, markdown with fenced transcripts, or `>>>`/`<<<`
-    /// log). It is read twice, so it must be a file, not `-`.
+    /// log), also gzip-compressed. It is read twice, so it must be a file, not `-`.
     #[arg(value_name = "LOG")]
     pub log: PathBuf,
     /// Output capture file (created readable by its owner only: it holds the log's
@@ -68,14 +67,16 @@ fn positive(s: &str) -> Result<usize, String> {
     }
 }
 
-fn open(a: &SynthArgs) -> Result<BufReader<File>> {
+fn open(a: &SynthArgs) -> Result<BufReader<Box<dyn std::io::Read>>> {
     if a.log.as_os_str() == "-" {
         anyhow::bail!("synth reads its log twice: give a file, not `-`");
     }
     if a.log.is_dir() {
         anyhow::bail!("{}: is a directory, not a session log", a.log.display());
     }
-    let f = File::open(&a.log).with_context(|| format!("opening {}", a.log.display()))?;
+    // A gzip-compressed log (`session.log.gz`) is read as the log inside.
+    let (_, f) = msntap::capture::open_decompressed(&a.log)
+        .with_context(|| format!("opening {}", a.log.display()))?;
     Ok(BufReader::with_capacity(64 << 10, f))
 }
 
