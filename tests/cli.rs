@@ -86,6 +86,32 @@ fn filters_hide_keepalives_and_pick_direction() {
 }
 
 #[test]
+fn conn_filter_keeps_the_connections_named_on_every_command() {
+    let cap = "captures/msnp8_twisted_escargot.pcap";
+    let all = events(&msntap(&["read", cap, "--json", "-"]).stdout);
+    let want: Vec<&serde_json::Value> = all
+        .iter()
+        .filter(|e| matches!(e["conn"].as_u64(), Some(2 | 4)))
+        .collect();
+    assert!(want.len() > 10 && want.len() < all.len());
+    let r = msntap(&["read", cap, "--conn", "2,4", "--json", "-"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let got = events(&r.stdout);
+    assert_eq!(got.iter().collect::<Vec<_>>(), want);
+    // The log and the report see the same connections.
+    let log = msntap(&["read", cap, "--conn", "3"]).stdout;
+    assert!(log.lines().count() > 5);
+    // Every event line names #3; the payload summaries under them are indented.
+    assert!(
+        log.lines()
+            .all(|l| l.contains(" #3 ") || l.starts_with("        | ")),
+        "{log}"
+    );
+    let r = msntap(&["report", cap, "--conn", "3", "--json", "-"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+}
+
+#[test]
 fn pretty_log_uses_arrows_utc_and_no_color_off_a_terminal() {
     let (_dir, p) = log_file("c");
     let r = msntap(&["read", &p]);

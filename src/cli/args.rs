@@ -105,7 +105,7 @@ impl LogArgs {
     }
 }
 
-/// Which events a command looks at: the same five filters everywhere.
+/// Which events a command looks at: the same six filters everywhere.
 #[derive(Args, Debug, Clone, Default)]
 #[command(next_help_heading = "Filters")]
 pub struct FilterArgs {
@@ -124,6 +124,10 @@ pub struct FilterArgs {
     /// Only the connections this user logged in on, and lines that name the user.
     #[arg(long, value_name = "HANDLE")]
     pub user: Option<String>,
+    /// Only these connections (comma-separated): the `#N` of the log, `conn` in JSON Lines,
+    /// e.g. --conn 3,4.
+    #[arg(long, value_delimiter = ',', value_name = "N")]
+    pub conn: Vec<u64>,
 }
 
 impl FilterArgs {
@@ -141,6 +145,7 @@ impl FilterArgs {
             service: self.service,
             dir: self.dir,
             user: self.user.as_ref().map(|u| u.to_ascii_lowercase()),
+            conns: self.conn.iter().copied().collect(),
             ..Filter::default()
         }
     }

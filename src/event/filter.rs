@@ -1,5 +1,5 @@
 //! The filters every command shares: show or hide commands, one service, one direction,
-//! one user. Redaction is not here: every event type implements `secret::Redact`.
+//! one user, some connections. Redaction is not here: every event type implements `secret::Redact`.
 
 use std::collections::{HashMap, HashSet};
 
@@ -16,6 +16,8 @@ pub struct Filter {
     pub dir: Option<Dir>,
     /// A user handle (lower-case, no `;{guid}`).
     pub user: Option<String>,
+    /// Only these connection numbers; empty: all.
+    pub conns: HashSet<u64>,
     /// Connection -> the handle that logged in on it.
     pub owners: HashMap<u64, String>,
 }
@@ -49,6 +51,7 @@ impl Filter {
             && self.service.is_none()
             && self.dir.is_none()
             && self.user.is_none()
+            && self.conns.is_empty()
     }
 
     /// Decides whether `ev` passes. Stateful: it learns which user owns which connection.
@@ -57,6 +60,9 @@ impl Filter {
             if let Some(o) = login_handle(ev) {
                 self.owners.insert(ev.conn, bare_handle(o));
             }
+        }
+        if !self.conns.is_empty() && !self.conns.contains(&ev.conn) {
+            return false;
         }
         if let Some(s) = self.service {
             if ev.service != s {
@@ -129,6 +135,28 @@ mod tests {
         // What is not secret stays.
         assert_eq!(ft.address.as_deref(), Some("192.0.2.7:6891"));
         assert!(ev.command().unwrap().redacted);
+    }
+
+    #[test]
+    fn conn_filter_keeps_only_the_connections_named() {
+        let tables = Arc::new(Tables::builtin().unwrap());
+        let mut evs = decode_all(tables, &[(Dir::C2s, b"PNG\r\nCHG 1 NLN 0\r\n")]);
+        assert!(evs.len() >= 2);
+        let n = evs.len();
+        for (i, e) in evs.iter_mut().enumerate() {
+            e.conn = 1 + (i as u64 % 3);
+        }
+        let mut f = Filter {
+            conns: [1, 3].into_iter().collect(),
+            ..Filter::default()
+        };
+        assert!(!f.is_empty());
+        let kept: Vec<u64> = evs.iter().filter(|e| f.pass(e)).map(|e| e.conn).collect();
+        let want: Vec<u64> = (0..n as u64)
+            .map(|i| 1 + i % 3)
+            .filter(|&c| c != 2)
+            .collect();
+        assert_eq!(kept, want);
     }
 
     #[test]
