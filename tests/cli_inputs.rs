@@ -344,6 +344,17 @@ fn a_cut_or_doubled_gzip_file_says_so_and_keeps_what_came_before() {
             "{c} is not in the full capture's order"
         );
     }
+    // annotate says the same, and keeps the packets copied before the cut.
+    let out = d.join("cut.pcapng");
+    let r = msntap(&[
+        "annotate",
+        "-o",
+        out.to_str().unwrap(),
+        cut.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("cut.pcap.gz (gunzipped): ") && r.stderr.contains("deflate"));
+    assert!(std::fs::metadata(&out).unwrap().len() > 1000);
     // gzip inside gzip: one level is taken off, the second is named.
     let twice = d.join("twice.gz");
     write(&twice, &gzipped(&whole, "twisted.pcap.gz"));

@@ -128,8 +128,8 @@ pub fn read_path_with_progress(
     sink: &mut decode::Sink<'_>,
     progress: &mut dyn FnMut(u64),
 ) -> Result<ReadStats, CaptureError> {
-    let (name, f) = open_file(path)?;
-    read_from(&name, f, tables, opts, sink, progress)
+    let (name, f, kept) = open_file(path)?;
+    read_from(&name, f, tables, opts, sink, progress).map_err(|e| kept.explain(e))
 }
 
 /// Whether the first bytes are a gzip member's (RFC 1952: 1f 8b, then deflate's method 8).
@@ -167,15 +167,21 @@ pub fn open_decompressed(path: &Path) -> io::Result<(bool, Box<dyn Read>)> {
     Ok((gz, Box::new(io::Cursor::new(head).chain(rest))))
 }
 
+/// A capture file opened by [`open_file`]: its name for messages, the reader, and what
+/// explains a failed read.
+type Opened = (String, KeepErr<Box<dyn Read>>, Kept);
+
 /// Opens a capture file for the path entry points.
-fn open_file(path: &Path) -> Result<(String, Box<dyn Read>), CaptureError> {
+fn open_file(path: &Path) -> Result<Opened, CaptureError> {
     let name = path.display().to_string();
-    match open_decompressed(path) {
+    let (name, r) = match open_decompressed(path) {
         // Offsets in later messages count decompressed bytes: the name says so.
-        Ok((true, r)) => Ok((format!("{name} (gunzipped)"), r)),
-        Ok((false, r)) => Ok((name, r)),
-        Err(source) => Err(CaptureError::Io { path: name, source }),
-    }
+        Ok((true, r)) => (format!("{name} (gunzipped)"), r),
+        Ok((false, r)) => (name, r),
+        Err(source) => return Err(CaptureError::Io { path: name, source }),
+    };
+    let (r, kept) = KeepErr::new(r);
+    Ok((name, r, kept))
 }
 
 /// Reads a capture from any byte source; `name` is used in error messages.
@@ -214,8 +220,8 @@ pub fn read_with_packets(
     opts: &ReadOptions,
     on_record: &mut dyn FnMut(Record<'_>, &[Event<'static>]) -> io::Result<()>,
 ) -> Result<ReadStats, CaptureError> {
-    let (name, f) = open_file(path)?;
-    read_records_from(&name, f, tables, opts, on_record)
+    let (name, f, kept) = open_file(path)?;
+    read_records_from(&name, f, tables, opts, on_record).map_err(|e| kept.explain(e))
 }
 
 /// As [`read_with_packets`], from any byte source; `name` is used in error messages.
@@ -439,20 +445,6 @@ fn frames_core<R: Read>(
         offset,
         message,
     };
-    let failed = std::rc::Rc::new(RefCell::new(None));
-    let input = KeepErr {
-        inner: input,
-        failed: failed.clone(),
-    };
-    // pcap-parser reports a failed read as a bare `ReadError`: the error itself (a disk
-    // error, a corrupt or cut gzip stream) is what the message gives.
-    let read_err = |e: PcapError<&[u8]>| CaptureError::Io {
-        path: name.to_string(),
-        source: failed
-            .borrow_mut()
-            .take()
-            .unwrap_or_else(|| io::Error::other(format!("{e:?}"))),
-    };
     (|| -> Result<(), CaptureError> {
         let mut reader = match create_reader(BUF, input) {
             Ok(r) => r,
@@ -466,7 +458,12 @@ fn frames_core<R: Read>(
             Err(PcapError::Incomplete(_)) | Err(PcapError::UnexpectedEof) => {
                 return Err(fmt_err(0, "file too short for a capture header".into()))
             }
-            Err(PcapError::ReadError) => return Err(read_err(PcapError::ReadError)),
+            Err(PcapError::ReadError) => {
+                return Err(CaptureError::Io {
+                    path: name.to_string(),
+                    source: io::Error::other("read failed"),
+                })
+            }
             Err(e) => return Err(fmt_err(0, format!("bad capture header: {e:?}"))),
         };
         let mut ifaces: Vec<Iface> = Vec::new();
@@ -691,7 +688,10 @@ fn frames_core<R: Read>(
                 }
                 Err(PcapError::Eof) => break,
                 Err(PcapError::Incomplete(_)) => {
-                    reader.refill().map_err(read_err)?;
+                    reader.refill().map_err(|e| CaptureError::Io {
+                        path: name.to_string(),
+                        source: io::Error::other(format!("{e:?}")),
+                    })?;
                 }
                 Err(PcapError::BufferTooSmall) => {
                     if let Some(msg) = absurd_length(reader.data(), layout) {
@@ -707,7 +707,10 @@ fn frames_core<R: Read>(
                         ));
                     }
                     cap *= 2;
-                    reader.refill().map_err(read_err)?;
+                    reader.refill().map_err(|e| CaptureError::Io {
+                        path: name.to_string(),
+                        source: io::Error::other(format!("{e:?}")),
+                    })?;
                 }
                 Err(PcapError::UnexpectedEof) => {
                     let left = reader.data().len();
@@ -731,19 +734,49 @@ fn frames_core<R: Read>(
     })()
 }
 
-/// The reader under pcap-parser's, keeping the last read error for the message.
-struct KeepErr<R> {
+/// A reader that keeps its last error: pcap-parser reports a failed read as a bare
+/// `ReadError`, so the reading loop cannot say what failed (a disk error, a corrupt or cut
+/// gzip stream); [`Kept::explain`] puts the kept error back into the message. It wraps the
+/// input outside the reading loop, whose inlining (and 0.5% of a `read`) it would change.
+pub struct KeepErr<R> {
     inner: R,
-    failed: std::rc::Rc<RefCell<Option<io::Error>>>,
+    kept: Kept,
+}
+
+/// The error a [`KeepErr`] kept.
+#[derive(Clone, Default)]
+pub struct Kept(std::rc::Rc<RefCell<Option<io::Error>>>);
+
+impl<R: Read> KeepErr<R> {
+    pub fn new(inner: R) -> (KeepErr<R>, Kept) {
+        let kept = Kept::default();
+        (
+            KeepErr {
+                inner,
+                kept: kept.clone(),
+            },
+            kept,
+        )
+    }
 }
 
 impl<R: Read> Read for KeepErr<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.inner.read(buf).map_err(|e| {
             let kind = e.kind();
-            *self.failed.borrow_mut() = Some(e);
+            *self.kept.0.borrow_mut() = Some(e);
             io::Error::from(kind)
         })
+    }
+}
+
+impl Kept {
+    /// `e` with the kept read error as its cause, when it is a read failure.
+    pub fn explain(&self, e: CaptureError) -> CaptureError {
+        match (e, self.0.borrow_mut().take()) {
+            (CaptureError::Io { path, .. }, Some(source)) => CaptureError::Io { path, source },
+            (e, _) => e,
+        }
     }
 }
 

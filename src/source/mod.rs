@@ -436,6 +436,9 @@ impl Source {
                 io::Error::new(kind, "output")
             })
         };
+        // Still a `dyn Read` for the reading loop (its code, and cost, stay the same).
+        let (mut rest, kept) = capture::KeepErr::new(rest);
+        let rest: &mut dyn Read = &mut rest;
         let (cs, r) = capture::read_from_counted(
             name,
             Cursor::new(head).chain(rest),
@@ -444,6 +447,7 @@ impl Source {
             &mut sink,
             &mut |_| {},
         );
+        let r = r.map_err(|e| kept.explain(e));
         stats.events = events;
         stats.connections = cs.next_conn.saturating_sub(self.next_conn);
         self.next_conn = cs.next_conn.max(self.next_conn);
