@@ -112,6 +112,34 @@ fn conn_filter_keeps_the_connections_named_on_every_command() {
 }
 
 #[test]
+fn since_and_until_keep_a_time_window() {
+    let cap = "captures/msnp8_twisted_escargot.pcap";
+    let all = events(&msntap(&["read", cap, "--json", "-"]).stdout);
+    // The log's own form of a time, a fraction of a second, no zone: UTC.
+    let (since, until) = ("2026-11-21 04:30:22.7", "2026-11-21T04:30:22.79Z");
+    let want: Vec<&Value> = all
+        .iter()
+        .filter(|e| {
+            let ts = e["ts"].as_str().unwrap();
+            // The same bounds as msntap writes times, so that they compare as text.
+            ("2026-11-21T04:30:22.700000Z".."2026-11-21T04:30:22.790000Z").contains(&ts)
+        })
+        .collect();
+    assert!(want.len() > 5 && want.len() < all.len(), "{}", want.len());
+    let r = msntap(&[
+        "read", cap, "--since", since, "--until", until, "--json", "-",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(events(&r.stdout).iter().collect::<Vec<_>>(), want);
+    let r = msntap(&["read", cap, "--since", "yesterday"]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("bad time \"yesterday\""), "{}", r.stderr);
+    // A zone other than UTC is refused, not shifted.
+    let r = msntap(&["read", cap, "--until", "2026-11-21T04:30:22+01:00"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+}
+
+#[test]
 fn pretty_log_uses_arrows_utc_and_no_color_off_a_terminal() {
     let (_dir, p) = log_file("c");
     let r = msntap(&["read", &p]);

@@ -13,7 +13,7 @@ use msntap::capture::FlowOptions;
 use msntap::event::filter::Filter;
 use msntap::output::{FileId, OutputConfig};
 use msntap::source::{self, Input};
-use msntap::{Dir, Service};
+use msntap::{Dir, Service, Ts};
 
 /// Inputs of every command that consumes events: captures, session logs, or JSON Lines
 /// written earlier, in any mix.
@@ -105,7 +105,7 @@ impl LogArgs {
     }
 }
 
-/// Which events a command looks at: the same six filters everywhere.
+/// Which events a command looks at: the same filters everywhere.
 #[derive(Args, Debug, Clone, Default)]
 #[command(next_help_heading = "Filters")]
 pub struct FilterArgs {
@@ -128,6 +128,13 @@ pub struct FilterArgs {
     /// e.g. --conn 3,4.
     #[arg(long, value_delimiter = ',', value_name = "N")]
     pub conn: Vec<u64>,
+    /// Only events at or after TIME, UTC, as the log prints it (`2005-06-01 12:00:00`, also
+    /// with a `T`, fractions of a second and a final `Z`).
+    #[arg(long, value_parser = parse_time, value_name = "TIME")]
+    pub since: Option<Ts>,
+    /// Only events before TIME (same form as --since).
+    #[arg(long, value_parser = parse_time, value_name = "TIME")]
+    pub until: Option<Ts>,
 }
 
 impl FilterArgs {
@@ -146,6 +153,8 @@ impl FilterArgs {
             dir: self.dir,
             user: self.user.as_ref().map(|u| u.to_ascii_lowercase()),
             conns: self.conn.iter().copied().collect(),
+            since: self.since,
+            until: self.until,
             ..Filter::default()
         }
     }
@@ -232,6 +241,18 @@ impl OutputArgs {
 
 pub fn parse_service(s: &str) -> Result<Service, String> {
     Service::parse(s).ok_or_else(|| format!("unknown service {s:?}: expected DS, NS or SB"))
+}
+
+/// A UTC time as the log prints it (`2005-06-01 12:00:00.5Z`) or as RFC 3339 has it
+/// (`2005-06-01T12:00:00Z`); the zone, when given, must be UTC (`Z` or `+00:00`).
+pub fn parse_time(s: &str) -> Result<Ts, String> {
+    let t = s.trim();
+    let mut text = t.replacen(' ', "T", 1);
+    if !(text.ends_with('Z') || text.ends_with("+00:00")) {
+        text.push('Z');
+    }
+    Ts::parse_rfc3339(&text)
+        .ok_or_else(|| format!("bad time {s:?}: expected UTC as YYYY-MM-DD HH:MM:SS[.ffffff][Z]"))
 }
 
 pub fn parse_dir(s: &str) -> Result<Dir, String> {

@@ -1,9 +1,9 @@
 //! The filters every command shares: show or hide commands, one service, one direction,
-//! one user, some connections. Redaction is not here: every event type implements `secret::Redact`.
+//! one user, some connections, a time window. Redaction is not here: every event type implements `secret::Redact`.
 
 use std::collections::{HashMap, HashSet};
 
-use super::{Dir, Event, EventKind, Service};
+use super::{Dir, Event, EventKind, Service, Ts};
 
 /// Which events reach the sinks.
 #[derive(Debug, Default, Clone)]
@@ -18,6 +18,10 @@ pub struct Filter {
     pub user: Option<String>,
     /// Only these connection numbers; empty: all.
     pub conns: HashSet<u64>,
+    /// Only events at or after this time.
+    pub since: Option<Ts>,
+    /// Only events before this time.
+    pub until: Option<Ts>,
     /// Connection -> the handle that logged in on it.
     pub owners: HashMap<u64, String>,
 }
@@ -52,6 +56,8 @@ impl Filter {
             && self.dir.is_none()
             && self.user.is_none()
             && self.conns.is_empty()
+            && self.since.is_none()
+            && self.until.is_none()
     }
 
     /// Decides whether `ev` passes. Stateful: it learns which user owns which connection.
@@ -62,6 +68,9 @@ impl Filter {
             }
         }
         if !self.conns.is_empty() && !self.conns.contains(&ev.conn) {
+            return false;
+        }
+        if self.since.is_some_and(|t| ev.ts < t) || self.until.is_some_and(|t| ev.ts >= t) {
             return false;
         }
         if let Some(s) = self.service {
