@@ -225,6 +225,8 @@ pub struct Reader<'t, R> {
     out: VecDeque<Item>,
     lines_read: u64,
     buf: Vec<u8>,
+    /// A read error met while reading ahead: given once the lines before it are used.
+    failed: Option<io::Error>,
 }
 
 impl<'t, R: BufRead> Reader<'t, R> {
@@ -247,6 +249,7 @@ impl<'t, R: BufRead> Reader<'t, R> {
             out: VecDeque::new(),
             lines_read: 0,
             buf: Vec::new(),
+            failed: None,
         }
     }
 
@@ -286,7 +289,15 @@ impl<'t, R: BufRead> Reader<'t, R> {
             let mut size = 0;
             let mut md = false;
             while size < SNIFF_BYTES {
-                let Some(l) = self.read_raw()? else { break };
+                // A read error here (a cut .gz) must not take the lines before it along.
+                let l = match self.read_raw() {
+                    Ok(Some(l)) => l,
+                    Ok(None) => break,
+                    Err(e) => {
+                        self.failed = Some(e);
+                        break;
+                    }
+                };
                 size += l.1.len() + 1;
                 md = is_fence(&l.1);
                 self.ahead.push_back(l);
@@ -296,9 +307,13 @@ impl<'t, R: BufRead> Reader<'t, R> {
             }
             self.markdown = Some(md);
         }
-        match self.ahead.pop_front() {
-            Some(l) => Ok(Some(l)),
-            None => self.read_raw(),
+        match (self.ahead.pop_front(), self.failed.take()) {
+            (Some(l), failed) => {
+                self.failed = failed;
+                Ok(Some(l))
+            }
+            (None, Some(e)) => Err(e),
+            (None, None) => self.read_raw(),
         }
     }
 

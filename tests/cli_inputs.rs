@@ -344,6 +344,22 @@ fn a_cut_or_doubled_gzip_file_says_so_and_keeps_what_came_before() {
             "{c} is not in the full capture's order"
         );
     }
+    // A log cut the same way keeps the commands read before the cut, the ones the reader
+    // had read ahead (to tell Markdown) included.
+    let log = std::fs::read(root().join("captures/logs/msnp11.log")).expect("fixture");
+    let lgz = gzipped(&log, "msnp11.log");
+    let lcut = d.join("cut.log.gz");
+    write(&lcut, &lgz[..lgz.len() / 2]);
+    let r = msntap(&["read", lcut.to_str().unwrap(), "--json", "-"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("cut.log.gz (gunzipped):"), "{}", r.stderr);
+    let all = commands(&msntap(&["read", "captures/logs/msnp11.log", "--json", "-"]).stdout);
+    let got = commands(&r.stdout);
+    assert!(got.len() > 5 && got.len() < all.len(), "{}", got.len());
+    let mut rest = all.iter();
+    for c in &got {
+        assert!(rest.any(|a| a == c), "{c} is not in the full log's order");
+    }
     // annotate says the same, and keeps the packets copied before the cut.
     let out = d.join("cut.pcapng");
     let r = msntap(&[
