@@ -109,6 +109,10 @@ fn conn_filter_keeps_the_connections_named_on_every_command() {
     );
     let r = msntap(&["report", cap, "--conn", "3", "--json", "-"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
+    let rep: Value = serde_json::from_str(&r.stdout).expect("report JSON");
+    assert_eq!(rep["connections"], serde_json::json!([3]));
+    let of3 = all.iter().filter(|e| e["conn"] == 3).count();
+    assert_eq!(rep["events"].as_u64(), Some(of3 as u64));
 }
 
 #[test]

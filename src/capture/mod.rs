@@ -738,17 +738,17 @@ fn frames_core<R: Read>(
 /// `ReadError`, so the reading loop cannot say what failed (a disk error, a corrupt or cut
 /// gzip stream); [`Kept::explain`] puts the kept error back into the message. It wraps the
 /// input outside the reading loop, whose inlining (and 0.5% of a `read`) it would change.
-pub struct KeepErr<R> {
+pub(crate) struct KeepErr<R> {
     inner: R,
     kept: Kept,
 }
 
 /// The error a [`KeepErr`] kept.
 #[derive(Clone, Default)]
-pub struct Kept(std::rc::Rc<RefCell<Option<io::Error>>>);
+pub(crate) struct Kept(std::rc::Rc<RefCell<Option<io::Error>>>);
 
 impl<R: Read> KeepErr<R> {
-    pub fn new(inner: R) -> (KeepErr<R>, Kept) {
+    pub(crate) fn new(inner: R) -> (KeepErr<R>, Kept) {
         let kept = Kept::default();
         (
             KeepErr {
@@ -772,7 +772,7 @@ impl<R: Read> Read for KeepErr<R> {
 
 impl Kept {
     /// `e` with the kept read error as its cause, when it is a read failure.
-    pub fn explain(&self, e: CaptureError) -> CaptureError {
+    pub(crate) fn explain(&self, e: CaptureError) -> CaptureError {
         match (e, self.0.borrow_mut().take()) {
             (CaptureError::Io { path, .. }, Some(source)) => CaptureError::Io { path, source },
             (e, _) => e,

@@ -1,5 +1,6 @@
 //! The filters every command shares: show or hide commands, one service, one direction,
-//! one user, some connections, a time window. Redaction is not here: every event type implements `secret::Redact`.
+//! one user, some connections, a time window. Redaction is not here: every event type
+//! implements `secret::Redact`.
 
 use std::collections::{HashMap, HashSet};
 
