@@ -5,6 +5,8 @@
 //! MSNTAP_BENCH_MB sets the capture size (default 100; use 1000 to check memory stays flat).
 //! The capture is removed at the end unless MSNTAP_BENCH_KEEP=1, which keeps it and prints
 //! where (for MSNTAP_BENCH_CAPTURE=FILE of benches/capture.rs and benches/json.rs).
+//! When the toolchain has llvm-profdata it also builds a profile-guided binary (benches/pgo)
+//! and times it beside the release build (MSNTAP_BENCH_PGO=0 skips that).
 //! It measures only; it asserts nothing and is never run as a test.
 
 use std::process::Command;
@@ -15,6 +17,7 @@ use msntap::Tables;
 
 mod common;
 mod inputs;
+mod pgo;
 mod timev;
 use common::build;
 
@@ -71,19 +74,10 @@ fn main() {
         st.packets as f64 / dec,
         st.flows.msnp_connections
     );
-    // Stage 2: the release binary, JSON Lines to /dev/null, as a user runs it.
-    let exe = env!("CARGO_BIN_EXE_msntap");
-    let time = std::path::Path::new("/usr/bin/time").exists();
-    let mut cmd = if time {
-        let mut c = Command::new("/usr/bin/time");
-        c.arg("-v").arg(exe);
-        c
-    } else {
-        Command::new(exe)
-    };
-    cmd.args(["read", "--json", "/dev/null", "--quiet", "--no-progress"])
-        .arg(&cap);
-    // Several runs (MSNTAP_BENCH_RUNS, default 5): on a shared machine one run can be
+    // Stage 2: the release binary, JSON Lines to /dev/null, as a user runs it, and beside it
+    // a profile-guided build of the same source when the toolchain can make one
+    // (benches/pgo): the two take turns, so a change in the shared machine's pace falls on
+    // both. Several runs (MSNTAP_BENCH_RUNS, default 5): on a shared machine one run can be
     // twice as slow as the next. The best and the median are printed; the tshark ratio
     // uses the median.
     let runs: usize = std::env::var("MSNTAP_BENCH_RUNS")
@@ -91,39 +85,40 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .filter(|&n| n > 0)
         .unwrap_or(5);
-    let mut times = Vec::with_capacity(runs);
-    let mut peak_kb: Option<u64> = None;
-    let mut summary = String::new();
-    let mut failed = None;
+    let mut bins = vec![Timed::new("release", env!("CARGO_BIN_EXE_msntap").into())];
+    match pgo::build() {
+        Ok(p) => bins.push(Timed::new("PGO", p)),
+        Err(why) => println!("PGO build: {why}"),
+    }
     for _ in 0..runs {
-        let t1 = Instant::now();
-        let out = cmd.output().expect("run msntap");
-        times.push(t1.elapsed().as_secs_f64());
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        peak_kb = peak_kb.max(timev::peak_rss_kib(&stderr));
-        summary = timev::summary(&stderr).unwrap_or("").to_string();
-        if !out.status.success() {
-            failed = Some(out.status);
+        for b in &mut bins {
+            b.run(&cap);
         }
     }
-    times.sort_by(f64::total_cmp);
-    let best = times[0];
-    let secs = times[times.len() / 2];
-    println!("{summary}");
-    println!(
-        "msntap read --json /dev/null, {runs} runs: best {:.2} s, {:.0} MB/s; median {:.2} s, {:.0} MB/s, {:.0} packets/s; peak RSS {}",
-        best,
-        size as f64 / 1e6 / best,
-        secs,
-        size as f64 / 1e6 / secs,
-        packets as f64 / secs,
-        peak_kb.map_or("unknown (no /usr/bin/time)".to_string(), |k| format!(
-            "{:.1} MB",
-            k as f64 / 1024.0
-        ))
-    );
-    if let Some(st) = failed {
-        println!("msntap exited with {st}");
+    let mut medians = Vec::new();
+    for b in &mut bins {
+        b.times.sort_by(f64::total_cmp);
+        let best = b.times[0];
+        let secs = b.times[b.times.len() / 2];
+        println!("{}", b.summary);
+        println!(
+            "msntap read --json /dev/null ({}: {}), {runs} runs: best {:.2} s, {:.0} MB/s; median {:.2} s, {:.0} MB/s, {:.0} packets/s; peak RSS {}",
+            b.name,
+            b.exe.display(),
+            best,
+            size as f64 / 1e6 / best,
+            secs,
+            size as f64 / 1e6 / secs,
+            packets as f64 / secs,
+            b.peak_kb.map_or("unknown (no /usr/bin/time)".to_string(), |k| format!(
+                "{:.1} MB",
+                k as f64 / 1024.0
+            ))
+        );
+        if let Some(st) = b.failed {
+            println!("msntap ({}) exited with {st}", b.name);
+        }
+        medians.push((b.name, secs));
     }
     // Stage 3: tshark's MSNMS dissector on the same capture, in the same run, when tshark
     // is installed (the "200x tshark" target). tshark decodes only the first
@@ -153,19 +148,69 @@ fn main() {
         match ts {
             Ok(st) if st.success() => {
                 let t_rate = cut_size as f64 / 1e6 / tsecs;
-                let m_rate = size as f64 / 1e6 / secs;
                 println!(
-                    "tshark -Y msnms -T json on the first {:.1} MB: {:.2} s, {:.2} MB/s; msntap read --json (median) is {:.0}x tshark",
+                    "tshark -Y msnms -T json on the first {:.1} MB: {:.2} s, {:.2} MB/s",
                     cut_size as f64 / 1e6,
                     tsecs,
                     t_rate,
-                    m_rate / t_rate
                 );
+                for (name, secs) in &medians {
+                    let m_rate = size as f64 / 1e6 / secs;
+                    println!(
+                        "msntap read --json ({name}, median) is {:.0}x tshark",
+                        m_rate / t_rate
+                    );
+                }
             }
             other => println!("tshark failed on the cut capture: {other:?}"),
         }
     } else {
         println!("tshark not installed: no comparison (apt-get install tshark)");
+    }
+}
+
+/// One binary's runs of `read --json /dev/null --quiet` on the bench capture.
+struct Timed {
+    name: &'static str,
+    exe: std::path::PathBuf,
+    times: Vec<f64>,
+    peak_kb: Option<u64>,
+    summary: String,
+    failed: Option<std::process::ExitStatus>,
+}
+
+impl Timed {
+    fn new(name: &'static str, exe: std::path::PathBuf) -> Timed {
+        Timed {
+            name,
+            exe,
+            times: Vec::new(),
+            peak_kb: None,
+            summary: String::new(),
+            failed: None,
+        }
+    }
+
+    /// One run, under `/usr/bin/time -v` when it is there (for the peak RSS).
+    fn run(&mut self, cap: &std::path::Path) {
+        let mut cmd = if std::path::Path::new("/usr/bin/time").exists() {
+            let mut c = Command::new("/usr/bin/time");
+            c.arg("-v").arg(&self.exe);
+            c
+        } else {
+            Command::new(&self.exe)
+        };
+        cmd.args(["read", "--json", "/dev/null", "--quiet", "--no-progress"])
+            .arg(cap);
+        let t1 = Instant::now();
+        let out = cmd.output().expect("run msntap");
+        self.times.push(t1.elapsed().as_secs_f64());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        self.peak_kb = self.peak_kb.max(timev::peak_rss_kib(&stderr));
+        self.summary = timev::summary(&stderr).unwrap_or("").to_string();
+        if !out.status.success() {
+            self.failed = Some(out.status);
+        }
     }
 }
 
