@@ -5,8 +5,10 @@
 //! peak memory of the `msntap` binary under a PNG flood, a 200 MB line and 1,000 idle
 //! clients. Loopback only, bounded counts; it prints figures and asserts nothing (the
 //! targets are judged in docs/performance.md). MSNTAP_BENCH=throughput|latency|memory|
-//! profile runs one part; profile runs msntap's throughput alone with CPU time per MB by
-//! thread group, the A/B measure on a shared machine.
+//! binary|profile runs one part; profile runs msntap's throughput alone with CPU time per MB
+//! by thread group, the A/B measure on a shared machine; binary times the msntap binary
+//! itself, as a process of its own, beside a profile-guided build of it (benches/pgo) when
+//! the toolchain can make one (MSNTAP_BENCH_PGO=0 skips that).
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener as StdListener;
@@ -24,6 +26,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Runtime;
 use tokio::sync::oneshot;
+
+mod pgo;
 
 /// The allocator of the msntap binary (src/main.rs), so the figures are the binary's.
 #[global_allocator]
@@ -66,6 +70,18 @@ fn main() {
     }
     if run("latency") {
         latency(&bench, &tables);
+    }
+    if run("binary") {
+        let pgo = match pgo::build() {
+            Ok(p) => Some(p),
+            Err(why) => {
+                println!("PGO build: {why}");
+                None
+            }
+        };
+        for kind in [Traffic::Bulk, Traffic::Mix] {
+            binaries(&bench, kind, pgo.as_deref());
+        }
     }
 }
 
@@ -498,6 +514,64 @@ fn throughput(bench: &Runtime, tables: &Arc<Tables>, kind: Traffic) {
     println!();
 }
 
+/// The msntap binary as a process of its own, `proxy --json /dev/null --quiet --backlog 1G`:
+/// the release build and, when the toolchain can make one, the profile-guided build
+/// (benches/pgo, trained on the read path of the fixtures only), with socat, taking turns.
+/// Each run starts a fresh process and times from the client's connect until that process
+/// has exited after SIGTERM, which it does once every queued event is written: the
+/// throughput with full decoding, as a user runs it.
+fn binaries(bench: &Runtime, kind: Traffic, pgo: Option<&std::path::Path>) {
+    let (u, _, _) = unit(kind);
+    let data = Arc::new(u.repeat(BULK / u.len()));
+    let total = data.len();
+    let server = bulk_server(bench, data);
+    let s = socat(&server, 65536);
+    let release = std::path::PathBuf::from(env!("CARGO_BIN_EXE_msntap"));
+    let mut bins: Vec<(&str, &std::path::Path, Vec<f64>)> = vec![("release", &release, vec![])];
+    if let Some(p) = pgo {
+        bins.push(("PGO", p, vec![]));
+    }
+    let mut plain = Vec::new();
+    let mut dropped = Vec::new();
+    for _ in 0..RUNS {
+        if let Some(s) = &s {
+            plain.push(bench.block_on(pull(&s.1, total)));
+        }
+        for (name, exe, times) in &mut bins {
+            let b = bin_at(exe, &server, &["--backlog", "1G"]);
+            let t0 = Instant::now();
+            bench.block_on(pull(&b.addr, total));
+            let rest = b.stop_with("-TERM");
+            times.push(t0.elapsed().as_secs_f64());
+            if rest.contains("dropped") {
+                dropped.push(format!("{name}: {}", summary_tail(&rest)));
+            }
+        }
+    }
+    let mbs = |v: &[f64]| total as f64 / median(v.to_vec()) / 1e6;
+    println!(
+        "binary, {kind:?}: {} MiB per run, median of {RUNS} runs, every event decoded and written:",
+        total >> 20
+    );
+    let p = (!plain.is_empty()).then(|| mbs(&plain));
+    match p {
+        Some(p) => println!("  socat -b 65536                            {p:8.1} MB/s"),
+        None => println!("  (socat not installed: apt-get install socat)"),
+    }
+    for (name, _, times) in &bins {
+        let v = mbs(times);
+        println!(
+            "  msntap, {name:<8} {:<24} {v:8.1} MB/s  ({})",
+            "",
+            p.map_or("-".to_string(), |p| format!("{:.2}x socat", v / p))
+        );
+    }
+    for d in dropped {
+        println!("  events dropped: {d}");
+    }
+    println!();
+}
+
 /// msntap's throughput runs alone, with CPU time per MB by thread group; then the same
 /// with the events taken off the backlog undecoded (the forwarding path alone), then socat
 /// with its own CPU time, and the event side alone (no sockets).
@@ -806,6 +880,10 @@ fn bin(upstream: &str, extra: &[&str]) -> Bin {
     // MSNTAP_BENCH_BIN runs another build of msntap instead (an A/B against an older one).
     let exe =
         std::env::var_os("MSNTAP_BENCH_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_msntap").into());
+    bin_at(exe.as_ref(), upstream, extra)
+}
+
+fn bin_at(exe: &std::path::Path, upstream: &str, extra: &[&str]) -> Bin {
     let mut child = Command::new(exe)
         .args([
             "proxy",
@@ -849,9 +927,14 @@ impl Bin {
     }
 
     /// SIGINT; returns what it wrote on stderr after starting.
-    fn stop(mut self) -> String {
+    fn stop(self) -> String {
+        self.stop_with("-INT")
+    }
+
+    /// `kill SIG`, then waits for the exit; returns what it wrote on stderr after starting.
+    fn stop_with(mut self, sig: &str) -> String {
         let _ = Command::new("kill")
-            .args(["-INT", &self.child.id().to_string()])
+            .args([sig, &self.child.id().to_string()])
             .status();
         let _ = self.child.wait();
         let mut rest = String::new();

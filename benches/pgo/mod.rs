@@ -66,6 +66,16 @@ pub fn build() -> Result<PathBuf, String> {
         }
     }
 
+    let logs: Vec<&PathBuf> = fixtures
+        .iter()
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .collect();
+    println!(
+        "PGO: training the proxy on the connections of {} session logs of captures/",
+        logs.len()
+    );
+    train_proxy(&inst, &raw, &logs)?;
+
     std::fs::create_dir_all(&use_dir).map_err(|e| format!("{}: {e}", use_dir.display()))?;
     let st = Command::new(&profdata)
         .arg("merge")
@@ -88,6 +98,119 @@ pub fn build() -> Result<PathBuf, String> {
         &format!("-Cprofile-use={}", merged.display()),
     )?;
     Ok(use_dir.join("release").join("msntap"))
+}
+
+/// Rounds of replaying every log connection through the instrumented proxy.
+const PROXY_ROUNDS: usize = 20;
+
+/// Runs the instrumented `msntap proxy` in front of a server on 127.0.0.1 and replays the
+/// connections of `logs` through it: per connection the client sends its side of the log
+/// and the server its own, each in a thread of its own, then both close. The profiles are
+/// written when the proxy exits on SIGTERM.
+fn train_proxy(inst: &Path, raw: &Path, logs: &[&PathBuf]) -> Result<(), String> {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::{Shutdown, TcpListener, TcpStream};
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    let tables = msntap::Tables::builtin().map_err(|e| format!("tables: {e}"))?;
+    let mut conns: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    for l in logs {
+        let Ok(text) = std::fs::read_to_string(l) else {
+            continue;
+        };
+        for c in msntap::logfile::parse(&text, &tables, false) {
+            let (mut c2s, mut s2c) = (Vec::new(), Vec::new());
+            for ch in &c.chunks {
+                match ch.dir {
+                    msntap::event::Dir::C2s => c2s.extend_from_slice(&ch.bytes),
+                    msntap::event::Dir::S2c => s2c.extend_from_slice(&ch.bytes),
+                }
+            }
+            if !c2s.is_empty() {
+                conns.push((c2s, s2c));
+            }
+        }
+    }
+    if conns.is_empty() {
+        return Err("no connections in the session logs to train the proxy on".into());
+    }
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("bind: {e}"))?;
+    let server = listener
+        .local_addr()
+        .map_err(|e| e.to_string())?
+        .to_string();
+    // What the server sends on the next connection (the client connects one at a time).
+    let next: Arc<Mutex<Vec<u8>>> = Arc::default();
+    let n2 = next.clone();
+    std::thread::spawn(move || {
+        for s in listener.incoming() {
+            let Ok(mut s) = s else { break };
+            let reply = n2.lock().map(|v| v.clone()).unwrap_or_default();
+            std::thread::spawn(move || {
+                let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+                if let Ok(mut w) = s.try_clone() {
+                    std::thread::spawn(move || {
+                        let _ = w.write_all(&reply);
+                        let _ = w.shutdown(Shutdown::Write);
+                    });
+                }
+                let _ = std::io::copy(&mut s, &mut std::io::sink());
+            });
+        }
+    });
+    let mut child = Command::new(inst)
+        .args(["proxy", "--listen", "127.0.0.1:0", "--upstream", &server])
+        .args(["--json", "/dev/null", "--quiet"])
+        .env("LLVM_PROFILE_FILE", raw.join("%p-%m.profraw"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("running {}: {e}", inst.display()))?;
+    let mut err = BufReader::new(child.stderr.take().ok_or("no stderr")?);
+    let mut first = String::new();
+    let _ = err.read_line(&mut first);
+    let addr = first
+        .split_whitespace()
+        .find(|t| t.starts_with("127.0.0.1:"))
+        .map(str::to_string);
+    let mut failed = None;
+    if let Some(addr) = &addr {
+        'rounds: for _ in 0..PROXY_ROUNDS {
+            for (c2s, s2c) in &conns {
+                if let Ok(mut v) = next.lock() {
+                    v.clone_from(s2c);
+                }
+                let mut c = match TcpStream::connect(addr) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        failed = Some(format!("connecting to the proxy: {e}"));
+                        break 'rounds;
+                    }
+                };
+                let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut w = c.try_clone().map_err(|e| e.to_string())?;
+                let data = c2s.clone();
+                let t = std::thread::spawn(move || {
+                    let _ = w.write_all(&data);
+                    let _ = w.shutdown(Shutdown::Write);
+                });
+                let mut sink = Vec::new();
+                let _ = c.read_to_end(&mut sink);
+                let _ = t.join();
+            }
+        }
+    } else {
+        failed = Some(format!("the proxy did not start: {}", first.trim()));
+    }
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    match failed {
+        Some(f) => Err(f),
+        None => Ok(()),
+    }
 }
 
 /// `cargo build --release --bin msntap` into `dir` with one more rustc flag.
