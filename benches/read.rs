@@ -6,7 +6,8 @@
 //! The capture is removed at the end unless MSNTAP_BENCH_KEEP=1, which keeps it and prints
 //! where (for MSNTAP_BENCH_CAPTURE=FILE of benches/capture.rs and benches/json.rs).
 //! When the toolchain has llvm-profdata it also builds a profile-guided binary (benches/pgo)
-//! and times it beside the release build (MSNTAP_BENCH_PGO=0 skips that).
+//! and times it beside the release build (MSNTAP_BENCH_PGO=0 skips that; MSNTAP_BENCH_PGO=only
+//! builds it, prints its path and measures nothing).
 //! It measures only; it asserts nothing and is never run as a test.
 
 use std::process::Command;
@@ -28,6 +29,14 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() {
     // `cargo test` runs benches in test mode with --test: do nothing then.
     if std::env::args().any(|a| a == "--test" || a == "--list") {
+        return;
+    }
+    // MSNTAP_BENCH_PGO=only: just the profile-guided binary, for use (no capture, no runs).
+    if std::env::var_os("MSNTAP_BENCH_PGO").is_some_and(|v| v == "only") {
+        match pgo::build() {
+            Ok(p) => println!("profile-guided binary: {}", p.display()),
+            Err(why) => println!("PGO build: {why}"),
+        }
         return;
     }
     let mb: u64 = std::env::var("MSNTAP_BENCH_MB")
