@@ -516,13 +516,16 @@ fn throughput(bench: &Runtime, tables: &Arc<Tables>, kind: Traffic) {
 
 /// The msntap binary as a process of its own, `proxy --json /dev/null --quiet --backlog 1G`:
 /// the release build and, when the toolchain can make one, the profile-guided build
-/// (benches/pgo, trained on the read path of the fixtures only), with socat, taking turns.
+/// (benches/pgo, trained on the fixtures in captures/), with socat, taking turns.
 /// Each run starts a fresh process and times from the client's connect until that process
 /// has exited after SIGTERM, which it does once every queued event is written: the
-/// throughput with full decoding, as a user runs it.
+/// throughput with full decoding, as a user runs it. A run whose summary counts other than
+/// every frame and the client's ANS as commands, or any dropped event, is reported.
 fn binaries(bench: &Runtime, kind: Traffic, pgo: Option<&std::path::Path>) {
-    let (u, _, _) = unit(kind);
-    let data = Arc::new(u.repeat(BULK / u.len()));
+    let (u, per_unit, _) = unit(kind);
+    let units = BULK / u.len();
+    let commands = (units * per_unit + 1) as u64;
+    let data = Arc::new(u.repeat(units));
     let total = data.len();
     let server = bulk_server(bench, data);
     let s = socat(&server, 65536);
@@ -532,7 +535,7 @@ fn binaries(bench: &Runtime, kind: Traffic, pgo: Option<&std::path::Path>) {
         bins.push(("PGO", p, vec![]));
     }
     let mut plain = Vec::new();
-    let mut dropped = Vec::new();
+    let mut wrong = Vec::new();
     for _ in 0..RUNS {
         if let Some(s) = &s {
             plain.push(bench.block_on(pull(&s.1, total)));
@@ -543,8 +546,18 @@ fn binaries(bench: &Runtime, kind: Traffic, pgo: Option<&std::path::Path>) {
             bench.block_on(pull(&b.addr, total));
             let rest = b.stop_with("-TERM");
             times.push(t0.elapsed().as_secs_f64());
-            if rest.contains("dropped") {
-                dropped.push(format!("{name}: {}", summary_tail(&rest)));
+            let counted = rest
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .windows(2)
+                .find(|w| w[1].trim_end_matches(',') == "commands")
+                .and_then(|w| w[0].parse::<u64>().ok());
+            if counted != Some(commands) || rest.contains("dropped") {
+                let line = rest.lines().rfind(|l| l.contains("proxied connections"));
+                wrong.push(format!(
+                    "{name}: {counted:?} commands of {commands}: {}",
+                    line.unwrap_or("no summary")
+                ));
             }
         }
     }
@@ -566,8 +579,8 @@ fn binaries(bench: &Runtime, kind: Traffic, pgo: Option<&std::path::Path>) {
             p.map_or("-".to_string(), |p| format!("{:.2}x socat", v / p))
         );
     }
-    for d in dropped {
-        println!("  events dropped: {d}");
+    for w in wrong {
+        println!("  NOT every event decoded and written: {w}");
     }
     println!();
 }

@@ -104,6 +104,13 @@ fn main() {
             b.run(&cap);
         }
     }
+    // The builds must decode the same: the PGO figures count only if its summary is the
+    // release build's.
+    if let [r, p] = &bins[..] {
+        if r.summary != p.summary {
+            println!("the PGO build's summary DIFFERS from the release build's:");
+        }
+    }
     let mut medians = Vec::new();
     for b in &mut bins {
         b.times.sort_by(f64::total_cmp);
