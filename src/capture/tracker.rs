@@ -631,6 +631,15 @@ impl Tracker {
         let d = dir.index();
         let o = dir.flip().index();
         self.last = Some((i, dir, tcp.payload.len()));
+        // A referral can come after the SYN it names in a capture (two connections' packets
+        // a hair apart, written out of order): an address learned since counts until the
+        // connection is opened by its content.
+        if st.id.is_none() && st.expected.is_none() && !st.rejected && !self.learned.is_empty() {
+            st.expected = self
+                .learned
+                .get(&st.server)
+                .map(|&(service, version)| OpenReason::Referral { service, version });
+        }
         // A watched port or learned address: the connection is MSNP from its first packet
         // (its Connect belongs to that packet even when its bytes wait for a handshake).
         if st.id.is_none() && st.expected.is_some() {
