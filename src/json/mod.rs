@@ -1148,8 +1148,10 @@ fn clean_prefix_long(s: &[u8]) -> usize {
 fn copy_clean(out: &mut Vec<u8>, s: &[u8]) -> usize {
     let n = s.len();
     if n > LONG {
-        // Long runs (base64 bodies) are scanned first and copied in one `memcpy`, which moves
-        // more bytes per instruction than block stores do.
+        // Long runs are scanned first and copied in one `memcpy`, which moves more bytes per
+        // instruction than block stores do. Whole long strings go to json-escape-simd
+        // (`write_str_slow`); what reaches this is a long piece of `collect_str` text, whose
+        // quotes that crate would add.
         let p = clean_prefix_long(s);
         out.extend_from_slice(s.get(..p).unwrap_or_default());
         return p;
