@@ -19,6 +19,8 @@ use crate::event::Ts;
 
 /// How many of the most recently delivered bytes are kept to check retransmissions.
 pub const TAIL: usize = 4096;
+/// An acknowledgement further ahead than this of what was delivered is not believed.
+const MAX_AHEAD: i64 = 1 << 24;
 
 /// What a held piece costs besides its bytes (map entry and node share), for the budget.
 const PIECE_COST: usize = 48;
@@ -106,6 +108,15 @@ impl HalfStream {
     /// The peer acknowledged the FIN (so it is where it was believed to be).
     pub fn fin_acked(&self) -> bool {
         self.fin.is_some_and(|f| self.acked > f)
+    }
+    /// Are bytes (or the FIN) before `ack`, which the peer acknowledged, still to be
+    /// delivered? Then the peer's segment carrying `ack` was sent after they reached it.
+    pub fn lacks(&self, ack: u32) -> bool {
+        let Some(a) = self.offset_of(ack) else {
+            return false;
+        };
+        let upto = self.next as i64 + i64::from(self.done());
+        a > upto && a - upto <= MAX_AHEAD
     }
     /// The stream's first sequence number is known.
     pub fn started(&self) -> bool {

@@ -335,6 +335,13 @@ struct State {
     last_seen: u64,
     bytes: [u64; 2],
     closed_by: Option<Dir>,
+    /// Per direction: the sequence number of its FIN and the acknowledgement number the
+    /// FIN carried (which side closed first, whatever order the file has them in).
+    fins: [Option<(u32, Option<u32>)>; 2],
+    /// Per direction, in the file's order: segments waiting for the other direction's
+    /// bytes they acknowledge (at most a reorder window), and the bytes they hold.
+    parked: [VecDeque<Parked>; 2],
+    parked_bytes: usize,
     /// The first command line may be anywhere (picked up mid-way, a gap, a bad first line).
     anywhere: [bool; 2],
     ended: [bool; 2],
@@ -351,6 +358,17 @@ struct State {
     timer: Option<u64>,
 }
 
+/// A segment held back: it acknowledges bytes of the other direction that are not
+/// delivered yet, so it was sent after them even though the file has it first.
+struct Parked {
+    seq: u32,
+    data: Vec<u8>,
+    fin: bool,
+    ts: Ts,
+    pkt: u64,
+    ack: u32,
+}
+
 struct Flow {
     half: [HalfStream; 2],
     st: State,
@@ -358,7 +376,7 @@ struct Flow {
 
 /// What a connection counts against the budget.
 fn cost(half: &[HalfStream; 2], st: &State) -> usize {
-    half[0].held() + half[1].held() + st.start[0].held() + st.start[1].held()
+    half[0].held() + half[1].held() + st.start[0].held() + st.start[1].held() + st.parked_bytes
 }
 
 /// Tracker-wide parts a delivery needs, borrowed apart from the flow table.
@@ -389,6 +407,11 @@ macro_rules! ctx {
 }
 
 const MAX_DEAD: usize = 8192;
+/// Packets a segment waits for the other direction's bytes it acknowledges. Two
+/// directions' packets written out of order are a few packets apart; bytes lost in the
+/// capture never come, and the segment should not wait long for them (its events would
+/// come after much that was sent later).
+const PARK_WINDOW: u64 = 8;
 const MAX_LEARNED: usize = 4096;
 /// Longest line searched for a command before it is skipped whole.
 const MAX_SEEK_LINE: usize = 4096;
@@ -666,9 +689,27 @@ impl Tracker {
             } else {
                 tcp.seq
             };
-            half[d].on_segment(seq, tcp.payload, tcp.fin, ts, pkt, &mut |x| {
-                cx.take(st, dir, x, ts)
-            });
+            // Bytes written before the other direction's bytes they answer wait for them,
+            // so both directions reach the decoders in the order they were sent.
+            if tcp.ack_flag && half[o].lacks(tcp.ack) {
+                let data = tcp.payload.to_vec();
+                st.parked_bytes += data.capacity();
+                st.parked[d].push_back(Parked {
+                    seq,
+                    data,
+                    fin: tcp.fin,
+                    ts,
+                    pkt,
+                    ack: tcp.ack,
+                });
+            } else {
+                half[d].on_segment(seq, tcp.payload, tcp.fin, ts, pkt, &mut |x| {
+                    cx.take(st, dir, x, ts)
+                });
+                if !st.parked[o].is_empty() {
+                    unpark(half, st, pkt, None, &mut cx);
+                }
+            }
         }
         if tcp.rst && st.reset.is_none() {
             st.closed_by.get_or_insert(dir);
@@ -680,7 +721,24 @@ impl Tracker {
                 half[o].set_limit(tcp.ack);
             }
         } else if tcp.fin {
-            st.closed_by.get_or_insert(dir);
+            let at = tcp
+                .seq
+                .wrapping_add(u32::from(tcp.syn))
+                .wrapping_add(tcp.payload.len() as u32);
+            let fin = *st.fins[d].get_or_insert((at, tcp.ack_flag.then_some(tcp.ack)));
+            match st.closed_by {
+                None => st.closed_by = Some(dir),
+                // The FIN written first acknowledged this one: this side closed first.
+                Some(first) if first != dir && st.reset.is_none() => {
+                    let acked = st.fins[first.index()]
+                        .and_then(|(_, ack)| ack)
+                        .is_some_and(|a| a.wrapping_sub(fin.0) as i32 > 0);
+                    if acked {
+                        st.closed_by = Some(dir);
+                    }
+                }
+                _ => {}
+            }
         }
         self.settle(i, ts, out);
     }
@@ -693,7 +751,13 @@ impl Tracker {
         let Some(Flow { half, st }) = self.slots.get_mut(i).and_then(Option::as_mut) else {
             return;
         };
-        if half[0].quiet() && half[1].quiet() && st.reset.is_none() && !st.rejected {
+        if half[0].quiet()
+            && half[1].quiet()
+            && st.reset.is_none()
+            && !st.rejected
+            && st.parked[0].is_empty()
+            && st.parked[1].is_empty()
+        {
             // The common case: in order, nothing waiting, not closing.
             let after = cost(half, st);
             self.held = self.held + after - st.held;
@@ -702,6 +766,7 @@ impl Tracker {
             return;
         }
         let mut cx = ctx!(self, out);
+        unpark(half, st, pkt, Some(PARK_WINDOW), &mut cx);
         for dd in [Dir::C2s, Dir::S2c] {
             let h = &mut half[dd.index()];
             if h.waiting_since().is_some_and(|t| pkt - t >= window) {
@@ -747,6 +812,12 @@ impl Tracker {
                 half[0].due(window),
                 half[1].due(window),
                 st.reset.map(|(t, _)| t.saturating_add(window)),
+                st.parked[0]
+                    .front()
+                    .map(|p| p.pkt.saturating_add(PARK_WINDOW)),
+                st.parked[1]
+                    .front()
+                    .map(|p| p.pkt.saturating_add(PARK_WINDOW)),
             ]
             .into_iter()
             .flatten()
@@ -835,6 +906,9 @@ impl Tracker {
                 last_seen: self.packets,
                 bytes: [0, 0],
                 closed_by: None,
+                fins: [None, None],
+                parked: Default::default(),
+                parked_bytes: 0,
                 anywhere: [false, false],
                 ended: [false, false],
                 reset: None,
@@ -873,6 +947,7 @@ impl Tracker {
         if st.id.is_none() && st.expected.is_some() {
             cx.open(st, ts);
         }
+        unpark(half, st, pkt, Some(0), &mut cx);
         // Give up on holes: held data is decoded with gaps.
         for dd in [Dir::C2s, Dir::S2c] {
             let h = &mut half[dd.index()];
@@ -929,6 +1004,7 @@ impl Tracker {
             if st.id.is_none() && st.expected.is_some() {
                 cx.open(st, ts);
             }
+            unpark(half, st, pkt, Some(0), &mut cx);
             for dd in [Dir::C2s, Dir::S2c] {
                 let h = &mut half[dd.index()];
                 let n = h.held();
@@ -1001,9 +1077,9 @@ impl Tracker {
             .collect();
         order.sort_unstable();
         for (_, _, i, reset) in order {
-            let fins = self.slots[i]
-                .as_ref()
-                .is_some_and(|f| f.half[0].fin_seen() && f.half[1].fin_seen());
+            let fins = self.slots[i].as_ref().is_some_and(|f| {
+                (0..2).all(|x| f.half[x].fin_seen() || f.st.parked[x].iter().any(|p| p.fin))
+            });
             match reset {
                 Some(ts) => self.close(i, ts, CloseReason::Rst, out),
                 // Both sides said goodbye; only missing bytes kept it open.
@@ -1028,6 +1104,41 @@ fn expectation(
     ports
         .contains(&server.port())
         .then_some(OpenReason::Port(server.port()))
+}
+
+/// Hands parked segments to their reassembler once the bytes they acknowledge are in, or
+/// (`window`) once they waited that many packets; `Some(0)` releases all of them.
+fn unpark(
+    half: &mut [HalfStream; 2],
+    st: &mut State,
+    pkt: u64,
+    window: Option<u64>,
+    cx: &mut Ctx<'_>,
+) {
+    loop {
+        let mut moved = false;
+        for dir in [Dir::C2s, Dir::S2c] {
+            let (d, o) = (dir.index(), dir.flip().index());
+            while let Some(p) = st.parked[d].front() {
+                let waited = window.is_some_and(|w| pkt.saturating_sub(p.pkt) >= w);
+                if !waited && half[o].lacks(p.ack) {
+                    break;
+                }
+                let Some(p) = st.parked[d].pop_front() else {
+                    break;
+                };
+                st.parked_bytes -= p.data.capacity();
+                let ts = p.ts;
+                half[d].on_segment(p.seq, &p.data, p.fin, ts, pkt, &mut |x| {
+                    cx.take(st, dir, x, ts)
+                });
+                moved = true;
+            }
+        }
+        if !moved {
+            return;
+        }
+    }
 }
 
 /// Hands segments held before a direction's start back to its reassembler, each with
@@ -1411,6 +1522,123 @@ mod tests {
         );
         assert_eq!(why, Some(OpenReason::Content));
         assert_eq!(got[0], b"VER 1 MSNP8 CVR0\r\n");
+    }
+
+    /// Packets of the two directions written out of the order they were sent in (as a
+    /// capture taken on two interfaces, or re-split by perturb.py, can have them): each
+    /// direction's bytes still reach the decoder after the other direction's bytes they
+    /// acknowledge, and the close says who closed first.
+    #[test]
+    fn an_answer_written_before_its_question_is_decoded_after_it() {
+        let tables = Arc::new(Tables::builtin().expect("tables"));
+        let mut t = Tracker::new(tables, FlowOptions::default(), 1);
+        let mut f = TcpFlowWriter::new(
+            "10.0.0.1:40000".parse().expect("addr"),
+            "10.9.9.9:1863".parse().expect("addr"),
+        );
+        let mut pk: Vec<Vec<u8>> = f
+            .handshake()
+            .expect("hs")
+            .into_iter()
+            .map(|p| p.1)
+            .collect();
+        let ask = f.data(Dir::C2s, b"VER 1 MSNP8 CVR0\r\n", 9).expect("data");
+        let answer = f.data(Dir::S2c, b"VER 1 MSNP8\r\n", 64).expect("data");
+        let next = f.data(Dir::C2s, b"CVR 2 0x0409\r\n", 64).expect("data");
+        // The server closes first; the client's FIN (which acknowledges the server's) is
+        // written before it.
+        let server_fin = f.fin(Dir::S2c).expect("fin");
+        let client_fin = f.fin(Dir::C2s).expect("fin");
+        // The file: the question's first half, the answer, the question's second half.
+        pk.push(ask[0].clone());
+        pk.extend(answer);
+        pk.extend(ask[1..].iter().cloned());
+        pk.extend(next);
+        pk.push(client_fin);
+        pk.push(server_fin);
+        let mut order: Vec<(Dir, Vec<u8>)> = Vec::new();
+        let mut by = None;
+        let mut on = |e: StreamEvent<'_>| match e {
+            StreamEvent::Data { dir, bytes, .. } => match order.last_mut() {
+                Some((d, b)) if *d == dir => b.extend_from_slice(bytes),
+                _ => order.push((dir, bytes.to_vec())),
+            },
+            StreamEvent::Close { by: b, how, .. } => {
+                assert_eq!(how, CloseReason::Fin);
+                by = Some(b);
+            }
+            _ => {}
+        };
+        for (n, p) in pk.iter().enumerate() {
+            t.packet(RAW, Ts(n as i64 + 1), p, &mut on);
+        }
+        t.finish(&mut on);
+        assert_eq!(
+            order,
+            vec![
+                (Dir::C2s, b"VER 1 MSNP8 CVR0\r\n".to_vec()),
+                (Dir::S2c, b"VER 1 MSNP8\r\n".to_vec()),
+                (Dir::C2s, b"CVR 2 0x0409\r\n".to_vec()),
+            ]
+        );
+        assert_eq!(by, Some(Some(Dir::S2c)));
+    }
+
+    /// An acknowledgement of bytes that never come (lost in the capture) holds a segment
+    /// back only a few packets: it is decoded, with its own time, not at the end.
+    #[test]
+    fn a_segment_acknowledging_lost_bytes_waits_only_a_few_packets() {
+        let tables = Arc::new(Tables::builtin().expect("tables"));
+        let mut t = Tracker::new(tables, FlowOptions::default(), 1);
+        let mut f = TcpFlowWriter::new(
+            "10.0.0.1:40000".parse().expect("addr"),
+            "10.9.9.9:1863".parse().expect("addr"),
+        );
+        let mut pk: Vec<Vec<u8>> = f
+            .handshake()
+            .expect("hs")
+            .into_iter()
+            .map(|p| p.1)
+            .collect();
+        pk.extend(f.data(Dir::C2s, b"VER 1 MSNP8 CVR0\r\n", 64).expect("data"));
+        f.skip(Dir::S2c, 13); // "VER 1 MSNP8\r\n", lost
+        let asked = pk.len();
+        pk.extend(f.data(Dir::C2s, b"CVR 2 0x0409\r\n", 64).expect("data"));
+        // Keep-alives of another direction's bytes: the packet count moves on.
+        for i in 0..PARK_WINDOW + 2 {
+            let line = format!("PNG {i}\r\n");
+            pk.extend(f.data(Dir::C2s, line.as_bytes(), 64).expect("data"));
+        }
+        // (time stamped, packet being read when decoded, bytes)
+        let mut seen: Vec<(Ts, i64, Vec<u8>)> = Vec::new();
+        let now = std::cell::Cell::new(0i64);
+        let mut on = |e: StreamEvent<'_>| {
+            if let StreamEvent::Data {
+                dir: Dir::C2s,
+                bytes,
+                ts,
+                ..
+            } = e
+            {
+                seen.push((ts, now.get(), bytes.to_vec()));
+            }
+        };
+        for p in &pk {
+            now.set(now.get() + 1);
+            t.packet(RAW, Ts(now.get()), p, &mut on);
+        }
+        let cvr = seen
+            .iter()
+            .find(|(_, _, b)| b.starts_with(b"CVR"))
+            .expect("CVR decoded before the end");
+        // Stamped with its own packet's time (packet `asked + 1`), decoded a window later.
+        assert_eq!(cvr.0, Ts(asked as i64 + 1));
+        let at = cvr.1;
+        assert!(
+            at as u64 <= asked as u64 + 1 + PARK_WINDOW,
+            "decoded at packet {at}, asked at {}",
+            asked + 1
+        );
     }
 
     #[test]
