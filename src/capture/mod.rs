@@ -449,10 +449,10 @@ fn frames_core<R: Read>(
         let mut reader = match create_reader(BUF, input) {
             Ok(r) => r,
             Err(PcapError::HeaderNotRecognized) => {
-                return Err(fmt_err(
-                    0,
-                    "not a pcap or pcapng file (unknown magic number)".into(),
-                ))
+                // A file on disk can be read again to tell a cut header from another format.
+                let mut head = Vec::new();
+                let _ = std::fs::File::open(name).and_then(|f| f.take(64).read_to_end(&mut head));
+                return Err(fmt_err(0, unrecognized_header(&head)));
             }
             Err(PcapError::Eof) => return Err(fmt_err(0, "empty file".into())),
             Err(PcapError::Incomplete(_)) | Err(PcapError::UnexpectedEof) => {
@@ -721,8 +721,9 @@ fn frames_core<R: Read>(
                 }
                 Err(e) => {
                     let msg = match e {
-                        PcapError::NomError(_, k) => format!("malformed block ({k:?})"),
-                        PcapError::OwnedNomError(_, k) => format!("malformed block ({k:?})"),
+                        PcapError::NomError(_, k) | PcapError::OwnedNomError(_, k) => {
+                            malformed(reader.data(), layout, k)
+                        }
                         other => format!("{other:?}"),
                     };
                     return Err(fmt_err(at, msg));
@@ -782,6 +783,72 @@ impl Kept {
 
 /// Reads the length field of the record at the start of `data`; a message when it is
 /// beyond any sane record (so the problem is a corrupt field, not a short file).
+/// What pcap-parser's "header not recognized" means, given the first bytes of the input
+/// (empty when they cannot be had): a capture cut inside its file header (a pcap's 24
+/// bytes, a pcapng section header) starts with a known magic number.
+pub fn unrecognized_header(head: &[u8]) -> String {
+    let pcap = [
+        [0xd4, 0xc3, 0xb2, 0xa1],
+        [0xa1, 0xb2, 0xc3, 0xd4],
+        [0x4d, 0x3c, 0xb2, 0xa1],
+        [0xa1, 0xb2, 0x3c, 0x4d],
+    ];
+    match head.get(..4) {
+        Some(m) if pcap.iter().any(|p| p == m) && head.len() < 24 => format!(
+            "pcap file cut inside its 24-byte file header ({} bytes)",
+            head.len()
+        ),
+        Some([0x0a, 0x0d, 0x0d, 0x0a]) if head.len() < 28 => format!(
+            "pcapng file cut inside its section header block ({} bytes)",
+            head.len()
+        ),
+        Some([0x0a, 0x0d, 0x0d, 0x0a]) => {
+            "pcapng section header block is malformed (byte-order magic or length)".into()
+        }
+        _ => "not a pcap or pcapng file (unknown magic number)".into(),
+    }
+}
+
+/// A block the parser refused, said in the format's words: which block (pcapng: its type)
+/// and what is wrong with it.
+fn malformed(
+    data: &[u8],
+    (ng, be): (bool, bool),
+    kind: pcap_parser::nom::error::ErrorKind,
+) -> String {
+    use pcap_parser::nom::error::ErrorKind;
+    let what = match kind {
+        ErrorKind::Verify => "its length fields are too small or disagree",
+        ErrorKind::Eof => "a field runs past the end of the block",
+        ErrorKind::Tag => "a section header where a block of the section was expected",
+        _ => "its contents do not parse",
+    };
+    if !ng {
+        return format!("malformed record: {what}");
+    }
+    let Some(b) = data.get(..4).and_then(|b| <[u8; 4]>::try_from(b).ok()) else {
+        return format!("malformed block: {what}");
+    };
+    let ty = if be {
+        u32::from_be_bytes(b)
+    } else {
+        u32::from_le_bytes(b)
+    };
+    let name = match ty {
+        0x0a0d_0d0a => "section header",
+        1 => "interface description",
+        2 => "packet (obsolete)",
+        3 => "simple packet",
+        4 => "name resolution",
+        5 => "interface statistics",
+        6 => "enhanced packet",
+        0x0a => "decryption secrets",
+        0x0bad | 0x4000_0bad => "custom",
+        _ => "unknown",
+    };
+    format!("malformed pcapng block (type {ty:#010x}, {name}): {what}")
+}
+
 fn absurd_length(data: &[u8], (ng, be): (bool, bool)) -> Option<String> {
     let at = if ng { 4 } else { 8 };
     let b: [u8; 4] = data.get(at..at + 4)?.try_into().ok()?;
@@ -1112,6 +1179,49 @@ mod tests {
         );
     }
 
+    /// A pcapng block whose two length fields disagree is named by its type and fault,
+    /// and what came before it is decoded.
+    #[test]
+    fn a_corrupt_pcapng_block_is_named_in_the_formats_words() {
+        let mut w = CaptureWriter::with_options(
+            Vec::new(),
+            Format::PcapNg,
+            Link::Ethernet,
+            false,
+            Endian::Little,
+        )
+        .expect("w");
+        conversation(
+            &mut w,
+            0,
+            &mut flow("10.1.1.1:40000", "10.2.2.2:1863"),
+            64,
+            1_000_000,
+        );
+        let mut b = w.into_inner().expect("bytes");
+        // Walk the blocks; the last enhanced packet block gets a wrong trailing length.
+        let (mut off, mut last) = (0, None);
+        while off + 8 <= b.len() {
+            let ty = u32::from_le_bytes(b[off..off + 4].try_into().expect("4"));
+            let len = u32::from_le_bytes(b[off + 4..off + 8].try_into().expect("4")) as usize;
+            if ty == 6 {
+                last = Some((off, len));
+            }
+            off += len;
+        }
+        let (at, len) = last.expect("an enhanced packet block");
+        b[at + len - 4..at + len].copy_from_slice(&(len as u32 + 4).to_le_bytes());
+        let (evs, r) = read_bytes(&b);
+        let msg = r.expect_err("corrupt").to_string();
+        assert_eq!(
+            msg,
+            format!(
+                "test.pcap: at byte offset {at}: malformed pcapng block (type 0x00000006, enhanced packet): its length fields are too small or disagree"
+            )
+        );
+        assert!(!lines(&evs).is_empty(), "the blocks before it are decoded");
+    }
+
     #[test]
     fn fragmented_ipv4_and_wrapping_sequence_numbers() {
         let mut w = CaptureWriter::new(Vec::new(), Format::Pcap, Link::Ethernet).expect("w");
@@ -1305,6 +1415,20 @@ mod tests {
         assert_eq!(
             msg,
             "test.pcap: at byte offset 0: not a pcap or pcapng file (unknown magic number)"
+        );
+
+        // Cut inside the file header: the magic number is known, the header incomplete.
+        assert_eq!(
+            unrecognized_header(&[0x0a, 0x0d, 0x0d, 0x0a, 0x1c, 0, 0, 0, 0x4d, 0x3c]),
+            "pcapng file cut inside its section header block (10 bytes)"
+        );
+        assert_eq!(
+            unrecognized_header(&good[..12]),
+            "pcap file cut inside its 24-byte file header (12 bytes)"
+        );
+        assert_eq!(
+            unrecognized_header(b"GIF89a"),
+            "not a pcap or pcapng file (unknown magic number)"
         );
 
         // An absurd record length after the first record.

@@ -437,6 +437,7 @@ impl Source {
             })
         };
         // Still a `dyn Read` for the reading loop (its code, and cost, stay the same).
+        let start: Vec<u8> = head.iter().take(64).copied().collect();
         let (mut rest, kept) = capture::KeepErr::new(rest);
         let rest: &mut dyn Read = &mut rest;
         let (cs, r) = capture::read_from_counted(
@@ -447,7 +448,19 @@ impl Source {
             &mut sink,
             &mut |_| {},
         );
-        let r = r.map_err(|e| kept.explain(e));
+        let r = r.map_err(|e| match e {
+            // Standard input cannot be read again: its first bytes say what the header is.
+            capture::CaptureError::Format {
+                path,
+                offset: 0,
+                message,
+            } if message == capture::unrecognized_header(&[]) => capture::CaptureError::Format {
+                path,
+                offset: 0,
+                message: capture::unrecognized_header(&start),
+            },
+            e => kept.explain(e),
+        });
         stats.events = events;
         stats.connections = cs.next_conn.saturating_sub(self.next_conn);
         self.next_conn = cs.next_conn.max(self.next_conn);
