@@ -449,9 +449,13 @@ fn frames_core<R: Read>(
         let mut reader = match create_reader(BUF, input) {
             Ok(r) => r,
             Err(PcapError::HeaderNotRecognized) => {
-                // A file on disk can be read again to tell a cut header from another format.
+                // A regular file can be read again to tell a cut header from another format
+                // (not a FIFO: opening one again would wait for a writer).
                 let mut head = Vec::new();
-                let _ = std::fs::File::open(name).and_then(|f| f.take(64).read_to_end(&mut head));
+                if std::fs::metadata(name).is_ok_and(|m| m.is_file()) {
+                    let _ =
+                        std::fs::File::open(name).and_then(|f| f.take(64).read_to_end(&mut head));
+                }
                 return Err(fmt_err(0, unrecognized_header(&head)));
             }
             Err(PcapError::Eof) => return Err(fmt_err(0, "empty file".into())),
