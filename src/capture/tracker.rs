@@ -1524,24 +1524,30 @@ mod tests {
         assert_eq!(got[0], b"VER 1 MSNP8 CVR0\r\n");
     }
 
+    /// A tracker, a connection to 10.9.9.9:1863 and the packets of its handshake.
+    fn tracker_and_handshake() -> (Tracker, TcpFlowWriter, Vec<Vec<u8>>) {
+        let tables = Arc::new(Tables::builtin().expect("tables"));
+        let t = Tracker::new(tables, FlowOptions::default(), 1);
+        let mut f = TcpFlowWriter::new(
+            "10.0.0.1:40000".parse().expect("addr"),
+            "10.9.9.9:1863".parse().expect("addr"),
+        );
+        let pk = f
+            .handshake()
+            .expect("hs")
+            .into_iter()
+            .map(|p| p.1)
+            .collect();
+        (t, f, pk)
+    }
+
     /// Packets of the two directions written out of the order they were sent in (as a
     /// capture taken on two interfaces, or re-split by perturb.py, can have them): each
     /// direction's bytes still reach the decoder after the other direction's bytes they
     /// acknowledge, and the close says who closed first.
     #[test]
     fn an_answer_written_before_its_question_is_decoded_after_it() {
-        let tables = Arc::new(Tables::builtin().expect("tables"));
-        let mut t = Tracker::new(tables, FlowOptions::default(), 1);
-        let mut f = TcpFlowWriter::new(
-            "10.0.0.1:40000".parse().expect("addr"),
-            "10.9.9.9:1863".parse().expect("addr"),
-        );
-        let mut pk: Vec<Vec<u8>> = f
-            .handshake()
-            .expect("hs")
-            .into_iter()
-            .map(|p| p.1)
-            .collect();
+        let (mut t, mut f, mut pk) = tracker_and_handshake();
         let ask = f.data(Dir::C2s, b"VER 1 MSNP8 CVR0\r\n", 9).expect("data");
         let answer = f.data(Dir::S2c, b"VER 1 MSNP8\r\n", 64).expect("data");
         let next = f.data(Dir::C2s, b"CVR 2 0x0409\r\n", 64).expect("data");
@@ -1588,18 +1594,7 @@ mod tests {
     /// back only a few packets: it is decoded, with its own time, not at the end.
     #[test]
     fn a_segment_acknowledging_lost_bytes_waits_only_a_few_packets() {
-        let tables = Arc::new(Tables::builtin().expect("tables"));
-        let mut t = Tracker::new(tables, FlowOptions::default(), 1);
-        let mut f = TcpFlowWriter::new(
-            "10.0.0.1:40000".parse().expect("addr"),
-            "10.9.9.9:1863".parse().expect("addr"),
-        );
-        let mut pk: Vec<Vec<u8>> = f
-            .handshake()
-            .expect("hs")
-            .into_iter()
-            .map(|p| p.1)
-            .collect();
+        let (mut t, mut f, mut pk) = tracker_and_handshake();
         pk.extend(f.data(Dir::C2s, b"VER 1 MSNP8 CVR0\r\n", 64).expect("data"));
         f.skip(Dir::S2c, 13); // "VER 1 MSNP8\r\n", lost
         let asked = pk.len();
