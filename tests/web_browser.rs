@@ -36,10 +36,12 @@ fn view_of_the_msnp11_capture_in_chromium() {
     let t0 = Instant::now();
     b.goto(&url);
 
-    // Both clients' chains, each with its NS and SB connection.
+    // Both clients' chains, each with its NS and SB connection. The page fills in as the
+    // events arrive: wait until both chains have their user and two connections (on a
+    // loaded machine the first chains appear before the rest of the capture is in).
     b.wait_for(
-        "two chains",
-        "document.querySelectorAll('#chains .chain').length === 2",
+        "two chains, each with a user and two connections",
+        "(cs => cs.length === 2 && cs.every(c => c.dataset.user && c.querySelectorAll('.conn').length === 2))([...document.querySelectorAll('#chains .chain')])",
         WAIT,
     );
     let chains = b.js(
