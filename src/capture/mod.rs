@@ -785,8 +785,6 @@ impl Kept {
     }
 }
 
-/// Reads the length field of the record at the start of `data`; a message when it is
-/// beyond any sane record (so the problem is a corrupt field, not a short file).
 /// What pcap-parser's "header not recognized" means, given the first bytes of the input
 /// (empty when they cannot be had): a capture cut inside its file header (a pcap's 24
 /// bytes, a pcapng section header) starts with a known magic number.
@@ -809,9 +807,13 @@ pub fn unrecognized_header(head: &[u8]) -> String {
         Some([0x0a, 0x0d, 0x0d, 0x0a]) => {
             "pcapng section header block is malformed (byte-order magic or length)".into()
         }
-        _ => "not a pcap or pcapng file (unknown magic number)".into(),
+        _ => NOT_A_CAPTURE.into(),
     }
 }
+
+/// The message for input that starts with no capture magic number (or whose first bytes
+/// could not be had again: the source then explains it from the bytes it sniffed).
+pub const NOT_A_CAPTURE: &str = "not a pcap or pcapng file (unknown magic number)";
 
 /// A block the parser refused, said in the format's words: which block (pcapng: its type)
 /// and what is wrong with it.
@@ -853,6 +855,8 @@ fn malformed(
     format!("malformed pcapng block (type {ty:#010x}, {name}): {what}")
 }
 
+/// Reads the length field of the record at the start of `data`; a message when it is
+/// beyond any sane record (so the problem is a corrupt field, not a short file).
 fn absurd_length(data: &[u8], (ng, be): (bool, bool)) -> Option<String> {
     let at = if ng { 4 } else { 8 };
     let b: [u8; 4] = data.get(at..at + 4)?.try_into().ok()?;

@@ -339,7 +339,7 @@ struct State {
     /// FIN carried (which side closed first, whatever order the file has them in).
     fins: [Option<(u32, Option<u32>)>; 2],
     /// Per direction, in the file's order: segments waiting for the other direction's
-    /// bytes they acknowledge (at most a reorder window), and the bytes they hold.
+    /// bytes they acknowledge (at most `PARK_WINDOW` packets), and the bytes they hold.
     parked: [VecDeque<Parked>; 2],
     parked_bytes: usize,
     /// The first command line may be anywhere (picked up mid-way, a gap, a bad first line).

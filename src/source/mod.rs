@@ -454,7 +454,7 @@ impl Source {
                 path,
                 offset: 0,
                 message,
-            } if message == capture::unrecognized_header(&[]) => capture::CaptureError::Format {
+            } if message == capture::NOT_A_CAPTURE => capture::CaptureError::Format {
                 path,
                 offset: 0,
                 message: capture::unrecognized_header(&start),
