@@ -27,6 +27,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Runtime;
 use tokio::sync::oneshot;
 
+mod lean;
 mod pgo;
 
 /// The allocator of the msntap binary (src/main.rs), so the figures are the binary's.
@@ -690,7 +691,33 @@ fn profile(bench: &Runtime, tables: &Arc<Tables>, kind: Traffic) {
         out.finish(Duration::from_secs(1));
         best = best.max(total as f64 / t.elapsed().as_secs_f64() / 1e6);
     }
-    println!("the event side alone, {kind:?} (one thread, no sockets): {best:.1} MB/s = {:.3} ms per MB\n", 1e3 / best);
+    println!(
+        "the event side alone, {kind:?} (one thread, no sockets): {best:.1} MB/s = {:.3} ms per MB",
+        1e3 / best
+    );
+    // The lean path of benches/lean on the same stream, one thread: the framer alone, then
+    // the framer and a JSON line written straight from each frame's bytes (a subset of the
+    // schema). What an event side of the prototype's shape could do on one core here.
+    for stage in [lean::Stage::Frame, lean::Stage::Json] {
+        let mut best = 0f64;
+        let mut run = None;
+        for _ in 0..3 {
+            let r = lean::run_stream(&data, 64 << 10, tables, stage, &mut std::io::sink());
+            best = best.max(total as f64 / r.secs / 1e6);
+            run = Some(r);
+        }
+        let (frames, json) = run.map_or((0, 0), |r| (r.count, r.json_bytes));
+        println!(
+            "lean path alone, {kind:?}, {} (benches/lean, one thread, {frames} frames, {:.1} MB of JSON): {best:.1} MB/s = {:.3} ms per MB",
+            match stage {
+                lean::Stage::Frame => "framer + dialect",
+                _ => "framer + JSON from the frame's bytes",
+            },
+            json as f64 / 1e6,
+            1e3 / best
+        );
+    }
+    println!();
 }
 
 fn print_groups(

@@ -8,8 +8,12 @@
 //! When the toolchain has llvm-profdata it also builds a profile-guided binary (benches/pgo)
 //! and times it beside the release build (MSNTAP_BENCH_PGO=0 skips that; MSNTAP_BENCH_PGO=only
 //! builds it, prints its path and measures nothing).
+//! In the same rounds it times the lean path of benches/lean (capture layer, framer, and a
+//! JSON line written straight from each frame's bytes: the ceiling of this machine for the
+//! prototype shape issue 10 describes; MSNTAP_BENCH_LEAN=0 skips it), then tshark.
 //! It measures only; it asserts nothing and is never run as a test.
 
+use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Instant;
@@ -18,6 +22,7 @@ use msntap::Tables;
 
 mod common;
 mod inputs;
+mod lean;
 mod pgo;
 mod timev;
 use common::build;
@@ -99,9 +104,30 @@ fn main() {
         Ok(p) => bins.push(Timed::new("PGO", p)),
         Err(why) => println!("PGO build: {why}"),
     }
-    for _ in 0..runs {
+    // The lean path (benches/lean) takes its turn in the same rounds: capture layer, framer
+    // and a JSON line written straight from each frame's bytes, a subset of the schema, in
+    // this process. A ceiling for this machine: the real read --json does more per frame.
+    // MSNTAP_BENCH_LEAN=0 skips it; MSNTAP_BENCH_LEAN_OUT=FILE keeps the last run's JSON
+    // Lines there (to check them with jq).
+    let lean_on = std::env::var_os("MSNTAP_BENCH_LEAN").is_none_or(|v| v != "0");
+    let lean_tables = Arc::new(Tables::builtin().expect("tables"));
+    let keep = std::env::var_os("MSNTAP_BENCH_LEAN_OUT");
+    let mut lean_times = vec![Vec::new(); lean::Stage::ALL.len()];
+    let mut lean_counts = vec![(0u64, 0u64); lean::Stage::ALL.len()];
+    for r in 0..runs {
         for b in &mut bins {
             b.run(&cap);
+        }
+        for (i, &stage) in lean::Stage::ALL.iter().enumerate().filter(|_| lean_on) {
+            let mut sink: Box<dyn std::io::Write> = match &keep {
+                Some(p) if r + 1 == runs && stage == lean::Stage::Json => {
+                    Box::new(std::fs::File::create(p).expect("MSNTAP_BENCH_LEAN_OUT"))
+                }
+                _ => Box::new(std::io::sink()),
+            };
+            let run = lean::run(&cap, &lean_tables, stage, &mut sink);
+            lean_times[i].push(run.secs);
+            lean_counts[i] = (run.count, run.json_bytes);
         }
     }
     // The builds must decode the same: the PGO figures count only if its summary is the
@@ -135,6 +161,38 @@ fn main() {
             println!("msntap ({}) exited with {st}", b.name);
         }
         medians.push((b.name, secs));
+    }
+    // The lean path's figures.
+    let mut lean_medians = Vec::new();
+    if lean_on {
+        for (i, &stage) in lean::Stage::ALL.iter().enumerate() {
+            let t = &mut lean_times[i];
+            t.sort_by(f64::total_cmp);
+            let (best, median) = (t[0], t[t.len() / 2]);
+            let (count, json) = lean_counts[i];
+            let what = match stage {
+                lean::Stage::Track => format!("{count} bytes delivered"),
+                lean::Stage::Frame => format!("{count} frames"),
+                lean::Stage::Json => format!("{count} frames, {:.1} MB of JSON", json as f64 / 1e6),
+            };
+            println!(
+                "lean path, {}: {runs} runs: best {:.3} s, {:.0} MB/s; median {:.3} s, {:.0} MB/s ({what})",
+                stage.describe(),
+                best,
+                size as f64 / 1e6 / best,
+                median,
+                size as f64 / 1e6 / median,
+            );
+            if stage == lean::Stage::Json {
+                lean_medians.push(("lean path, JSON from the frame's bytes", median));
+            }
+        }
+        if let Some(p) = &keep {
+            println!(
+                "kept the lean path's JSON Lines in {}",
+                Path::new(p).display()
+            );
+        }
     }
     // Stage 3: tshark's MSNMS dissector on the same capture, in the same run, when tshark
     // is installed (the issue's "200x tshark" target). tshark decodes only the first
@@ -175,6 +233,12 @@ fn main() {
                     println!(
                         "msntap read --json ({name}, median) is {:.0}x tshark",
                         m_rate / t_rate
+                    );
+                }
+                for (name, secs) in &lean_medians {
+                    println!(
+                        "{name} (median) is {:.0}x tshark",
+                        size as f64 / 1e6 / secs / t_rate
                     );
                 }
             }
