@@ -325,6 +325,85 @@ fn payload_split_over_segments_is_reported_pending_then_complete() {
     );
 }
 
+/// A reply written to the file before the command it answers (its ACK covers client bytes not
+/// yet in) is parked until they come: both commands are then listed, command first, on the
+/// packet that brought the client's bytes (docs/capture.md, "What a comment says"), and the
+/// reply's own packet lists nothing.
+#[test]
+fn a_parked_reply_is_listed_on_the_packet_that_released_it() {
+    let dir = Scratch::dir("annotate-parked");
+    let mut w = CaptureWriter::new(Vec::new(), Format::Pcap, Link::Ethernet).expect("w");
+    let mut f = TcpFlowWriter::new(
+        "10.1.1.1:40000".parse().expect("a"),
+        "10.2.2.2:1863".parse().expect("a"),
+    );
+    let mut pk: Vec<Vec<u8>> = f
+        .handshake()
+        .expect("hs")
+        .into_iter()
+        .map(|x| x.1)
+        .collect();
+    pk.extend(f.data(Dir::C2s, b"VER 1 MSNP8 CVR0\r\n", 1000).expect("d"));
+    pk.extend(f.data(Dir::S2c, b"VER 1 MSNP8\r\n", 1000).expect("d"));
+    let cvr = f
+        .data(
+            Dir::C2s,
+            b"CVR 2 0x0409 winnt 5.1 i386 MSNMSGR 6.0.0602 MSMSGS a@b.c\r\n",
+            1000,
+        )
+        .expect("d");
+    let reply = f
+        .data(
+            Dir::S2c,
+            b"CVR 2 6.0.0602 6.0.0602 1.0.0000 http://x/ http://y/\r\n",
+            1000,
+        )
+        .expect("d");
+    assert_eq!((cvr.len(), reply.len()), (1, 1));
+    // The reply goes into the file first.
+    pk.extend(reply);
+    pk.extend(cvr);
+    let mut t = 1_000_000;
+    for p in &pk {
+        t += 1;
+        w.write_ip(0, Ts(t), p, None).expect("write");
+    }
+    let input = dir.join("parked.pcap");
+    std::fs::write(&input, w.into_inner().expect("bytes")).expect("write");
+    let out = check_copy(&input, &dir);
+    assert_eq!(out.len(), 7, "3 handshake packets and 4 data packets");
+    let (reply_pkt, cvr_pkt) = (&out[5], &out[6]);
+    assert!(
+        !reply_pkt.comments.iter().any(|c| c.contains("CVR")),
+        "the parked reply's own packet: {:?}",
+        reply_pkt.comments
+    );
+    // One comment, one line per event.
+    let listed: Vec<&str> = cvr_pkt
+        .comments
+        .iter()
+        .flat_map(|c| c.lines())
+        .filter(|l| l.contains("CVR 2"))
+        .collect();
+    assert_eq!(listed.len(), 2, "{:?}", cvr_pkt.comments);
+    assert!(listed[0].starts_with("#1 c2s CVR 2 0x0409"), "{listed:?}");
+    assert!(listed[1].starts_with("#1 s2c CVR 2 6.0.0602"), "{listed:?}");
+    // And the reading keeps that order too.
+    let json = read_json(&input);
+    let order: Vec<&str> = json
+        .lines()
+        .filter(|l| l.contains("\"cmd\":\"CVR\""))
+        .map(|l| {
+            if l.contains("\"dir\":\"c2s\"") {
+                "c2s"
+            } else {
+                "s2c"
+            }
+        })
+        .collect();
+    assert_eq!(order, ["c2s", "s2c"]);
+}
+
 #[test]
 fn pcapng_interfaces_byte_order_and_existing_comments_are_kept() {
     let dir = Scratch::dir("annotate-pcapng");
