@@ -325,14 +325,8 @@ fn payload_split_over_segments_is_reported_pending_then_complete() {
     );
 }
 
-/// A reply written to the file before the command it answers (its ACK covers client bytes not
-/// yet in) is parked until they come: both commands are then listed, command first, on the
-/// packet that brought the client's bytes (docs/capture.md, "What a comment says"), and the
-/// reply's own packet lists nothing.
-#[test]
-fn a_parked_reply_is_listed_on_the_packet_that_released_it() {
-    let dir = Scratch::dir("annotate-parked");
-    let mut w = CaptureWriter::new(Vec::new(), Format::Pcap, Link::Ethernet).expect("w");
+/// The packets of a connection's handshake and a `VER` exchange (MSNP8), and its writer.
+fn ver_exchange() -> (TcpFlowWriter, Vec<Vec<u8>>) {
     let mut f = TcpFlowWriter::new(
         "10.1.1.1:40000".parse().expect("a"),
         "10.2.2.2:1863".parse().expect("a"),
@@ -345,6 +339,18 @@ fn a_parked_reply_is_listed_on_the_packet_that_released_it() {
         .collect();
     pk.extend(f.data(Dir::C2s, b"VER 1 MSNP8 CVR0\r\n", 1000).expect("d"));
     pk.extend(f.data(Dir::S2c, b"VER 1 MSNP8\r\n", 1000).expect("d"));
+    (f, pk)
+}
+
+/// A reply written to the file before the command it answers (its ACK covers client bytes not
+/// yet in) is parked until they come: both commands are then listed, command first, on the
+/// packet that brought the client's bytes (docs/capture.md, "What a comment says"), and the
+/// reply's own packet lists nothing.
+#[test]
+fn a_parked_reply_is_listed_on_the_packet_that_released_it() {
+    let dir = Scratch::dir("annotate-parked");
+    let mut w = CaptureWriter::new(Vec::new(), Format::Pcap, Link::Ethernet).expect("w");
+    let (mut f, mut pk) = ver_exchange();
     let cvr = f
         .data(
             Dir::C2s,
@@ -496,19 +502,8 @@ fn set_mode(p: &Path, m: u32) {
 /// A capture of one connection that carries no secret: a version exchange and a message.
 fn capture_without_secrets() -> Vec<u8> {
     let mut w = CaptureWriter::new(Vec::new(), Format::Pcap, Link::Ethernet).expect("w");
-    let mut f = TcpFlowWriter::new(
-        "10.1.1.1:40000".parse().expect("a"),
-        "10.2.2.2:1863".parse().expect("a"),
-    );
+    let (mut f, mut pk) = ver_exchange();
     let mut t = 1_000_000;
-    let mut pk: Vec<Vec<u8>> = f
-        .handshake()
-        .expect("hs")
-        .into_iter()
-        .map(|x| x.1)
-        .collect();
-    pk.extend(f.data(Dir::C2s, b"VER 1 MSNP8 CVR0\r\n", 1000).expect("d"));
-    pk.extend(f.data(Dir::S2c, b"VER 1 MSNP8\r\n", 1000).expect("d"));
     let body = "MIME-Version: 1.0\r\nContent-Type: text/plain\r\n\r\nhello";
     let msg = format!("MSG 2 N {}\r\n{body}", body.len());
     pk.extend(f.data(Dir::C2s, msg.as_bytes(), 1000).expect("d"));
