@@ -65,7 +65,7 @@ fn main() {
     let t_dec = Instant::now();
     let st = msntap::capture::read_path(
         &cap,
-        tables,
+        tables.clone(),
         &msntap::capture::ReadOptions::default(),
         &mut |_| {
             n_events += 1;
@@ -108,9 +108,8 @@ fn main() {
     // and a JSON line written straight from each frame's bytes, a subset of the schema, in
     // this process. A ceiling for this machine: the real read --json does more per frame.
     // MSNTAP_BENCH_LEAN=0 skips it; MSNTAP_BENCH_LEAN_OUT=FILE keeps the last run's JSON
-    // Lines there (to check them with jq).
+    // Lines there (to check them with jq), owner-only: the lean path redacts nothing.
     let lean_on = std::env::var_os("MSNTAP_BENCH_LEAN").is_none_or(|v| v != "0");
-    let lean_tables = Arc::new(Tables::builtin().expect("tables"));
     let keep = std::env::var_os("MSNTAP_BENCH_LEAN_OUT");
     let mut lean_times = vec![Vec::new(); lean::Stage::ALL.len()];
     let mut lean_counts = vec![(0u64, 0u64); lean::Stage::ALL.len()];
@@ -120,12 +119,13 @@ fn main() {
         }
         for (i, &stage) in lean::Stage::ALL.iter().enumerate().filter(|_| lean_on) {
             let mut sink: Box<dyn std::io::Write> = match &keep {
-                Some(p) if r + 1 == runs && stage == lean::Stage::Json => {
-                    Box::new(std::fs::File::create(p).expect("MSNTAP_BENCH_LEAN_OUT"))
-                }
+                Some(p) if r + 1 == runs && stage == lean::Stage::Json => Box::new(
+                    msntap::output::create_private(Path::new(p), true)
+                        .expect("MSNTAP_BENCH_LEAN_OUT"),
+                ),
                 _ => Box::new(std::io::sink()),
             };
-            let run = lean::run(&cap, &lean_tables, stage, &mut sink);
+            let run = lean::run(&cap, &tables, stage, &mut sink);
             lean_times[i].push(run.secs);
             lean_counts[i] = (run.count, run.json_bytes);
         }
@@ -185,6 +185,16 @@ fn main() {
             );
             if stage == lean::Stage::Json {
                 lean_medians.push(("lean path, JSON from the frame's bytes", median));
+                // The ceiling counts only if it framed what the binary decoded.
+                let commands = bins.first().and_then(|b| {
+                    let (head, _) = b.summary.split_once(" commands")?;
+                    head.rsplit(' ').next()?.parse::<u64>().ok()
+                });
+                if commands != Some(count) {
+                    println!(
+                        "the lean path framed {count} commands, the binary decoded {commands:?}: they DIFFER"
+                    );
+                }
             }
         }
         if let Some(p) = &keep {
