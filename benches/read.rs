@@ -110,7 +110,7 @@ fn main() {
     // MSNTAP_BENCH_LEAN=0 skips it; MSNTAP_BENCH_LEAN_OUT=FILE keeps the last run's JSON
     // Lines there (to check them with jq), owner-only: the lean path redacts nothing.
     let lean_on = std::env::var_os("MSNTAP_BENCH_LEAN").is_none_or(|v| v != "0");
-    let keep = std::env::var_os("MSNTAP_BENCH_LEAN_OUT");
+    let keep = std::env::var_os("MSNTAP_BENCH_LEAN_OUT").filter(|v| !v.is_empty());
     let mut lean_times = vec![Vec::new(); lean::Stage::ALL.len()];
     let mut lean_counts = vec![(0u64, 0u64); lean::Stage::ALL.len()];
     for r in 0..runs {
